@@ -1,0 +1,41 @@
+"""Exceptions shared by every layer. The CLI prints any FarmError as one line and exits non-zero."""
+
+
+class FarmError(Exception):
+    """Base of every error farm reports to a user as one clear line."""
+
+
+class InvalidSpec(FarmError, ValueError):
+    """A job or sweep spec that cannot run: unknown model, sparsity out of range, bad bits..."""
+
+
+class UnknownModel(InvalidSpec):
+    """A model name the registry does not know."""
+
+
+class UnknownDataset(InvalidSpec):
+    """A dataset name the registry does not know."""
+
+
+class DatasetMissing(FarmError):
+    """A known dataset whose files are not on this machine; the message says how to get them."""
+
+
+class CheckpointMismatch(FarmError, ValueError):
+    """A checkpoint or compressed file that does not fit the model it is loaded into."""
+
+
+class ServiceUnavailable(FarmError):
+    """The broker or the database cannot be reached."""
+
+
+class NotFound(FarmError, LookupError):
+    """A job, sweep or artifact id that does not exist."""
+
+
+class Cancelled(FarmError):
+    """Raised inside a running job when its cancel flag is seen between epochs or stages."""
+
+
+class NotImplementedStage(FarmError):
+    """A pipeline stage whose library is not built yet."""

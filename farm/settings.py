@@ -1,0 +1,67 @@
+"""Where farm keeps things and what it talks to.
+
+Each setting comes from, in order: the environment variable, the config file, the default.
+The config file is TOML: $FARM_CONFIG, else ./farm.toml, else ~/.config/farm/config.toml,
+with keys named as the variables without the FARM_ prefix, in lower case (db_url = "...").
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+# What each setting is for; the README table is generated from the same words.
+DOC = {
+    "home": "folder for the default SQLite database, artifacts and kernel cache",
+    "db_url": "SQLAlchemy URL of the results database (default: SQLite file in home)",
+    "broker_url": "Celery broker, e.g. redis://host:6379/0; unset means run jobs in-process",
+    "data_dir": "folder with datasets (fashion-mnist/ IDX files, cifar-10-batches-py/)",
+    "artifacts": "folder where checkpoints and compressed models are stored by content hash",
+    "kernel_cache": "folder where compiled CUDA kernels are cached",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    db_url: str
+    broker_url: str | None
+    data_dir: Path | None
+    artifacts: Path
+    kernel_cache: Path
+
+    @property
+    def embedded(self) -> bool:
+        """No broker configured: jobs run in this process."""
+        return not self.broker_url
+
+
+def _config_file() -> dict:
+    candidates = [os.environ.get("FARM_CONFIG"), "farm.toml", "~/.config/farm/config.toml"]
+    for name in filter(None, candidates):
+        path = Path(name).expanduser()
+        if path.is_file():
+            with path.open("rb") as f:
+                return tomllib.load(f)
+    return {}
+
+
+def load() -> Settings:
+    """Read the settings now (not at import: tests and workers change the environment)."""
+    file = _config_file()
+
+    def get(key: str, default=None):
+        return os.environ.get(f"FARM_{key.upper()}") or file.get(key) or default
+
+    home = Path(get("home", "~/.farm")).expanduser()
+    data_dir = get("data_dir")
+    return Settings(
+        home=home,
+        db_url=get("db_url", f"sqlite:///{home / 'farm.db'}"),
+        broker_url=get("broker_url"),
+        data_dir=Path(data_dir).expanduser() if data_dir else None,
+        artifacts=Path(get("artifacts", home / "artifacts")).expanduser(),
+        kernel_cache=Path(get("kernel_cache", home / "kernels")).expanduser(),
+    )

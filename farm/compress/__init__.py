@@ -1,1 +1,13 @@
-"""compress"""
+"""Compression: train, prune, quantize, save a compressed model. A plain library (no Celery/DB).
+
+    data = load_dataset("fashion-mnist"); model = get_model("resnet20", in_channels=1)
+    train(model, data, TrainConfig(epochs=20))
+    prune_and_retrain(model, data, MagnitudePruning(0.9), TrainConfig(epochs=15))
+    quantize_and_finetune(model, data, KMeansQuant(4), TrainConfig(epochs=3))
+    save_compressed(model, "model.farm")
+"""
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.compress.training import TrainConfig, TrainResult, evaluate, train
+
+__all__ = ["SparseTensor", "TrainConfig", "TrainResult", "evaluate", "train"]

@@ -1,0 +1,154 @@
+"""Datasets held as whole tensors (normalised, NCHW float32), so training can keep them on the GPU.
+
+- fashion-mnist: the IDX .gz files in `root`, else settings.data_dir/fashion-mnist, else
+  /usr/share/datasets/fashion-mnist (Debian package dataset-fashion-mnist).
+- cifar10: torchvision's CIFAR-10 from `root` or settings.data_dir (cifar-10-batches-py/);
+  downloaded only when the caller passes download=True.
+- synthetic: generated from a fixed seed, no files; small and learnable, for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from farm import settings
+from farm.errors import DatasetMissing, InvalidSpec, UnknownDataset
+from farm.models.idx import read_idx
+
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = {
+    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
+    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
+}
+# Per-channel mean/std of the training images, the usual normalisation.
+FASHION_STATS = ((0.2860,), (0.3530,))
+CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+
+
+@dataclass
+class Dataset:
+    name: str
+    train_x: Tensor
+    train_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    num_classes: int
+    in_channels: int
+    input_size: tuple[int, int]
+
+    def to(self, device: str | torch.device) -> "Dataset":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return Dataset(self.name, move(self.train_x), move(self.train_y), move(self.test_x),
+                       move(self.test_y), self.num_classes, self.in_channels, self.input_size)
+
+    def subset(self, n: int) -> "Dataset":
+        """The first n examples of each split (both splits are shuffled at source)."""
+        return Dataset(self.name, self.train_x[:n], self.train_y[:n], self.test_x[:n], self.test_y[:n],
+                       self.num_classes, self.in_channels, self.input_size)
+
+
+def list_datasets() -> list[str]:
+    return sorted(LOADERS)
+
+
+def load_dataset(name: str, *, root: str | Path | None = None, subset: int | None = None,
+                 device: str | torch.device = "cpu", download: bool = False) -> Dataset:
+    """Load a dataset whole; `subset` keeps the first n train and the first n test examples."""
+    if name.lower() not in LOADERS:
+        raise UnknownDataset(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
+    if subset is not None and subset < 1:
+        raise InvalidSpec(f"subset must be a positive number of examples, got {subset}")
+    data = LOADERS[name.lower()](Path(root).expanduser() if root else None, download)
+    if subset is not None:
+        data = data.subset(subset)
+    return data.to(device)
+
+
+def _normalise(images: np.ndarray, stats: tuple) -> Tensor:
+    """uint8 NHWC/NHW -> float32 NCHW, normalised per channel."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    mean, std = (torch.tensor(s).view(1, -1, 1, 1) for s in stats)
+    return ((x - mean) / std).contiguous()
+
+
+def _fashion_dir(root: Path | None) -> Path:
+    candidates = [root] if root else []
+    data_dir = settings.load().data_dir
+    if data_dir:
+        candidates.append(data_dir / "fashion-mnist")
+    candidates.append(SYSTEM_FASHION_MNIST)
+    for folder in candidates:
+        if all(_idx_file(folder, f) for f in FASHION_FILES.values()):
+            return folder
+    looked = ", ".join(str(c) for c in candidates)
+    raise DatasetMissing(
+        f"Fashion-MNIST IDX files not found (looked in {looked}); run `apt-get install "
+        f"dataset-fashion-mnist` or set FARM_DATA_DIR to a folder holding fashion-mnist/")
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    for path in (folder / f"{stem}.gz", folder / stem):
+        if path.is_file():
+            return path
+    return None
+
+
+def _fashion_mnist(root: Path | None, download: bool) -> Dataset:
+    folder = _fashion_dir(root)
+    raw = {k: read_idx(_idx_file(folder, stem)) for k, stem in FASHION_FILES.items()}
+    return Dataset(
+        "fashion-mnist",
+        _normalise(raw["train_x"], FASHION_STATS), torch.from_numpy(raw["train_y"].astype(np.int64)),
+        _normalise(raw["test_x"], FASHION_STATS), torch.from_numpy(raw["test_y"].astype(np.int64)),
+        num_classes=10, in_channels=1, input_size=(28, 28))
+
+
+def _cifar10(root: Path | None, download: bool) -> Dataset:
+    import torchvision  # only this loader needs it
+
+    data_dir = settings.load().data_dir
+    folder = root or data_dir or (settings.load().home / "data")
+    if not download and not (folder / "cifar-10-batches-py").is_dir():
+        raise DatasetMissing(
+            f"CIFAR-10 not found in {folder}/cifar-10-batches-py; set FARM_DATA_DIR to a folder "
+            f"holding it, or load it once with download=True (needs the internet)")
+    try:
+        train = torchvision.datasets.CIFAR10(str(folder), train=True, download=download)
+        test = torchvision.datasets.CIFAR10(str(folder), train=False, download=download)
+    except RuntimeError as e:  # torchvision's word for a missing or corrupt copy
+        raise DatasetMissing(f"CIFAR-10 in {folder} cannot be read: {e}") from None
+    return Dataset(
+        "cifar10",
+        _normalise(train.data, CIFAR_STATS), torch.tensor(train.targets, dtype=torch.int64),
+        _normalise(test.data, CIFAR_STATS), torch.tensor(test.targets, dtype=torch.int64),
+        num_classes=10, in_channels=3, input_size=(32, 32))
+
+
+def _synthetic(root: Path | None, download: bool, *, n_train: int = 1024, n_test: int = 256,
+               size: int = 16, channels: int = 3, classes: int = 10) -> Dataset:
+    """Each class is a fixed random smooth pattern; an example is its pattern, randomly shifted by
+    up to 2 px, scaled, plus noise. Learnable by a tiny CNN in a few epochs, not trivially."""
+    g = torch.Generator().manual_seed(1234)
+    coarse = torch.randn(classes, channels, size // 4, size // 4, generator=g)
+    patterns = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+
+    def draw(n: int) -> tuple[Tensor, Tensor]:
+        y = torch.arange(n) % classes
+        y = y[torch.randperm(n, generator=g)]
+        x = patterns[y] * (0.5 + torch.rand(n, 1, 1, 1, generator=g))
+        shifts = torch.randint(-2, 3, (n, 2), generator=g)
+        x = torch.stack([torch.roll(xi, (int(s[0]), int(s[1])), dims=(1, 2)) for xi, s in zip(x, shifts)])
+        return (x + 0.8 * torch.randn(x.shape, generator=g)).contiguous(), y
+
+    train_x, train_y = draw(n_train)
+    test_x, test_y = draw(n_test)
+    return Dataset("synthetic", train_x, train_y, test_x, test_y, classes, channels, (size, size))
+
+
+LOADERS = {"fashion-mnist": _fashion_mnist, "cifar10": _cifar10, "synthetic": _synthetic}

@@ -1,0 +1,374 @@
+"""Read-side queries over the results database, shared by the CLI, plots and HTML reports.
+
+Every function takes an open Session and returns plain frozen dataclasses (`.to_dict()` gives
+JSON-able dicts with the same keys), so callers never depend on ORM objects or lazy loading.
+
+    with farm.db.session() as s:
+        rows = queries.results(s, model="resnet", sparsity_min=0.5, scheme="kmeans")
+        detail = queries.job_detail(s, rows[0].job_id)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from farm.db.models import (Environment, Job, LayerTiming, Metrics, ModelTiming, Stage, Sweep,
+                            SweepJob)
+from farm.db.status import JobStatus
+from farm.errors import NotFound
+
+SPARSITY_EPS = 1e-9  # filters on float sparsity are inclusive at both ends
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class _Row:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: datetimes become ISO strings, nested rows become dicts."""
+        return _jsonable(asdict(self))
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass(frozen=True)
+class ResultFilter:
+    """Which jobs to read. Strings may also be sequences (any of); None means any."""
+
+    model: str | Sequence[str] | None = None
+    dataset: str | Sequence[str] | None = None
+    sparsity_min: float | None = None  # on the job's target sparsity, inclusive
+    sparsity_max: float | None = None
+    scheme: str | Sequence[str] | None = None
+    bits: int | Sequence[int] | None = None
+    sweep: int | None = None  # sweep id
+    job_ids: Sequence[int] | None = None
+    status: JobStatus | Sequence[JobStatus] | None = None
+
+
+def _any_of(column, value):
+    if isinstance(value, (str, int, float)):
+        return column == value
+    return column.in_(list(value))
+
+
+def _where(stmt: Select, f: ResultFilter) -> Select:
+    if f.model is not None:
+        stmt = stmt.where(_any_of(Job.model, f.model))
+    if f.dataset is not None:
+        stmt = stmt.where(_any_of(Job.dataset, f.dataset))
+    if f.sparsity_min is not None:
+        stmt = stmt.where(Job.sparsity >= f.sparsity_min - SPARSITY_EPS)
+    if f.sparsity_max is not None:
+        stmt = stmt.where(Job.sparsity <= f.sparsity_max + SPARSITY_EPS)
+    if f.scheme is not None:
+        stmt = stmt.where(_any_of(Job.scheme, f.scheme))
+    if f.bits is not None:
+        stmt = stmt.where(_any_of(Job.bits, f.bits))
+    if f.sweep is not None:
+        stmt = stmt.where(Job.id.in_(select(SweepJob.job_id).where(SweepJob.sweep_id == f.sweep)))
+    if f.job_ids is not None:
+        stmt = stmt.where(Job.id.in_(list(f.job_ids)))
+    if f.status is not None:
+        stmt = stmt.where(_any_of(Job.status, [f.status] if isinstance(f.status, str) else f.status))
+    return stmt
+
+
+def _filter(where: ResultFilter | None, kw: dict) -> ResultFilter:
+    return where if where is not None else ResultFilter(**kw)
+
+
+# --- rows -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobRow(_Row):
+    job_id: int
+    status: str
+    model: str
+    dataset: str
+    sparsity: float  # target
+    method: str
+    scheme: str
+    bits: int
+    seed: int
+    device: str
+    priority: int
+    stage: str | None
+    progress: float
+    attempts: int
+    worker: str | None
+    message: str | None
+    created_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    spec_hash: str
+
+    @classmethod
+    def of(cls, j: Job) -> JobRow:
+        return cls(job_id=j.id, status=str(j.status), model=j.model, dataset=j.dataset,
+                   sparsity=j.sparsity, method=j.method, scheme=j.scheme, bits=j.bits, seed=j.seed,
+                   device=j.device, priority=j.priority, stage=j.stage, progress=j.progress,
+                   attempts=j.attempts, worker=j.worker, message=j.message,
+                   created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
+                   heartbeat_at=j.heartbeat_at, spec_hash=j.spec_hash)
+
+
+@dataclass(frozen=True)
+class ResultRow(_Row):
+    """One succeeded job and its metrics: the row of `farm results`."""
+
+    job_id: int
+    model: str
+    dataset: str
+    target_sparsity: float
+    sparsity: float | None  # reached
+    method: str
+    scheme: str
+    bits: int
+    seed: int
+    accuracy: float | None
+    dense_accuracy: float | None
+    pruned_accuracy: float | None
+    dense_bytes: int | None
+    compressed_bytes: int | None
+    compression_ratio: float | None
+    best_speedup_fp32: float | None  # whole model, best over benchmarked batch sizes
+    layer_sparsity: dict[str, Any] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class StageRow(_Row):
+    name: str
+    status: str
+    reused: bool
+    artifact_key: str | None
+    message: str | None
+    seconds: float | None
+    result: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class EnvironmentRow(_Row):
+    environment_id: int
+    gpu: str | None
+    driver: str | None
+    cuda: str | None
+    cudnn: str | None
+    torch: str | None
+    pycuda: str | None
+    python: str | None
+    host: str | None
+    extra: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, e: Environment) -> EnvironmentRow:
+        return cls(environment_id=e.id, gpu=e.gpu, driver=e.driver, cuda=e.cuda, cudnn=e.cudnn,
+                   torch=e.torch, pycuda=e.pycuda, python=e.python, host=e.host, extra=e.extra)
+
+
+@dataclass(frozen=True)
+class LayerTimingRow(_Row):
+    job_id: int
+    model: str
+    dataset: str
+    layer: str
+    shape: list[int] | None
+    batch: int
+    dtype: str
+    weight_scheme: str | None
+    sparsity: float | None
+    ours_ms: float | None
+    cudnn_fp32_ms: float | None
+    cudnn_tf32_ms: float | None
+    cudnn_fp16_ms: float | None
+    cusparse_ms: float | None
+    speedup_fp32: float | None
+    speedup_tf32: float | None
+    speedup_fp16: float | None
+    speedup_cusparse: float | None
+    max_rel_err: float | None
+    floor_ms: float | None
+    gpu_index: int | None
+    gpu: str | None
+    environment_id: int | None
+
+    @classmethod
+    def of(cls, t: LayerTiming, j: Job, e: Environment | None) -> LayerTimingRow:
+        names = set(cls.columns()) - {"model", "dataset", "gpu"}
+        return cls(model=j.model, dataset=j.dataset, gpu=e.gpu if e else None,
+                   **{n: getattr(t, n) for n in names})
+
+
+@dataclass(frozen=True)
+class ModelTimingRow(_Row):
+    job_id: int
+    model: str
+    dataset: str
+    sparsity: float  # the job's target
+    scheme: str
+    bits: int
+    batch: int
+    dense_fp32_ms: float | None
+    dense_tf32_ms: float | None
+    dense_fp16_ms: float | None
+    sparse_ms: float | None
+    speedup_fp32: float | None
+    speedup_tf32: float | None
+    speedup_fp16: float | None
+    gpu_index: int | None
+    gpu: str | None
+    environment_id: int | None
+
+    @classmethod
+    def of(cls, t: ModelTiming, j: Job, e: Environment | None) -> ModelTimingRow:
+        names = set(cls.columns()) - {"model", "dataset", "sparsity", "scheme", "bits", "gpu"}
+        return cls(model=j.model, dataset=j.dataset, sparsity=j.sparsity, scheme=j.scheme,
+                   bits=j.bits, gpu=e.gpu if e else None, **{n: getattr(t, n) for n in names})
+
+
+@dataclass(frozen=True)
+class JobDetail(_Row):
+    """Everything about one job: `farm show JOB`."""
+
+    job: JobRow
+    spec: dict[str, Any]
+    stages: list[StageRow]
+    metrics: dict[str, Any] | None
+    layer_timings: list[LayerTimingRow]
+    model_timings: list[ModelTimingRow]
+    environments: list[EnvironmentRow]
+    sweeps: list[int]
+
+
+@dataclass(frozen=True)
+class SweepSummary(_Row):
+    sweep_id: int
+    name: str
+    priority: int
+    start_at: datetime | None
+    created_at: datetime | None
+    cancel_requested: bool
+    jobs: int
+    counts: dict[str, int]  # status -> number of jobs
+
+    @property
+    def finished(self) -> bool:
+        return sum(self.counts.get(str(s), 0) for s in
+                   (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)) == self.jobs
+
+
+# --- queries --------------------------------------------------------------------------------
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def jobs(session: Session, where: ResultFilter | None = None, *, limit: int | None = None,
+         **kw) -> list[JobRow]:
+    """Jobs of any status, newest first."""
+    stmt = _where(select(Job), _filter(where, kw)).order_by(Job.id.desc()).limit(limit)
+    return [JobRow.of(j) for j in session.scalars(stmt)]
+
+
+def _best_speedups(session: Session, job_ids: list[int]) -> dict[int, float]:
+    stmt = (select(ModelTiming.job_id, func.max(ModelTiming.speedup_fp32))
+            .where(ModelTiming.job_id.in_(job_ids)).group_by(ModelTiming.job_id))
+    return {job_id: best for job_id, best in session.execute(stmt)}
+
+
+def results(session: Session, where: ResultFilter | None = None, **kw) -> list[ResultRow]:
+    """Succeeded jobs with their metrics, ordered by model, dataset, sparsity, scheme, bits."""
+    stmt = _where(select(Job, Metrics).join(Metrics, Metrics.job_id == Job.id), _filter(where, kw))
+    stmt = stmt.order_by(Job.model, Job.dataset, Job.sparsity, Job.scheme, Job.bits, Job.id)
+    pairs = session.execute(stmt).all()
+    best = _best_speedups(session, [j.id for j, _ in pairs]) if pairs else {}
+    return [ResultRow(
+        job_id=j.id, model=j.model, dataset=j.dataset, target_sparsity=j.sparsity,
+        sparsity=m.sparsity, method=j.method, scheme=m.scheme, bits=m.bits, seed=j.seed,
+        accuracy=m.accuracy, dense_accuracy=m.dense_accuracy, pruned_accuracy=m.pruned_accuracy,
+        dense_bytes=m.dense_bytes, compressed_bytes=m.compressed_bytes,
+        compression_ratio=m.compression_ratio, best_speedup_fp32=best.get(j.id),
+        layer_sparsity=m.layer_sparsity) for j, m in pairs]
+
+
+def layer_timings(session: Session, where: ResultFilter | None = None, **kw) -> list[LayerTimingRow]:
+    stmt = (select(LayerTiming, Job, Environment).join(Job, LayerTiming.job_id == Job.id)
+            .outerjoin(Environment, LayerTiming.environment_id == Environment.id))
+    stmt = _where(stmt, _filter(where, kw)).order_by(Job.id, LayerTiming.id)
+    return [LayerTimingRow.of(t, j, e) for t, j, e in session.execute(stmt)]
+
+
+def model_timings(session: Session, where: ResultFilter | None = None, **kw) -> list[ModelTimingRow]:
+    stmt = (select(ModelTiming, Job, Environment).join(Job, ModelTiming.job_id == Job.id)
+            .outerjoin(Environment, ModelTiming.environment_id == Environment.id))
+    stmt = _where(stmt, _filter(where, kw)).order_by(Job.id, ModelTiming.batch)
+    return [ModelTimingRow.of(t, j, e) for t, j, e in session.execute(stmt)]
+
+
+def _metrics_dict(m: Metrics | None) -> dict[str, Any] | None:
+    if m is None:
+        return None
+    keep = ("accuracy", "dense_accuracy", "pruned_accuracy", "sparsity", "layer_sparsity", "bits",
+            "scheme", "dense_bytes", "compressed_bytes", "compression_ratio")
+    return {k: getattr(m, k) for k in keep}
+
+
+def job_detail(session: Session, job_id: int) -> JobDetail:
+    job = get_job(session, job_id)
+    where = ResultFilter(job_ids=[job_id])
+    lt, mt = layer_timings(session, where), model_timings(session, where)
+    env_ids = sorted({r.environment_id for r in [*lt, *mt] if r.environment_id is not None})
+    envs = session.scalars(select(Environment).where(Environment.id.in_(env_ids))).all()
+    stages = [StageRow(name=s.name, status=str(s.status), reused=str(s.status) == "reused",
+                       artifact_key=s.artifact.key if s.artifact else None, message=s.message,
+                       seconds=s.seconds, result=s.result) for s in job.stages]
+    return JobDetail(job=JobRow.of(job), spec=job.spec, stages=stages,
+                     metrics=_metrics_dict(job.metrics), layer_timings=lt, model_timings=mt,
+                     environments=[EnvironmentRow.of(e) for e in envs],
+                     sweeps=[s.id for s in job.sweeps])
+
+
+def environments(session: Session) -> list[EnvironmentRow]:
+    return [EnvironmentRow.of(e) for e in session.scalars(select(Environment).order_by(Environment.id))]
+
+
+def get_sweep(session: Session, sweep_id: int) -> Sweep:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        raise NotFound(f"no sweep {sweep_id}")
+    return sweep
+
+
+def sweep_summary(session: Session, sweep_id: int) -> SweepSummary:
+    sweep = get_sweep(session, sweep_id)
+    stmt = (select(Job.status, func.count()).join(SweepJob, SweepJob.job_id == Job.id)
+            .where(SweepJob.sweep_id == sweep_id).group_by(Job.status))
+    counts = {str(status): n for status, n in session.execute(stmt)}
+    return SweepSummary(sweep_id=sweep.id, name=sweep.name, priority=sweep.priority,
+                        start_at=sweep.start_at, created_at=sweep.created_at,
+                        cancel_requested=sweep.cancel_requested, jobs=sum(counts.values()),
+                        counts=counts)
+
+
+def sweeps(session: Session, *, limit: int | None = None) -> list[SweepSummary]:
+    ids = session.scalars(select(Sweep.id).order_by(Sweep.id.desc()).limit(limit)).all()
+    return [sweep_summary(session, i) for i in ids]

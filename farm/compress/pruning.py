@@ -1,0 +1,205 @@
+"""Unstructured magnitude pruning: one-shot or gradual (Zhu & Gupta 2017), global or per layer,
+with retraining under enforced masks so the sparsity reached is exact.
+
+    masks = prune_(model, MagnitudePruning(0.9, schedule="oneshot"))
+    result = prune_and_retrain(model, data, MagnitudePruning(0.95), TrainConfig(epochs=15))
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from farm.compress.layers import CLASSIFIER, FIRST, kept_dense, layer_rows, overall, prunable
+from farm.compress.training import Callback, StepHooks, TrainConfig, evaluate, fit, pick_device
+from farm.errors import InvalidSpec
+
+SCHEDULES = ("oneshot", "gradual")
+SCOPES = ("global", "layer")
+
+
+def check_sparsity(value: float, what: str = "sparsity") -> float:
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise InvalidSpec(f"{what} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+@dataclass
+class MagnitudePruning:
+    sparsity: float
+    schedule: str = "gradual"
+    scope: str = "global"
+    keep_dense: tuple[str, ...] = (FIRST, CLASSIFIER)
+    layer_sparsity: dict[str, float] | None = None   # per-layer targets; overrides scope/sparsity
+    steps: int = 10              # gradual: number of pruning events
+    ramp: float = 0.5            # gradual: fraction of the retraining steps over which sparsity rises
+    initial_sparsity: float = 0.0
+
+    def __post_init__(self):
+        check_sparsity(self.sparsity)
+        check_sparsity(self.initial_sparsity, "initial_sparsity")
+        if self.schedule not in SCHEDULES:
+            raise InvalidSpec(f"unknown pruning schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if self.scope not in SCOPES:
+            raise InvalidSpec(f"unknown pruning scope {self.scope!r}; choose from {', '.join(SCOPES)}")
+        if self.steps < 1 or not 0 < self.ramp <= 1:
+            raise InvalidSpec("gradual pruning needs steps >= 1 and ramp in (0, 1]")
+        self.keep_dense = tuple(self.keep_dense)
+        for name, s in (self.layer_sparsity or {}).items():
+            check_sparsity(s, f"sparsity of layer {name}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def gradual_schedule(final: float, steps: int, initial: float = 0.0) -> list[float]:
+    """Zhu & Gupta's cubic ramp: s_k = s_f + (s_i - s_f) (1 - k/n)^3 for k = 1..n."""
+    return [final + (initial - final) * (1 - k / steps) ** 3 for k in range(1, steps + 1)]
+
+
+def _targets(model: nn.Module, pruning: MagnitudePruning, fraction: float) -> dict[str, float]:
+    """Per-layer sparsity at `fraction` (0..1) of the way to the final targets."""
+    layers = prunable(model, pruning.keep_dense)
+    if pruning.layer_sparsity:
+        unknown = set(pruning.layer_sparsity) - set(layers)
+        if unknown:
+            raise InvalidSpec(f"layer_sparsity names layers that are not prunable here: {sorted(unknown)}")
+        return {n: pruning.layer_sparsity.get(n, 0.0) * fraction for n in layers}
+    return {n: pruning.sparsity * fraction for n in layers}
+
+
+@torch.no_grad()
+def _magnitude_masks(weights: dict[str, Tensor], zeros: dict[str, int]) -> dict[str, Tensor]:
+    """Keep-masks that zero exactly zeros[name] smallest-magnitude weights per layer."""
+    masks = {}
+    for name, w in weights.items():
+        mask = torch.ones(w.numel(), dtype=torch.bool, device=w.device)
+        if zeros[name]:
+            mask[torch.topk(w.abs().flatten().float(), zeros[name], largest=False).indices] = False
+        masks[name] = mask.view_as(w)
+    return masks
+
+
+@torch.no_grad()
+def _global_masks(weights: dict[str, Tensor], sparsity: float) -> dict[str, Tensor]:
+    """One magnitude threshold over all layers, with exactly round(sparsity * total) zeros."""
+    flat = torch.cat([w.abs().flatten().float() for w in weights.values()])
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    k = round(sparsity * flat.numel())
+    if k:
+        keep[torch.topk(flat, k, largest=False).indices] = False
+    masks, start = {}, 0
+    for name, w in weights.items():
+        masks[name] = keep[start: start + w.numel()].view_as(w)
+        start += w.numel()
+    return masks
+
+
+def compute_masks(model: nn.Module, pruning: MagnitudePruning, fraction: float = 1.0) -> dict[str, Tensor]:
+    """Masks for the sparsity `fraction` of the way to the targets (already-zero weights go first)."""
+    weights = prunable(model, pruning.keep_dense)
+    targets = _targets(model, pruning, fraction)
+    if pruning.scope == "global" and not pruning.layer_sparsity:
+        return _global_masks(weights, targets[next(iter(targets))] if targets else 0.0)
+    return _magnitude_masks(weights, {n: round(s * weights[n].numel()) for n, s in targets.items()})
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> None:
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        params[name].mul_(mask.to(params[name].device))
+
+
+def prune_(model: nn.Module, pruning: MagnitudePruning) -> dict[str, Tensor]:
+    """One-shot magnitude pruning in place to the final targets; returns keep-masks by weight key."""
+    masks = compute_masks(model, pruning)
+    apply_masks(model, masks)
+    return masks
+
+
+class MaskHooks(StepHooks):
+    """Keeps pruned weights at exactly zero during retraining and, for the gradual schedule,
+    raises the sparsity along the cubic ramp at fixed steps."""
+
+    def __init__(self, model: nn.Module, pruning: MagnitudePruning, total_steps: int):
+        self.model, self.pruning = model, pruning
+        self.params = dict(model.named_parameters())
+        self.events: dict[int, float] = {}
+        if pruning.schedule == "gradual" and total_steps > 0:
+            fractions = gradual_schedule(1.0, pruning.steps, pruning.initial_sparsity / max(pruning.sparsity, 1e-12)
+                                         if pruning.sparsity else 0.0)
+            span = max(1, int(pruning.ramp * total_steps))
+            for k, f in enumerate(fractions):
+                self.events[min(total_steps - 1, k * span // pruning.steps)] = f
+            self.masks = self._prune(0.0) if pruning.initial_sparsity == 0 else self._prune(fractions[0])
+        else:
+            self.masks = self._prune(1.0)
+        self.schedule = []  # (step, overall prunable sparsity) as it happened
+
+    def _prune(self, fraction: float) -> dict[str, Tensor]:
+        masks = compute_masks(self.model, self.pruning, fraction)
+        old = getattr(self, "masks", None)
+        if old:  # a weight once pruned stays pruned
+            masks = {n: m & old[n] for n, m in masks.items()}
+        apply_masks(self.model, masks)
+        return masks
+
+    def before_forward(self, step: int) -> None:
+        if step in self.events:
+            self.masks = self._prune(self.events[step])
+            zeros = sum(int((~m).sum()) for m in self.masks.values())
+            self.schedule.append((step, zeros / max(1, sum(m.numel() for m in self.masks.values()))))
+
+    def before_update(self, step: int) -> None:
+        # Zero the gradients of pruned weights too, so momentum does not build up behind the mask.
+        for name, mask in self.masks.items():
+            if self.params[name].grad is not None:
+                self.params[name].grad.mul_(mask)
+
+    def after_update(self, step: int) -> None:
+        apply_masks(self.model, self.masks)
+
+    def finish(self) -> None:
+        # Reach the final targets even if a schedule event fell past the end.
+        self.masks = self._prune(1.0)
+
+
+@dataclass
+class PruneResult:
+    accuracy: float
+    accuracy_before: float
+    sparsity: float               # zeros over the prunable weights
+    overall_sparsity: float       # zeros over every conv/linear weight, kept-dense ones included
+    pruning: dict
+    layers: list[dict]
+    train: dict | None = None
+    schedule: list[tuple[int, float]] = field(default_factory=list)
+    masks: dict[str, Tensor] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("masks")
+        return d
+
+
+def prune_and_retrain(model: nn.Module, data, pruning: MagnitudePruning, config: TrainConfig, *,
+                      device=None, callback: Callback | None = None, tta: bool = False) -> PruneResult:
+    """Prune (one-shot, or gradually along the cubic schedule) while retraining for config.epochs;
+    the masks hold throughout, so the final sparsity is exactly the target."""
+    device = pick_device(device)
+    model.to(device)
+    before = evaluate(model, data, device=device, tta=tta)
+    steps = max(1, len(data.train_x) // config.batch_size) * config.epochs
+    hooks = MaskHooks(model, pruning, steps)
+    result = fit(model, data, config, device=device, callback=callback, hooks=hooks, stage="prune", tta=tta)
+    return _result(model, pruning, hooks.masks, before, result.accuracy, result.to_dict(), hooks.schedule)
+
+
+def _result(model, pruning, masks, before, after, train, schedule) -> PruneResult:
+    rows = layer_rows(model, kept_dense(model, pruning.keep_dense))
+    return PruneResult(after, before, overall(rows, prunable_only=True), overall(rows, prunable_only=False),
+                       pruning.to_dict(), rows, train, schedule, masks)

@@ -1,0 +1,44 @@
+"""Cancel: flag the job in the database; a waiting job is cancelled at once, a running one stops at
+its next epoch or stage boundary (the worker's callback raises farm.errors.Cancelled)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from farm import db, settings
+from farm.db.models import Job, utcnow
+from farm.db.queries import get_job
+from farm.db.status import JobStatus
+from farm.scheduler import queue
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    job_id: int
+    status: JobStatus  # after the request
+    note: str
+
+
+def _flag(job: Job) -> CancelResult:
+    if job.status.is_finished:
+        return CancelResult(job.id, job.status, f"already {job.status}")
+    job.cancel_requested = True
+    if job.status.is_waiting:
+        job.status, job.finished_at, job.message = JobStatus.CANCELLED, utcnow(), "cancelled"
+        return CancelResult(job.id, job.status, "cancelled")
+    return CancelResult(job.id, job.status, "cancel requested: stops at its next epoch or stage")
+
+
+def cancel_jobs(job_ids: list[int]) -> list[CancelResult]:
+    with db.session() as s:
+        jobs = [get_job(s, i) for i in job_ids]  # NotFound before anything changes
+        out = [_flag(j) for j in jobs]
+        task_ids = [j.task_id for j in jobs if j.task_id and j.status == JobStatus.CANCELLED]
+    broker = settings.load().broker_url
+    if broker:
+        queue.revoke(broker, task_ids)
+    return out
+
+
+def cancel(job_id: int) -> CancelResult:
+    return cancel_jobs([job_id])[0]

@@ -1,0 +1,65 @@
+"""Handing jobs to the broker (Celery on Redis), and checking that it is there first."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from farm.errors import ServiceUnavailable
+
+BROKER_CHECK_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    job_id: int
+    device: str  # the queue
+    priority: int  # farm priority 0..9, higher first
+
+
+def _app(broker_url: str):
+    from farm.worker.celery_app import app_for
+
+    return app_for(broker_url)
+
+
+def check_broker(broker_url: str) -> None:
+    """Fail with one line before anything is written if the broker cannot be reached."""
+    try:
+        with _app(broker_url).connection_for_write() as conn:
+            conn.ensure_connection(max_retries=0, timeout=BROKER_CHECK_TIMEOUT_S)
+    except Exception as e:  # kombu raises driver-specific errors
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ServiceUnavailable(f"cannot reach the broker {broker_url}: {reason}") from None
+
+
+def task_id(job_id: int) -> str:
+    return f"farm-job-{job_id}-{uuid.uuid4().hex[:8]}"
+
+
+def enqueue(broker_url: str, deliveries: Iterable[Delivery], *, eta: datetime | None = None) -> dict[int, str]:
+    """Publish one run_job message per delivery over a single connection; returns task ids."""
+    from farm.worker.celery_app import TASK_RUN_JOB, celery_priority
+
+    app = _app(broker_url)
+    ids: dict[int, str] = {}
+    try:
+        with app.producer_or_acquire() as producer:
+            for d in deliveries:
+                ids[d.job_id] = task_id(d.job_id)
+                app.send_task(TASK_RUN_JOB, args=[d.job_id], queue=d.device, task_id=ids[d.job_id],
+                              priority=celery_priority(d.priority), eta=eta, producer=producer)
+    except Exception as e:
+        raise ServiceUnavailable(f"cannot publish to the broker {broker_url}: {e}") from None
+    return ids
+
+
+def revoke(broker_url: str, task_ids: list[str]) -> None:
+    """Best effort: a revoked message is dropped by workers; our DB flag is what really cancels."""
+    if task_ids:
+        try:
+            _app(broker_url).control.revoke(task_ids)
+        except Exception:
+            pass

@@ -1,0 +1,216 @@
+"""JobSpec: what one job computes, as plain validated data with a canonical JSON form and hash.
+
+Two specs that would compute the same thing have the same canonical JSON and so the same
+sha256; the database keeps that hash UNIQUE, which is how a repeated submit finds its job.
+`resolve()` fills every default from the recipe, so the hash never depends on defaults
+changing underneath it; `run` (bumped by --force) is the only way to ask for the same work twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from farm.errors import InvalidSpec, UnknownDataset, UnknownModel
+
+SPEC_VERSION = 1  # bump when the meaning of a field changes: old hashes then stop matching
+
+PIPELINE = ("train", "prune", "quantize", "benchmark")
+NOOP = ("noop",)  # the queue-overhead benchmark's job: the whole farm path, no work
+METHODS = ("gradual", "oneshot")  # pruning schedule
+SCOPES = ("global", "layer")
+SCHEMES = ("fp32", "fp16", "linear", "log", "kmeans")
+FLOAT_BITS = {"fp32": 32, "fp16": 16}
+QUANT_BITS = range(2, 9)  # linear, log and kmeans codes of 2..8 bits
+DEVICES = ("gpu", "cpu")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Epochs and data per stage. `full` is the real recipe; `quick` keeps a CPU run to minutes."""
+
+    epochs: int  # dense training
+    retrain_epochs: int  # prune + retrain
+    finetune_epochs: int  # quantize + fine-tune
+    subset: int | None  # first n train (and test) examples; None: the whole dataset
+    batch_size: int
+
+
+RECIPES = {
+    "full": Recipe(epochs=20, retrain_epochs=15, finetune_epochs=3, subset=None, batch_size=512),
+    "quick": Recipe(epochs=2, retrain_epochs=2, finetune_epochs=1, subset=4000, batch_size=256),
+}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    model: str = "resnet"
+    dataset: str = "fashion-mnist"
+    sparsity: float = 0.9  # fraction of prunable weights set to zero, in [0, 1)
+    method: str = "gradual"  # pruning schedule: gradual | oneshot
+    scope: str = "global"  # magnitude threshold over all layers or per layer
+    scheme: str = "fp32"  # weight storage: fp32 | fp16 (no quantization) | linear | log | kmeans
+    bits: int | None = None  # 32 for fp32, 16 for fp16, 2..8 for quantized schemes
+    recipe: str = "full"  # full | quick; fills the fields below that are None
+    epochs: int | None = None
+    retrain_epochs: int | None = None
+    finetune_epochs: int | None = None
+    subset: int | None = None
+    batch_size: int | None = None
+    batches: tuple[int, ...] = (1, 8, 32, 128)  # batch sizes to benchmark
+    seed: int = 0
+    device: str = "gpu"  # which worker queue: gpu | cpu
+    stages: tuple[str, ...] = PIPELINE  # a prefix of the pipeline, or ("noop",)
+    run: int = 0  # repeat number; --force takes the next free one
+    version: int = SPEC_VERSION
+
+    def __post_init__(self):
+        # Lists from JSON/YAML become tuples, so specs stay hashable and compare equal.
+        object.__setattr__(self, "batches", tuple(self.batches))
+        object.__setattr__(self, "stages", tuple(self.stages))
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidSpec(f"unknown job field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data).resolve()
+
+    def resolve(self) -> JobSpec:
+        """Validated, with names canonical and every default filled in: the form that is hashed."""
+        _check_types(self)
+        model, dataset = canonical_model(self.model), canonical_dataset(self.dataset)
+        if not 0.0 <= self.sparsity < 1.0:
+            raise InvalidSpec(f"sparsity must be in [0, 1), got {self.sparsity}")
+        _check_choice("method", self.method, METHODS)
+        _check_choice("scope", self.scope, SCOPES)
+        _check_choice("scheme", self.scheme, SCHEMES)
+        _check_choice("recipe", self.recipe, tuple(RECIPES))
+        _check_choice("device", self.device, DEVICES)
+        bits = _check_bits(self.scheme, self.bits)
+        recipe = RECIPES[self.recipe]
+        filled = {name: getattr(recipe, name) if getattr(self, name) is None else getattr(self, name)
+                  for name in ("epochs", "retrain_epochs", "finetune_epochs", "subset", "batch_size")}
+        for name in ("epochs", "retrain_epochs", "finetune_epochs"):
+            if filled[name] < 0:
+                raise InvalidSpec(f"{name} must be >= 0, got {filled[name]}")
+        if filled["subset"] is not None and filled["subset"] < 1:
+            raise InvalidSpec(f"subset must be a positive number of examples, got {filled['subset']}")
+        if filled["batch_size"] < 1:
+            raise InvalidSpec(f"batch_size must be >= 1, got {filled['batch_size']}")
+        if not self.batches or any(b < 1 for b in self.batches):
+            raise InvalidSpec(f"batches must be positive batch sizes, got {list(self.batches)}")
+        _check_stages(self.stages)
+        if self.run < 0 or self.seed < 0:
+            raise InvalidSpec("run and seed must be >= 0")
+        if self.version != SPEC_VERSION:
+            raise InvalidSpec(f"job spec version {self.version} is not {SPEC_VERSION}")
+        return replace(self, model=model, dataset=dataset, sparsity=float(self.sparsity), bits=bits,
+                       batches=tuple(sorted(set(self.batches))), **filled)
+
+    # --- identity ---------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["batches"], d["stages"] = list(self.batches), list(self.stages)
+        return d
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def hash(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def label(self) -> str:
+        """Short human name: resnet20/fashion-mnist s=0.90 kmeans4."""
+        quant = self.scheme if self.scheme in FLOAT_BITS else f"{self.scheme}{self.bits}"
+        return f"{self.model}/{self.dataset} s={self.sparsity:.2f} {quant}"
+
+    # --- per-stage identity (what a stage's artifact depends on) ------------------------------
+
+    def stage_key(self, stage: str) -> str:
+        """sha256 of everything `stage` and the stages before it read: equal keys, same artifact.
+        The dense baseline's key ignores sparsity, scheme and benchmark settings, so a sparsity
+        sweep trains it once."""
+        parts: dict[str, Any] = {"version": SPEC_VERSION, "model": self.model, "dataset": self.dataset,
+                                 "seed": self.seed, "subset": self.subset, "batch_size": self.batch_size,
+                                 "epochs": self.epochs}
+        if stage in ("prune", "quantize"):
+            parts |= {"sparsity": self.sparsity, "method": self.method, "scope": self.scope,
+                      "retrain_epochs": self.retrain_epochs}
+        if stage == "quantize":
+            parts |= {"scheme": self.scheme, "bits": self.bits, "finetune_epochs": self.finetune_epochs}
+        blob = json.dumps({"stage": stage, **parts}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# --- checks -----------------------------------------------------------------------------------
+
+_TYPES = {"model": str, "dataset": str, "sparsity": (int, float), "method": str, "scope": str,
+          "scheme": str, "bits": (int, type(None)), "recipe": str, "seed": int, "device": str,
+          "run": int, "version": int}
+_OPTIONAL_INTS = ("epochs", "retrain_epochs", "finetune_epochs", "subset", "batch_size")
+
+
+def _check_types(spec: JobSpec) -> None:
+    for name, kind in _TYPES.items():
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise InvalidSpec(f"{name} has the wrong type: {value!r}")
+    for name in _OPTIONAL_INTS:
+        value = getattr(spec, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidSpec(f"{name} must be a whole number, got {value!r}")
+    if not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.batches):
+        raise InvalidSpec(f"batches must be whole numbers, got {list(spec.batches)}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise InvalidSpec(f"{name} {value!r} is not one of {', '.join(choices)}")
+
+
+def _check_bits(scheme: str, bits: int | None) -> int:
+    if scheme in FLOAT_BITS:
+        if bits not in (None, FLOAT_BITS[scheme]):
+            raise InvalidSpec(f"scheme {scheme} stores {FLOAT_BITS[scheme]}-bit floats; bits {bits} "
+                              f"needs a quantized scheme (linear, log, kmeans)")
+        return FLOAT_BITS[scheme]
+    if bits is None:
+        raise InvalidSpec(f"scheme {scheme} needs --bits, from {QUANT_BITS.start} to {QUANT_BITS.stop - 1}")
+    if bits not in QUANT_BITS:
+        raise InvalidSpec(f"bits must be from {QUANT_BITS.start} to {QUANT_BITS.stop - 1} for scheme "
+                          f"{scheme}, got {bits}")
+    return bits
+
+
+def _check_stages(stages: tuple[str, ...]) -> None:
+    if stages == NOOP:
+        return
+    if not stages or stages != PIPELINE[: len(stages)]:
+        raise InvalidSpec(f"stages must be a prefix of {' -> '.join(PIPELINE)}, got {list(stages)}")
+
+
+def canonical_model(name: str) -> str:
+    from farm.models import list_models
+    from farm.models.registry import ALIASES
+
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in list_models():
+        raise UnknownModel(f"unknown model {name!r}; choose from {', '.join(list_models()[:12])}, ... "
+                           f"(`farm models` lists all)")
+    return key
+
+
+def canonical_dataset(name: str) -> str:
+    from farm.models import list_datasets
+
+    if name.lower() not in list_datasets():
+        raise UnknownDataset(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
+    return name.lower()

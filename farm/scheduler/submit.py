@@ -1,0 +1,187 @@
+"""submit(): validate specs, insert them once (the spec hash is UNIQUE), then run or enqueue.
+
+Same spec twice, even at the same moment from two processes: one job, because the insert is
+`INSERT .. ON CONFLICT (spec_hash) DO NOTHING` and both then read the one row. A job that failed
+or was cancelled is reset and run again when it is submitted again; `force` makes a new run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from farm import db, settings
+from farm.db.models import Job, SweepJob
+from farm.db.status import JobStatus
+from farm.scheduler import queue
+from farm.scheduler.spec import JobSpec
+
+MAX_ATTEMPTS = 3  # deliveries of one job before it is marked failed (worker lost each time)
+FORCE_SEARCH = 1000  # --force looks for a free run number up to this
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: int
+    spec: JobSpec
+    created: bool  # a new row; False: an existing job was found by hash
+    requeued: bool  # an existing failed/cancelled/never-sent job sent again
+    status: JobStatus
+
+
+def _insert_ignore(session: Session, rows: list[dict]) -> set[str]:
+    """Insert rows whose spec_hash is new; returns the hashes this call inserted."""
+    dialect = session.bind.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # other databases: rows one by one, a duplicate is skipped
+        from sqlalchemy.exc import IntegrityError
+
+        inserted = set()
+        for row in rows:
+            try:
+                with session.begin_nested():
+                    session.add(Job(**row))
+                inserted.add(row["spec_hash"])
+            except IntegrityError:
+                pass
+        return inserted
+    inserted = set()
+    for start in range(0, len(rows), 500):
+        stmt = (insert(Job).values(rows[start:start + 500])
+                .on_conflict_do_nothing(index_elements=["spec_hash"]).returning(Job.spec_hash))
+        inserted.update(session.scalars(stmt))
+    return inserted
+
+
+def _row(spec: JobSpec, status: JobStatus, priority: int) -> dict:
+    return dict(spec_hash=spec.hash, spec=spec.to_dict(), model=spec.model, dataset=spec.dataset,
+                sparsity=spec.sparsity, method=spec.method, scheme=spec.scheme, bits=spec.bits,
+                seed=spec.seed, device=spec.device, priority=priority, status=status,
+                max_attempts=MAX_ATTEMPTS, attempts=0, progress=0.0, cancel_requested=False,
+                created_at=db.models.utcnow())
+
+
+def _free_runs(session: Session, specs: Sequence[JobSpec]) -> list[JobSpec]:
+    """--force: each spec with the lowest run number not yet in the database."""
+    out = []
+    for spec in specs:
+        candidates = [replace(spec, run=r) for r in range(1, FORCE_SEARCH)]
+        taken = set(session.scalars(select(Job.spec_hash).where(
+            Job.spec_hash.in_([c.hash for c in candidates[:50]]))))
+        out.append(next(c for c in candidates if c.hash not in taken))
+    return out
+
+
+def _needs_sending(job: Job, created: bool, embedded: bool) -> bool:
+    if created or job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return True
+    # Never handed over (a submit that died between insert and publish), or left mid-run by an
+    # in-process run that was killed: hand it over again; the worker's claim sorts out the rest.
+    return job.status == JobStatus.PENDING or (embedded and job.status == JobStatus.RUNNING)
+
+
+def _reset(job: Job, status: JobStatus) -> None:
+    job.status, job.attempts, job.cancel_requested = status, 0, False
+    job.message = job.stage = job.worker = job.finished_at = None
+    job.progress = 0.0
+
+
+def record(s: Session, specs: Sequence[JobSpec], *, force: bool = False, priority: int = 0,
+           status: JobStatus = JobStatus.PENDING, sweep_id: int | None = None,
+           embedded: bool = False) -> list[Submitted]:
+    """Insert the specs (deduplicated by hash) in the caller's transaction; jobs that must be sent
+    or run are left in `status`. Returns one Submitted per input spec, in order."""
+    if force:
+        specs = _free_runs(s, specs)
+    hashes = [spec.hash for spec in specs]
+    existing = set(s.scalars(select(Job.spec_hash).where(Job.spec_hash.in_(hashes))))
+    new = {spec.hash: spec for spec in specs if spec.hash not in existing}
+    inserted = _insert_ignore(s, [_row(spec, status, priority) for spec in new.values()])
+    jobs = {j.spec_hash: j for j in s.scalars(select(Job).where(Job.spec_hash.in_(hashes)))}
+    out = []
+    for spec in specs:
+        job = jobs[spec.hash]
+        created = spec.hash in inserted
+        inserted.discard(spec.hash)  # the same spec twice in one call: created once
+        send = _needs_sending(job, created, embedded)
+        if send and not created:
+            _reset(job, status)
+            job.priority = max(job.priority, priority)
+        out.append(Submitted(job.id, spec, created, send and not created, job.status))
+    if sweep_id is not None:
+        linked = set(s.scalars(select(SweepJob.job_id).where(SweepJob.sweep_id == sweep_id)))
+        s.add_all(SweepJob(sweep_id=sweep_id, job_id=job_id)
+                  for job_id in dict.fromkeys(o.job_id for o in out) if job_id not in linked)
+    return out
+
+
+def to_send(submitted: Sequence[Submitted]) -> list[Submitted]:
+    """The ones to run or publish, each job once."""
+    seen, out = set(), []
+    for sub in submitted:
+        if (sub.created or sub.requeued) and sub.job_id not in seen:
+            seen.add(sub.job_id)
+            out.append(sub)
+    return out
+
+
+def publish(broker_url: str, submitted: Sequence[Submitted], *, priority: int = 0,
+            eta: datetime | None = None) -> None:
+    """Send run messages; if publishing fails, undo this submit's rows so nothing is left half-way."""
+    sending = to_send(submitted)
+    if not sending:
+        return
+    deliveries = [queue.Delivery(sub.job_id, sub.spec.device, priority) for sub in sending]
+    try:
+        ids = queue.enqueue(broker_url, deliveries, eta=eta)
+    except Exception:
+        _undo(sending)
+        raise
+    with db.session() as s:
+        for job_id, task in ids.items():
+            s.execute(update(Job).where(Job.id == job_id).values(task_id=task))
+
+
+def _undo(sending: Sequence[Submitted]) -> None:
+    with db.session() as s:
+        for sub in sending:
+            job = s.get(Job, sub.job_id)
+            if job is None or job.status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+                continue
+            if sub.created:
+                s.delete(job)
+            else:
+                job.status, job.message = JobStatus.FAILED, "could not be re-sent to the broker"
+
+
+def submit(spec: JobSpec, *, force: bool = False, priority: int = 0, on_event=None) -> Submitted:
+    """Submit one job: enqueue it (broker configured) or run it here and now (embedded)."""
+    spec = spec.resolve()
+    conf = settings.load()
+    if conf.embedded:
+        with db.session() as s:
+            [sub] = record(s, [spec], force=force, priority=priority, embedded=True)
+        if sub.created or sub.requeued:
+            from farm.worker.runner import run_job
+
+            run_job(sub.job_id, on_event=on_event)
+            return replace(sub, status=job_status(sub.job_id))
+        return sub
+    queue.check_broker(conf.broker_url)
+    db.get_engine()  # an unreachable database fails here, before anything is published
+    with db.session() as s:
+        [sub] = record(s, [spec], force=force, priority=priority, status=JobStatus.QUEUED)
+    publish(conf.broker_url, [sub], priority=priority)
+    return replace(sub, status=job_status(sub.job_id))
+
+
+def job_status(job_id: int) -> JobStatus:
+    with db.session() as s:
+        return s.get(Job, job_id).status

@@ -1,0 +1,221 @@
+"""Sweeps: a YAML grid expands to jobs, submitted together (deduplicated like single jobs).
+
+    name: fmnist-sparsity          # optional; default: the file's name
+    grid:                          # every combination of these (a scalar is one value)
+      model: [resnet20, vgg11]
+      sparsity: [0.5, 0.7, 0.8, 0.9, 0.95]
+      scheme: [fp32, kmeans]
+      bits: [4]                    # ignored (collapsed) for fp32/fp16
+    fixed:                         # the same for every job
+      dataset: fashion-mnist
+      batches: [1, 32, 128]        # a list of ints is one value; a list of lists is an axis
+
+Any JobSpec field may appear in `grid` or `fixed`. The whole file is validated before anything is
+written: one bad combination rejects the sweep with a line that names it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from farm import db, settings
+from farm.db.models import Sweep
+from farm.db.queries import SweepSummary, get_sweep, sweep_summary
+from farm.db.status import JobStatus
+from farm.errors import InvalidSpec
+from farm.scheduler import control, queue
+from farm.scheduler.spec import FLOAT_BITS, JobSpec
+from farm.scheduler.submit import Submitted, publish, record, to_send
+
+TOP_KEYS = {"name", "grid", "fixed"}
+MAX_JOBS = 100_000  # a grid this big is almost surely a typo
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    name: str
+    source: str
+    grid: dict[str, Any]  # {"grid": {...}, "fixed": {...}} as parsed
+    specs: list[JobSpec]  # resolved, deduplicated, in grid order
+
+
+@dataclass(frozen=True)
+class SweepSubmitted:
+    sweep_id: int
+    jobs: int  # distinct jobs in the sweep
+    new: int  # created by this call
+    sent: int  # handed to the broker or run here (new + re-sent failed/cancelled/missing)
+    start_at: datetime | None
+    job_ids: list[int]
+
+
+def load(path: str | Path) -> SweepPlan:
+    path = Path(path)
+    try:
+        source = path.read_text()
+    except OSError as e:
+        raise InvalidSpec(f"cannot read sweep file {path}: {e.strerror or e}") from None
+    return parse(source, name=path.stem, where=str(path))
+
+
+def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> SweepPlan:
+    try:
+        doc = yaml.safe_load(source)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise InvalidSpec(f"{where} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    if doc is None:
+        raise InvalidSpec(f"{where} is empty; it needs a `grid:` mapping of job fields to values")
+    if not isinstance(doc, dict):
+        raise InvalidSpec(f"{where} must be a mapping with `grid:` (and optional `fixed:`, `name:`)")
+    unknown = sorted(set(doc) - TOP_KEYS)
+    if unknown:
+        raise InvalidSpec(f"{where}: unknown key(s) {', '.join(unknown)}; expected grid, fixed, name")
+    grid, fixed = doc.get("grid") or {}, doc.get("fixed") or {}
+    if not isinstance(grid, dict) or not isinstance(fixed, dict):
+        raise InvalidSpec(f"{where}: `grid` and `fixed` must be mappings of job fields to values")
+    if not grid:
+        raise InvalidSpec(f"{where}: `grid` is empty; give at least one field, e.g. sparsity: [0.5, 0.9]")
+    specs = expand(grid, fixed, where)
+    return SweepPlan(str(doc.get("name") or name), source, {"grid": grid, "fixed": fixed}, specs)
+
+
+def _axis(key: str, value: Any, where: str) -> list[Any]:
+    if key == "batches":  # itself a list: a list of lists is the axis
+        if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
+            return value
+        return [value]
+    if isinstance(value, list):
+        if not value:
+            raise InvalidSpec(f"{where}: grid field {key!r} is an empty list")
+        return value
+    return [value]
+
+
+def expand(grid: dict[str, Any], fixed: dict[str, Any], where: str = "sweep file") -> list[JobSpec]:
+    keys = list(grid)
+    axes = [_axis(k, grid[k], where) for k in keys]
+    total = 1
+    for axis in axes:
+        total *= len(axis)
+    if total > MAX_JOBS:
+        raise InvalidSpec(f"{where}: the grid makes {total} jobs, more than {MAX_JOBS}")
+    specs: dict[str, JobSpec] = {}
+    for values in itertools.product(*axes):
+        fields = {**fixed, **dict(zip(keys, values))}
+        if fields.get("scheme", "fp32") in FLOAT_BITS and "bits" in grid:
+            fields.pop("bits")  # fp32/fp16 have one width: a bits axis does not multiply them
+        try:
+            spec = JobSpec.from_dict(fields)
+        except (InvalidSpec, TypeError) as e:
+            combo = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
+            raise InvalidSpec(f"{where}: job ({combo}): {e}") from None
+        specs.setdefault(spec.hash, spec)
+    return list(specs.values())
+
+
+def next_time(hhmm: str, now: datetime | None = None) -> datetime:
+    """The next local HH:MM from now, as a naive UTC datetime."""
+    try:
+        at = datetime.strptime(hhmm, "%H:%M")
+    except ValueError:
+        raise InvalidSpec(f"--at takes a time of day as HH:MM (24 h), got {hhmm!r}") from None
+    now = now or datetime.now().astimezone()
+    start = now.replace(hour=at.hour, minute=at.minute, second=0, microsecond=0)
+    if start <= now:
+        start += timedelta(days=1)
+    return start.astimezone(UTC).replace(tzinfo=None)
+
+
+def _check_priority(priority: int) -> int:
+    if not 0 <= priority <= 9:
+        raise InvalidSpec(f"--priority must be from 0 to 9 (higher runs first), got {priority}")
+    return priority
+
+
+def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device: str | None = None,
+           on_event=None) -> SweepSubmitted:
+    """Record the sweep and its jobs in one transaction, then enqueue them (or run them here)."""
+    _check_priority(priority)
+    conf = settings.load()
+    grid = plan.grid
+    if device:  # kept in the stored grid, so `sweep resume` expands to the same jobs
+        grid = {**grid, "fixed": {**grid["fixed"], "device": device}}
+    specs = [replace(s, device=device).resolve() if device else s for s in plan.specs]
+    start_at = next_time(at) if at else None
+    if start_at is not None and conf.embedded:
+        raise InvalidSpec("--at needs a broker (set FARM_BROKER_URL): without one, jobs run in this "
+                          "process now")
+    if not conf.embedded:
+        queue.check_broker(conf.broker_url)
+    status = (JobStatus.PENDING if conf.embedded else
+              JobStatus.SCHEDULED if start_at else JobStatus.QUEUED)
+    with db.session() as s:
+        sweep = Sweep(name=plan.name, source=plan.source, grid=grid, priority=priority,
+                      start_at=start_at)
+        s.add(sweep)
+        s.flush()
+        subs = record(s, specs, priority=priority, status=status, sweep_id=sweep.id,
+                      embedded=conf.embedded)
+        sweep_id = sweep.id
+    return _send(sweep_id, subs, conf, priority, start_at, on_event)
+
+
+def _send(sweep_id: int, subs: list[Submitted], conf, priority: int, start_at, on_event) -> SweepSubmitted:
+    sending = to_send(subs)
+    if conf.embedded:
+        from farm.worker.runner import run_job
+
+        for sub in sending:
+            if on_event:
+                on_event("job", {"job_id": sub.job_id, "label": sub.spec.label()})
+            run_job(sub.job_id, on_event=on_event)
+    else:
+        eta = start_at.replace(tzinfo=UTC) if start_at else None
+        try:
+            publish(conf.broker_url, subs, priority=priority, eta=eta)
+        except Exception:
+            with db.session() as s:  # the jobs were undone by publish; drop the empty sweep
+                sweep = s.get(Sweep, sweep_id)
+                if sweep is not None and not sweep.jobs:
+                    s.delete(sweep)
+            raise
+    job_ids = list(dict.fromkeys(sub.job_id for sub in subs))
+    return SweepSubmitted(sweep_id, len(job_ids), sum(sub.created for sub in subs), len(sending),
+                          start_at, job_ids)
+
+
+def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
+    """Re-send the sweep's failed, cancelled or never-sent jobs, and create any missing ones."""
+    conf = settings.load()
+    if not conf.embedded:
+        queue.check_broker(conf.broker_url)
+    with db.session() as s:
+        sweep = get_sweep(s, sweep_id)
+        grid, priority = sweep.grid, sweep.priority
+        sweep.cancel_requested = False
+    specs = expand(grid.get("grid") or {}, grid.get("fixed") or {}, f"sweep {sweep_id}")
+    with db.session() as s:
+        subs = record(s, specs, priority=priority, sweep_id=sweep_id, embedded=conf.embedded,
+                      status=JobStatus.PENDING if conf.embedded else JobStatus.QUEUED)
+    return _send(sweep_id, subs, conf, priority, None, on_event)
+
+
+def cancel(sweep_id: int) -> list[control.CancelResult]:
+    with db.session() as s:
+        sweep = get_sweep(s, sweep_id)
+        sweep.cancel_requested = True
+        job_ids = [j.id for j in sweep.jobs]
+    return control.cancel_jobs(job_ids)
+
+
+def status(sweep_id: int) -> SweepSummary:
+    with db.session() as s:
+        return sweep_summary(s, sweep_id)

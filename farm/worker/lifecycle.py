@@ -1,0 +1,142 @@
+"""A job's state transitions in the database, safe against redelivery and duplicate delivery.
+
+The database, not the broker, decides whether a delivery runs: `claim` starts an attempt only if
+the job is waiting, or running under an owner that is gone (its process is dead, or its heartbeat
+is stale). It counts attempts and gives up after max_attempts, which bounds redelivery after
+worker loss. `finish` writes the outcome only if this attempt still owns the job.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from farm import db
+from farm.db.models import Job, utcnow
+from farm.db.status import JobStatus
+from farm.scheduler.spec import JobSpec
+
+HEARTBEAT_S = 10.0  # a running attempt touches jobs.heartbeat_at this often
+STALE_AFTER_S = 120.0  # a heartbeat older than this means the attempt on another host is gone
+PROGRESS_EVERY_S = 0.5  # at most this often a progress write (a cancel check reads every event)
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(worker: str | None, heartbeat_at: datetime | None) -> bool:
+    """Is the attempt recorded as `worker` still running? Exact on this host, by heartbeat elsewhere."""
+    if not worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return False  # this very process is asking again: the earlier attempt is over
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return heartbeat_at is not None and utcnow() - heartbeat_at < timedelta(seconds=STALE_AFTER_S)
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    spec: JobSpec
+    owner: str
+    attempt: int
+
+
+def claim(job_id: int, owner: str) -> Claim | str:
+    """Start an attempt, or say (as a string) why this delivery does nothing."""
+    with db.session() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None:
+            return f"job {job_id} is not in the database"
+        if job.status.is_finished:
+            return f"job {job_id} is already {job.status}"
+        if job.cancel_requested:
+            _close(job, JobStatus.CANCELLED, "cancelled before it started")
+            return f"job {job_id} was cancelled"
+        if job.status == JobStatus.RUNNING and owner_alive(job.worker, job.heartbeat_at):
+            return f"job {job_id} is running on {job.worker}: duplicate delivery ignored"
+        if job.attempts >= job.max_attempts:
+            _close(job, JobStatus.FAILED, f"gave up after {job.attempts} attempts "
+                                          f"(last on {job.worker}, lost: {job.message or 'worker died'})")
+            return f"job {job_id} ran out of attempts"
+        job.attempts += 1
+        job.status, job.worker, job.message = JobStatus.RUNNING, owner, None
+        job.started_at = job.heartbeat_at = utcnow()
+        return Claim(job.id, JobSpec.from_dict(job.spec), owner, job.attempts)
+
+
+def _close(job: Job, status: JobStatus, message: str | None) -> None:
+    job.status, job.message, job.finished_at = status, message, utcnow()
+
+
+def finish(claim: Claim, status: JobStatus, message: str | None = None, write=None) -> bool:
+    """Record the outcome if this attempt still owns the job; `write(session, job)` adds the result
+    rows in the same transaction, so a job has its result rows exactly when it has succeeded."""
+    with db.session() as s:
+        job = s.get(Job, claim.job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker != claim.owner:
+            return False
+        if write is not None:
+            write(s, job)
+        _close(job, status, message)
+        if status == JobStatus.SUCCEEDED:
+            job.progress = 1.0
+        job.stage = None
+        return True
+
+
+def report(claim: Claim, *, stage: str | None = None, progress: float | None = None) -> bool:
+    """Write progress and heartbeat; returns whether cancel was requested."""
+    with db.session() as s:
+        job = s.get(Job, claim.job_id)
+        if job is None:
+            return True
+        if job.worker == claim.owner:
+            job.heartbeat_at = utcnow()
+            if stage is not None:
+                job.stage = stage
+            if progress is not None:
+                job.progress = round(min(max(progress, 0.0), 1.0), 4)
+        return job.cancel_requested
+
+
+def cancel_requested(job_id: int) -> bool:
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        return job is None or job.cancel_requested
+
+
+class Heartbeat:
+    """Touches heartbeat_at every HEARTBEAT_S in a thread while an attempt runs."""
+
+    def __init__(self, claim: Claim, every: float = HEARTBEAT_S):
+        self.claim, self.every = claim, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{claim.job_id}", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                report(self.claim)
+            except Exception:  # a missed beat is harmless; the next one retries
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every)

@@ -1,0 +1,85 @@
+"""Turn stage results into the result rows: one metrics row, timings, and their environment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from farm.db.models import Environment, Job, LayerTiming, Metrics, ModelTiming
+from farm.scheduler.spec import JobSpec
+
+ENV_FIELDS = ("gpu", "driver", "cuda", "cudnn", "torch", "pycuda", "python", "host")
+LAYER_FIELDS = ("layer", "batch", "dtype", "weight_scheme", "sparsity", "ours_ms", "cudnn_fp32_ms",
+                "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "max_rel_err", "floor_ms")
+MODEL_FIELDS = ("batch", "dense_fp32_ms", "dense_tf32_ms", "dense_fp16_ms", "sparse_ms")
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num and den else None
+
+
+def metrics_row(spec: JobSpec, results: dict[str, dict[str, Any]]) -> Metrics:
+    train, prune, quant = (results.get(k) or {} for k in ("train", "prune", "quantize"))
+    size = quant.get("size") or {}
+    layers = prune.get("layers") or []
+    accuracy = quant.get("accuracy", prune.get("accuracy", train.get("accuracy")))
+    return Metrics(
+        accuracy=accuracy, dense_accuracy=train.get("accuracy"), pruned_accuracy=prune.get("accuracy"),
+        sparsity=prune.get("sparsity"),
+        layer_sparsity={r["name"]: r["sparsity"] for r in layers if "name" in r and "sparsity" in r} or None,
+        bits=spec.bits, scheme=spec.scheme, dense_bytes=size.get("dense_bytes"),
+        compressed_bytes=size.get("compressed_bytes"),
+        compression_ratio=size.get("ratio") or _ratio(size.get("dense_bytes"), size.get("compressed_bytes")))
+
+
+def environment_id(session: Session, env: dict[str, Any]) -> int:
+    """The row for this environment, created once (fingerprint = hash of everything reported)."""
+    fingerprint = hashlib.sha256(json.dumps(env, sort_keys=True, default=str).encode()).hexdigest()
+    found = session.scalars(select(Environment.id).where(Environment.fingerprint == fingerprint)).first()
+    if found is not None:
+        return found
+    row = Environment(fingerprint=fingerprint, extra={k: v for k, v in env.items() if k not in ENV_FIELDS},
+                      **{k: None if env.get(k) is None else str(env[k]) for k in ENV_FIELDS})
+    try:
+        with session.begin_nested():  # another worker may insert the same environment meanwhile
+            session.add(row)
+        return row.id
+    except IntegrityError:
+        return session.scalars(select(Environment.id).where(Environment.fingerprint == fingerprint)).one()
+
+
+def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, dict[str, Any]],
+                  timings: dict[str, Any]) -> None:
+    """Replace whatever an earlier attempt left, so each job ends with one set of rows."""
+    for table in (Metrics, LayerTiming, ModelTiming):
+        session.execute(delete(table).where(table.job_id == job.id))
+    metrics = metrics_row(spec, results)
+    metrics.job_id = job.id
+    session.add(metrics)
+    if not timings:
+        return
+    env_id = environment_id(session, timings.get("environment") or {})
+    gpu = timings.get("gpu_index")
+    for r in timings.get("layers", []):
+        known = {k: r.get(k) for k in LAYER_FIELDS}
+        session.add(LayerTiming(
+            job_id=job.id, environment_id=env_id, gpu_index=r.get("gpu_index", gpu), **known,
+            shape=list(r["shape"]) if r.get("shape") is not None else None,
+            speedup_fp32=r.get("speedup_fp32") or _ratio(r.get("cudnn_fp32_ms"), r.get("ours_ms")),
+            speedup_tf32=r.get("speedup_tf32") or _ratio(r.get("cudnn_tf32_ms"), r.get("ours_ms")),
+            speedup_fp16=r.get("speedup_fp16") or _ratio(r.get("cudnn_fp16_ms"), r.get("ours_ms")),
+            speedup_cusparse=r.get("speedup_cusparse") or _ratio(r.get("cusparse_ms"), r.get("ours_ms")),
+            extra={k: v for k, v in r.items() if k not in LAYER_FIELDS and k != "shape"} or None))
+    for r in timings.get("model", []):
+        known = {k: r.get(k) for k in MODEL_FIELDS}
+        session.add(ModelTiming(
+            job_id=job.id, environment_id=env_id, gpu_index=r.get("gpu_index", gpu), **known,
+            speedup_fp32=r.get("speedup_fp32") or _ratio(r.get("dense_fp32_ms"), r.get("sparse_ms")),
+            speedup_tf32=r.get("speedup_tf32") or _ratio(r.get("dense_tf32_ms"), r.get("sparse_ms")),
+            speedup_fp16=r.get("speedup_fp16") or _ratio(r.get("dense_fp16_ms"), r.get("sparse_ms")),
+            extra={k: v for k, v in r.items() if k not in MODEL_FIELDS} or None))

@@ -1,0 +1,186 @@
+"""Run one job: claim it, run its stages in order (reusing stored artifacts), record the outcome.
+
+The same function runs a job inside a Celery worker and in the CLI's own process (no broker).
+Cancel is cooperative: checked between stages and, through the libraries' callback, between
+epochs, where `farm.errors.Cancelled` unwinds the stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from farm import db
+from farm.db.models import Job, Stage, utcnow
+from farm.db.status import JobStatus, StageStatus
+from farm.errors import Cancelled, FarmError
+from farm.worker import artifacts, lifecycle
+from farm.worker.results import write_results
+from farm.worker.stages import CACHED, STAGES, StageContext, StageOutput, ensure_known
+
+log = logging.getLogger("farm.worker")
+
+# on_event(kind, data): "stage" {name, index, count}, "epoch" {library event}, "stage_done" {...}
+Observer = Callable[[str, dict[str, Any]], None]
+
+
+def jsonable(value: Any) -> Any:
+    """Stage results as strict JSON (PostgreSQL's JSON rejects NaN): NaN/inf become None."""
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return clean(json.loads(json.dumps(value, default=str, allow_nan=True)))
+
+
+def torch_device(spec_device: str) -> str:
+    if spec_device == "gpu":
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        log.warning("job asks for a GPU but this process sees none: running on CPU")
+    return "cpu"
+
+
+def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None = None) -> JobStatus:
+    """Run the job if this delivery should; returns the job's status afterwards."""
+    claim = lifecycle.claim(job_id, owner or lifecycle.owner_id())
+    if isinstance(claim, str):
+        log.info(claim)
+        return _status(job_id)
+    log.info("job %s attempt %s: %s", job_id, claim.attempt, claim.spec.label())
+    notify = on_event or (lambda kind, data: None)
+    workdir = Path(tempfile.mkdtemp(prefix=f"farm-job{job_id}-"))
+    try:
+        with lifecycle.Heartbeat(claim):
+            results, timings = _run_stages(claim, workdir, notify)
+        spec = claim.spec
+        lifecycle.finish(claim, JobStatus.SUCCEEDED, _note(claim),
+                         write=lambda s, job: write_results(s, job, spec, results, timings))
+    except Cancelled:
+        lifecycle.finish(claim, JobStatus.CANCELLED, "cancelled")
+    except KeyboardInterrupt:
+        lifecycle.finish(claim, JobStatus.CANCELLED, "interrupted")
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
+        error = ensure_known(e)
+        if not isinstance(e, FarmError):
+            log.exception("job %s failed", job_id)
+        lifecycle.finish(claim, JobStatus.FAILED, str(error))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return _status(job_id)
+
+
+def _status(job_id: int) -> JobStatus:
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        return job.status if job else JobStatus.FAILED
+
+
+def _note(claim: lifecycle.Claim) -> str | None:
+    with db.session() as s:
+        skipped = s.scalars(select(Stage.message).where(Stage.job_id == claim.job_id,
+                                                        Stage.status == StageStatus.SKIPPED)).all()
+    return "; ".join(m for m in skipped if m) or None
+
+
+def _run_stages(claim: lifecycle.Claim, workdir: Path, notify: Observer) -> tuple[dict, dict]:
+    spec, count = claim.spec, len(claim.spec.stages)
+    results: dict[str, dict] = {}
+    timings: dict[str, Any] = {}
+    current: Path | None = None
+    for index, name in enumerate(spec.stages):
+        if lifecycle.report(claim, stage=name, progress=index / count):
+            raise Cancelled(f"job {claim.job_id} cancelled")
+        notify("stage", {"name": name, "index": index, "count": count})
+        output, current, reused = _run_stage(claim, name, index, current, workdir, notify)
+        results[name] = output.result
+        timings = output.timings or timings
+        notify("stage_done", {"name": name, "reused": reused, "skipped": output.skipped,
+                              "result": output.result})
+    return results, timings
+
+
+def _progress_callback(claim: lifecycle.Claim, name: str, index: int, count: int,
+                       notify: Observer) -> Callable[[dict], None]:
+    last = [0.0]
+
+    def callback(event: dict) -> None:
+        notify("epoch", event)
+        epochs = event.get("epochs") or 0
+        fraction = (event.get("epoch", 0) + 1) / epochs if epochs else 0.0
+        now = time.monotonic()
+        if now - last[0] >= lifecycle.PROGRESS_EVERY_S:
+            last[0] = now
+            cancel = lifecycle.report(claim, stage=name, progress=(index + min(fraction, 1.0)) / count)
+        else:
+            cancel = lifecycle.cancel_requested(claim.job_id)
+        if cancel:
+            raise Cancelled(f"job {claim.job_id} cancelled during {name}")
+
+    return callback
+
+
+def _run_stage(claim, name: str, index: int, current: Path | None, workdir: Path,
+               notify: Observer) -> tuple[StageOutput, Path | None, bool]:
+    spec = claim.spec
+    key = spec.stage_key(name) if name in CACHED else None
+    # A forced re-run (run > 0) recomputes its stages instead of reusing stored ones.
+    found = artifacts.lookup(key) if key and spec.run == 0 else None
+    started = utcnow()
+    if found is not None:
+        _record_stage(claim.job_id, name, StageStatus.REUSED, started, result=found.result,
+                      artifact_id=found.id)
+        return StageOutput(found.result, artifacts.path_of(found)), artifacts.path_of(found), True
+    _record_stage(claim.job_id, name, StageStatus.RUNNING, started)
+    ctx = StageContext(spec=spec, device=torch_device(spec.device), workdir=workdir,
+                       callback=_progress_callback(claim, name, index, len(spec.stages), notify))
+    try:
+        output = STAGES[name](ctx, current)
+        output.result = jsonable(output.result)
+        output.timings = jsonable(output.timings)
+    except Cancelled as e:
+        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=str(e))
+        raise
+    except BaseException as e:
+        _record_stage(claim.job_id, name, StageStatus.FAILED, started, message=str(ensure_known(e)))
+        raise
+    artifact = None
+    if output.file is not None and key is not None:
+        artifact = artifacts.store(output.file, key=key, stage=name, kind=output.kind,
+                                   result=output.result, job_id=claim.job_id)
+        current = artifacts.path_of(artifact)
+    status = StageStatus.SKIPPED if output.skipped else StageStatus.SUCCEEDED
+    _record_stage(claim.job_id, name, status, started, result=output.result,
+                  artifact_id=artifact.id if artifact else None, message=output.skipped)
+    return output, current, False
+
+
+def _record_stage(job_id: int, name: str, status: StageStatus, started, *, result=None,
+                  artifact_id: int | None = None, message: str | None = None) -> None:
+    """One row per (job, stage), updated in place by later attempts."""
+    with db.session() as s:
+        row = s.scalars(select(Stage).where(Stage.job_id == job_id, Stage.name == name)).one_or_none()
+        if row is None:
+            row = Stage(job_id=job_id, name=name)
+            s.add(row)
+        row.status, row.result, row.artifact_id, row.message = status, result, artifact_id, message
+        row.started_at = started
+        done = status != StageStatus.RUNNING
+        row.finished_at = utcnow() if done else None
+        row.seconds = (row.finished_at - started).total_seconds() if done else None

@@ -1,0 +1,165 @@
+"""The pipeline's stages: train -> prune -> quantize -> benchmark, each a thin call into the
+libraries (farm.models, farm.compress, farm.kernels) per docs/ARCHITECTURE.md.
+
+A stage takes the job's context and its input artifact (the previous stage's file) and returns a
+StageOutput: a JSON-able result, and a file the runner stores by content hash. Stages know nothing
+of the database or Celery; the runner does the bookkeeping.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm.errors import FarmError, NotImplementedStage
+from farm.scheduler.spec import JobSpec
+
+
+@dataclass
+class StageOutput:
+    result: dict[str, Any]
+    file: Path | None = None  # stored by content hash; the next stage's input
+    kind: str = "checkpoint"  # checkpoint | compressed
+    skipped: str | None = None  # why the stage did nothing, e.g. "skipped: no GPU"
+    timings: dict[str, Any] = field(default_factory=dict)  # benchmark rows for the timings tables
+
+
+@dataclass
+class StageContext:
+    spec: JobSpec
+    device: str  # torch device: "cuda" or "cpu"
+    workdir: Path  # scratch folder for this attempt's files
+    callback: Callable[[dict], None]
+    _data: Any = None
+
+    @property
+    def data(self):
+        """The job's dataset, loaded once per job attempt."""
+        if self._data is None:
+            from farm.models import load_dataset
+
+            self._data = load_dataset(self.spec.dataset, subset=self.spec.subset)
+        return self._data
+
+    def new_model(self):
+        from farm.models import get_model
+
+        return get_model(self.spec.model, in_channels=self.data.in_channels,
+                         num_classes=self.data.num_classes)
+
+    def train_config(self, epochs: int):
+        TrainConfig = _require("farm.compress", "TrainConfig", "train")
+        return TrainConfig(epochs=epochs, batch_size=self.spec.batch_size, seed=self.spec.seed)
+
+
+def _require(module: str, name: str, stage: str):
+    """The library function a stage calls, or a clear error while that library is unbuilt."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise NotImplementedStage(f"the {stage} stage needs {module}.{name}, which is not "
+                                  f"implemented yet") from None
+
+
+def _load_state(path: Path, ctx: StageContext):
+    import torch
+
+    model = ctx.new_model()
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
+def _save_state(model, path: Path) -> Path:
+    import torch
+
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def train(ctx: StageContext, _input: Path | None) -> StageOutput:
+    train_fn = _require("farm.compress", "train", "train")
+    model = ctx.new_model()
+    result = train_fn(model, ctx.data, ctx.train_config(ctx.spec.epochs), device=ctx.device,
+                      callback=ctx.callback)
+    return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "dense.pt"))
+
+
+def prune(ctx: StageContext, dense: Path) -> StageOutput:
+    MagnitudePruning = _require("farm.compress", "MagnitudePruning", "prune")
+    prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
+    model = _load_state(dense, ctx)
+    pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
+    result = prune_and_retrain(model, ctx.data, pruning, ctx.train_config(ctx.spec.retrain_epochs),
+                               device=ctx.device, callback=ctx.callback)
+    return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "pruned.pt"))
+
+
+QUANTIZERS = {"linear": "LinearQuant", "log": "LogQuant", "kmeans": "KMeansQuant"}
+
+
+def quantize(ctx: StageContext, pruned: Path) -> StageOutput:
+    """Quantize + fine-tune (quantized schemes), then save the real compressed file."""
+    save_compressed = _require("farm.compress", "save_compressed", "quantize")
+    model = _load_state(pruned, ctx)
+    result: dict[str, Any] = {}
+    if ctx.spec.scheme in QUANTIZERS:
+        Quant = _require("farm.compress", QUANTIZERS[ctx.spec.scheme], "quantize")
+        quantize_and_finetune = _require("farm.compress", "quantize_and_finetune", "quantize")
+        result = quantize_and_finetune(model, ctx.data, Quant(ctx.spec.bits),
+                                       ctx.train_config(ctx.spec.finetune_epochs),
+                                       device=ctx.device, callback=ctx.callback).to_dict()
+    elif ctx.spec.scheme == "fp16":
+        model = model.half()
+    path = ctx.workdir / "model.farm"
+    size = save_compressed(model, path)
+    return StageOutput({**result, "size": size.to_dict()}, path, kind="compressed")
+
+
+def _gpu_index() -> int | None:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0]
+    return int(visible) if visible.isdigit() else None
+
+
+def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:
+    """Time every sparse layer and the whole model against cuDNN; no GPU means skipped, not failed."""
+    if ctx.device != "cuda":
+        return StageOutput({}, skipped="skipped: no GPU (job runs on CPU)")
+    kernels = "farm.kernels"
+    GPUUnavailable = _require(kernels, "GPUUnavailable", "benchmark")
+    load_compressed = _require("farm.compress", "load_compressed", "benchmark")
+    model = ctx.new_model()
+    load_compressed(compressed).load_into(model)
+    shape = (ctx.data.in_channels, *ctx.data.input_size)
+    try:
+        layers = _require(kernels, "benchmark_layers", "benchmark")(model, shape, list(ctx.spec.batches))
+        whole = _require(kernels, "benchmark_model", "benchmark")(model, shape, list(ctx.spec.batches))
+        env = _require(kernels, "environment", "benchmark")()
+    except GPUUnavailable as e:
+        return StageOutput({}, skipped=f"skipped: no GPU ({e})")
+    timings = {"layers": layers, "model": whole, "environment": env, "gpu_index": _gpu_index()}
+    summary = {"layers": len(layers), "batches": list(ctx.spec.batches),
+               "best_speedup_fp32": max((r.get("speedup_fp32") or 0 for r in whole), default=None)}
+    return StageOutput(summary, timings=timings)
+
+
+def noop(ctx: StageContext, _input: Path | None) -> StageOutput:
+    """The queue-overhead benchmark's stage: the whole farm path, no work."""
+    return StageOutput({})
+
+
+STAGES: dict[str, Callable[[StageContext, Path | None], StageOutput]] = {
+    "train": train, "prune": prune, "quantize": quantize, "benchmark": benchmark, "noop": noop,
+}
+CACHED = ("train", "prune", "quantize")  # stages whose artifact is reused by key
+
+
+def ensure_known(error: Exception) -> FarmError:
+    """Any exception from a stage as a FarmError with one line (the job's message)."""
+    if isinstance(error, FarmError):
+        return error
+    line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return FarmError(f"{type(error).__name__}: {line}" if line else type(error).__name__)

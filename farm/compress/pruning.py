@@ -111,7 +111,8 @@ def compute_masks(model: nn.Module, pruning: MagnitudePruning, fraction: float =
 def apply_masks(model: nn.Module, masks: dict[str, Tensor]) -> None:
     params = dict(model.named_parameters())
     for name, mask in masks.items():
-        params[name].mul_(mask.to(params[name].device))
+        # masked_fill, not multiply: a negative weight times 0 is -0.0, which is not bit-exact +0.0.
+        params[name].masked_fill_(~mask.to(params[name].device), 0.0)
 
 
 def prune_(model: nn.Module, pruning: MagnitudePruning) -> dict[str, Tensor]:

@@ -35,6 +35,9 @@ ATTR = "farm_quantized"  # the model attribute where quantize_ leaves its Sparse
 class Quantization:
     bits: int
     skip: tuple[str, ...] = ()      # state_dict keys / glob patterns of weights left in fp32
+    # Round everything that is not a code (BatchNorm, biases, codebooks, scales) to fp16 values,
+    # so the compressed file stores it in half the bytes, losslessly from then on.
+    fp16_rest: bool = False
     scheme = "none"
 
     def __post_init__(self):
@@ -170,8 +173,28 @@ def quantize_(model: nn.Module, quant: Quantization) -> dict[str, SparseTensor]:
     for name, w in quantized_layers(model, quant).items():
         tensors[name] = quantize_tensor(w, quant)
         w.copy_(tensors[name].to_dense().to(w.device, w.dtype))
+    if quant.fp16_rest:
+        round_rest_fp16_(model, tensors)
     setattr(model, ATTR, tensors)
     return tensors
+
+
+@torch.no_grad()
+def round_rest_fp16_(model: nn.Module, tensors: dict[str, SparseTensor]) -> None:
+    """Round codebooks, scales and every float tensor that is not a quantized weight to fp16 values."""
+    for st in tensors.values():
+        for attr in ("codebook", "scales"):
+            if getattr(st, attr) is not None:
+                rounded = getattr(st, attr).astype(np.float16).astype(np.float32)
+                if attr == "codebook":
+                    rounded = _nonzero_levels(torch.from_numpy(rounded)).numpy()
+                setattr(st, attr, rounded)
+    state = model.state_dict()
+    for name, t in state.items():
+        if name in tensors:
+            t.copy_(tensors[name].to_dense().to(t.device, t.dtype))
+        elif t.dtype == torch.float32:
+            t.copy_(t.half().float())
 
 
 # --- fine-tuning -----------------------------------------------------------------------------
@@ -283,11 +306,15 @@ def quantize_and_finetune(model: nn.Module, data, quant: Quantization, config: T
         StraightThroughHooks(model, tensors, quant)
     result = fit(model, data, config, device=device, callback=callback, hooks=hooks, stage="quantize", tta=tta)
     tensors = hooks.tensors
+    accuracy = result.accuracy
+    if quant.fp16_rest:
+        round_rest_fp16_(model, tensors)
+        accuracy = evaluate(model, data, device=device, tta=tta)
     setattr(model, ATTR, tensors)
     rows = layer_rows(model)
     for row in rows:
         st = tensors.get(row["name"])
         row["scheme"], row["bits"] = (st.scheme, st.bits) if st else ("fp32", 32)
         row["levels"] = int(torch.unique(weight_layers(model)[row["name"]][weight_layers(model)[row["name"]] != 0]).numel())
-    return QuantResult(result.accuracy, before, quantized, quant.to_dict(), overall(rows, prunable_only=False),
+    return QuantResult(accuracy, before, quantized, quant.to_dict(), overall(rows, prunable_only=False),
                        rows, result.to_dict(), tensors)

@@ -6,6 +6,6 @@
 
 from farm.db.status import JobStatus
 from farm.scheduler.spec import JobSpec
-from farm.scheduler.submit import Submitted, submit
+from farm.scheduler.submission import Submitted, submit
 
 __all__ = ["JobSpec", "JobStatus", "Submitted", "submit"]

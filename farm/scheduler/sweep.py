@@ -31,7 +31,7 @@ from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
 from farm.scheduler.spec import FLOAT_BITS, JobSpec
-from farm.scheduler.submit import Submitted, publish, record, to_send
+from farm.scheduler.submission import Submitted, publish, record, to_send
 
 TOP_KEYS = {"name", "grid", "fixed"}
 MAX_JOBS = 100_000  # a grid this big is almost surely a typo

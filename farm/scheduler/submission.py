@@ -185,3 +185,18 @@ def submit(spec: JobSpec, *, force: bool = False, priority: int = 0, on_event=No
 def job_status(job_id: int) -> JobStatus:
     with db.session() as s:
         return s.get(Job, job_id).status
+
+
+def choose_device(device: str = "auto", recipe: str = "auto", *, embedded: bool) -> tuple[str, str]:
+    """Resolve "auto": in this process, the GPU if there is one; on a farm, the GPU queue. The
+    recipe follows the device: the full one on a GPU, the quick one (minutes) on a CPU."""
+    if device == "auto":
+        if embedded:
+            import torch
+
+            device = "gpu" if torch.cuda.is_available() else "cpu"
+        else:
+            device = "gpu"
+    if recipe == "auto":
+        recipe = "full" if device == "gpu" else "quick"
+    return device, recipe

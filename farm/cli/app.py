@@ -1,0 +1,303 @@
+"""The `farm` command: a thin layer over farm.scheduler and farm.db.queries.
+
+Every command parses its options, calls one library function and renders rows with the shared
+--format option. Any farm.errors.FarmError becomes one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from farm.cli import render
+from farm.cli.render import Format, err
+from farm.errors import FarmError
+
+app = typer.Typer(help="farm: prune, quantize and benchmark sparse CNNs on a farm of GPUs.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  add_completion=False)
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output: table, json or csv")]
+
+RESULT_COLUMNS = ["job_id", "model", "dataset", "target_sparsity", "sparsity", "scheme", "bits",
+                  "accuracy", "dense_accuracy", "compression_ratio", "compressed_bytes",
+                  "best_speedup_fp32"]
+STATUS_COLUMNS = ["job_id", "status", "model", "dataset", "sparsity", "scheme", "bits", "device",
+                  "stage", "progress", "attempts", "worker", "message"]
+
+
+def _quick_note(spec) -> str:
+    from farm.scheduler.spec import RECIPES
+
+    full = RECIPES["full"]
+    return (f"No GPU here: running the quick CPU recipe ({spec.subset} examples, "
+            f"{spec.epochs}+{spec.retrain_epochs}+{spec.finetune_epochs} epochs of train+retrain+"
+            f"fine-tune, no kernel benchmark), a few minutes. On a GPU the same command runs the "
+            f"full recipe (whole dataset, {full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} "
+            f"epochs). Use --recipe full to force it here.")
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        return [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise FarmError(f"--batches takes comma-separated batch sizes, e.g. 1,8,32, got {text!r}") from None
+
+
+@app.command()
+def submit(
+    model: Annotated[str, typer.Argument(help="model: resnet (= resnet20), resnet56, vgg16, tiny, ...")],
+    dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or synthetic")] = "fashion-mnist",
+    sparsity: Annotated[float, typer.Option(help="fraction of weights pruned, in [0, 1)")] = 0.9,
+    method: Annotated[str, typer.Option(help="pruning schedule: gradual or oneshot")] = "gradual",
+    scope: Annotated[str, typer.Option(help="magnitude threshold: global or layer")] = "global",
+    scheme: Annotated[str, typer.Option(help="weights: fp32, fp16, linear, log or kmeans")] = "fp32",
+    bits: Annotated[int | None, typer.Option(help="code bits for linear/log/kmeans: 2..8")] = None,
+    recipe: Annotated[str, typer.Option(help="auto, full or quick (quick: CPU-sized)")] = "auto",
+    epochs: Annotated[int | None, typer.Option(help="dense training epochs (default: recipe)")] = None,
+    retrain_epochs: Annotated[int | None, typer.Option(help="prune+retrain epochs")] = None,
+    finetune_epochs: Annotated[int | None, typer.Option(help="quantize+fine-tune epochs")] = None,
+    subset: Annotated[int | None, typer.Option(help="use the first N examples")] = None,
+    batches: Annotated[str, typer.Option(help="batch sizes to benchmark, comma-separated")] = "1,8,32,128",
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    device: Annotated[str, typer.Option(help="auto, gpu or cpu (which worker queue)")] = "auto",
+    priority: Annotated[int, typer.Option(help="0..9, higher runs first")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="run again even if this spec ran before")] = False,
+    fmt: FormatOpt = Format.table,
+):
+    """Run one job: here and now without a broker, else enqueue it and print its id."""
+    from farm import db, settings
+    from farm.scheduler import JobSpec
+    from farm.scheduler import submission as scheduler
+
+    conf = settings.load()
+    if not 0 <= priority <= 9:
+        raise FarmError(f"--priority must be from 0 to 9, got {priority}")
+    device, recipe = scheduler.choose_device(device, recipe, embedded=conf.embedded)
+    spec = JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope,
+                   scheme=scheme, bits=bits, recipe=recipe, epochs=epochs,
+                   retrain_epochs=retrain_epochs, finetune_epochs=finetune_epochs, subset=subset,
+                   batches=tuple(_batches(batches)), seed=seed, device=device).resolve()
+    if not conf.embedded:
+        sub = scheduler.submit(spec, force=force, priority=priority)
+        word = "queued" if sub.created or sub.requeued else f"already exists ({sub.status})"
+        err.print(f"job {sub.job_id} {word}: {spec.label()}")
+        render.rows([{"job_id": sub.job_id, "status": str(sub.status), "created": sub.created}], fmt)
+        return
+    if spec.recipe == "quick":
+        err.print(_quick_note(spec))
+    from farm.cli.progress import StageProgress
+
+    with StageProgress() as progress:
+        progress("job", {"job_id": "", "label": spec.label()})
+        sub = scheduler.submit(spec, force=force, priority=priority, on_event=progress)
+    if not (sub.created or sub.requeued):
+        err.print(f"job {sub.job_id} already {sub.status} for this spec (use --force to run it again)")
+    _print_outcome(sub.job_id, fmt)
+    with db.session() as s:
+        if db.queries.get_job(s, sub.job_id).status != db.JobStatus.SUCCEEDED:
+            raise typer.Exit(1)
+
+
+def _print_outcome(job_id: int, fmt: Format) -> None:
+    from farm import db
+
+    with db.session() as s:
+        detail = db.queries.job_detail(s, job_id)
+        rows = db.queries.results(s, job_ids=[job_id])
+    if fmt == Format.json:
+        render.record(detail, fmt)
+        return
+    if rows:
+        render.rows(rows, fmt, columns=RESULT_COLUMNS, title=f"job {job_id}: {detail.job.status}")
+    else:
+        render.rows([detail.job], fmt, columns=STATUS_COLUMNS, title=f"job {job_id}")
+    if detail.job.message and fmt == Format.table:
+        err.print(f"note: {detail.job.message}")
+
+
+@app.command()
+def status(
+    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (default: the latest)")] = None,
+    sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
+    state: Annotated[str | None, typer.Option("--status", help="only jobs in this status")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many jobs")] = 20,
+    fmt: FormatOpt = Format.table,
+):
+    """List jobs with their status, stage and progress."""
+    from farm import db
+
+    status_ = _job_status(state) if state else None
+    with db.session() as s:
+        rows = db.queries.jobs(s, job_ids=jobs or None, sweep=sweep, status=status_,
+                               limit=None if jobs else limit)
+    render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else None, title="jobs")
+
+
+def _job_status(text: str):
+    from farm.db.status import JobStatus
+
+    try:
+        return JobStatus(text)
+    except ValueError:
+        raise FarmError(f"unknown status {text!r}; choose from "
+                        f"{', '.join(s.value for s in JobStatus)}") from None
+
+
+@app.command()
+def show(job: Annotated[int, typer.Argument(help="job id")], fmt: FormatOpt = Format.table):
+    """Everything about one job: spec, stages, metrics, timings, environment."""
+    from farm import db
+
+    with db.session() as s:
+        d = db.queries.job_detail(s, job)
+    if fmt != Format.table:
+        render.record(d, fmt)
+        return
+    render.record({**d.job.to_dict(), "spec": d.spec, "sweeps": d.sweeps}, fmt, title=f"job {job}")
+    render.rows(d.stages, fmt, columns=["name", "status", "seconds", "artifact_key", "message"],
+                title="stages")
+    if d.metrics:
+        render.record(d.metrics, fmt, title="metrics")
+    if d.model_timings:
+        render.rows(d.model_timings, fmt, title="model timings (ms)", columns=[
+            "batch", "dense_fp32_ms", "dense_tf32_ms", "dense_fp16_ms", "sparse_ms", "speedup_fp32",
+            "speedup_tf32", "speedup_fp16", "gpu"])
+    if d.layer_timings:
+        render.rows(d.layer_timings, fmt, title="layer timings (ms)", columns=[
+            "layer", "batch", "dtype", "weight_scheme", "sparsity", "ours_ms", "cudnn_fp32_ms",
+            "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "speedup_fp32", "max_rel_err"])
+    for e in d.environments:
+        render.record(e, fmt, title=f"environment {e.environment_id}")
+
+
+@app.command()
+def results(
+    model: Annotated[list[str] | None, typer.Option(help="model name (repeatable)")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="dataset name (repeatable)")] = None,
+    sparsity_min: Annotated[float | None, typer.Option(help="target sparsity at least")] = None,
+    sparsity_max: Annotated[float | None, typer.Option(help="target sparsity at most")] = None,
+    scheme: Annotated[list[str] | None, typer.Option(help="weight scheme (repeatable)")] = None,
+    bits: Annotated[list[int] | None, typer.Option(help="bits (repeatable)")] = None,
+    sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
+    fmt: FormatOpt = Format.table,
+):
+    """Finished jobs' metrics, filtered."""
+    from farm import db
+    from farm.scheduler.spec import canonical_model
+
+    models = [canonical_model(m) for m in model] if model else None
+    with db.session() as s:
+        rows = db.queries.results(s, model=models, dataset=dataset or None, sparsity_min=sparsity_min,
+                                  sparsity_max=sparsity_max, scheme=scheme or None, bits=bits or None,
+                                  sweep=sweep)
+    render.rows(rows, fmt, columns=RESULT_COLUMNS if fmt == Format.table else None, title="results")
+
+
+@app.command()
+def compare(jobs: Annotated[list[int], typer.Argument(help="two or more job ids")],
+            fmt: FormatOpt = Format.table):
+    """Jobs side by side: one column per job."""
+    from farm import db
+
+    with db.session() as s:
+        for j in jobs:
+            db.queries.get_job(s, j)  # NotFound names the missing one
+        rows = {r.job_id: r.to_dict() for r in db.queries.results(s, job_ids=jobs)}
+        states = {r.job_id: r.to_dict() for r in db.queries.jobs(s, job_ids=jobs)}
+    merged = [{**states[j], **rows.get(j, {})} for j in jobs]
+    if fmt != Format.table:
+        render.rows(merged, fmt)
+        return
+    fields = ["status", *RESULT_COLUMNS[1:], "method", "seed", "pruned_accuracy", "dense_bytes"]
+    render.rows([{"field": f, **{f"job {m['job_id']}": m.get(f) for m in merged}} for f in fields],
+                fmt, title="compare")
+
+
+@app.command()
+def cancel(jobs: Annotated[list[int], typer.Argument(help="job ids")], fmt: FormatOpt = Format.table):
+    """Cancel jobs: waiting ones at once, running ones at their next epoch or stage."""
+    from farm.scheduler.control import cancel_jobs
+
+    render.rows([{"job_id": r.job_id, "status": str(r.status), "note": r.note} for r in cancel_jobs(jobs)], fmt)
+
+
+@app.command()
+def models(fmt: FormatOpt = Format.table):
+    """The model and dataset names a job can use."""
+    from farm.models import list_datasets, list_models
+
+    render.rows([{"kind": "model", "name": n} for n in list_models()]
+                + [{"kind": "dataset", "name": n} for n in list_datasets()], fmt)
+
+
+@app.command()
+def worker(
+    gpu: Annotated[int | None, typer.Option(help="GPU index this worker owns (CUDA_VISIBLE_DEVICES)")] = None,
+    queues: Annotated[str | None, typer.Option(help="queues to consume (default: gpu with --gpu, else cpu)")] = None,
+    concurrency: Annotated[int, typer.Option(help="jobs at once (1 per GPU)")] = 1,
+    name: Annotated[str | None, typer.Option(help="Celery node name (default: gpuN@host / cpu@host)")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
+):
+    """Run a Celery worker: one per GPU, prefork, one job at a time, late acks."""
+    # Pin the GPU before anything could touch CUDA: pool children inherit this environment.
+    os.environ["CUDA_VISIBLE_DEVICES"] = "" if gpu is None else str(gpu)
+    from farm import settings
+    from farm.db.session import dispose_all, get_engine
+    from farm.scheduler.queue import check_broker
+
+    conf = settings.load()
+    if conf.embedded:
+        raise FarmError("farm worker needs a broker: set FARM_BROKER_URL (e.g. redis://host:6379/0)")
+    check_broker(conf.broker_url)
+    get_engine()  # the database must be reachable and at the current schema
+    dispose_all()  # no connection may cross the fork into the pool
+
+    from farm.worker.celery_app import app as celery_app
+
+    queues = queues or ("gpu" if gpu is not None else "cpu")
+    name = name or (f"gpu{gpu}@%h" if gpu is not None else f"cpu{os.getpid()}@%h")
+    celery_app.worker_main(["worker", "--pool", "prefork", "--concurrency", str(concurrency),
+                            "--prefetch-multiplier", "1", "--queues", queues, "--hostname", name,
+                            "--loglevel", loglevel, "--task-events", "--without-gossip",
+                            "--without-mingle"])
+
+
+def _register_subcommands() -> None:
+    from farm.cli.db import db_app
+    from farm.cli.sweep import sweep_app
+
+    app.add_typer(sweep_app, name="sweep")
+    app.add_typer(db_app, name="db")
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Console script entry: FarmError (and database/broker failures) -> one line, exit 1."""
+    from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+    try:
+        app(standalone_mode=True)
+    except FarmError as e:
+        err.print(f"farm: error: {e}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except OperationalError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e).splitlines()[0]
+        err.print(f"farm: error: database: {reason}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(1)
+    except SQLAlchemyError as e:
+        err.print(f"farm: error: database: {str(e).splitlines()[0]}", highlight=False, markup=False,
+                  soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("farm: interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

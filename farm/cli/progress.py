@@ -1,0 +1,43 @@
+"""Progress bars for jobs run in this process: one line per stage, advanced by epoch events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from farm.cli.render import err
+
+
+class StageProgress:
+    """An observer for farm.worker.runner.run_job(on_event=...)."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(TextColumn("{task.description:<34}"), BarColumn(),
+                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
+                                 console=err, transient=False)
+        self.task = None
+        self.prefix = ""
+
+    def __enter__(self) -> StageProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.stop()
+
+    def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if kind == "job":
+            self.prefix = f"job {data['job_id']} " if data.get("job_id") else ""
+            self.progress.console.print(f"[bold]{self.prefix}[/bold]{data['label']}")
+        elif kind == "stage":
+            self.task = self.progress.add_task(f"{self.prefix}{data['name']}", total=None, note="")
+        elif kind == "epoch" and self.task is not None:
+            note = " ".join(f"{k} {data[k]:.3f}" for k in ("loss", "accuracy") if isinstance(data.get(k), float))
+            self.progress.update(self.task, total=data.get("epochs") or None,
+                                 completed=data.get("epoch", 0), note=f"epoch {data.get('epoch')}/"
+                                 f"{data.get('epochs')} {note}")
+        elif kind == "stage_done" and self.task is not None:
+            state = "reused" if data["reused"] else data["skipped"] or "done"
+            total = self.progress.tasks[-1].total or 1
+            self.progress.update(self.task, total=total, completed=total, note=state)

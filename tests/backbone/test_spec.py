@@ -1,0 +1,64 @@
+"""JobSpec: canonical form, hash identity, validation of every field a user types."""
+
+import pytest
+
+from farm.errors import InvalidSpec, UnknownDataset, UnknownModel
+from farm.scheduler.spec import JobSpec
+
+TINY = dict(model="tiny", dataset="synthetic", device="cpu")
+
+
+def test_alias_and_defaults_hash_the_same():
+    a = JobSpec(model="resnet", sparsity=0.9).resolve()
+    b = JobSpec(model="ResNet20", sparsity=0.90, epochs=20, bits=32).resolve()
+    assert a.model == "resnet20"
+    assert a.hash == b.hash and a.canonical_json() == b.canonical_json()
+
+
+def test_different_work_hashes_differently():
+    base = JobSpec(**TINY, sparsity=0.5).resolve()
+    assert JobSpec(**TINY, sparsity=0.6).resolve().hash != base.hash
+    assert JobSpec(**TINY, sparsity=0.5, run=1).resolve().hash != base.hash
+
+
+def test_round_trip_through_json():
+    spec = JobSpec(**TINY, sparsity=0.7, scheme="kmeans", bits=4, batches=(32, 1, 1)).resolve()
+    assert spec.batches == (1, 32)
+    assert JobSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_dense_baseline_key_ignores_sparsity_and_scheme():
+    a = JobSpec(**TINY, sparsity=0.5).resolve()
+    b = JobSpec(**TINY, sparsity=0.9, scheme="log", bits=3).resolve()
+    assert a.stage_key("train") == b.stage_key("train")
+    assert a.stage_key("prune") != b.stage_key("prune")
+    c = JobSpec(**TINY, sparsity=0.5, scheme="log", bits=3).resolve()
+    assert a.stage_key("prune") == c.stage_key("prune") and a.stage_key("quantize") != c.stage_key("quantize")
+    assert JobSpec(**TINY, seed=1).resolve().stage_key("train") != a.stage_key("train")
+
+
+@pytest.mark.parametrize("fields, error, words", [
+    (dict(model="nosuchnet"), UnknownModel, "unknown model"),
+    (dict(dataset="imagenet-1m"), UnknownDataset, "unknown dataset"),
+    (dict(sparsity=1.0), InvalidSpec, "[0, 1)"),
+    (dict(sparsity=-0.1), InvalidSpec, "[0, 1)"),
+    (dict(scheme="kmeans", bits=9), InvalidSpec, "bits must be from 2 to 8"),
+    (dict(scheme="kmeans", bits=1), InvalidSpec, "bits must be from 2 to 8"),
+    (dict(scheme="kmeans"), InvalidSpec, "needs --bits"),
+    (dict(scheme="fp32", bits=4), InvalidSpec, "quantized scheme"),
+    (dict(scheme="int3", bits=3), InvalidSpec, "scheme 'int3'"),
+    (dict(method="random"), InvalidSpec, "method"),
+    (dict(batches=()), InvalidSpec, "batches"),
+    (dict(stages=("prune",)), InvalidSpec, "prefix"),
+    (dict(epochs=-1), InvalidSpec, "epochs"),
+    (dict(sparsity="0.5"), InvalidSpec, "wrong type"),
+])
+def test_bad_fields_raise_one_clear_line(fields, error, words):
+    with pytest.raises(error) as info:
+        JobSpec(**{**TINY, **fields}).resolve()
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_unknown_field_is_named():
+    with pytest.raises(InvalidSpec, match="sparsty"):
+        JobSpec.from_dict({"model": "tiny", "sparsty": 0.5})

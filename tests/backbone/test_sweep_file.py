@@ -1,0 +1,59 @@
+"""Sweep files: grid expansion and every way a file can be wrong."""
+
+import pytest
+
+from farm.errors import InvalidSpec
+from farm.scheduler import sweep
+
+GRID = """
+name: demo
+grid:
+  sparsity: [0.5, 0.7, 0.9]
+  scheme: [fp32, kmeans, log]
+  bits: [3, 4]
+fixed:
+  model: tiny
+  dataset: synthetic
+  device: cpu
+  batches: [1, 8]
+"""
+
+
+def test_grid_expands_and_collapses_bits_for_float_schemes():
+    plan = sweep.parse(GRID)
+    # 3 sparsities x (fp32 + kmeans x 2 bits + log x 2 bits) = 3 x 5
+    assert len(plan.specs) == 15 and plan.name == "demo"
+    assert {(s.scheme, s.bits) for s in plan.specs} == {("fp32", 32), ("kmeans", 3), ("kmeans", 4),
+                                                        ("log", 3), ("log", 4)}
+    assert all(s.batches == (1, 8) for s in plan.specs)
+    assert len({s.hash for s in plan.specs}) == 15
+
+
+def test_batches_list_of_lists_is_an_axis():
+    plan = sweep.parse("grid:\n  model: tiny\n  batches: [[1], [8, 32]]\n")
+    assert sorted(s.batches for s in plan.specs) == [(1,), (8, 32)]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "is empty"),
+    ("   \n# only a comment\n", "is empty"),
+    ("grid: [1, 2\n", "not valid YAML"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("grid: {}\n", "`grid` is empty"),
+    ("grid:\n  sparsity: []\n", "empty list"),
+    ("grids:\n  sparsity: [0.5]\n", "unknown key(s) grids"),
+    ("grid:\n  sparsity: [0.5, 1.5]\n  model: tiny\n", "job (sparsity=1.5, model=tiny): sparsity must be in [0, 1)"),
+    ("grid:\n  model: [tiny, nosuchnet]\n", "unknown model 'nosuchnet'"),
+    ("grid:\n  scheme: kmeans\n  bits: [4, 12]\n", "bits must be from 2 to 8"),
+    ("grid:\n  sparsty: [0.5]\n", "unknown job field(s) sparsty"),
+])
+def test_bad_sweep_files_are_rejected_with_one_line(text, words):
+    with pytest.raises(InvalidSpec) as info:
+        sweep.parse(text, where="s.yaml")
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_at_is_validated():
+    with pytest.raises(InvalidSpec, match="HH:MM"):
+        sweep.next_time("25:99")
+    assert sweep.next_time("22:00") is not None

@@ -1,0 +1,63 @@
+"""Measure the candidate tile configs of one layer at one input shape and keep the fastest that
+computes the right thing. Results go to the on-disk tuning cache (farm.kernels.tuning)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from farm.kernels import runtime, tuning
+from farm.kernels.csrconv.config import TileConfig
+from farm.kernels.timing import time_graph
+
+# A tuning run rejects a config whose output is off by more than this (relative L2 norm).
+TUNE_TOL = {torch.float32: 1e-4, torch.float16: 3e-3}
+
+
+@dataclass
+class TuneResult:
+    config: TileConfig
+    ms: float
+    tried: list[dict]
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    if not torch.isfinite(out).all():
+        return float("inf")
+    return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
+
+
+def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,
+         runs: int = 10, inner: int = 5) -> TuneResult:
+    """layer: a SparseConv2d. Times every candidate (CUDA graph replays), records all."""
+    configs = configs or layer.candidate_configs(shape)
+    g = torch.Generator(device=device).manual_seed(1234)
+    x = torch.randn(shape, generator=g, device=device).to(dtype)
+    ref = layer.reference(x, dtype=torch.float64)
+    tried, best = [], None
+    stream = runtime.stream()
+    for config in configs:
+        row = {"config": config.name}
+        try:
+            plan = layer.make_plan(shape, dtype, config, device)
+            with torch.cuda.stream(stream):
+                y = torch.full(ref.shape, float("nan"), device=device, dtype=dtype)
+                layer.run(plan, x, out=y)
+            stream.synchronize()
+            row["rel_err"] = err = rel_err(y, ref)
+            if err > TUNE_TOL[dtype]:
+                row["rejected"] = "wrong output"
+            else:
+                row["ms"] = ms = time_graph(lambda: layer.run(plan, x, out=y), runs=runs, inner=inner,
+                                            stream=stream)
+                if best is None or ms < best[1]:
+                    best = (config, ms)
+        except Exception as exc:  # a config that cannot compile or launch is skipped, not fatal
+            row["rejected"] = f"{type(exc).__name__}: {exc}"[:200]
+        tried.append(row)
+    if best is None:
+        raise RuntimeError(f"no tile config ran correctly for {layer.extra_repr()}: {tried}")
+    tuning.store(layer.tuning_key(shape, dtype), best[0], best[1], tried)
+    return TuneResult(best[0], best[1], tried)

@@ -1,0 +1,210 @@
+"""Benchmarks: our kernels against cuDNN (fp32, TF32, fp16 channels_last) and cuSPARSE SpMM on
+the im2col matrix, per layer and whole model. Every figure is a median of >= 50 CUDA-graph replays
+after warm-up, and a kernel's time is recorded only after its output matched F.conv2d (float64)
+on fresh random inputs with the output poisoned first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from farm.kernels import runtime
+from farm.kernels.autotune import rel_err
+from farm.kernels.conv import DTYPES, FusedConv, SparseConv2d
+from farm.kernels.env import environment
+from farm.kernels.timing import time_eager, time_graph
+
+# Relative L2 error allowed against F.conv2d in float64 (quantized: against dequantized weights).
+TOLERANCE = {torch.float32: 1e-5, torch.float16: 2e-3}
+RUNS = 50
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool):
+    old = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def ceilings(device="cuda") -> dict:
+    """Measured copy bandwidth (read + write) and fp32 (no TF32) matmul rate of this GPU."""
+    a = torch.empty(2**28, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    ms = time_eager(lambda: b.copy_(a), runs=20, inner=5)
+    m = torch.randn(8192, 8192, device=device)
+    with tf32(False):
+        ms_mm = time_eager(lambda: m @ m, runs=10, inner=2)
+    return {"copy_GBps": 2 * a.numel() / ms / 1e6, "fp32_TFLOPs": 2 * 8192**3 / ms_mm / 1e9}
+
+
+def check(layer: SparseConv2d, plan, shape, dtype, device, residual: bool, draws: int = 2) -> float:
+    """Worst relative error over fresh random inputs; output poisoned with NaN before each run."""
+    worst = 0.0
+    stream = runtime.stream()
+    for i in range(draws):
+        x = torch.randn(shape, device=device).to(dtype)
+        oh, ow = plan.shape.out_hw
+        res = torch.randn((shape[0], plan.shape.k, oh, ow), device=device).to(dtype) if residual else None
+        ref = layer.reference(x, res, dtype=torch.float64)
+        with torch.cuda.stream(stream):
+            y = torch.full(ref.shape, float("nan"), device=device, dtype=dtype)
+            layer.run(plan, x, res, out=y)
+        stream.synchronize()
+        worst = max(worst, rel_err(y, ref))
+    return worst
+
+
+def floor_ms(layer: SparseConv2d, shape, dtype, ceil: dict, table_bytes: int) -> float:
+    """Fewest bytes (input, output, table once) over bandwidth vs nonzero FLOPs over fp32 rate."""
+    n, c, h, w = shape
+    oh, ow = layer.conv_shape(shape).out_hw
+    el = torch.finfo(dtype).bits // 8
+    nbytes = el * (n * c * h * w + n * layer.weight_record.shape[0] * oh * ow) + table_bytes
+    flops = 2 * layer.weight_record.nnz * n * oh * ow
+    return max(nbytes / ceil["copy_GBps"] / 1e6, flops / ceil["fp32_TFLOPs"] / 1e9)
+
+
+def dense_baselines(conv_w: torch.Tensor, params: dict, shape, device, *, cusparse: bool = True) -> dict:
+    """cuDNN fp32 / TF32 / fp16 channels_last and cuSPARSE CSR SpMM on im2col, same layer."""
+    w = conv_w.to(device)
+    x = torch.randn(shape, device=device)
+    out = {}
+    with torch.no_grad():
+        with tf32(False):
+            out["cudnn_fp32_ms"] = time_graph(lambda: F.conv2d(x, w, **params), runs=RUNS)
+        with tf32(True):
+            out["cudnn_tf32_ms"] = time_graph(lambda: F.conv2d(x, w, **params), runs=RUNS)
+        xh = x.half().to(memory_format=torch.channels_last)
+        wh = w.half().to(memory_format=torch.channels_last)
+        out["cudnn_fp16_ms"] = time_graph(lambda: F.conv2d(xh, wh, **params), runs=RUNS)
+        if cusparse:
+            out.update(_cusparse(w, params, x))
+    return out
+
+
+def _cusparse(w, params, x) -> dict:
+    k = w.shape[0]
+    ws = w.reshape(k, -1).to_sparse_csr()
+    kh, kw = w.shape[2:]
+
+    def im2col():
+        cols = F.unfold(x, (kh, kw), dilation=params["dilation"], padding=params["padding"],
+                        stride=params["stride"])
+        return cols.transpose(0, 1).reshape(cols.shape[1], -1)
+
+    cols = im2col()
+    with tf32(False):
+        try:
+            spmm = time_eager(lambda: torch.sparse.mm(ws, cols), runs=RUNS)
+        except Exception as exc:  # noqa: BLE001 - recorded, not fatal
+            return {"cusparse_error": str(exc)[:200]}
+        ref = (w.reshape(k, -1).double() @ cols.double())
+        err = rel_err(torch.sparse.mm(ws, cols), ref)
+    return {"cusparse_ms": spmm + time_eager(im2col, runs=RUNS), "cusparse_spmm_ms": spmm,
+            "im2col_ms": time_eager(im2col, runs=RUNS), "cusparse_rel_err": err}
+
+
+def bench_layer(layer: SparseConv2d, shape, dtype, device, ceil: dict, *, name: str = "",
+                baselines: dict | None = None, residual: bool = False) -> dict:
+    """One row: tuned config, check, time, baselines, floor. Raises if the check fails."""
+    plan = layer.plan_for(tuple(shape), dtype, device)
+    err = check(layer, plan, shape, dtype, device, residual)
+    row = {"layer": name, "shape": list(layer.weight_record.shape) + list(shape[2:]),
+           "batch": shape[0], "dtype": DTYPES[dtype], "weight_scheme": layer.weight_record.scheme,
+           "weight_bits": layer.weight_record.bits, "sparsity": round(layer.sparsity, 4),
+           "config": plan.config.name, "max_rel_err": err}
+    if not err <= TOLERANCE[dtype]:
+        row["failed"] = f"rel err {err:.3g} > {TOLERANCE[dtype]}"
+        return row
+    x = torch.randn(shape, device=device).to(dtype)
+    oh, ow = plan.shape.out_hw
+    y = torch.empty((shape[0], plan.shape.k, oh, ow), device=device, dtype=dtype)
+    row["ours_ms"] = time_graph(lambda: layer.run(plan, x, out=y), runs=RUNS, stream=runtime.stream())
+    row["table_bytes"] = layer.table(plan.config.rt, device).entries.numel() * layer.table(
+        plan.config.rt, device).entries.element_size()
+    row["floor_ms"] = floor_ms(layer, shape, dtype, ceil, row["table_bytes"])
+    if baselines is None:
+        w = layer.dense_weight()
+        baselines = dense_baselines(w, {"stride": layer.stride, "padding": layer.padding,
+                                        "dilation": layer.dilation}, shape, device)
+    row.update(baselines)
+    for k in ("cudnn_fp32_ms", "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms"):
+        if k in row:
+            row["x_" + k[:-3]] = row[k] / row["ours_ms"]
+    return row
+
+
+def _sparse_model(model, dtype):
+    from farm.kernels.sparsify import sparsify
+
+    has = any(isinstance(m, FusedConv) for m in model.modules())
+    return model if has else sparsify(model, dtype=dtype, keep_dense_if_slower=False)
+
+
+def benchmark_layers(model: nn.Module, input_shape, batch_sizes, *, device="cuda",
+                     dtype: torch.dtype = torch.float32) -> list[dict]:
+    """Per sparse layer of `model` (sparsified here if it is not yet), at each batch size."""
+    runtime.require_gpu()
+    from farm.kernels.sparsify import layer_inputs
+
+    sm = _sparse_model(model, dtype).to(device)
+    ceil, env, rows = ceilings(device), environment(), []
+    names = {m: n for n, m in sm.named_modules()}
+    for b in batch_sizes:
+        shapes = layer_inputs(sm, (b, *input_shape[1:]), dtype, device)
+        for m, shape in shapes.items():
+            if isinstance(m, SparseConv2d):
+                row = bench_layer(m, shape, dtype, device, ceil, name=names[m])
+                rows.append({**row, "env": env, "ceilings": ceil})
+    return rows
+
+
+def time_model(model, x, stream=None) -> float:
+    with torch.no_grad():
+        return time_graph(lambda: model(x), runs=RUNS, inner=1, stream=stream)
+
+
+def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda",
+                    dtype: torch.dtype = torch.float32) -> list[dict]:
+    """Whole-model latency, CUDA graphs on both sides: dense fp32 / TF32 / fp16 vs sparsified."""
+    runtime.require_gpu()
+    from farm.kernels.sparsify import sparsify
+
+    env, rows = environment(), []
+    dense = model.eval().to(device)
+    for b in batch_sizes:
+        shape = (b, *input_shape[1:])
+        x = torch.randn(shape, device=device)
+        row = {"batch": b, "shape": list(shape), "dtype": DTYPES[dtype], "env": env}
+        with tf32(False):
+            row["dense_fp32_ms"] = time_model(dense, x)
+        with tf32(True):
+            row["dense_tf32_ms"] = time_model(dense, x)
+        dh = (dense.half() if True else dense).to(memory_format=torch.channels_last)
+        row["dense_fp16_ms"] = time_model(dh, x.half().to(memory_format=torch.channels_last))
+        dense.float().to(memory_format=torch.contiguous_format)
+        sm = sparsify(dense, dtype=dtype, input_shape=shape)
+        xs = x.to(dtype)
+        with torch.no_grad(), tf32(False):
+            ref = dense.double()(x.double())
+            dense.float()
+            with torch.cuda.stream(runtime.stream()):
+                out = sm(xs)
+            torch.cuda.synchronize()
+        row["max_rel_err"] = rel_err(out, ref)
+        row["sparse_layers"] = sum(isinstance(m, SparseConv2d) for m in sm.modules())
+        row["dense_layers"] = sum(isinstance(m, nn.Conv2d) or (isinstance(m, FusedConv) and not isinstance(m, SparseConv2d)) for m in sm.modules())
+        with tf32(False):
+            row["sparse_ms"] = time_model(sm, xs, stream=runtime.stream())
+        with tf32(True):  # layers kept dense run with TF32 (what a user would enable)
+            row["sparse_tf32_ms"] = time_model(sm, xs, stream=runtime.stream())
+        row["decisions"] = getattr(sm, "_farm_decisions", [])
+        rows.append(row)
+    return rows

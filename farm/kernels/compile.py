@@ -1,0 +1,86 @@
+"""nvcc to cubin, cached on disk by (source, arch, options): shared by the runtime and CI.
+
+The cache lives in settings.kernel_cache. Keys hash the full source and the nvcc command, so a
+cubin built on one machine (same nvcc major version) is reused on another: the benchmark carries
+a warmed cache to the GPU machine instead of compiling there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from farm import settings
+from farm.errors import FarmError
+
+NVCC_OPTIONS = ("-O3", "-std=c++17", "--use_fast_math")
+
+
+class CompileError(FarmError):
+    """nvcc rejected a kernel source."""
+
+
+def nvcc_path() -> str | None:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for root in (os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and Path(root, "bin", "nvcc").exists():
+            return str(Path(root, "bin", "nvcc"))
+    return None
+
+
+def cache_dir() -> Path:
+    d = settings.load().kernel_cache / "cubin"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def cubin_key(source: str, arch: str, options=NVCC_OPTIONS) -> str:
+    return hashlib.sha256("\0".join([source, arch, *options]).encode()).hexdigest()[:32]
+
+
+def compile_cubin(source: str, arch: str, options=NVCC_OPTIONS, *, use_cache: bool = True) -> bytes:
+    """Compile CUDA C to a cubin for arch ('sm_90'); cached. Raises CompileError with nvcc's words."""
+    path = cache_dir() / f"{cubin_key(source, arch, options)}-{arch}.cubin"
+    if use_cache and path.exists():
+        return path.read_bytes()
+    nvcc = nvcc_path()
+    if nvcc is None:
+        raise CompileError("nvcc not found: install the CUDA toolkit or set CUDA_HOME")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp, "k.cu"), Path(tmp, "k.cubin")
+        src.write_text(source)
+        cmd = [nvcc, "--cubin", f"-arch={arch}", *options, "-o", str(out), str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            first = (proc.stderr.strip().splitlines() or ["(no output)"])[:20]
+            raise CompileError(f"nvcc failed for {arch}: " + " | ".join(first))
+        data = out.read_bytes()
+    tmp_path = path.with_suffix(f".tmp{os.getpid()}")
+    tmp_path.write_bytes(data)
+    tmp_path.replace(path)  # atomic: concurrent workers never read half a file
+    return data
+
+
+def precompile(sources: list[str], arch: str, workers: int | None = None) -> list[str]:
+    """Compile many sources in parallel (nvcc runs outside the GIL); returns the errors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [s for s in dict.fromkeys(sources)
+            if not (cache_dir() / f"{cubin_key(s, arch)}-{arch}.cubin").exists()]
+    errors = []
+
+    def one(src):
+        try:
+            compile_cubin(src, arch)
+        except CompileError as exc:
+            errors.append(str(exc))
+
+    with ThreadPoolExecutor(workers or os.cpu_count() or 2) as pool:
+        list(pool.map(one, todo))
+    return errors

@@ -1,0 +1,199 @@
+"""SparseConv2d: a Conv2d (+ folded BatchNorm, + fused residual add and ReLU) whose weights stay
+compressed (a SparseTensor) and run through the csrconv kernel on the GPU, or through F.conv2d on
+the dense-decoded weights where there is no GPU or no PyCUDA (the CPU reference path).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.errors import InvalidSpec
+from farm.kernels import runtime, tuning
+from farm.kernels.csrconv.config import TileConfig, candidates
+from farm.kernels.csrconv.launch import ConvShape, GpuTable, Plan
+from farm.kernels.csrconv.table import build_table, pattern_hash, weight_format
+
+DTYPES = {torch.float32: "fp32", torch.float16: "fp16"}
+
+
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (scale, bias) that conv+bn (eval) apply after the raw convolution."""
+    k = conv.out_channels
+    b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(k)
+    if bn is None:
+        return torch.ones(k), b.cpu()
+    s = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
+    return s.cpu(), (s * (b - bn.running_mean.float()) + bn.bias.detach().float()).cpu()
+
+
+def conv_params(conv: nn.Conv2d) -> dict:
+    if conv.groups != 1:
+        raise InvalidSpec(f"grouped convolution (groups={conv.groups}) has no sparse kernel")
+    if conv.padding_mode != "zeros":
+        raise InvalidSpec(f"padding_mode {conv.padding_mode!r} has no sparse kernel")
+    pad = conv.padding
+    if isinstance(pad, str):
+        if pad != "valid" and conv.stride != (1, 1):
+            raise InvalidSpec("padding='same' needs stride 1")
+        pad = (0, 0) if pad == "valid" else tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
+    return {"stride": tuple(conv.stride), "padding": tuple(pad), "dilation": tuple(conv.dilation)}
+
+
+class FusedConv(nn.Module):
+    """Shared by the sparse and the dense (kept) layers: conv, per-channel scale and bias,
+    optional residual add, optional ReLU, in that order."""
+
+    relu: bool
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DenseConv2d(FusedConv):
+    """A layer kept dense (cuDNN) because it measured faster, with BN folded into its weights."""
+
+    def __init__(self, conv: nn.Conv2d, bn=None, *, relu: bool = False):
+        super().__init__()
+        scale, bias = fold_bn(conv, bn)
+        w = conv.weight.detach().float().cpu() * scale[:, None, None, None]
+        self.weight = nn.Parameter(w.to(conv.weight.device), requires_grad=False)
+        self.bias = nn.Parameter(bias.to(conv.weight.device), requires_grad=False)
+        self.params = conv_params(conv) if conv.groups == 1 else {
+            "stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
+        self.groups, self.relu = conv.groups, relu
+
+    def forward(self, x, residual=None):
+        y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), groups=self.groups, **self.params)
+        if residual is not None:
+            y = y + residual
+        return F.relu(y) if self.relu else y
+
+
+class SparseConv2d(FusedConv):
+    def __init__(self, weight: SparseTensor, *, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                 scale: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float32, relu: bool = False):
+        super().__init__()
+        if len(weight.shape) != 4:
+            raise InvalidSpec(f"SparseConv2d needs a 4-d weight, got shape {weight.shape}")
+        if dtype not in DTYPES:
+            raise InvalidSpec(f"activation dtype {dtype} unsupported; use float32 or float16")
+        k = weight.shape[0]
+        self.weight_record = weight
+        self.stride, self.padding, self.dilation = tuple(stride), tuple(padding), tuple(dilation)
+        self.register_buffer("scale", (torch.ones(k) if scale is None else scale).float().clone())
+        self.register_buffer("bias", (torch.zeros(k) if bias is None else bias).float().clone())
+        self.act_dtype, self.relu = dtype, relu
+        self._tables: dict = {}
+        self._plans: dict = {}
+        self._dense = None
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d | None = None, *,
+                  weight: SparseTensor | None = None, dtype: torch.dtype = torch.float32,
+                  relu: bool = False) -> "SparseConv2d":
+        """Conv (+ BN folded into the epilogue). `weight` is the compressed record (e.g. from
+        load_compressed); without it the conv's own weights are stored (fp16 for fp16 layers)."""
+        params = conv_params(conv)
+        if weight is None:
+            weight = SparseTensor.from_dense(conv.weight.detach().cpu(), DTYPES.get(dtype, "fp32"))
+        if tuple(weight.shape) != tuple(conv.weight.shape):
+            raise InvalidSpec(f"weight shape {weight.shape} does not match conv {tuple(conv.weight.shape)}")
+        scale, bias = fold_bn(conv, bn)
+        m = cls(weight, scale=scale, bias=bias, dtype=dtype, relu=relu, **params)
+        return m.to(conv.weight.device)
+
+    @property
+    def sparsity(self) -> float:
+        return self.weight_record.sparsity
+
+    def extra_repr(self) -> str:
+        w = self.weight_record
+        return (f"{w.shape[1]}, {w.shape[0]}, kernel_size={tuple(w.shape[2:])}, stride={self.stride}, "
+                f"padding={self.padding}, sparsity={w.sparsity:.3f}, weights={w.scheme}, relu={self.relu}")
+
+    # CPU reference path -------------------------------------------------------------------
+    def dense_weight(self) -> torch.Tensor:
+        """The weights the kernel computes with, decoded, with the epilogue scale folded in."""
+        if self._dense is None:
+            self._dense = self.weight_record.to_dense() * self.scale.cpu()[:, None, None, None]
+        return self._dense
+
+    def reference(self, x: torch.Tensor, residual=None, dtype=torch.float32) -> torch.Tensor:
+        w = self.dense_weight().to(x.device, dtype)
+        y = F.conv2d(x.to(dtype), w, self.bias.to(x.device, dtype), self.stride, self.padding, self.dilation)
+        if residual is not None:
+            y = y + residual.to(dtype)
+        return F.relu(y) if self.relu else y
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if x.is_cuda and x.dtype in DTYPES and runtime.available():
+            return self._forward_gpu(x, residual)
+        return self.reference(x, residual).to(x.dtype)
+
+    # GPU path -------------------------------------------------------------------------------
+    def conv_shape(self, shape) -> ConvShape:
+        n, c, h, w = shape
+        k, cw, kh, kw = self.weight_record.shape
+        if c != cw:
+            raise InvalidSpec(f"input has {c} channels, layer expects {cw}")
+        return ConvShape(n, c, h, w, k, kh, kw, self.stride, self.padding, self.dilation)
+
+    def table(self, rt: int, device) -> GpuTable:
+        if rt not in self._tables:
+            khw = tuple(self.weight_record.shape[2:])
+            t = build_table(self.weight_record, khw, rt, channel_scale=self.scale.cpu().numpy())
+            self._tables[rt] = GpuTable(t, device)
+        return self._tables[rt]
+
+    def make_plan(self, shape, dtype, config: TileConfig, device) -> Plan:
+        return Plan(self.table(config.rt, device), self.conv_shape(shape), config, dtype == torch.float16)
+
+    def tuning_key(self, shape, dtype) -> str:
+        w = self.weight_record
+        return tuning.cache_key(runtime.gpu_name(), tuple(w.shape) + (shape[2], shape[3]) + self.stride
+                                + self.padding + self.dilation, shape[0], DTYPES[dtype],
+                                weight_format(w), f"sp{w.sparsity:.2f}|{pattern_hash(w)}")
+
+    def candidate_configs(self, shape) -> list[TileConfig]:
+        cs = self.conv_shape(shape)
+        oh, ow = cs.out_hw
+        return candidates(cs.geometry, cs.k, cs.n * oh * ow)
+
+    def plan_for(self, shape, dtype, device) -> Plan:
+        key = (tuple(shape), dtype)
+        if key not in self._plans:
+            hit = tuning.lookup(self.tuning_key(shape, dtype))
+            if hit is not None:
+                config = tuning.config_from(hit)
+            elif torch.cuda.is_current_stream_capturing():
+                config = self.candidate_configs(shape)[0]  # cannot measure inside a capture
+            else:
+                from farm.kernels.autotune import tune
+
+                config = tune(self, shape, dtype, device).config
+            self._plans[key] = self.make_plan(shape, dtype, config, device)
+        return self._plans[key]
+
+    def run(self, plan: Plan, x: torch.Tensor, residual=None, out=None) -> torch.Tensor:
+        """Launch on our stream, ordered after the caller's stream and back."""
+        oh, ow = plan.shape.out_hw
+        y = out if out is not None else torch.empty((x.shape[0], plan.shape.k, oh, ow), dtype=x.dtype, device=x.device)
+        if residual is not None:
+            residual = residual.to(x.dtype).contiguous()
+            if residual.shape != y.shape:
+                raise InvalidSpec(f"residual shape {tuple(residual.shape)} != output {tuple(y.shape)}")
+        ours, cur = runtime.stream(), torch.cuda.current_stream()
+        if cur.cuda_stream != ours.cuda_stream:
+            ours.wait_stream(cur)
+        plan(x, y, self.bias, residual, self.relu)
+        if cur.cuda_stream != ours.cuda_stream:
+            cur.wait_stream(ours)
+        return y
+
+    def _forward_gpu(self, x, residual):
+        x = x.contiguous()
+        return self.run(self.plan_for(tuple(x.shape), x.dtype, x.device), x, residual)

@@ -1,0 +1,61 @@
+"""Per-layer choice of tile config by measurement, cached on disk.
+
+Key: (GPU name, layer shape, batch, activation dtype, weight format, sparsity-pattern hash). The
+cache is a JSON file in settings.kernel_cache; a worker that meets the same layer again skips the
+search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from farm import settings
+from farm.kernels.csrconv.config import TileConfig
+
+
+def cache_file() -> Path:
+    d = settings.load().kernel_cache
+    d.mkdir(parents=True, exist_ok=True)
+    return d / "tuning.json"
+
+
+def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern: str) -> str:
+    return "|".join([gpu, "x".join(map(str, shape)), f"n{batch}", dtype, wfmt, pattern])
+
+
+def shape_key(key: str) -> str:
+    """The key without the pattern hash: layers of one shape and sparsity level share a config
+    when their own pattern was never measured (patterns at one sparsity time alike)."""
+    return key.rsplit("|", 1)[0] + "|any"
+
+
+def lookup(key: str) -> dict | None:
+    path = cache_file()
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return data.get(key) or data.get(shape_key(key))
+
+
+def store(key: str, config: TileConfig, ms: float, tried: list[dict]) -> None:
+    path = cache_file()
+    data = {}
+    if path.exists():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            data = {}
+    data[key] = {"config": config.to_dict(), "ms": ms, "tried": tried}
+    data.setdefault(shape_key(key), {"config": config.to_dict(), "ms": ms, "from": key})
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def config_from(entry: dict) -> TileConfig:
+    return TileConfig(**entry["config"])

@@ -1,0 +1,73 @@
+"""GPU checks of the csrconv kernel (skipped without CUDA + PyCUDA; run on the GPU machine):
+every weight format and activation dtype against F.conv2d in float64, fresh inputs, NaN-poisoned
+outputs; CUDA-graph capture; sparsify on the GPU."""
+
+import pytest
+import torch
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.kernels import available, sparsify
+from farm.kernels.bench import TOLERANCE, check
+from farm.kernels.conv import SparseConv2d
+from farm.kernels.csrconv.config import TileConfig
+from farm.kernels.testing import pruned_weight, quantize
+
+pytestmark = pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
+
+FORMATS = [(torch.float32, "fp32", 32), (torch.float32, "linear", 8), (torch.float32, "kmeans", 4),
+           (torch.float16, "fp16", 16), (torch.float16, "log", 4), (torch.float16, "kmeans", 8)]
+SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
+    (13, 37, 11, 9, 3, 1, 1, 1, 3, 0.8, TileConfig(8, 4, 1)),
+    (30, 70, 12, 17, 3, 2, 1, 1, 1, 0.5, TileConfig(4, 2, 1, 4, 2)),
+    (33, 20, 15, 15, 3, 1, 2, 2, 3, 0.9, TileConfig(8, 2, 2)),
+    (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, TileConfig(16, 2, 1)),
+]
+
+
+def _layer(cin, cout, k, s, p, d, sp, dtype, scheme, bits, relu=True):
+    st = quantize(SparseTensor.from_dense(pruned_weight((cout, cin, k, k), sp, empty_rows=2)), scheme, bits)
+    return SparseConv2d(st, stride=(s, s), padding=(p, p), dilation=(d, d), scale=torch.rand(cout) + 0.5,
+                        bias=torch.randn(cout), dtype=dtype, relu=relu).cuda()
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f"{str(f[0])[6:]}-{f[1]}{f[2]}")
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"c{s[0]}-k{s[1]}-{s[2]}x{s[3]}-k{s[4]}s{s[5]}-{s[10].name}")
+def test_kernel_matches_float64(shape, fmt):
+    cin, cout, h, w, k, s, p, d, n, sp, config = shape
+    dtype, scheme, bits = fmt
+    layer = _layer(cin, cout, k, s, p, d, sp, dtype, scheme, bits)
+    plan = layer.make_plan((n, cin, h, w), dtype, config, torch.device("cuda"))
+    assert check(layer, plan, (n, cin, h, w), dtype, "cuda", residual=True) <= TOLERANCE[dtype]
+
+
+def test_cuda_graph_replay_matches_eager():
+    layer = _layer(64, 64, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)
+    x = torch.randn(4, 64, 14, 14, device="cuda")
+    from farm.kernels.runtime import stream
+
+    with torch.cuda.stream(stream()):
+        eager = layer(x)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=stream()):
+            y = layer(x)
+        x.copy_(torch.randn_like(x))
+        g.replay()
+        eager = layer(x)
+    torch.cuda.synchronize()
+    assert torch.equal(y, eager)
+
+
+def test_sparsify_on_gpu_matches_pytorch():
+    from farm.models import get_model
+
+    m = get_model("resnet20", in_channels=1, num_classes=10).eval()
+    with torch.no_grad():
+        for i, (name, p) in enumerate(m.named_parameters()):
+            if p.dim() == 4 and p.shape[1] > 1:
+                p.copy_(pruned_weight(tuple(p.shape), 0.9, seed=i))
+    m = m.cuda()
+    sm = sparsify(m)
+    x = torch.randn(8, 1, 28, 28, device="cuda")
+    with torch.no_grad():
+        torch.backends.cudnn.allow_tf32 = False
+        assert torch.allclose(sm(x), m(x), atol=1e-4, rtol=1e-3)

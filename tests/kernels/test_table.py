@@ -1,0 +1,60 @@
+"""The kernel's per-layer table encodes exactly the stored weights (every scheme, every row tile)."""
+
+import numpy as np
+import pytest
+import torch
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.kernels.csrconv.config import Geometry, TileConfig, Variant, candidates
+from farm.kernels.csrconv.table import balance_rows, build_table, decode_table, pattern_hash
+from farm.kernels.testing import pruned_weight, quantize
+
+SCHEMES = [("fp32", 32), ("fp16", 16), ("linear", 8), ("linear", 4), ("kmeans", 4), ("kmeans", 6), ("log", 4)]
+
+
+@pytest.mark.parametrize("scheme,bits", SCHEMES, ids=lambda v: str(v))
+@pytest.mark.parametrize("rt", [1, 4, 16])
+def test_table_roundtrip(scheme, bits, rt):
+    w = pruned_weight((37, 13, 3, 3), 0.8, seed=rt, empty_rows=3)
+    st = quantize(SparseTensor.from_dense(w), scheme, bits)
+    scale = np.linspace(0.5, 1.5, 37).astype(np.float32)
+    t = build_table(st, (3, 3), rt, channel_scale=scale)
+    expect = st.to_dense().double().numpy() * scale[:, None, None, None]
+    np.testing.assert_allclose(decode_table(t, st.shape), expect, rtol=1e-6, atol=1e-9)
+    assert t.entries.shape[0] == st.nnz + 1  # one padding entry the kernel may prefetch
+
+
+def test_entry_bytes_shrink_with_bits():
+    st = SparseTensor.from_dense(pruned_weight((64, 64, 3, 3), 0.9))
+    sizes = {s: build_table(quantize(st, s, b), (3, 3), 8).entries.nbytes for s, b in
+             [("fp32", 32), ("fp16", 16), ("kmeans", 4)]}
+    assert sizes["fp32"] == 2 * sizes["fp16"] == 4 * sizes["kmeans"]
+
+
+def test_balance_rows_evens_tiles():
+    nnz = np.array([100, 90, 80, 10, 10, 5, 5, 0])
+    perm = balance_rows(nnz, 2)
+    loads = [nnz[[c for c in perm[t * 2:(t + 1) * 2] if c >= 0]].sum() for t in range(4)]
+    assert max(loads) == 100  # the heaviest row alone; in channel order a tile would carry 190
+    assert sorted(perm.tolist()) == list(range(8))
+
+
+def test_pattern_hash_sees_pattern_not_values():
+    w = pruned_weight((8, 4, 3, 3), 0.7)
+    a = SparseTensor.from_dense(w)
+    b = SparseTensor.from_dense(w * 2)
+    c = SparseTensor.from_dense(pruned_weight((8, 4, 3, 3), 0.7, seed=5))
+    assert pattern_hash(a) == pattern_hash(b) != pattern_hash(c)
+
+
+def test_configs_validate():
+    with pytest.raises(ValueError):
+        TileConfig(32, 8, 1)  # 256 accumulators
+    with pytest.raises(ValueError):
+        Variant(Geometry(3, 3), 512, 1, 1, False, "cb4")  # 4608 cases > 12-bit case field
+    assert candidates(Geometry(3, 3), 256, 6272)
+    assert all(c.s == 1 for c in candidates(Geometry(3, 3), 2048, 56 * 56 * 256))
+    assert any(c.s > 1 for c in candidates(Geometry(3, 3), 256, 196))
+    for c in candidates(Geometry(7, 7, 2, 2), 64, 112 * 112):
+        assert c.rt * c.ph * c.pw <= 128
+    torch.manual_seed(0)

@@ -164,9 +164,13 @@ def save_compressed(model: nn.Module, path: str | Path, *, huffman: bool = True,
 
 
 def _dense_size(state: dict) -> int:
+    """Bytes of torch.save(state_dict) in fp32, the file a user would otherwise keep."""
+    fp32 = type(state)((k, v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu())
+                       for k, v in state.items())
+    if hasattr(state, "_metadata"):
+        fp32._metadata = state._metadata  # torch.save writes the module versions too
     buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
-                for k, v in state.items()}, buffer)
+    torch.save(fp32, buffer)
     return buffer.tell()
 
 
@@ -217,8 +221,10 @@ class CompressedModel:
         return tuple(self.dense[key].shape) if key in self.dense else tuple(self.tensors[key].shape)
 
 
-def _take(data: memoryview, offset: int, sizes: list[int]) -> tuple[list[bytes], int]:
+def _take(data: memoryview, offset: int, sizes: list[int], path: Path) -> tuple[list[bytes], int]:
     out = []
+    if offset + sum(sizes) > len(data):
+        raise CheckpointMismatch(f"{path} is truncated ({len(data)} bytes, more expected)")
     for n in sizes:
         out.append(bytes(data[offset: offset + n]))
         offset += n
@@ -275,7 +281,7 @@ def load_compressed(path: str | Path) -> CompressedModel:
         raise CheckpointMismatch(f"{path} has a corrupt header: {e}") from None
     offset, tensors, dense, order = 10 + n, {}, {}, []
     for e in header["e"]:
-        blobs, offset = _take(data, offset, e.get("z", []))
+        blobs, offset = _take(data, offset, e.get("z", []), path)
         order.append(e["k"])
         if "q" in e:
             tensors[e["k"]] = _decode_layer(e, blobs)

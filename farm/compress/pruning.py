@@ -134,8 +134,9 @@ class MaskHooks(StepHooks):
             fractions = gradual_schedule(1.0, pruning.steps, pruning.initial_sparsity / max(pruning.sparsity, 1e-12)
                                          if pruning.sparsity else 0.0)
             span = max(1, int(pruning.ramp * total_steps))
+            # Event k of n at k/(n-1) of the ramp: the last one lands where the ramp ends.
             for k, f in enumerate(fractions):
-                self.events[min(total_steps - 1, k * span // pruning.steps)] = f
+                self.events[min(total_steps - 1, round(k * span / max(1, pruning.steps - 1)))] = f
             self.masks = self._prune(0.0) if pruning.initial_sparsity == 0 else self._prune(fractions[0])
         else:
             self.masks = self._prune(1.0)

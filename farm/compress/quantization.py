@@ -129,7 +129,10 @@ def _nearest(values: Tensor, centroids: Tensor) -> Tensor:
     order = torch.argsort(centroids)
     sorted_c = centroids[order]
     mid = (sorted_c[1:] + sorted_c[:-1]) / 2
-    return order[torch.bucketize(values, mid)]
+    if values.is_cuda:
+        return order[torch.bucketize(values, mid)]
+    # numpy's searchsorted is about 10x faster than torch's on a CPU.
+    return order[torch.from_numpy(np.searchsorted(mid.numpy(), values.numpy(), side="left"))]
 
 
 def _nonzero_levels(codebook: Tensor) -> Tensor:

@@ -1,0 +1,102 @@
+import pytest
+import torch
+
+from farm.compress import MagnitudePruning, TrainConfig, gradual_schedule, prune_, prune_and_retrain
+from farm.compress.layers import weight_layers
+from farm.errors import Cancelled, InvalidSpec
+
+PRUNABLE = ("conv2.weight", "conv3.weight")  # tiny: conv1 is first, fc is the classifier
+
+
+def _zero_count(model, names=PRUNABLE):
+    layers = weight_layers(model)
+    return sum(int((layers[n] == 0).sum()) for n in names), sum(layers[n].numel() for n in names)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_one_shot_sparsity_is_exact(trained, scope):
+    masks = prune_(trained, MagnitudePruning(0.9, schedule="oneshot", scope=scope))
+    assert set(masks) == set(PRUNABLE)
+    zeros, total = _zero_count(trained)
+    if scope == "global":
+        assert zeros == round(0.9 * total)
+    else:
+        for name in PRUNABLE:
+            w = weight_layers(trained)[name]
+            assert int((w == 0).sum()) == round(0.9 * w.numel())
+    # First conv and classifier are dense by default.
+    assert int((weight_layers(trained)["conv1.weight"] == 0).sum()) == 0
+    assert int((weight_layers(trained)["fc.weight"] == 0).sum()) == 0
+
+
+def test_global_scope_prunes_small_weights_first(trained):
+    before = {n: w.detach().abs().clone() for n, w in weight_layers(trained).items()}
+    prune_(trained, MagnitudePruning(0.5, schedule="oneshot"))
+    kept = torch.cat([before[n][weight_layers(trained)[n] != 0] for n in PRUNABLE])
+    gone = torch.cat([before[n][weight_layers(trained)[n] == 0] for n in PRUNABLE])
+    assert gone.max() <= kept.min()
+
+
+def test_keep_dense_is_configurable(trained):
+    masks = prune_(trained, MagnitudePruning(0.5, schedule="oneshot", keep_dense=("conv3",)))
+    assert set(masks) == {"conv1.weight", "conv2.weight", "fc.weight"}
+    assert int((weight_layers(trained)["conv3.weight"] == 0).sum()) == 0
+
+
+@pytest.mark.parametrize("schedule", ["oneshot", "gradual"])
+def test_sparsity_stays_exact_through_retraining(trained, synthetic, schedule):
+    seen = []
+
+    def check(event):  # after every retraining epoch, the zeros are exactly the target
+        seen.append(_zero_count(trained))
+
+    result = prune_and_retrain(trained, synthetic, MagnitudePruning(0.8, schedule=schedule, steps=4, ramp=0.5),
+                               TrainConfig(epochs=4, batch_size=64, lr=0.05), callback=check)
+    zeros, total = _zero_count(trained)
+    assert zeros == round(0.8 * total)
+    assert result.sparsity == pytest.approx(zeros / total)
+    if schedule == "oneshot":
+        assert all(z == round(0.8 * t) for z, t in seen)
+    else:  # the ramp ends half-way: the last two epochs are at the target
+        assert [z == round(0.8 * t) for z, t in seen] == [False, False, True, True]
+        assert [round(s, 6) for _, s in result.schedule] == sorted(round(s, 6) for _, s in result.schedule)
+    assert result.accuracy > 0.9
+    d = result.to_dict()
+    assert {"name", "shape", "numel", "nonzeros", "sparsity"} <= set(d["layers"][0])
+    assert d["accuracy"] == result.accuracy and "masks" not in d
+
+
+def test_gradual_schedule_is_zhu_gupta_cubic():
+    s = gradual_schedule(0.9, 10)
+    assert s[-1] == pytest.approx(0.9)
+    assert s[0] == pytest.approx(0.9 * (1 - 0.9 ** 3))
+    assert s[4] == pytest.approx(0.9 - 0.9 * 0.5 ** 3)
+    steps = [b - a for a, b in zip([0.0, *s], s)]
+    assert steps == sorted(steps, reverse=True)  # prunes fast first, slowly at the end
+    assert gradual_schedule(0.8, 4, initial=0.4) == pytest.approx([0.8 - 0.4 * (1 - k / 4) ** 3 for k in (1, 2, 3, 4)])
+
+
+def test_per_layer_sparsities(trained):
+    prune_(trained, MagnitudePruning(0.5, schedule="oneshot", layer_sparsity={"conv2.weight": 0.3, "conv3.weight": 0.95}))
+    layers = weight_layers(trained)
+    assert int((layers["conv2.weight"] == 0).sum()) == round(0.3 * layers["conv2.weight"].numel())
+    assert int((layers["conv3.weight"] == 0).sum()) == round(0.95 * layers["conv3.weight"].numel())
+    with pytest.raises(InvalidSpec, match="not prunable"):
+        prune_(trained, MagnitudePruning(0.5, layer_sparsity={"fc.weight": 0.5}))
+
+
+@pytest.mark.parametrize("bad", [dict(sparsity=1.0), dict(sparsity=-0.1), dict(sparsity=1.5),
+                                 dict(sparsity=0.5, schedule="sudden"), dict(sparsity=0.5, scope="row"),
+                                 dict(sparsity=0.5, layer_sparsity={"conv2.weight": 1.0})])
+def test_bad_pruning_specs(bad):
+    with pytest.raises(InvalidSpec):
+        MagnitudePruning(**bad)
+
+
+def test_cancel_during_retraining(trained, synthetic):
+    def cancel(event):
+        raise Cancelled("cancelled")
+
+    with pytest.raises(Cancelled):
+        prune_and_retrain(trained, synthetic, MagnitudePruning(0.5), TrainConfig(epochs=3, batch_size=64),
+                          callback=cancel)

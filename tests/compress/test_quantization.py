@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from farm.compress import (KMeansQuant, LinearQuant, LogQuant, MagnitudePruning, TrainConfig, prune_,
+                           quantization, quantize_, quantize_and_finetune)
+from farm.compress.layers import weight_layers
+from farm.errors import InvalidSpec
+
+
+def _nonzero_masks(model):
+    return {n: (w != 0).clone() for n, w in weight_layers(model).items()}
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_kmeans_levels_and_zeros_after_finetuning(trained, synthetic, bits):
+    prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
+    before = _nonzero_masks(trained)
+    result = quantize_and_finetune(trained, synthetic, KMeansQuant(bits), TrainConfig(epochs=2, batch_size=64, lr=0.02))
+    for name, w in weight_layers(trained).items():
+        assert torch.equal(w != 0, before[name]), f"{name}: sparsity changed"
+        assert torch.unique(w[w != 0]).numel() <= 2 ** bits
+        st = result.tensors[name]
+        assert st.scheme == "kmeans" and len(st.codebook) == 2 ** bits and st.codes.max() < 2 ** bits
+        assert torch.equal(st.to_dense(), w.detach().cpu())  # the codes are the weights
+    assert result.accuracy > 0.8 and result.to_dict()["quantization"]["bits"] == bits
+
+
+def test_kmeans_finetuning_moves_centroids(trained, synthetic):
+    prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
+    one_shot = {n: st.codebook.copy() for n, st in quantize_(trained, KMeansQuant(3)).items()}
+    result = quantize_and_finetune(trained, synthetic, KMeansQuant(3), TrainConfig(epochs=2, batch_size=64, lr=0.05))
+    assert any(not np.allclose(one_shot[n], st.codebook) for n, st in result.tensors.items())
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_linear_error_within_half_a_step(trained, bits):
+    prune_(trained, MagnitudePruning(0.6, schedule="oneshot"))
+    original = {n: w.detach().clone() for n, w in weight_layers(trained).items()}
+    tensors = quantize_(trained, LinearQuant(bits))
+    for name, w in weight_layers(trained).items():
+        st, w0 = tensors[name], original[name]
+        assert torch.equal(w != 0, w0 != 0)
+        step = torch.from_numpy(st.scales).view(-1, *[1] * (w.ndim - 1))
+        codes = np.unique(st.codes.astype(int) - 2 ** (bits - 1))
+        assert np.abs(codes).max() <= 2 ** (bits - 1) - 1 and 0 not in codes  # symmetric, nonzero
+        err = (w.detach() - w0).abs()
+        # Within half a step, except nonzeros smaller than half a step, which are kept at one step.
+        small = w0.abs() < step / 2
+        assert (err[~small] <= step.expand_as(w0)[~small] / 2 * (1 + 1e-6)).all()
+        assert (w.detach()[small & (w0 != 0)].abs() == step.expand_as(w0)[small & (w0 != 0)]).all()
+
+
+def test_log_levels_are_powers_of_two(trained):
+    prune_(trained, MagnitudePruning(0.6, schedule="oneshot"))
+    zero = _nonzero_masks(trained)
+    tensors = quantize_(trained, LogQuant(4))
+    for name, w in weight_layers(trained).items():
+        assert torch.equal(w != 0, zero[name])
+        mags = w[w != 0].abs()
+        assert torch.equal(torch.exp2(torch.round(torch.log2(mags))), mags)
+        assert len(tensors[name].codebook) == 16
+
+
+@pytest.mark.parametrize("scheme", ["linear", "log"])
+def test_straight_through_finetuning_keeps_sparsity_and_grid(trained, synthetic, scheme):
+    prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
+    zero = _nonzero_masks(trained)
+    result = quantize_and_finetune(trained, synthetic, quantization(scheme, 4), TrainConfig(epochs=2, batch_size=64, lr=0.02))
+    for name, w in weight_layers(trained).items():
+        assert torch.equal(w != 0, zero[name])
+        assert torch.equal(result.tensors[name].to_dense(), w.detach().cpu())
+    assert result.accuracy > 0.8
+
+
+def test_skip_and_fp16_rest(trained):
+    tensors = quantize_(trained, KMeansQuant(4, skip=("fc.*",), fp16_rest=True))
+    assert "fc.weight" not in tensors
+    for name, t in trained.state_dict().items():
+        if t.is_floating_point() and name not in tensors:
+            assert torch.equal(t.half().float(), t), name
+
+
+@pytest.mark.parametrize("bits", [1, 9, 0, 2.5, True])
+def test_bits_outside_2_to_8(bits):
+    for cls in (LinearQuant, LogQuant, KMeansQuant):
+        with pytest.raises(InvalidSpec, match="2 to 8"):
+            cls(bits)
+
+
+def test_unknown_scheme():
+    with pytest.raises(InvalidSpec, match="unknown quantization scheme"):
+        quantization("ternary", 2)

@@ -1,0 +1,103 @@
+"""`farm plot`: Pareto fronts, per-layer speedups and crossover maps as PNG and SVG files.
+
+Each command builds its chart in farm.report.charts, writes STEM.png and STEM.svg, names them on
+stderr, and prints the rows the chart shows (the front, the layers, the crossovers) with --format.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from farm.cli import render
+from farm.cli.render import Format, err
+from farm.report.pareto import XAxis, YAxis
+
+plot_app = typer.Typer(help="Plots of results: Pareto fronts, per-layer speedups, crossover maps.",
+                       no_args_is_help=True)
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="rows shown: table, json or csv")]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="file stem: writes STEM.png and STEM.svg")]
+
+
+class Baseline(str, Enum):
+    fp32 = "fp32"
+    tf32 = "tf32"
+    fp16 = "fp16"
+
+
+class ColorBy(str, Enum):
+    scheme = "scheme"
+    model = "model"
+
+
+def _finish(chart, out: Path, fmt: Format, title: str) -> None:
+    from farm.report import plots
+
+    for note in chart.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    paths = plots.save(chart.figure, out)
+    err.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
+    render.rows(chart.rows, fmt, columns=chart.columns if fmt == Format.table else None, title=title)
+
+
+@plot_app.command("pareto")
+def pareto(
+    sweep: Annotated[int, typer.Option(help="sweep id")],
+    x: Annotated[XAxis, typer.Option("--x", help="speedup (×), latency (ms) or size (bytes on disk)")] = XAxis.speedup,
+    y: Annotated[YAxis, typer.Option("--y", help="accuracy")] = YAxis.accuracy,
+    baseline: Annotated[Baseline, typer.Option(help="cuDNN precision the speedup is against")] = Baseline.fp32,
+    batch: Annotated[int | None, typer.Option(help="batch of the timings (default: the one most jobs have)")] = None,
+    color_by: Annotated[ColorBy, typer.Option(help="one colour per scheme or per model")] = ColorBy.scheme,
+    out: OutOpt = None,
+    fmt: FormatOpt = Format.table,
+):
+    """Accuracy against speed or size; non-dominated jobs ringed and listed."""
+    from farm import db
+    from farm.report.charts import pareto_chart
+
+    with db.session() as s:
+        chart = pareto_chart(s, sweep, x, y, baseline=baseline.value, batch=batch, color_by=color_by.value)
+    _finish(chart, out or Path(f"sweep{sweep}-pareto-{x.value}"), fmt, "non-dominated jobs")
+
+
+@plot_app.command("layers")
+def layers(
+    job: Annotated[int, typer.Argument(help="job id")],
+    batch: Annotated[list[int] | None, typer.Option(help="only this batch size (repeatable)")] = None,
+    dtype: Annotated[str | None, typer.Option(help="only our kernel in this dtype: fp32 or fp16")] = None,
+    out: OutOpt = None,
+    fmt: FormatOpt = Format.table,
+):
+    """Per-layer speedup of our kernel over cuDNN fp32 / TF32 / fp16, with each layer's sparsity."""
+    from farm import db
+    from farm.report.charts import layers_chart
+
+    with db.session() as s:
+        chart = layers_chart(s, job, batches=batch or None, dtype=dtype)
+    _finish(chart, out or Path(f"job{job}-layers"), fmt, f"job {job}: layer speedups")
+
+
+@plot_app.command("crossover")
+def crossover(
+    sweep: Annotated[int | None, typer.Option(help="only this sweep's jobs")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="only this model (repeatable)")] = None,
+    job: Annotated[list[int] | None, typer.Option(help="only this job (repeatable)")] = None,
+    baseline: Annotated[list[Baseline] | None, typer.Option(help="cuDNN precision (repeatable; default all)")] = None,
+    out: OutOpt = None,
+    fmt: FormatOpt = Format.table,
+):
+    """Per layer shape, batch and precision: the sparsity from which our kernel beats cuDNN."""
+    from farm import db
+    from farm.report.charts import crossover_chart
+    from farm.report.crossover import BASELINES
+    from farm.scheduler.spec import canonical_model
+
+    models = [canonical_model(m) for m in model] if model else None
+    baselines = [b.value for b in baseline] if baseline else list(BASELINES)
+    with db.session() as s:
+        chart = crossover_chart(s, sweep=sweep, models=models, job_ids=job, baselines=baselines)
+    stem = out or Path(f"sweep{sweep}-crossover" if sweep is not None else "crossover")
+    _finish(chart, stem, fmt, "crossover sparsity")

@@ -1,0 +1,88 @@
+"""`farm compare` and `farm report`: jobs side by side, and a sweep's self-contained HTML report."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from farm.cli import render
+from farm.cli.render import Format, err
+from farm.errors import FarmError
+
+SIDE_BY_SIDE_MAX = 6  # up to this many jobs the table puts them in columns, side by side
+
+
+class CompareFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class ImageFormat(str, Enum):
+    svg = "svg"
+    png = "png"
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+def compare(
+    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (or --sweep)")] = None,
+    sweep: Annotated[int | None, typer.Option(help="every job of this sweep")] = None,
+    batch: Annotated[int | None, typer.Option(help="batch of the timings (default: the one most jobs have)")] = None,
+    fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="table, json, csv or markdown")] = CompareFormat.table,
+):
+    """Jobs side by side: accuracy, sparsity, bits, size on disk, compression, whole-model latency
+    and speedup over cuDNN fp32 / TF32 / fp16."""
+    from farm import db
+    from farm.report import compare as comparing
+    from farm.report.tables import COMPARE_COLUMNS, cell, markdown, transpose
+
+    if bool(jobs) == (sweep is not None):
+        raise FarmError("give job ids (farm compare 3 7 9) or --sweep ID, one of the two")
+    with db.session() as s:
+        comp = (comparing.compare_sweep(s, sweep, batch=batch) if sweep is not None
+                else comparing.compare(s, jobs, batch=batch))
+    _notes(comp.notes)
+    if fmt in (CompareFormat.json, CompareFormat.csv):
+        render.rows(comp.rows, Format(fmt.value), columns=comparing.CompareRow.columns())
+        return
+    if len(comp.rows) <= SIDE_BY_SIDE_MAX:
+        rows, columns = transpose(comp.rows, COMPARE_COLUMNS)
+    else:
+        rows = [{c: cell(getattr(r, c), c) for c in COMPARE_COLUMNS} for r in comp.rows]
+        columns = COMPARE_COLUMNS
+    if fmt == CompareFormat.markdown:
+        sys.stdout.write(markdown(rows, columns, raw=True))
+    else:
+        title = f"compare (timings at batch {comp.batch})" if comp.batch is not None else "compare"
+        render.rows(rows, Format.table, columns=columns, title=title)
+
+
+def report(
+    sweep: Annotated[int, typer.Option(help="sweep id")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")] = Path("report.html"),
+    batch: Annotated[int | None, typer.Option(help="batch of the whole-model timings (default: the one most jobs have)")] = None,
+    max_layer_charts: Annotated[int, typer.Option(help="per-layer charts at most (front jobs first)")] = 6,
+    images: Annotated[ImageFormat, typer.Option(help="inline images as svg or png")] = ImageFormat.svg,
+):
+    """One self-contained HTML file: tables, Pareto fronts, per-layer and crossover charts, the
+    sweep's spec and the environment of every measurement. Opens offline."""
+    from farm import db
+    from farm.report.document import write_report
+
+    if max_layer_charts < 0:
+        raise FarmError(f"--max-layer-charts must be 0 or more, got {max_layer_charts}")
+    with db.session() as s:
+        result = write_report(s, sweep, out, batch=batch, max_layer_charts=max_layer_charts,
+                              image_format=images.value)
+    _notes(result.notes)
+    err.print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {result.figures} figures)",
+              highlight=False, markup=False)

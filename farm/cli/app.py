@@ -61,6 +61,7 @@ def submit(
     retrain_epochs: Annotated[int | None, typer.Option(help="prune+retrain epochs")] = None,
     finetune_epochs: Annotated[int | None, typer.Option(help="quantize+fine-tune epochs")] = None,
     subset: Annotated[int | None, typer.Option(help="use the first N examples")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="training batch size (default: recipe)")] = None,
     batches: Annotated[str, typer.Option(help="batch sizes to benchmark, comma-separated")] = "1,8,32,128",
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     device: Annotated[str, typer.Option(help="auto, gpu or cpu (which worker queue)")] = "auto",
@@ -79,7 +80,7 @@ def submit(
     device, recipe = scheduler.choose_device(device, recipe, embedded=conf.embedded)
     spec = JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope,
                    scheme=scheme, bits=bits, recipe=recipe, epochs=epochs,
-                   retrain_epochs=retrain_epochs, finetune_epochs=finetune_epochs, subset=subset,
+                   retrain_epochs=retrain_epochs, finetune_epochs=finetune_epochs, subset=subset, batch_size=batch_size,
                    batches=tuple(_batches(batches)), seed=seed, device=device).resolve()
     if not conf.embedded:
         sub = scheduler.submit(spec, force=force, priority=priority)

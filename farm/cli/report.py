@@ -42,17 +42,17 @@ def compare(
     """Jobs side by side: accuracy, sparsity, bits, size on disk, compression, whole-model latency
     and speedup over cuDNN fp32 / TF32 / fp16."""
     from farm import db
-    from farm.report import compare as comparing
+    from farm.report.compare import CompareRow, compare_jobs, compare_sweep
     from farm.report.tables import COMPARE_COLUMNS, cell, markdown, transpose
 
     if bool(jobs) == (sweep is not None):
         raise FarmError("give job ids (farm compare 3 7 9) or --sweep ID, one of the two")
     with db.session() as s:
-        comp = (comparing.compare_sweep(s, sweep, batch=batch) if sweep is not None
-                else comparing.compare(s, jobs, batch=batch))
+        comp = (compare_sweep(s, sweep, batch=batch) if sweep is not None
+                else compare_jobs(s, jobs, batch=batch))
     _notes(comp.notes)
     if fmt in (CompareFormat.json, CompareFormat.csv):
-        render.rows(comp.rows, Format(fmt.value), columns=comparing.CompareRow.columns())
+        render.rows(comp.rows, Format(fmt.value), columns=CompareRow.columns())
         return
     if len(comp.rows) <= SIDE_BY_SIDE_MAX:
         rows, columns = transpose(comp.rows, COMPARE_COLUMNS)

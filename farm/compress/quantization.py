@@ -211,7 +211,8 @@ class SharedWeightHooks(StepHooks):
         self.layers = []
         for name, st in tensors.items():
             w = params[name]
-            flat_index = _flat_index(st).to(w.device)
+            # Index by coordinates, not w.view(-1): on CUDA the weights are channels_last.
+            flat_index = torch.unravel_index(_flat_index(st).to(w.device), tuple(w.shape))
             codes = torch.from_numpy(st.codes.astype(np.int64)).to(w.device)
             self.layers.append((name, w, flat_index, codes, len(st.codebook)))
         self.tensors = tensors
@@ -219,17 +220,17 @@ class SharedWeightHooks(StepHooks):
     @torch.no_grad()
     def after_update(self, step: int) -> None:
         for _, w, index, codes, k in self.layers:
-            values = w.view(-1)[index].float()
+            values = w[index].float()
             sums = torch.zeros(k, device=w.device).index_add_(0, codes, values)
             counts = torch.zeros(k, device=w.device).index_add_(0, codes, torch.ones_like(values))
             centroids = _nonzero_levels(sums / counts.clamp(min=1))
             w.zero_()
-            w.view(-1)[index] = centroids[codes].to(w.dtype)
+            w[index] = centroids[codes].to(w.dtype)
 
     @torch.no_grad()
     def finish(self) -> None:
         for name, w, index, codes, k in self.layers:
-            values = w.view(-1)[index].float()
+            values = w[index].float()
             sums = torch.zeros(k, device=w.device).index_add_(0, codes, values)
             counts = torch.zeros(k, device=w.device).index_add_(0, codes, torch.ones_like(values))
             old = torch.from_numpy(self.tensors[name].codebook).to(w.device)

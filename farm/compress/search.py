@@ -60,7 +60,8 @@ def sensitivity_scan(model: nn.Module, data, sparsities=SCAN_GRID, *,
         accuracies = []
         for s in sparsities:
             w.copy_(original)
-            w.view(-1)[order[: round(s * w.numel())]] = 0
+            # Coordinates, not w.view(-1): the weights may be channels_last.
+            w[torch.unravel_index(order[: round(s * w.numel())], tuple(w.shape))] = 0
             accuracies.append(evaluate(model, data, device=device, tta=tta))
         w.copy_(original)
         rows.append({"name": name, "numel": w.numel(), "accuracy": accuracies})

@@ -90,10 +90,8 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    return model
+    # channels_last on the CPU too: faster convolutions there as well, and one layout to test.
+    return model.to(device, memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -107,8 +105,7 @@ def evaluate(model: nn.Module, data: Dataset, *, device=None, tta: bool = False,
     correct = 0
     for i in range(0, len(data.test_x), batch_size):
         x = data.test_x[i: i + batch_size].to(device, non_blocking=True)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
         with _autocast(device, True):
             logits = model(x).float()
             if tta:
@@ -185,8 +182,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
         for i in range(steps_per_epoch):
             idx = order[i * config.batch_size: (i + 1) * config.batch_size]
             x, y = xs[idx], data.train_y[idx]
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
             hooks.before_forward(step)
             with _autocast(device, config.bf16):
                 loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)

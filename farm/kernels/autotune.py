@@ -38,6 +38,7 @@ def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,
     ref = layer.reference(x, dtype=torch.float64)
     tried, best = [], None
     stream = runtime.stream()
+    stream.wait_stream(torch.cuda.current_stream())
     for config in configs:
         row = {"config": config.name}
         try:

@@ -53,6 +53,7 @@ def check(layer: SparseConv2d, plan, shape, dtype, device, residual: bool, draws
         oh, ow = plan.shape.out_hw
         res = torch.randn((shape[0], plan.shape.k, oh, ow), device=device).to(dtype) if residual else None
         ref = layer.reference(x, res, dtype=torch.float64)
+        stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             y = torch.full(ref.shape, float("nan"), device=device, dtype=dtype)
             layer.run(plan, x, res, out=y)
@@ -73,6 +74,7 @@ def floor_ms(layer: SparseConv2d, shape, dtype, ceil: dict, table_bytes: int) ->
 
 def dense_baselines(conv_w: torch.Tensor, params: dict, shape, device, *, cusparse: bool = True) -> dict:
     """cuDNN fp32 / TF32 / fp16 channels_last and cuSPARSE CSR SpMM on im2col, same layer."""
+    torch.backends.cudnn.benchmark = True  # give cuDNN its best algorithm for this shape
     w = conv_w.to(device)
     x = torch.randn(shape, device=device)
     out = {}
@@ -178,6 +180,7 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
     from farm.kernels.sparsify import sparsify
 
     env, rows = environment(), []
+    torch.backends.cudnn.benchmark = True
     dense = model.eval().to(device)
     for b in batch_sizes:
         shape = (b, *input_shape[1:])
@@ -195,6 +198,7 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         with torch.no_grad(), tf32(False):
             ref = dense.double()(x.double())
             dense.float()
+            runtime.stream().wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(runtime.stream()):
                 out = sm(xs)
             torch.cuda.synchronize()

@@ -148,7 +148,7 @@ def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module
 def keep_faster(model, input_shape, dtype, made) -> list[dict]:
     """Time each sparse layer against its dense twin at its real input shape; swap in the faster."""
     device = next(model.parameters(), torch.empty(0, device="cuda")).device
-    model.to(device, dtype if dtype == torch.float16 else None)
+    model.to(device=device)
     shapes = layer_inputs(model, input_shape, dtype, device)
     decisions = []
     stream = runtime.stream()

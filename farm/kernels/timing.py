@@ -14,6 +14,7 @@ import torch
 def time_graph(fn, *, runs: int = 50, inner: int = 10, warmup: int = 3, stream=None) -> float:
     """Median milliseconds per call of fn() (which must be graph-capturable)."""
     stream = stream or torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # inputs were made on the caller's stream
     with torch.cuda.stream(stream):
         for _ in range(warmup):
             fn()
@@ -28,6 +29,7 @@ def time_graph(fn, *, runs: int = 50, inner: int = 10, warmup: int = 3, stream=N
 def time_eager(fn, *, runs: int = 50, inner: int = 10, warmup: int = 3, stream=None) -> float:
     """Median ms per call without graphs (for ops that cannot be captured)."""
     stream = stream or torch.cuda.current_stream()
+    stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         for _ in range(warmup):
             fn()

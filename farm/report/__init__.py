@@ -10,12 +10,12 @@ maps and a self-contained HTML report, all read from the results database (farm.
 Plotting needs matplotlib only when a figure is drawn; the table code never imports it.
 """
 
-from farm.report.compare import CompareRow, Comparison, compare, compare_sweep
+from farm.report.compare import CompareRow, Comparison, compare_jobs, compare_sweep
 from farm.report.crossover import Crossover, crossovers
 from farm.report.errors import NothingToShow
 from farm.report.pareto import XAxis, YAxis, front_indices, panels
 
-__all__ = ["CompareRow", "Comparison", "Crossover", "NothingToShow", "XAxis", "YAxis", "compare",
+__all__ = ["CompareRow", "Comparison", "Crossover", "NothingToShow", "XAxis", "YAxis", "compare_jobs",
            "compare_sweep", "crossovers", "front_indices", "panels", "write_report", "build_report"]
 
 

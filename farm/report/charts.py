@@ -21,7 +21,7 @@ FRONT_COLUMNS = ["job_id", "model", "dataset", "scheme", "bits", "target_sparsit
                  "gpu"]
 LAYER_COLUMNS = ["layer", "batch", "dtype", "sparsity", "ours_ms", "cudnn_fp32_ms", "cudnn_tf32_ms",
                  "cudnn_fp16_ms", "speedup_fp32", "speedup_tf32", "speedup_fp16", "gpu"]
-CROSSOVER_COLUMNS = ["gpu", "shape", "batch", "dtype", "weight_scheme", "baseline", "crossover",
+CROSSOVER_COLUMNS = ["gpu", "layer_shape", "batch", "dtype", "weight_scheme", "baseline", "crossover",
                      "bound", "min_sparsity", "max_sparsity", "points"]
 
 
@@ -82,5 +82,5 @@ def crossover_chart(session: Session, *, sweep: int | None = None, models: Seque
     single = [c for c in items if c.points < 2]
     notes = [f"{len(single)} of {len(items)} cells have timings at one sparsity only: their "
              f"crossover is a bound, not a value"] if single else []
-    out = [{**c.to_dict(), "shape": plots.shape_label(c.shape), "crossover": c.label} for c in items]
+    out = [{**c.to_dict(), "layer_shape": plots.shape_label(c.shape), "crossover": c.label} for c in items]
     return Chart(plots.crossover_figure(items), out, CROSSOVER_COLUMNS, notes)

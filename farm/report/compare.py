@@ -145,7 +145,7 @@ def _row(job: queries.JobRow, m: Metrics | None, timed: list, batch: int | None,
         note=_note(job, m, timed, t, batch, bench))
 
 
-def compare(session: Session, job_ids: Sequence[int], *, batch: int | None = None) -> Comparison:
+def compare_jobs(session: Session, job_ids: Sequence[int], *, batch: int | None = None) -> Comparison:
     """Rows for these jobs, in the order given; NotFound names the first unknown id."""
     for j in job_ids:
         queries.get_job(session, j)
@@ -168,7 +168,7 @@ def compare_sweep(session: Session, sweep_id: int, *, batch: int | None = None) 
     ids = sorted(r.job_id for r in queries.jobs(session, sweep=sweep_id))
     if not ids:
         return Comparison(rows=[], batch=None, notes=[f"sweep {sweep_id} has no jobs"])
-    return compare(session, ids, batch=batch)
+    return compare_jobs(session, ids, batch=batch)
 
 
 def _ids(rows: list[CompareRow]) -> str:

@@ -100,7 +100,7 @@ def _crossover_section(layer_rows: list, image_format: str) -> tuple[str, int, l
     if not items:
         return "", 0, ["no crossover map: no per-layer timings across sparsities"]
     fig = plots.crossover_figure(items)
-    rows = [{**c.to_dict(), "shape": plots.shape_label(c.shape), "crossover": c.label} for c in items]
+    rows = [{**c.to_dict(), "layer_shape": plots.shape_label(c.shape), "crossover": c.label} for c in items]
     table = html_table(rows, CROSSOVER_COLUMNS, raw=False)
     return (_figure(fig, "sparsity from which our kernel beats cuDNN, per layer shape and batch", image_format)
             + f"<details><summary>crossover table ({len(items)} rows)</summary>{table}</details>"), 1, []

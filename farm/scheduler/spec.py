@@ -40,7 +40,7 @@ class Recipe:
 
 RECIPES = {
     "full": Recipe(epochs=20, retrain_epochs=15, finetune_epochs=3, subset=None, batch_size=512),
-    "quick": Recipe(epochs=2, retrain_epochs=2, finetune_epochs=1, subset=4000, batch_size=256),
+    "quick": Recipe(epochs=2, retrain_epochs=2, finetune_epochs=1, subset=4000, batch_size=64),
 }
 
 

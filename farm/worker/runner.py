@@ -123,7 +123,7 @@ def _progress_callback(claim: lifecycle.Claim, name: str, index: int, count: int
     def callback(event: dict) -> None:
         notify("epoch", event)
         epochs = event.get("epochs") or 0
-        fraction = (event.get("epoch", 0) + 1) / epochs if epochs else 0.0
+        fraction = event.get("epoch", 0) / epochs if epochs else 0.0  # epochs count from 1
         now = time.monotonic()
         if now - last[0] >= lifecycle.PROGRESS_EVERY_S:
             last[0] = now

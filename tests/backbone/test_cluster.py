@@ -1,0 +1,195 @@
+"""The farm for real: Redis broker, PostgreSQL results, `farm worker` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from farm import db
+from farm.db.models import Artifact, Job, LayerTiming, Metrics, Stage
+from farm.db.status import JobStatus
+
+from .conftest import TINY, run_farm, wait_for
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+
+def _jobs() -> list[Job]:
+    with db.session() as s:
+        return list(s.scalars(select(Job).order_by(Job.id)))
+
+
+def _job(job_id: int) -> Job:
+    with db.session() as s:
+        return s.get(Job, job_id)
+
+
+def _count(model, **where) -> int:
+    with db.session() as s:
+        stmt = select(func.count()).select_from(model)
+        for k, v in where.items():
+            stmt = stmt.where(getattr(model, k) == v)
+        return s.scalar(stmt)
+
+
+def _submit(env, *args) -> int:
+    r = run_farm(["submit", "tiny", *TINY, *args, "--format", "json"], env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)[0]["job_id"]
+
+
+def _all_finished():
+    jobs = _jobs()
+    return jobs if jobs and all(j.status.is_finished for j in jobs) else None
+
+
+SWEEP = """
+name: twelve
+grid:
+  sparsity: [0.3, 0.5, 0.7, 0.9]
+  scheme: [fp32, kmeans, linear]
+  bits: [4]
+fixed:
+  model: tiny
+  dataset: synthetic
+  device: cpu
+  recipe: quick
+  subset: 256
+  epochs: 1
+  retrain_epochs: 1
+  finetune_epochs: 1
+"""
+
+
+def test_sweep_of_twelve_jobs_drained_by_two_workers(workers, farm_cluster, tmp_path):
+    workers.start(2)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP)
+    r = run_farm(["sweep", "submit", str(path), "--priority", "5", "--format", "json"], farm_cluster)
+    assert r.returncode == 0, r.stderr
+    sweep = json.loads(r.stdout)[0]
+    assert sweep["jobs"] == 12 and sweep["new"] == 12
+
+    jobs = wait_for(_all_finished, timeout=240, every=1, what="12 jobs to finish")
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 12, [(j.id, j.message) for j in jobs]
+    assert _count(Metrics) == 12
+    assert len({j.worker.rsplit(":", 1)[0] for j in jobs}) >= 1
+    # One dense baseline for all 12, one pruned model per sparsity, one compressed file per job.
+    assert _count(Artifact, stage="train") == 1
+    assert _count(Artifact, stage="prune") == 4
+    assert _count(Artifact, stage="quantize") == 12
+    assert _count(Stage, name="train", status="reused") == 11
+    assert db.session  # results are in PostgreSQL:
+    assert os.environ["FARM_DB_URL"].startswith("postgresql")
+
+    r = run_farm(["results", "--sweep", str(sweep["sweep_id"]), "--scheme", "kmeans", "--format", "csv"],
+                 farm_cluster)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1 + 4 and lines[0].startswith("job_id,model,dataset")
+
+    r = run_farm(["sweep", "status", str(sweep["sweep_id"]), "--format", "json"], farm_cluster)
+    assert json.loads(r.stdout)[0]["succeeded"] == 12
+
+    # Submitting the same sweep again creates no job and sends nothing.
+    r = run_farm(["sweep", "submit", str(path), "--format", "json"], farm_cluster)
+    again = json.loads(r.stdout)[0]
+    assert (again["jobs"], again["new"], again["sent"]) == (12, 0, 0)
+    assert _count(Job) == 12
+
+
+SLOW = ["--subset", "1024", "--epochs", "60", "--retrain-epochs", "1", "--finetune-epochs", "0",
+        "--scheme", "fp32"]
+
+
+def _running_in_train(job_id):
+    job = _job(job_id)
+    return job if job.status == JobStatus.RUNNING and job.stage == "train" and job.progress > 0.02 else None
+
+
+def test_sigkill_of_pool_child_mid_job_redelivers_and_finishes_once(workers, farm_cluster):
+    workers.start(1)
+    job_id = _submit(farm_cluster, *SLOW, "--seed", "11")
+    job = wait_for(lambda: _running_in_train(job_id), timeout=60, what="the job to be training")
+    child = int(job.worker.rsplit(":", 1)[1])
+    os.kill(child, signal.SIGKILL)  # the process running the job; the worker's parent survives
+
+    done = wait_for(lambda: _job(job_id).status.is_finished and _job(job_id), timeout=120,
+                    what="the redelivered job to finish")
+    assert done.status == JobStatus.SUCCEEDED, done.message
+    assert done.attempts == 2 and done.worker != job.worker
+    assert _count(Metrics, job_id=job_id) == 1
+    assert _count(Stage, job_id=job_id) == 4
+
+
+def test_sigkill_of_whole_worker_is_redelivered_to_another(workers, farm_cluster):
+    # A short visibility timeout stands in for hours; Redis gives the unacked job to worker 2.
+    fast = {"FARM_VISIBILITY_TIMEOUT": "4"}
+    [first] = workers.start(1, extra_env=fast)
+    job_id = _submit(farm_cluster, *SLOW, "--seed", "12")
+    job = wait_for(lambda: _running_in_train(job_id), timeout=60, what="the job to be training")
+    workers.kill(first)
+    workers.start(1, extra_env=fast, wait=False)
+    done = wait_for(lambda: _job(job_id).status.is_finished and _job(job_id), timeout=150,
+                    every=1, what="the job to finish on the second worker")
+    assert done.status == JobStatus.SUCCEEDED, done.message
+    assert done.attempts == 2 and done.worker != job.worker
+    assert _count(Metrics, job_id=job_id) == 1
+
+
+def test_concurrent_submits_of_one_spec_make_one_job_and_one_message(farm_cluster, redis_url):
+    import redis
+
+    results = []
+
+    def submit():
+        results.append(run_farm(["submit", "tiny", *TINY, "--seed", "21", "--format", "json"], farm_cluster))
+
+    threads = [threading.Thread(target=submit) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    ids = {json.loads(r.stdout)[0]["job_id"] for r in results}
+    assert len(ids) == 1 and _count(Job) == 1
+    assert sum(json.loads(r.stdout)[0]["created"] for r in results) == 1
+    client = redis.Redis.from_url(redis_url)
+    # No worker yet: exactly one message waits (priority lists are named cpu, cpu:1 .. cpu:9).
+    assert sum(client.llen(k) for k in client.keys("cpu*") if client.type(k) == b"list") == 1
+
+    forced = _submit(farm_cluster, "--seed", "21", "--force")
+    assert forced not in ids and _count(Job) == 2
+
+
+def test_cancel_waiting_and_running_jobs(workers, farm_cluster):
+    waiting = _submit(farm_cluster, "--seed", "31")
+    r = run_farm(["cancel", str(waiting), "--format", "json"], farm_cluster)
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["status"] == "cancelled"
+
+    workers.start(1)
+    running = _submit(farm_cluster, *SLOW, "--seed", "32")
+    wait_for(lambda: _running_in_train(running), timeout=60, what="the job to be training")
+    r = run_farm(["cancel", str(running), "--format", "json"], farm_cluster)
+    assert json.loads(r.stdout)[0]["note"].startswith("cancel requested")
+    done = wait_for(lambda: _job(running).status.is_finished and _job(running), timeout=30,
+                    what="the running job to stop")
+    assert done.status == JobStatus.CANCELLED
+    assert _count(Metrics) == 0
+    assert _job(waiting).status == JobStatus.CANCELLED and _job(waiting).attempts == 0  # never ran
+    with db.session() as s:
+        assert s.scalar(select(Stage.status).where(Stage.job_id == running, Stage.name == "train")) == "cancelled"
+
+    # Submitting a cancelled spec again runs it.
+    again = _submit(farm_cluster, "--seed", "31")
+    assert again == waiting
+    wait_for(lambda: _job(waiting).status == JobStatus.SUCCEEDED, timeout=60, what="the re-run")
+    assert _count(LayerTiming) == 0  # CPU: benchmark skipped, recorded as such
+    with db.session() as s:
+        assert s.scalar(select(Stage.message).where(Stage.job_id == waiting, Stage.name == "benchmark")
+                        ).startswith("skipped: no GPU")

@@ -1,0 +1,55 @@
+"""Alembic migrations build the schema from empty on SQLite and PostgreSQL, matching the models."""
+
+import pytest
+from sqlalchemy import create_engine
+
+from farm.db.session import (SQLITE_BUSY_TIMEOUT_MS, current_revision, dispose_all, get_engine,
+                              head_revision, table_names, upgrade)
+from farm.db.models import Base
+
+TABLES = sorted([*Base.metadata.tables, "alembic_version"])
+
+
+def _no_drift(url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    engine.dispose()
+    assert diff == [], f"models and migrations differ: {diff}"
+
+
+def test_sqlite_upgrade_from_empty(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert upgrade(url) == head_revision()
+    engine = create_engine(url)
+    assert table_names(engine) == TABLES
+    assert current_revision(engine) == head_revision()
+    _no_drift(url)
+    assert upgrade(url) == head_revision()  # a second run is a no-op
+
+
+def test_postgresql_upgrade_from_empty(pg_url):
+    assert upgrade(pg_url) == head_revision()
+    engine = create_engine(pg_url)
+    assert table_names(engine) == TABLES
+    engine.dispose()
+    _no_drift(pg_url)
+
+
+def test_postgresql_needs_explicit_upgrade(pg_url):
+    from farm.errors import FarmError
+
+    with pytest.raises(FarmError, match="farm db upgrade"):
+        get_engine(pg_url)
+
+
+def test_sqlite_default_is_wal_and_upgraded_on_first_use(farm_home):
+    engine = get_engine()
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
+    assert (farm_home / "farm.db").is_file()
+    dispose_all()

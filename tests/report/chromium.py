@@ -176,6 +176,9 @@ def open_page(path: Path, *, screenshot: Path | None = None, width: int = 1400, 
                 cdp = DevTools(ws)
                 for domain in ("Page", "Runtime", "Log", "Network"):
                     cdp.call(f"{domain}.enable")
+                # The viewport exactly, whatever the headless window keeps for itself.
+                cdp.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                         deviceScaleFactor=1, mobile=False)
                 cdp.call("Page.navigate", url=path.resolve().as_uri())
                 cdp.wait_for("Page.loadEventFired", timeout)
                 facts = json.loads(cdp.call("Runtime.evaluate", expression=FACTS_JS,

@@ -1,0 +1,29 @@
+"""The commands as the `farm` entry point exposes them, once the lead has wired them in."""
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+
+def _registered() -> set[str]:
+    from farm.cli.app import app
+
+    return set(typer.main.get_command(app).commands)
+
+
+@pytest.mark.skipif("plot" not in _registered(), reason="farm plot is not registered in farm.cli.app yet")
+def test_farm_app_runs_plot_compare_and_report(results_db, tmp_path):
+    from farm.cli.app import app
+
+    runner = CliRunner()
+    out = runner.invoke(app, ["plot", "pareto", "--sweep", str(results_db.grid_sweep), "--x", "size",
+                              "--out", str(tmp_path / "p"), "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout) and (tmp_path / "p.png").exists()
+    md = runner.invoke(app, ["compare", "--sweep", str(results_db.grid_sweep), "--format", "markdown"])
+    assert md.exit_code == 0 and md.stdout.startswith("| job_id |")
+    rep = runner.invoke(app, ["report", "--sweep", str(results_db.grid_sweep), "--out",
+                              str(tmp_path / "r.html"), "--max-layer-charts", "1"])
+    assert rep.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 10_000

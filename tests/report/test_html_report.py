@@ -1,0 +1,105 @@
+"""`farm report`: one self-contained HTML file, opened in headless Chromium like a person would."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from farm.errors import NotFound
+
+from .chromium import open_page
+from .cli import invoke
+from .results_db import A100, H100
+
+needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None,
+                                    reason="Debian chromium is not installed (.ci/install installs it)")
+
+
+@pytest.fixture(scope="module")
+def report_file(filled, tmp_path_factory) -> Path:
+    """The grid sweep's report, written once through the command."""
+    url, truth = filled
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FARM_DB_URL", url)
+        result = invoke("report", "--sweep", truth.grid_sweep, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.stderr
+    return out
+
+
+def test_report_is_self_contained(report_file):
+    text = report_file.read_text()
+    # Nothing the page could fetch: no remote src/href, no scripts, a CSP that forbids fetching.
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:|#)', text)
+    assert "<script" not in text and "default-src 'none'" in text
+    assert text.count('<img alt=') == text.count('src="data:image/svg+xml;base64,') >= 5
+
+
+def test_report_holds_spec_tables_and_every_environment(report_file, filled):
+    text = report_file.read_text()
+    for env in (H100, A100):
+        for key in ("gpu", "driver", "cuda", "cudnn", "torch", "pycuda"):
+            assert f"<td>{env[key]}</td>" in text
+    assert "sparsity: [0.5, 0.7, 0.9, 0.95]" in text  # the sweep file as submitted
+    for heading in ("Results", "Pareto fronts", "Per-layer speedups", "Crossover sparsity",
+                    "Sweep spec", "Environments of the measurements"):
+        assert f">{heading}</h2>" in text
+    assert "skipped: no GPU" in text and "CUDA error: out of memory" in text  # shown, not hidden
+
+
+@needs_chromium
+def test_report_opens_in_chromium_with_tables_and_images(report_file, tmp_path):
+    shot = tmp_path / "report.png"
+    page = open_page(report_file, screenshot=shot, width=1400, height=1000)
+    assert page.console_errors == []
+    assert all(u.startswith(("file:", "data:")) for u in page.requests), page.requests
+    facts = page.facts
+    results = next(t for t in facts["tables"] if t["css"] == "results")
+    assert results["rows"] == 1 + 19 and results["width"] > 500 and results["height"] > 200
+    assert len(facts["images"]) >= 5
+    for img in facts["images"]:  # decoded (a broken image has no natural size) and laid out
+        assert img["complete"] and img["naturalWidth"] > 300 and img["width"] > 300 and img["height"] > 150
+    assert facts["scripts"] == 0 and facts["text"] > 2000
+
+    from PIL import Image
+
+    im = Image.open(shot).convert("L")
+    assert im.size == (1400, 1000)
+    inked = sum(im.histogram()[:200]) / (im.size[0] * im.size[1])
+    assert inked > 0.02  # the page drew text and table rules, not a blank screen
+
+
+@needs_chromium
+def test_the_page_probe_sees_errors_and_fetches(tmp_path):
+    """The probe above must be able to fail: a page with a console error and a remote image."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><img src="http://192.0.2.1/x.png">'
+                   '<script>console.error("boom")</script></body></html>')
+    page = open_page(bad, timeout=20)
+    assert any("boom" in e for e in page.console_errors)
+    assert any(u.startswith("http://") for u in page.requests)
+
+
+def test_report_of_sweep_without_results_still_shows_its_spec(results_db, tmp_path):
+    out = tmp_path / "pending.html"
+    result = invoke("report", "--sweep", results_db.pending_sweep, "--out", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "no finished job with results yet" in text and "grid: {model: [vgg16]}" in text
+    assert "<img" not in text and "no finished job" in result.stderr
+
+
+def test_report_of_unknown_sweep(results_db, tmp_path):
+    result = invoke("report", "--sweep", 404, "--out", tmp_path / "r.html")
+    assert isinstance(result.exception, NotFound) and not (tmp_path / "r.html").exists()
+
+
+def test_report_with_png_images_and_no_layer_charts(results_db, tmp_path):
+    out = tmp_path / "png.html"
+    result = invoke("report", "--sweep", results_db.grid_sweep, "--out", out, "--images", "png",
+                    "--max-layer-charts", 0)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert 'src="data:image/png;base64,' in text and "Per-layer speedups" not in text

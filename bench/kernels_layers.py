@@ -128,6 +128,28 @@ def sources() -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def dump_sass(path: Path, arch: str) -> None:
+    """SASS of two representative variants (registers, loads, the BRX dispatch) for the notes."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from farm.kernels.compile import compile_cubin
+
+    tool = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
+    reps = [variant_for(Geometry(3, 3), TileConfig(16, 4, 1), False, "fp32"),
+            variant_for(Geometry(1, 1), TileConfig(32, 4, 1), True, "cb4")]
+    with path.open("w") as f, tempfile.TemporaryDirectory() as tmp:
+        for v in reps:
+            cub = Path(tmp, "k.cubin")
+            cub.write_bytes(compile_cubin(v.source(), arch))
+            f.write(f"==== {v}\n")
+            try:
+                f.write(subprocess.run([tool, "-sass", str(cub)], capture_output=True, text=True).stdout)
+            except OSError as exc:
+                f.write(f"no cuobjdump: {exc}\n")
+
+
 def run_checks(device, log) -> list[dict]:
     from farm.kernels.bench import TOLERANCE, check
 
@@ -184,6 +206,7 @@ def main():
     device = torch.device("cuda")
     errs = precompile(sources(), runtime.arch())
     log(f"precompiled in {time.time() - t0:.0f} s, {len(errs)} compile errors {errs[:2]}")
+    dump_sass(out / "sass.txt", runtime.arch())
     result = {"env": environment(), "command": " ".join(sys.argv), "ceilings": ceilings(device)}
     log(json.dumps(result))
     if not args.skip_checks:

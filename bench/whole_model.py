@@ -81,6 +81,7 @@ def agreement(device) -> dict:
         torch.backends.cudnn.allow_tf32 = False
         ref = m.double()(x.double())
         m.float()
+        stream().wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream()):
             out = sm(x)
         torch.cuda.synchronize()

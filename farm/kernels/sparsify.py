@@ -134,8 +134,11 @@ def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense
 def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module, tuple]:
     """Input shape of every FusedConv, from one forward pass."""
     shapes = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: shapes.setdefault(mod, tuple(args[0].shape)))
-             for m in model.modules() if isinstance(m, FusedConv)]
+
+    def record(mod, args):  # a pre-hook must return None, or it replaces the arguments
+        shapes.setdefault(mod, tuple(args[0].shape))
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, FusedConv)]
     try:
         with torch.no_grad():
             model(torch.randn(input_shape, device=device, dtype=dtype))

@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
 
 from farm.report.crossover import BASELINES, Crossover
 from farm.report.pareto import ParetoPanel, XAxis
@@ -72,7 +73,7 @@ def data_uri(fig: Figure, fmt: str = "svg") -> str:
 def _x_label(x: XAxis, baseline: str, batch: int | None, unit: str) -> str:
     at = f", whole model, batch {batch}" if batch is not None else ", whole model"
     if x is XAxis.speedup:
-        return f"speedup over cuDNN {baseline.upper() if baseline == 'tf32' else baseline} (×{at})"
+        return f"speedup over cuDNN {_name(baseline)} (×{at})"
     if x is XAxis.latency:
         return f"latency of the sparse model (ms{at})"
     return f"size on disk ({unit})"
@@ -137,28 +138,31 @@ def _panel_key(r: Any) -> tuple:
 
 def layers_figure(rows: Sequence[Any], *, title: str = "") -> Figure:
     """Bars of our kernel's speedup over cuDNN fp32 / TF32 / fp16 per layer, on a log scale from
-    1×: wins rise, losses (cuDNN faster) hang down in red hatching and name the layer in red.
-    Diamonds on the right axis give each layer's sparsity. One panel per card, batch and dtype."""
+    1×: wins rise, losses (cuDNN faster) hang down hatched in red. A layer where cuDNN in our own
+    precision wins (fp32 for an fp32 kernel, fp16 for fp16) is named in red. Diamonds on the right
+    axis give each layer's sparsity. One panel per card, batch and dtype."""
     keys = sorted({_panel_key(r) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
     layers = list(dict.fromkeys(r.layer for r in rows))
-    fig = new_figure(max(7.0, 0.55 * len(layers) + 3.0), 3.6 * len(keys) + 0.6)
+    fig = new_figure(max(7.5, 0.55 * len(layers) + 3.0), 3.6 * len(keys) + 0.9)
     axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
     width = 0.8 / len(BASELINES)
     for ax, key in zip(axes, keys):
+        card, batch, dtype = key
+        same = dtype if dtype in BASELINES else "fp32"  # cuDNN in our own precision
         by_layer = {r.layer: r for r in rows if _panel_key(r) == key}
         names = [n for n in layers if n in by_layer]
-        lost = set()
         for j, b in enumerate(BASELINES):
             for i, name in enumerate(names):
                 s = getattr(by_layer[name], f"speedup_{b}")
                 if s is None or s <= 0:
                     continue
                 loss = s < 1.0
-                lost |= {name} if loss else set()
                 ax.bar(i + (j - 1) * width, s - 1.0, bottom=1.0, width=width,
                        color=BASELINE_COLORS[b], edgecolor=LOSS_COLOR if loss else "none",
                        hatch="///" if loss else None, linewidth=1.2 if loss else 0, zorder=3)
+        lost = {n for n in names if (getattr(by_layer[n], f"speedup_{same}") or 1.0) < 1.0}
         ax.set_yscale("log", base=2)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
         ax.axhline(1.0, color="black", lw=1, zorder=4)
         lo, hi = ax.get_ylim()
         ax.axhspan(min(lo, 0.5), 1.0, color=LOSS_COLOR, alpha=0.06, zorder=0)
@@ -171,9 +175,8 @@ def layers_figure(rows: Sequence[Any], *, title: str = "") -> Figure:
                 tick.set_fontweight("bold")
         ax.set_ylabel("speedup over cuDNN (×, log scale)")
         ax.grid(axis="y", alpha=0.3, zorder=0)
-        card, batch, dtype = key
-        ax.set_title(f"timed on {card}, batch {batch}, our kernel in {dtype}"
-                     + (f"; cuDNN faster on {len(lost)} of {len(names)} layers (red)" if lost else ""),
+        ax.set_title(f"timed on {card}, batch {batch}, our kernel in {dtype}; cuDNN {_name(same)} "
+                     f"faster on {len(lost)} of {len(names)} layers" + (" (named in red)" if lost else ""),
                      fontsize=9)
         sp = ax.twinx()
         vals = [(i, 100.0 * by_layer[n].sparsity) for i, n in enumerate(names) if by_layer[n].sparsity is not None]
@@ -181,15 +184,19 @@ def layers_figure(rows: Sequence[Any], *, title: str = "") -> Figure:
             sp.plot([i for i, _ in vals], [v for _, v in vals], ls="", marker="D", color="black", ms=4)
         sp.set_ylim(0, 100)
         sp.set_ylabel("layer sparsity (%, ◆)")
-    handles = [Patch(color=BASELINE_COLORS[b], label=f"vs cuDNN {b.upper() if b == 'tf32' else b}") for b in BASELINES]
-    handles += [Patch(facecolor="white", edgecolor=LOSS_COLOR, hatch="///", label="cuDNN faster (layer in red)"),
+    handles = [Patch(color=BASELINE_COLORS[b], label=f"vs cuDNN {_name(b)}") for b in BASELINES]
+    handles += [Patch(facecolor="white", edgecolor=LOSS_COLOR, hatch="///", label="cuDNN faster"),
                 Line2D([], [], ls="", marker="D", color="black", ms=4, label="layer sparsity")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     cards = {k[0] for k in keys}
     if title or len(cards) > 1:
         fig.suptitle(title + (f" (timings from {len(cards)} cards, one panel each)" if len(cards) > 1 else ""),
                      fontsize=10)
     return fig
+
+
+def _name(precision: str) -> str:
+    return "TF32" if precision == "tf32" else precision
 
 
 # --- crossover map --------------------------------------------------------------------------
@@ -215,6 +222,8 @@ def crossover_figure(items: Sequence[Crossover], *, title: str = "") -> Figure:
     fig = new_figure(4.6 * ncols + 1.2, (0.32 * max(row_counts) + 1.6) * nrows + 0.8)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     cmap = colormaps["viridis_r"].with_extremes(bad="#dddddd")
+    # The colour range starts where the measurements do: crossovers bunch in 0.5..1.
+    vmin = min(0.9, math.floor(10 * min(c.min_sparsity for c in items)) / 10)
     image = None
     for ax, key in zip(axes, keys):
         cells = panels[key]
@@ -227,14 +236,14 @@ def crossover_figure(items: Sequence[Crossover], *, title: str = "") -> Figure:
             value = c.sparsity if c.bound == "at" else c.min_sparsity if c.bound == "below" else math.nan
             grid[i][j] = value
             ax.text(j, i, c.label, ha="center", va="center", fontsize=7,
-                    color="black" if c.bound == "never" or value < 0.6 else "white")
-        image = ax.imshow(grid, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+                    color="black" if c.bound == "never" or (value - vmin) / (1 - vmin) < 0.45 else "white")
+        image = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(batches)), [str(b) for b in batches])
         ax.set_yticks(range(len(rows)), [shape_label(s) + (f" {w}" if len(schemes) > 1 else "")
                                          for s, w in rows], fontsize=7)
         ax.set_xlabel("batch size")
         card, dtype, baseline = key
-        ax.set_title(f"{card}\nours {dtype} vs cuDNN {baseline.upper() if baseline == 'tf32' else baseline}",
+        ax.set_title(f"{card}\nours {dtype} vs cuDNN {_name(baseline)}",
                      fontsize=8)
     for ax in axes[len(keys):]:
         ax.set_visible(False)

@@ -20,6 +20,8 @@ plot_app = typer.Typer(help="Plots of results: Pareto fronts, per-layer speedups
                        no_args_is_help=True)
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="rows shown: table, json or csv")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="file stem: writes STEM.png and STEM.svg")]
+BatchOpt = Annotated[int | None, typer.Option(help="batch of the timings (default: the one most jobs have)")]
+XOpt = Annotated[XAxis, typer.Option("--x", help="speedup (×), latency (ms) or size (bytes on disk)")]
 
 
 class Baseline(str, Enum):
@@ -46,10 +48,10 @@ def _finish(chart, out: Path, fmt: Format, title: str) -> None:
 @plot_app.command("pareto")
 def pareto(
     sweep: Annotated[int, typer.Option(help="sweep id")],
-    x: Annotated[XAxis, typer.Option("--x", help="speedup (×), latency (ms) or size (bytes on disk)")] = XAxis.speedup,
+    x: XOpt = XAxis.speedup,
     y: Annotated[YAxis, typer.Option("--y", help="accuracy")] = YAxis.accuracy,
-    baseline: Annotated[Baseline, typer.Option(help="cuDNN precision the speedup is against")] = Baseline.fp32,
-    batch: Annotated[int | None, typer.Option(help="batch of the timings (default: the one most jobs have)")] = None,
+    baseline: Annotated[Baseline, typer.Option(help="cuDNN precision of the speedup")] = Baseline.fp32,
+    batch: BatchOpt = None,
     color_by: Annotated[ColorBy, typer.Option(help="one colour per scheme or per model")] = ColorBy.scheme,
     out: OutOpt = None,
     fmt: FormatOpt = Format.table,
@@ -85,7 +87,7 @@ def crossover(
     sweep: Annotated[int | None, typer.Option(help="only this sweep's jobs")] = None,
     model: Annotated[list[str] | None, typer.Option(help="only this model (repeatable)")] = None,
     job: Annotated[list[int] | None, typer.Option(help="only this job (repeatable)")] = None,
-    baseline: Annotated[list[Baseline] | None, typer.Option(help="cuDNN precision (repeatable; default all)")] = None,
+    baseline: Annotated[list[Baseline] | None, typer.Option(help="cuDNN precision (repeatable)")] = None,
     out: OutOpt = None,
     fmt: FormatOpt = Format.table,
 ):

@@ -14,6 +14,7 @@ from farm.cli.render import Format, err
 from farm.errors import FarmError
 
 SIDE_BY_SIDE_MAX = 6  # up to this many jobs the table puts them in columns, side by side
+BatchOpt = Annotated[int | None, typer.Option(help="batch of the timings (default: the one most jobs have)")]
 
 
 class CompareFormat(str, Enum):
@@ -21,6 +22,9 @@ class CompareFormat(str, Enum):
     json = "json"
     csv = "csv"
     markdown = "markdown"
+
+
+CompareFormatOpt = Annotated[CompareFormat, typer.Option("--format", "-f", help="table, json, csv or markdown")]
 
 
 class ImageFormat(str, Enum):
@@ -36,8 +40,8 @@ def _notes(notes: list[str]) -> None:
 def compare(
     jobs: Annotated[list[int] | None, typer.Argument(help="job ids (or --sweep)")] = None,
     sweep: Annotated[int | None, typer.Option(help="every job of this sweep")] = None,
-    batch: Annotated[int | None, typer.Option(help="batch of the timings (default: the one most jobs have)")] = None,
-    fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="table, json, csv or markdown")] = CompareFormat.table,
+    batch: BatchOpt = None,
+    fmt: CompareFormatOpt = CompareFormat.table,
 ):
     """Jobs side by side: accuracy, sparsity, bits, size on disk, compression, whole-model latency
     and speedup over cuDNN fp32 / TF32 / fp16."""
@@ -69,7 +73,7 @@ def compare(
 def report(
     sweep: Annotated[int, typer.Option(help="sweep id")],
     out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")] = Path("report.html"),
-    batch: Annotated[int | None, typer.Option(help="batch of the whole-model timings (default: the one most jobs have)")] = None,
+    batch: BatchOpt = None,
     max_layer_charts: Annotated[int, typer.Option(help="per-layer charts at most (front jobs first)")] = 6,
     images: Annotated[ImageFormat, typer.Option(help="inline images as svg or png")] = ImageFormat.svg,
 ):

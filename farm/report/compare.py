@@ -87,11 +87,18 @@ class Comparison:
         return [r for r in self.rows if r.accuracy is not None]
 
 
-def _timings(session: Session, job_ids: Sequence[int]) -> dict[int, list[tuple[ModelTiming, str | None]]]:
+Timed = tuple[ModelTiming, str | None]  # a whole-model timing and the card that measured it
+METRIC_FIELDS = ("sparsity", "accuracy", "dense_accuracy", "compressed_bytes", "dense_bytes",
+                 "compression_ratio")
+TIMING_FIELDS = ("dense_fp32_ms", "dense_tf32_ms", "dense_fp16_ms", "speedup_fp32", "speedup_tf32",
+                 "speedup_fp16", "environment_id")
+
+
+def _timings(session: Session, job_ids: Sequence[int]) -> dict[int, list[Timed]]:
     stmt = (select(ModelTiming, Environment.gpu)
             .outerjoin(Environment, ModelTiming.environment_id == Environment.id)
             .where(ModelTiming.job_id.in_(list(job_ids))).order_by(ModelTiming.id))
-    out: dict[int, list] = {}
+    out: dict[int, list[Timed]] = {}
     for t, gpu in session.execute(stmt):
         out.setdefault(t.job_id, []).append((t, gpu))
     return out
@@ -103,62 +110,66 @@ def benchmark_notes(session: Session, job_ids: Sequence[int]) -> dict[int, str]:
     return {s.job_id: (s.message or str(s.status)) for s in session.scalars(stmt)}
 
 
-def choose_batch(timed: dict[int, list[tuple[ModelTiming, str | None]]]) -> int | None:
+def _batches(timed: list[Timed]) -> list[int]:
+    return sorted({t.batch for t, _ in timed})
+
+
+def timed_batches(timed: dict[int, list[Timed]]) -> list[int]:
+    return sorted({b for rows in timed.values() for b in _batches(rows)})
+
+
+def choose_batch(timed: dict[int, list[Timed]]) -> int | None:
     """The batch size most jobs were timed at; ties go to the larger batch."""
-    counts = Counter(b for rows in timed.values() for b in {t.batch for t, _ in rows})
+    counts = Counter(b for rows in timed.values() for b in _batches(rows))
     return max(counts, key=lambda b: (counts[b], b)) if counts else None
 
 
-def _pick(rows: list[tuple[ModelTiming, str | None]], batch: int | None):
-    at = [(t, g) for t, g in rows if t.batch == batch]
+def _pick(rows: list[Timed], batch: int | None) -> Timed | tuple[None, None]:
     rank = {d: i for i, d in enumerate(OUR_DTYPES)}
-    at.sort(key=lambda tg: rank.get((tg[0].extra or {}).get("dtype", "fp32"), len(rank)))
+    at = sorted((tg for tg in rows if tg[0].batch == batch),
+                key=lambda tg: rank.get((tg[0].extra or {}).get("dtype", "fp32"), len(rank)))
     return at[0] if at else (None, None)
 
 
-def _note(job: queries.JobRow, metrics: Metrics | None, timed: list, timing, batch, bench: str | None) -> str | None:
+def _note(job: queries.JobRow, metrics: Metrics | None, timed: list[Timed], found: bool,
+          batch: int | None, bench: str | None) -> str | None:
     if job.status != str(JobStatus.SUCCEEDED):
         return f"{job.status}" + (f": {job.message}" if job.message else "")
     if metrics is None:
         return "no metrics recorded"
     if not timed:
         return "no benchmark results" + (f" (benchmark {bench})" if bench else "")
-    if timing is None:
-        return f"not timed at batch {batch} (timed at {', '.join(str(b) for b in sorted({t.batch for t, _ in timed}))})"
+    if not found:
+        return f"not timed at batch {batch} (timed at {', '.join(map(str, _batches(timed)))})"
     return None
 
 
-def _row(job: queries.JobRow, m: Metrics | None, timed: list, batch: int | None, bench: str | None) -> CompareRow:
+def _row(job: queries.JobRow, m: Metrics | None, timed: list[Timed], batch: int | None,
+         bench: str | None) -> CompareRow:
     t, gpu = _pick(timed, batch)
     return CompareRow(
         job_id=job.job_id, status=job.status, model=job.model, dataset=job.dataset,
         method=job.method, scheme=job.scheme, bits=job.bits, target_sparsity=job.sparsity,
-        sparsity=m.sparsity if m else None, accuracy=m.accuracy if m else None,
-        dense_accuracy=m.dense_accuracy if m else None,
-        compressed_bytes=m.compressed_bytes if m else None, dense_bytes=m.dense_bytes if m else None,
-        compression_ratio=m.compression_ratio if m else None,
-        batch=batch if t is not None else None, gpu=gpu,
-        latency_ms=t.sparse_ms if t else None, dense_fp32_ms=t.dense_fp32_ms if t else None,
-        dense_tf32_ms=t.dense_tf32_ms if t else None, dense_fp16_ms=t.dense_fp16_ms if t else None,
-        speedup_fp32=t.speedup_fp32 if t else None, speedup_tf32=t.speedup_tf32 if t else None,
-        speedup_fp16=t.speedup_fp16 if t else None, environment_id=t.environment_id if t else None,
-        note=_note(job, m, timed, t, batch, bench))
+        **{f: getattr(m, f, None) for f in METRIC_FIELDS},
+        batch=batch if t is not None else None, gpu=gpu, latency_ms=getattr(t, "sparse_ms", None),
+        **{f: getattr(t, f, None) for f in TIMING_FIELDS},
+        note=_note(job, m, timed, t is not None, batch, bench))
 
 
 def compare_jobs(session: Session, job_ids: Sequence[int], *, batch: int | None = None) -> Comparison:
     """Rows for these jobs, in the order given; NotFound names the first unknown id."""
-    for j in job_ids:
+    ids = list(dict.fromkeys(job_ids))
+    for j in ids:
         queries.get_job(session, j)
-    jobs = {r.job_id: r for r in queries.jobs(session, job_ids=list(job_ids))}
-    metrics = {m.job_id: m for m in session.scalars(select(Metrics).where(Metrics.job_id.in_(list(job_ids))))}
-    timed = _timings(session, job_ids)
-    bench = benchmark_notes(session, job_ids)
+    jobs = {r.job_id: r for r in queries.jobs(session, job_ids=ids)}
+    metrics = {m.job_id: m for m in session.scalars(select(Metrics).where(Metrics.job_id.in_(ids)))}
+    timed, bench = _timings(session, ids), benchmark_notes(session, ids)
     if batch is None:
         batch = choose_batch(timed)
-    elif not any(t.batch == batch for rows in timed.values() for t, _ in rows):
-        raise FarmError(f"no job here was timed at batch {batch} "
-                        f"(timed at: {', '.join(map(str, sorted({t.batch for rows in timed.values() for t, _ in rows}))) or 'none'})")
-    rows = [_row(jobs[j], metrics.get(j), timed.get(j, []), batch, bench.get(j)) for j in dict.fromkeys(job_ids)]
+    elif batch not in timed_batches(timed):
+        raise FarmError(f"none of these jobs was timed at batch {batch} (timed at: "
+                        f"{', '.join(map(str, timed_batches(timed))) or 'none'})")
+    rows = [_row(jobs[j], metrics.get(j), timed.get(j, []), batch, bench.get(j)) for j in ids]
     return Comparison(rows=rows, batch=batch, notes=_summary_notes(rows))
 
 
@@ -181,8 +192,9 @@ def _summary_notes(rows: list[CompareRow]) -> list[str]:
     unfinished = [r for r in rows if r.status != str(JobStatus.SUCCEEDED)]
     if unfinished:
         counts = Counter(r.status for r in unfinished)
+        states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         notes.append(f"{len(unfinished)} of {len(rows)} jobs have no result yet or failed "
-                     f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}): jobs {_ids(unfinished)}")
+                     f"({states}): jobs {_ids(unfinished)}")
     untimed = [r for r in rows if r.accuracy is not None and not r.has_timing]
     if untimed:
         notes.append(f"{len(untimed)} finished job{'s' if len(untimed) > 1 else ''} without "

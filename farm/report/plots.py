@@ -179,7 +179,8 @@ def layers_figure(rows: Sequence[Any], *, title: str = "") -> Figure:
                      f"faster on {len(lost)} of {len(names)} layers" + (" (named in red)" if lost else ""),
                      fontsize=9)
         sp = ax.twinx()
-        vals = [(i, 100.0 * by_layer[n].sparsity) for i, n in enumerate(names) if by_layer[n].sparsity is not None]
+        vals = [(i, 100.0 * by_layer[n].sparsity) for i, n in enumerate(names)
+                if by_layer[n].sparsity is not None]
         if vals:
             sp.plot([i for i, _ in vals], [v for _, v in vals], ls="", marker="D", color="black", ms=4)
         sp.set_ylim(0, 100)
@@ -190,8 +191,8 @@ def layers_figure(rows: Sequence[Any], *, title: str = "") -> Figure:
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     cards = {k[0] for k in keys}
     if title or len(cards) > 1:
-        fig.suptitle(title + (f" (timings from {len(cards)} cards, one panel each)" if len(cards) > 1 else ""),
-                     fontsize=10)
+        note = f" (timings from {len(cards)} cards, one panel each)" if len(cards) > 1 else ""
+        fig.suptitle(title + note, fontsize=10)
     return fig
 
 

@@ -50,7 +50,8 @@ def _dicts(rows: Sequence[Any]) -> list[dict[str, Any]]:
     return [r.to_dict() if hasattr(r, "to_dict") else dict(r) for r in rows]
 
 
-def transpose(rows: Sequence[Any], columns: Sequence[str], *, key: str = "job_id", prefix: str = "job ") -> tuple[list[dict], list[str]]:
+def transpose(rows: Sequence[Any], columns: Sequence[str], *, key: str = "job_id",
+              prefix: str = "job ") -> tuple[list[dict], list[str]]:
     """One row per field, one column per item: the side-by-side view of a few jobs."""
     data = _dicts(rows)
     heads = [f"{prefix}{d[key]}" for d in data]
@@ -65,7 +66,8 @@ def markdown(rows: Sequence[Any], columns: Sequence[str], *, raw: bool = False) 
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     for d in _dicts(rows):
-        lines.append("| " + " | ".join(esc(str(d.get(c, "")) if raw else cell(d.get(c), c)) for c in columns) + " |")
+        cells = (esc(str(d.get(c, "")) if raw else cell(d.get(c), c)) for c in columns)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -76,7 +78,8 @@ def html_table(rows: Sequence[Any], columns: Sequence[str], *, css: str = "", ra
         tds = []
         for c in columns:
             text = str(d.get(c, "")) if raw else cell(d.get(c), c)
-            klass = ' class="num"' if isinstance(d.get(c), (int, float)) and not isinstance(d.get(c), bool) else ""
+            number = isinstance(d.get(c), (int, float)) and not isinstance(d.get(c), bool)
+            klass = ' class="num"' if number else ""
             tds.append(f"<td{klass}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(tds) + "</tr>")
     klass = f' class="{css}"' if css else ""

@@ -27,3 +27,15 @@ def test_farm_app_runs_plot_compare_and_report(results_db, tmp_path):
     rep = runner.invoke(app, ["report", "--sweep", str(results_db.grid_sweep), "--out",
                               str(tmp_path / "r.html"), "--max-layer-charts", "1"])
     assert rep.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 10_000
+
+
+def test_every_report_command_has_help():
+    from .cli import APP
+
+    group = typer.main.get_command(APP)
+    plot = group.commands["plot"]
+    commands = {**{n: c for n, c in group.commands.items() if n != "plot"}, **plot.commands}
+    assert set(commands) == {"compare", "report", "pareto", "layers", "crossover"}
+    for name, cmd in commands.items():
+        assert cmd.help and len(cmd.help) > 20, name
+        assert all(p.help for p in cmd.params if p.param_type_name == "option"), name

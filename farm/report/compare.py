@@ -41,6 +41,7 @@ class CompareRow:
     compression_ratio: float | None
     batch: int | None  # the batch the timings below are for
     gpu: str | None  # the card that timed them
+    dtype: str | None  # activations of our sparse model in that timing
     latency_ms: float | None  # our sparse model, whole network
     dense_fp32_ms: float | None  # cuDNN, whole dense network
     dense_tf32_ms: float | None
@@ -152,6 +153,7 @@ def _row(job: queries.JobRow, m: Metrics | None, timed: list[Timed], batch: int 
         method=job.method, scheme=job.scheme, bits=job.bits, target_sparsity=job.sparsity,
         **{f: getattr(m, f, None) for f in METRIC_FIELDS},
         batch=batch if t is not None else None, gpu=gpu, latency_ms=getattr(t, "sparse_ms", None),
+        dtype=((t.extra or {}).get("dtype") or "fp32") if t is not None else None,
         **{f: getattr(t, f, None) for f in TIMING_FIELDS},
         note=_note(job, m, timed, t is not None, batch, bench))
 

@@ -124,8 +124,9 @@ def _results(comp: Comparison) -> str:
         return "<p>No jobs.</p>"
     at = f"batch {comp.batch}" if comp.batch is not None else "no batch (nothing timed yet)"
     caption = (f"Whole-model timings at {at}, on the card named in column gpu. latency_ms: our "
-               f"sparse model; dense_fp32_ms: cuDNN on the dense model; speedup_X: cuDNN's dense "
-               f"latency in precision X over ours. Sizes are the compressed file on disk.")
+               f"sparse model with activations in dtype; dense_X_ms: cuDNN on the dense model in "
+               f"precision X; speedup_X: dense_X_ms over latency_ms. compressed_bytes: the "
+               f"compressed file on disk.")
     return f'<p class="caption">{html.escape(caption)}</p>' + html_table(comp.rows, COMPARE_COLUMNS,
                                                                          css="results")
 

@@ -15,8 +15,8 @@ TIMES = {"speedup_fp32", "speedup_tf32", "speedup_fp16", "compression_ratio"}
 
 COMPARE_COLUMNS = ["job_id", "status", "model", "dataset", "scheme", "bits", "target_sparsity",
                    "sparsity", "accuracy", "dense_accuracy", "compressed_bytes", "compression_ratio",
-                   "gpu", "batch", "latency_ms", "dense_fp32_ms", "speedup_fp32", "speedup_tf32",
-                   "speedup_fp16", "note"]
+                   "gpu", "batch", "dtype", "latency_ms", "dense_fp32_ms", "dense_tf32_ms",
+                   "dense_fp16_ms", "speedup_fp32", "speedup_tf32", "speedup_fp16", "note"]
 
 
 def human_bytes(n: float) -> str:

@@ -25,6 +25,7 @@ def test_sweep_rows_hold_metrics_and_timings_at_the_common_batch(results_db):
             assert row.latency_ms == pytest.approx(truth["latency"][32])
             assert row.speedup_fp16 == pytest.approx(truth["speedup"][32]["fp16"])
             assert row.compressed_bytes == truth["bytes"] and row.note is None
+            assert row.dtype == ("fp16" if row.scheme == "kmeans" else "fp32")
     by_id = {r.job_id: r for r in comp.rows}
     assert "out of memory" in by_id[results_db.failed_job].note
     assert "skipped: no GPU" in by_id[results_db.untimed_job].note

@@ -117,11 +117,21 @@ def _encode_layer(name: str, st: SparseTensor, huffman: bool) -> tuple[dict, lis
     return entry, blobs
 
 
+def _raw(t: torch.Tensor) -> torch.Tensor:
+    """The bits of a float tensor as integers (so -0.0 and NaNs compare exactly)."""
+    ints = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return t.view(ints[t.element_size()]) if t.is_floating_point() else t
+
+
 def _encode_dense(name: str, t: torch.Tensor) -> tuple[dict, list[bytes]]:
     t = t.detach().cpu().contiguous()
     entry = {"k": name, "s": list(t.shape), "d": NAMES[t.dtype]}
     if t.numel() == 1 and not t.is_floating_point():
         entry["v"] = t.item()  # num_batches_tracked and the like: a number in the header
+        return entry, []
+    flat = t.reshape(-1)
+    if t.numel() > 1 and torch.equal(_raw(flat), _raw(flat[:1]).expand_as(_raw(flat))):
+        entry["c"] = _raw(flat[:1]).numpy().tobytes().hex()  # a constant: one value in the header
         return entry, []
     stored = t
     if t.dtype == torch.float32 and _same_bits(t.half().float(), t):
@@ -262,6 +272,9 @@ def _decode_dense(e: dict, blobs: list[bytes]) -> torch.Tensor:
     dtype = DTYPES[e["d"]]
     if "v" in e:
         return torch.tensor(e["v"], dtype=dtype).reshape(e["s"])
+    if "c" in e:
+        one = torch.frombuffer(bytearray(bytes.fromhex(e["c"])), dtype=dtype)
+        return one.expand(int(np.prod(e["s"]))).reshape(e["s"]).clone()
     stored = DTYPES[e.get("as", e["d"])]
     raw = torch.frombuffer(bytearray(blobs[0]), dtype=torch.uint8) if blobs[0] else torch.zeros(0, dtype=torch.uint8)
     return raw.view(stored).to(dtype).reshape(e["s"]).clone()

@@ -38,6 +38,9 @@ class Quantization:
     # Round everything that is not a code (BatchNorm, biases, codebooks, scales) to fp16 values,
     # so the compressed file stores it in half the bytes, losslessly from then on.
     fp16_rest: bool = False
+    # Fold BatchNorm's running statistics into its scale and shift (the same function in eval
+    # mode); the statistics left are constants, which the file stores as one number each.
+    fold_bn: bool = False
     scheme = "none"
 
     def __post_init__(self):
@@ -176,10 +179,30 @@ def quantize_(model: nn.Module, quant: Quantization) -> dict[str, SparseTensor]:
     for name, w in quantized_layers(model, quant).items():
         tensors[name] = quantize_tensor(w, quant)
         w.copy_(tensors[name].to_dense().to(w.device, w.dtype))
-    if quant.fp16_rest:
-        round_rest_fp16_(model, tensors)
+    _compact_rest(model, tensors, quant)
     setattr(model, ATTR, tensors)
     return tensors
+
+
+def _compact_rest(model: nn.Module, tensors: dict[str, SparseTensor], quant: Quantization) -> None:
+    if quant.fold_bn:
+        fold_bn_stats_(model)
+    if quant.fp16_rest:
+        round_rest_fp16_(model, tensors)
+
+
+@torch.no_grad()
+def fold_bn_stats_(model: nn.Module) -> None:
+    """y = (x - mean) / sqrt(var + eps) * gamma + beta  ->  mean = 0, var + eps = 1,
+    gamma' = gamma / sqrt(var + eps), beta' = beta - mean * gamma'. Eval-mode output unchanged
+    up to rounding; training mode would re-learn the statistics."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and m.track_running_stats:
+            scale = m.weight / torch.sqrt(m.running_var + m.eps)
+            m.bias.sub_(m.running_mean * scale)
+            m.weight.copy_(scale)
+            m.running_mean.zero_()
+            m.running_var.fill_(1.0 - m.eps)
 
 
 @torch.no_grad()
@@ -311,8 +334,8 @@ def quantize_and_finetune(model: nn.Module, data, quant: Quantization, config: T
     result = fit(model, data, config, device=device, callback=callback, hooks=hooks, stage="quantize", tta=tta)
     tensors = hooks.tensors
     accuracy = result.accuracy
-    if quant.fp16_rest:
-        round_rest_fp16_(model, tensors)
+    if quant.fp16_rest or quant.fold_bn:
+        _compact_rest(model, tensors, quant)
         accuracy = evaluate(model, data, device=device, tta=tta)
     setattr(model, ATTR, tensors)
     rows = layer_rows(model)

@@ -91,3 +91,24 @@ def test_bits_outside_2_to_8(bits):
 def test_unknown_scheme():
     with pytest.raises(InvalidSpec, match="unknown quantization scheme"):
         quantization("ternary", 2)
+
+
+def test_fold_bn_keeps_the_function_and_leaves_constant_statistics(synthetic, tmp_path):
+    from farm.compress import TrainConfig, load_compressed, save_compressed, train
+    from farm.models import get_model
+
+    torch.manual_seed(0)
+    model = get_model("tiny", width=16)
+    train(model, synthetic, TrainConfig(epochs=2, batch_size=64))
+    model.eval()
+    x = synthetic.test_x[:64].contiguous(memory_format=torch.channels_last)
+    before = model(x)
+    tensors = quantize_(model, KMeansQuant(8, fold_bn=True))
+    bn = model.bn2
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    assert (bn.running_var == bn.running_var[0]).all()
+    # 8-bit codes: the output moves by the quantization only.
+    assert torch.allclose(model(x), before, rtol=0.05, atol=0.05 * before.abs().max().item())
+    small = save_compressed(model, tmp_path / "folded.farm", quantized=tensors)
+    assert all(r["bytes"] == 0 for r in small.layers if "running" in r["name"])
+    assert torch.equal(load_compressed(tmp_path / "folded.farm").state_dict()["bn2.running_var"], bn.running_var)

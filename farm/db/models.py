@@ -3,7 +3,7 @@
 All times are naive UTC (`utcnow()`), so SQLite and PostgreSQL compare them alike. Column names
 are a contract: `farm.db.queries`, the CLI and the reports read them by name.
 
-    sweeps ─< sweep_jobs >─ jobs ─< stages >─ artifacts
+    sweeps ─< sweep_jobs >─ jobs ─< stages >─ artifacts (─ stage_locks while being built)
                              ├── metrics          (exactly one row per finished job)
                              ├─< layer_timings >── environments
                              └─< model_timings >── environments
@@ -137,6 +137,19 @@ class Artifact(Base):
     bytes: Mapped[int]
     result: Mapped[dict[str, Any]]  # the stage's result, so a reuse needs no recompute
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))  # producer
+    created_at: Mapped[created_at]
+
+
+class StageLock(Base):
+    """Who is computing the artifact for a stage key right now, so that jobs needing the same
+    artifact (a sweep's dense baseline) wait for it instead of computing it twice."""
+
+    __tablename__ = "stage_locks"
+
+    key: Mapped[sha256] = mapped_column(primary_key=True)  # the Artifact.key being built
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    owner: Mapped[str] = mapped_column(String(255))  # "host:pid", as jobs.worker
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[created_at]
 
 

@@ -16,7 +16,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from farm import db, settings
-from farm.db.models import Artifact
+from farm.db.models import Artifact, StageLock, utcnow
+from farm.worker.owners import owner_alive
+
+LOCK_POLL_S = 2.0  # how often a job waiting for another's artifact looks again
 
 
 def root() -> Path:
@@ -72,3 +75,34 @@ def store(file: Path, *, key: str, stage: str, kind: str, result: dict, job_id: 
     except IntegrityError:
         with db.session() as s:
             return s.scalars(select(Artifact).where(Artifact.key == key)).one()
+
+
+# --- build locks: one job computes a shared artifact, the others wait for it ------------------
+
+def acquire(key: str, *, job_id: int, owner: str) -> bool:
+    """Take the build lock of `key`, or take it over from an owner that is gone."""
+    try:
+        with db.session() as s:
+            lock = s.get(StageLock, key, with_for_update=True)
+            if lock is None:
+                s.add(StageLock(key=key, job_id=job_id, owner=owner))
+                return True
+            if lock.owner == owner or not owner_alive(lock.owner, lock.heartbeat_at):
+                lock.owner, lock.job_id, lock.heartbeat_at = owner, job_id, utcnow()
+                return True
+            return False
+    except IntegrityError:  # another job inserted it first
+        return False
+
+
+def release(key: str, owner: str) -> None:
+    with db.session() as s:
+        lock = s.get(StageLock, key)
+        if lock is not None and lock.owner == owner:
+            s.delete(lock)
+
+
+def touch_locks(owner: str) -> None:
+    with db.session() as s:
+        for lock in s.scalars(select(StageLock).where(StageLock.owner == owner)):
+            lock.heartbeat_at = utcnow()

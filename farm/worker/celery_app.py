@@ -37,6 +37,10 @@ def transport_options() -> dict:
         "priority_steps": list(range(PRIORITY_LEVELS)),
         "sep": ":",
         "queue_order_strategy": "priority",
+        # Look for abandoned (unacked, older than the visibility timeout) messages every 10 s;
+        # kombu's default throttle would make that every 100 s.
+        "unacked_restore_interval": 10,
+        "unacked_restore_throttle": 1,
     }
 
 

@@ -8,42 +8,18 @@ worker loss. `finish` writes the outcome only if this attempt still owns the job
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from farm import db
 from farm.db.models import Job, utcnow
 from farm.db.status import JobStatus
 from farm.scheduler.spec import JobSpec
+from farm.worker import artifacts
+from farm.worker.owners import owner_alive, owner_id  # noqa: F401 - owner_id is part of this API
 
-HEARTBEAT_S = 10.0  # a running attempt touches jobs.heartbeat_at this often
-STALE_AFTER_S = 120.0  # a heartbeat older than this means the attempt on another host is gone
+HEARTBEAT_S = 10.0  # a running attempt touches jobs.heartbeat_at (and its stage locks) this often
 PROGRESS_EVERY_S = 0.5  # at most this often a progress write (a cancel check reads every event)
-
-
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def owner_alive(worker: str | None, heartbeat_at: datetime | None) -> bool:
-    """Is the attempt recorded as `worker` still running? Exact on this host, by heartbeat elsewhere."""
-    if not worker:
-        return False
-    host, _, pid = worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
-        if int(pid) == os.getpid():
-            return False  # this very process is asking again: the earlier attempt is over
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return heartbeat_at is not None and utcnow() - heartbeat_at < timedelta(seconds=STALE_AFTER_S)
 
 
 @dataclass(frozen=True)
@@ -130,6 +106,7 @@ class Heartbeat:
         while not self._stop.wait(self.every):
             try:
                 report(self.claim)
+                artifacts.touch_locks(self.claim.owner)
             except Exception:  # a missed beat is harmless; the next one retries
                 pass
 

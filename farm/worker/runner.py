@@ -141,12 +141,47 @@ def _run_stage(claim, name: str, index: int, current: Path | None, workdir: Path
     spec = claim.spec
     key = spec.stage_key(name) if name in CACHED else None
     # A forced re-run (run > 0) recomputes its stages instead of reusing stored ones.
-    found = artifacts.lookup(key) if key and spec.run == 0 else None
+    reuse = key is not None and spec.run == 0
+    found = _wait_for_artifact(claim, key, name, notify) if reuse else None
     started = utcnow()
     if found is not None:
         _record_stage(claim.job_id, name, StageStatus.REUSED, started, result=found.result,
                       artifact_id=found.id)
         return StageOutput(found.result, artifacts.path_of(found)), artifacts.path_of(found), True
+    try:
+        return _compute_stage(claim, name, index, key, current, workdir, notify, started)
+    finally:
+        if reuse:
+            artifacts.release(key, claim.owner)
+
+
+def _wait_for_artifact(claim, key: str, name: str, notify: Observer):
+    """The stored artifact, or None once this job holds the build lock and must compute it.
+    While another live job builds the same artifact, wait for it rather than build it twice."""
+    waited = False
+    while True:
+        found = artifacts.lookup(key)
+        if found is None and artifacts.acquire(key, job_id=claim.job_id, owner=claim.owner):
+            found = artifacts.lookup(key)  # stored by a job that released the lock just now?
+            if found is None:
+                return None
+            artifacts.release(key, claim.owner)
+        if found is not None:
+            if waited:
+                log.info("job %s: %s artifact built by another job", claim.job_id, name)
+            return found
+        if not waited:
+            notify("waiting", {"name": name})
+            log.info("job %s: waiting for another job building the %s artifact", claim.job_id, name)
+            waited = True
+        if lifecycle.report(claim, stage=name):
+            raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
+        time.sleep(artifacts.LOCK_POLL_S)
+
+
+def _compute_stage(claim, name: str, index: int, key: str | None, current: Path | None,
+                   workdir: Path, notify: Observer, started) -> tuple[StageOutput, Path | None, bool]:
+    spec = claim.spec
     _record_stage(claim.job_id, name, StageStatus.RUNNING, started)
     ctx = StageContext(spec=spec, device=torch_device(spec.device), workdir=workdir,
                        callback=_progress_callback(claim, name, index, len(spec.stages), notify))

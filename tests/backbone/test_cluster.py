@@ -103,7 +103,7 @@ def test_sweep_of_twelve_jobs_drained_by_two_workers(workers, farm_cluster, tmp_
     assert _count(Job) == 12
 
 
-SLOW = ["--subset", "1024", "--epochs", "60", "--retrain-epochs", "1", "--finetune-epochs", "0",
+SLOW = ["--subset", "1024", "--batch-size", "256", "--epochs", "25", "--retrain-epochs", "1", "--finetune-epochs", "0",
         "--scheme", "fp32"]
 
 

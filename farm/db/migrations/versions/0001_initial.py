@@ -1,8 +1,7 @@
-"""Initial schema: sweeps, jobs, stages, artifacts, metrics, timings, environments.
+"""Initial schema: sweeps, jobs, stages, artifacts, stage locks, metrics, timings, environments.
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 18:43:34.965495
 
 """
 from typing import Sequence, Union
@@ -168,6 +167,15 @@ def upgrade() -> None:
     with op.batch_alter_table('model_timings', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_model_timings_job_id'), ['job_id'], unique=False)
 
+    op.create_table('stage_locks',
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.Column('job_id', sa.Integer(), nullable=True),
+    sa.Column('owner', sa.String(length=255), nullable=False),
+    sa.Column('heartbeat_at', sa.DateTime(), nullable=False),
+    sa.Column('created_at', sa.DateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_stage_locks_job_id_jobs'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('key', name=op.f('pk_stage_locks'))
+    )
     op.create_table('sweep_jobs',
     sa.Column('sweep_id', sa.Integer(), nullable=False),
     sa.Column('job_id', sa.Integer(), nullable=False),
@@ -203,6 +211,7 @@ def downgrade() -> None:
 
     op.drop_table('stages')
     op.drop_table('sweep_jobs')
+    op.drop_table('stage_locks')
     with op.batch_alter_table('model_timings', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_model_timings_job_id'))
 

@@ -1,0 +1,33 @@
+"""Who runs an attempt ("host:pid") and whether that process is still alive."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import datetime, timedelta
+
+from farm.db.models import utcnow
+
+STALE_AFTER_S = 120.0  # a heartbeat older than this means an attempt on another host is gone
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(worker: str | None, heartbeat_at: datetime | None) -> bool:
+    """Is the attempt recorded as `worker` still running? Exact on this host, by heartbeat elsewhere."""
+    if not worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        if int(pid) == os.getpid():
+            return False  # this very process is asking again: the earlier attempt is over
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return heartbeat_at is not None and utcnow() - heartbeat_at < timedelta(seconds=STALE_AFTER_S)

@@ -82,6 +82,7 @@ def submit(
                    scheme=scheme, bits=bits, recipe=recipe, epochs=epochs,
                    retrain_epochs=retrain_epochs, finetune_epochs=finetune_epochs, subset=subset, batch_size=batch_size,
                    batches=tuple(_batches(batches)), seed=seed, device=device).resolve()
+    db.get_engine()  # an unreachable database fails now, before any output
     if not conf.embedded:
         sub = scheduler.submit(spec, force=force, priority=priority)
         word = "queued" if sub.created or sub.requeued else f"already exists ({sub.status})"

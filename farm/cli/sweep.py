@@ -32,6 +32,9 @@ def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file")],
     from farm.scheduler import sweep
 
     plan = sweep.load(file)  # all validation before anything is written
+    from farm.db import get_engine
+
+    get_engine()  # an unreachable database fails now, before any output
     progress = None
     if settings.load().embedded:
         from farm.cli.progress import StageProgress

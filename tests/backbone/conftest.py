@@ -182,3 +182,27 @@ def wait_for(predicate, *, timeout: float, every: float = 0.2, what: str = "cond
 
 TINY = ["--dataset", "synthetic", "--device", "cpu", "--recipe", "quick", "--subset", "256",
         "--epochs", "1", "--retrain-epochs", "1", "--finetune-epochs", "1"]
+
+
+@pytest.fixture
+def farm_cli(monkeypatch, capsys):
+    """`farm ARGS` through the console script's main(), in this process (no 3 s torch import
+    per call); returns a CompletedProcess like run_farm."""
+    from farm.cli.app import main
+    from farm.db.session import dispose_all
+
+    def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(sys, "argv", ["farm", *args])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            dispose_all()
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,122 @@
+"""The `farm` command as a user runs it: embedded default, dedupe, and every bad input giving one
+line on stderr, exit 1 and nothing written."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+
+from .conftest import TINY, run_farm
+
+BAD_SUBMITS = [
+    (["submit", "nosuchnet"], "unknown model 'nosuchnet'"),
+    (["submit", "tiny", "--dataset", "imagenet-1m"], "unknown dataset 'imagenet-1m'"),
+    (["submit", "tiny", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["submit", "tiny", "--sparsity", "-0.2"], "sparsity must be in [0, 1)"),
+    (["submit", "tiny", "--scheme", "kmeans", "--bits", "9"], "bits must be from 2 to 8"),
+    (["submit", "tiny", "--scheme", "fp32", "--bits", "4"], "needs a quantized scheme"),
+    (["submit", "tiny", "--scheme", "kmeans"], "needs --bits"),
+    (["submit", "tiny", "--priority", "12"], "--priority must be from 0 to 9"),
+    (["show", "999"], "no job 999"),
+    (["sweep", "status", "77"], "no sweep 77"),
+]
+
+
+def _jobs_in(home) -> int:
+    db = home / "farm.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select count(*) from jobs").fetchone()[0]
+
+
+def _one_error_line(result, words: str) -> None:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("farm: error: "), result.stderr
+    assert words in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args, words", BAD_SUBMITS, ids=[" ".join(a) for a, _ in BAD_SUBMITS])
+def test_bad_input_is_one_line_and_writes_nothing(args, words, farm_env, farm_home, farm_cli):
+    _one_error_line(farm_cli(args, farm_env), words)
+    assert _jobs_in(farm_home) == 0
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "is empty"),
+    ("grid: [1, 2\n", "not valid YAML"),
+    ("grid:\n  model: tiny\n  sparsity: [0.5, 2.0]\n", "sparsity must be in [0, 1)"),
+])
+def test_bad_sweep_file_is_one_line_and_writes_nothing(text, words, farm_env, farm_home, tmp_path, farm_cli):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    _one_error_line(farm_cli(["sweep", "submit", str(path)], farm_env), words)
+    assert _jobs_in(farm_home) == 0
+
+
+def test_missing_sweep_file(farm_env, tmp_path, farm_cli):
+    _one_error_line(farm_cli(["sweep", "submit", str(tmp_path / "nope.yaml")], farm_env), "cannot read sweep file")
+
+
+def test_unreachable_broker_writes_nothing(farm_env, farm_home):  # the real console script
+    env = {**farm_env, "FARM_BROKER_URL": "redis://127.0.0.1:1/0"}
+    _one_error_line(run_farm(["submit", "tiny", *TINY], env), "cannot reach the broker")
+    assert _jobs_in(farm_home) == 0
+
+
+def test_unreachable_database(farm_env, farm_cli):
+    env = {**farm_env, "FARM_DB_URL": "postgresql+psycopg2://postgres@127.0.0.1:1/none"}
+    _one_error_line(farm_cli(["submit", "tiny", *TINY], env), "cannot reach the database")
+    _one_error_line(farm_cli(["results"], env), "cannot reach the database")
+
+
+def test_worker_without_broker_says_so(farm_env, farm_cli):
+    _one_error_line(farm_cli(["worker"], farm_env), "needs a broker")
+
+
+def test_embedded_submit_runs_here_dedupes_and_reuses_the_baseline(farm_env, farm_home, farm_cli):
+    first = run_farm(["submit", "tiny", *TINY, "--sparsity", "0.5", "--format", "json"], farm_env)
+    assert first.returncode == 0, first.stderr
+    detail = json.loads(first.stdout)
+    assert detail["job"]["status"] == "succeeded" and detail["metrics"]["sparsity"] == pytest.approx(0.5, abs=0.05)
+    assert [s["status"] for s in detail["stages"]] == ["succeeded", "succeeded", "succeeded", "skipped"]
+    assert detail["stages"][3]["message"].startswith("skipped: no GPU")
+    assert "quick CPU recipe" in first.stderr or "--recipe quick" in " ".join(TINY)
+
+    again = farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.5", "--format", "json"], farm_env)
+    assert json.loads(again.stdout)["job"]["job_id"] == detail["job"]["job_id"]
+    assert "already succeeded" in again.stderr
+
+    other = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.8", "--format", "json"],
+                                farm_env).stdout)
+    assert [s["status"] for s in other["stages"]][:2] == ["reused", "succeeded"]
+    assert other["stages"][0]["artifact_key"] == detail["stages"][0]["artifact_key"]
+
+    forced = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.5", "--force", "--format",
+                                  "json"], farm_env).stdout)
+    assert forced["job"]["job_id"] not in (detail["job"]["job_id"], other["job"]["job_id"])
+    assert forced["spec"]["run"] == 1 and forced["stages"][0]["status"] == "succeeded"
+    assert _jobs_in(farm_home) == 3
+
+    table = farm_cli(["results", "--sparsity-min", "0.5", "--sparsity-max", "0.5", "--format", "csv"], farm_env)
+    assert table.returncode == 0 and len(table.stdout.strip().splitlines()) == 1 + 2
+    compare = farm_cli(["compare", str(detail["job"]["job_id"]), str(other["job"]["job_id"])], farm_env)
+    assert compare.returncode == 0 and "accuracy" in compare.stdout
+    shown = farm_cli(["show", str(other["job"]["job_id"])], farm_env)
+    assert shown.returncode == 0 and "stages" in shown.stdout
+
+
+def test_every_command_has_help():
+    from typer.main import get_command
+
+    from farm.cli.app import app
+
+    def walk(cmd, path):
+        assert cmd.help or cmd.short_help, f"`farm {' '.join(path)}` has no help text"
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(get_command(app), [])

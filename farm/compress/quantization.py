@@ -16,7 +16,7 @@ Results are SparseTensors (codes + scales/codebook), the form the kernels decode
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -327,7 +327,9 @@ def quantize_and_finetune(model: nn.Module, data, quant: Quantization, config: T
     device = pick_device(device)
     model.to(device)
     before = evaluate(model, data, device=device, tta=tta)
-    tensors = quantize_(model, quant)
+    # Fold and round only after fine-tuning: training-mode BatchNorm normalises with batch
+    # statistics, so folded scale/shift would be a different function while training.
+    tensors = quantize_(model, replace(quant, fold_bn=False, fp16_rest=False))
     quantized = evaluate(model, data, device=device, tta=tta)
     hooks = SharedWeightHooks(model, tensors) if quant.scheme == "kmeans" else \
         StraightThroughHooks(model, tensors, quant)

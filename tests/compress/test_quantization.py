@@ -112,3 +112,19 @@ def test_fold_bn_keeps_the_function_and_leaves_constant_statistics(synthetic, tm
     small = save_compressed(model, tmp_path / "folded.farm", quantized=tensors)
     assert all(r["bytes"] == 0 for r in small.layers if "running" in r["name"])
     assert torch.equal(load_compressed(tmp_path / "folded.farm").state_dict()["bn2.running_var"], bn.running_var)
+
+
+def test_fold_and_fp16_come_after_finetuning(trained, synthetic):
+    import copy
+
+    from farm.compress import evaluate
+
+    prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
+    plain, folded = copy.deepcopy(trained), copy.deepcopy(trained)
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.02)
+    a = quantize_and_finetune(plain, synthetic, KMeansQuant(4), cfg)
+    b = quantize_and_finetune(folded, synthetic, KMeansQuant(4, fold_bn=True, fp16_rest=True), cfg)
+    # Same fine-tuning (seeded), then an eval-equivalent fold: the same accuracy, and the model's.
+    assert b.accuracy == pytest.approx(a.accuracy, abs=0.01)
+    assert b.accuracy == evaluate(folded, synthetic)
+    assert torch.equal(folded.bn2.running_mean, torch.zeros_like(folded.bn2.running_mean))

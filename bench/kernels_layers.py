@@ -26,6 +26,7 @@ from farm.compress.sparse_tensor import SparseTensor  # noqa: E402
 from farm.kernels.conv import SparseConv2d  # noqa: E402
 from farm.kernels.csrconv.config import Geometry, TileConfig, candidates, variant_for  # noqa: E402
 from farm.kernels.csrconv.table import weight_format  # noqa: E402
+from farm.kernels.csrtile.family import StageConfig  # noqa: E402
 from farm.kernels.testing import pruned_weight, quantize  # noqa: E402
 
 # (name, Cin, Cout, H(=W), kernel, stride, pad) at ImageNet shapes.
@@ -97,10 +98,12 @@ def check_cases():
             layer = make_layer(cin, cout, k, s, p, d, sp, scheme, bits, dtype, seed=i,
                                empty_rows=empty, relu=i % 2 == 0)
             cands = layer.candidate_configs((n, cin, h, w))
+            stage = [c for c in cands if isinstance(c, StageConfig)]
+            cands = [c for c in cands if not isinstance(c, StageConfig)]
             split = [c for c in cands if c.s > 1][:1]
-            configs = cands[:1]
+            configs = cands[:1] + stage[:1]
             if (dtype, scheme) in ((torch.float32, "fp32"), (torch.float16, "fp16")):
-                configs += split + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
+                configs += split + stage[1:] + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
             name = f"c{cin}-k{cout}-{h}x{w}-k{k}s{s}p{p}d{d}-n{n}-sp{sp}-{str(dtype)[6:]}-{scheme}{bits}"
             yield CheckCase(name, layer, (n, cin, h, w), dtype, configs, residual=i % 3 == 0)
 
@@ -118,13 +121,12 @@ def sources() -> list[str]:
     for case in check_cases():
         g = case.layer.conv_shape(case.shape).geometry
         for c in case.configs:
-            out.append(variant_for(g, c, case.dtype == torch.float16, weight_format(case.layer.weight_record)).source())
+            out.append(c.source(g, case.dtype == torch.float16, weight_format(case.layer.weight_record))
+                       if isinstance(c, StageConfig) else
+                       variant_for(g, c, case.dtype == torch.float16, weight_format(case.layer.weight_record)).source())
     for name, sp, vname, layer, dtype, cin, hw in bench_layers():
         for n in BATCHES:
-            shape = (n, cin, hw, hw)
-            for c in layer.candidate_configs(shape):
-                out.append(variant_for(layer.conv_shape(shape).geometry, c, dtype == torch.float16,
-                                       weight_format(layer.weight_record)).source())
+            out += layer.kernel_sources((n, cin, hw, hw), dtype)
     return list(dict.fromkeys(out))
 
 

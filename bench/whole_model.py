@@ -56,9 +56,7 @@ def sources() -> list[str]:
         if not isinstance(m, SparseConv2d):
             continue
         for n in BATCHES:
-            s = (n, *shape[1:])
-            for c in m.candidate_configs(s):
-                out.append(variant_for(m.conv_shape(s).geometry, c, False, weight_format(m.weight_record)).source())
+            out += m.kernel_sources((n, *shape[1:]), torch.float32)
     return list(dict.fromkeys(out))
 
 

@@ -129,8 +129,7 @@ def bench_layer(layer: SparseConv2d, shape, dtype, device, ceil: dict, *, name: 
     oh, ow = plan.shape.out_hw
     y = torch.empty((shape[0], plan.shape.k, oh, ow), device=device, dtype=dtype)
     row["ours_ms"] = time_graph(lambda: layer.run(plan, x, out=y), runs=RUNS, stream=runtime.stream())
-    row["table_bytes"] = layer.table(plan.config.rt, device).entries.numel() * layer.table(
-        plan.config.rt, device).entries.element_size()
+    row["table_bytes"] = layer.table_bytes(plan)
     row["floor_ms"] = floor_ms(layer, shape, dtype, ceil, row["table_bytes"])
     if baselines is None:
         w = layer.dense_weight()

@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from farm.compress.sparse_tensor import SparseTensor
 from farm.errors import InvalidSpec
 from farm.kernels import runtime, tuning
-from farm.kernels.csrconv.config import TileConfig, candidates
+from farm.kernels.csrconv.config import TileConfig, candidates, variant_for
 from farm.kernels.csrconv.launch import ConvShape, GpuTable, Plan
 from farm.kernels.csrconv.table import build_table, pattern_hash, weight_format
+from farm.kernels.csrtile.family import StageConfig, StagePlan, build_stage_table, stage_candidates
 
 DTYPES = {torch.float32: "fp32", torch.float16: "fp16"}
 
@@ -22,11 +23,11 @@ DTYPES = {torch.float32: "fp32", torch.float16: "fp16"}
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (scale, bias) that conv+bn (eval) apply after the raw convolution."""
     k = conv.out_channels
-    b = conv.bias.detach().float() if conv.bias is not None else torch.zeros(k)
+    b = conv.bias.detach().float().cpu() if conv.bias is not None else torch.zeros(k)
     if bn is None:
-        return torch.ones(k), b.cpu()
-    s = bn.weight.detach().float() / torch.sqrt(bn.running_var.float() + bn.eps)
-    return s.cpu(), (s * (b - bn.running_mean.float()) + bn.bias.detach().float()).cpu()
+        return torch.ones(k), b
+    s = bn.weight.detach().float().cpu() / torch.sqrt(bn.running_var.float().cpu() + bn.eps)
+    return s, s * (b - bn.running_mean.float().cpu()) + bn.bias.detach().float().cpu()
 
 
 def conv_params(conv: nn.Conv2d) -> dict:
@@ -149,8 +150,23 @@ class SparseConv2d(FusedConv):
             self._tables[rt] = GpuTable(t, device)
         return self._tables[rt]
 
-    def make_plan(self, shape, dtype, config: TileConfig, device) -> Plan:
-        return Plan(self.table(config.rt, device), self.conv_shape(shape), config, dtype == torch.float16)
+    def stage_table(self, config: StageConfig, geometry, device) -> tuple[GpuTable, int]:
+        key = ("stage", config, geometry)
+        if key not in self._tables:
+            t, ck = build_stage_table(self.weight_record, geometry, config, self.scale.cpu().numpy())
+            self._tables[key] = (GpuTable(t, device), ck)
+        return self._tables[key]
+
+    def make_plan(self, shape, dtype, config, device):
+        cs = self.conv_shape(shape)
+        if isinstance(config, StageConfig):
+            table, ck = self.stage_table(config, cs.geometry, device)
+            return StagePlan(table, ck, cs, config, dtype == torch.float16)
+        return Plan(self.table(config.rt, device), cs, config, dtype == torch.float16)
+
+    def table_bytes(self, plan) -> int:
+        e = plan.table.entries
+        return e.numel() * e.element_size()
 
     def tuning_key(self, shape, dtype) -> str:
         w = self.weight_record
@@ -158,10 +174,20 @@ class SparseConv2d(FusedConv):
                                 + self.padding + self.dilation, shape[0], DTYPES[dtype],
                                 weight_format(w), f"sp{w.sparsity:.2f}|{pattern_hash(w)}")
 
-    def candidate_configs(self, shape) -> list[TileConfig]:
+    def candidate_configs(self, shape) -> list:
+        """Both kernel families: csrtile (staged input, broadcast weights) and csrconv (register
+        tiles over output channels with a case switch; split-K for small batches)."""
         cs = self.conv_shape(shape)
         oh, ow = cs.out_hw
-        return candidates(cs.geometry, cs.k, cs.n * oh * ow)
+        wfmt = weight_format(self.weight_record)
+        return stage_candidates(cs.geometry, cs.k, cs.c, oh, ow, wfmt) + candidates(cs.geometry, cs.k, cs.n * oh * ow)
+
+    def kernel_sources(self, shape, dtype) -> list[str]:
+        """Every source the candidates of this shape compile (to precompile without a GPU)."""
+        g = self.conv_shape(shape).geometry
+        wfmt, half = weight_format(self.weight_record), dtype == torch.float16
+        return [c.source(g, half, wfmt) if isinstance(c, StageConfig) else
+                variant_for(g, c, half, wfmt).source() for c in self.candidate_configs(shape)]
 
     def plan_for(self, shape, dtype, device) -> Plan:
         key = (tuple(shape), dtype)

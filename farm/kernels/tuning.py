@@ -57,5 +57,10 @@ def store(key: str, config: TileConfig, ms: float, tried: list[dict]) -> None:
     tmp.replace(path)
 
 
-def config_from(entry: dict) -> TileConfig:
-    return TileConfig(**entry["config"])
+def config_from(entry: dict):
+    d = dict(entry["config"])
+    if d.pop("family", None) == "stage":
+        from farm.kernels.csrtile.family import StageConfig
+
+        return StageConfig(**d)
+    return TileConfig(**d)

@@ -7,6 +7,7 @@ import pytest
 
 from farm.kernels.compile import compile_cubin, nvcc_path
 from farm.kernels.csrconv.config import Geometry, TileConfig, Variant, variant_for
+from farm.kernels.csrtile.family import StageConfig
 
 pytestmark = pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
 
@@ -18,6 +19,11 @@ GENERATED = {
     "rt8-p2x1-s4-resnet50.layer4.conv2-fp16act-int8": variant_for(Geometry(3, 3), TileConfig(8, 2, 1, 4, 2), True, "int8"),
     "rt4-p1x1-s2-stem7x7s2-fp16": variant_for(Geometry(7, 7, 2, 2), TileConfig(4, 1, 1, 2, 2), False, "fp16"),
     "rt8-p2x2-dil2-cb8": Variant(Geometry(3, 3, 1, 1, 2, 2), 8, 2, 2, False, "cb8"),
+}
+STAGED = {  # csrtile sources: (config, geometry, fp16 activations, weight format)
+    "st-rb16-t14x14-p2-resnet50.layer3.conv2-fp32": (StageConfig(16, 14, 14, 2), Geometry(3, 3), False, "fp32"),
+    "st-rb8-t16x28-p8-resnet50.layer1.conv1-fp16act-cb4": (StageConfig(8, 16, 28, 8), Geometry(1, 1), True, "cb4"),
+    "st-rb8-t8x7-p4-stride2-int8": (StageConfig(8, 8, 7, 4), Geometry(3, 3, 2, 2), True, "int8"),
 }
 
 
@@ -35,6 +41,13 @@ def test_cu_file_compiles(path, arch):
 @pytest.mark.parametrize("name", sorted(GENERATED))
 def test_generated_source_compiles(name, arch):
     assert len(compile_cubin(GENERATED[name].source(), arch, use_cache=False)) > 1000
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("name", sorted(STAGED))
+def test_staged_source_compiles(name, arch):
+    cfg, g, half, wfmt = STAGED[name]
+    assert len(compile_cubin(cfg.source(g, half, wfmt), arch, use_cache=False)) > 1000
 
 
 def test_compile_error_is_reported():

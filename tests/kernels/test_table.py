@@ -58,3 +58,17 @@ def test_configs_validate():
     for c in candidates(Geometry(7, 7, 2, 2), 64, 112 * 112):
         assert c.rt * c.ph * c.pw <= 128
     torch.manual_seed(0)
+
+
+def test_tuning_cache_roundtrip(farm_home):
+    from farm.kernels import tuning
+    from farm.kernels.csrtile.family import StageConfig
+
+    key = tuning.cache_key("H100", (64, 64, 3, 3), 32, "fp32", "fp32", "sp0.90|abc")
+    assert tuning.lookup(key) is None
+    tuning.store(key, StageConfig(16, 14, 14, 2), 0.05, [])
+    assert tuning.config_from(tuning.lookup(key)) == StageConfig(16, 14, 14, 2)
+    other = key.replace("abc", "def")  # same shape and sparsity, another pattern: shares the config
+    assert tuning.config_from(tuning.lookup(other)) == StageConfig(16, 14, 14, 2)
+    tuning.store(other, TileConfig(8, 4, 1), 0.04, [])
+    assert tuning.config_from(tuning.lookup(other)) == TileConfig(8, 4, 1)

@@ -137,11 +137,8 @@ def build_table(st: SparseTensor, kernel_hw: tuple[int, int], rt: int,
     )
 
 
-def decode_table(t: ConvTable, shape: tuple[int, ...]) -> np.ndarray:
-    """Dense (K, C, kh, kw) weights (times oscale) the table encodes; the test of build_table."""
-    k, c, kh, kw = shape
-    khw = kh * kw
-    w = np.zeros((k, c * khw), dtype=np.float64)
+def decode_values(t: ConvTable) -> tuple[np.ndarray, np.ndarray]:
+    """(index field, float64 weight) of every entry: what the kernel's E_CASE/E_OFF and E_W see."""
     e = t.entries[:-1]
     if t.wfmt == "fp32":
         case, val = e[:, 0].astype(np.int64), e[:, 1].view(np.float32).astype(np.float64)
@@ -155,6 +152,15 @@ def decode_table(t: ConvTable, shape: tuple[int, ...]) -> np.ndarray:
             val = low.astype(np.uint8).view(np.int8).astype(np.float64)
         else:
             val = t.codebook[low].astype(np.float64)
+    return case, val
+
+
+def decode_table(t: ConvTable, shape: tuple[int, ...]) -> np.ndarray:
+    """Dense (K, C, kh, kw) weights (times oscale) the table encodes; the test of build_table."""
+    k, c, kh, kw = shape
+    khw = kh * kw
+    w = np.zeros((k, c * khw), dtype=np.float64)
+    case, val = decode_values(t)
     for tile in range(t.tiles):
         for ci in range(c):
             a, b = t.cptr[tile, ci], t.cptr[tile, ci + 1]

@@ -1,0 +1,183 @@
+"""The csrtile kernel family: input staged in shared memory, weights broadcast, no branches.
+
+Config (static): RB rows per block, a TH x TW output tile, P pixels per thread (vertical strip);
+CK (input channels per staged chunk) is a launch argument fixed by the shared-memory budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.kernels import runtime
+from farm.kernels.csrconv.config import WFMT, Geometry
+from farm.kernels.csrconv.table import ConvTable, _pack, balance_rows, weight_format
+
+SOURCE = Path(__file__).with_name("csrtile.cu")
+SMEM_FLOATS = 8192  # 32 KB of staged input per block
+MAX_OFFSET = {"fp32": 1 << 31, "fp16": 1 << 16, "int8": 1 << 24, "cb8": 1 << 24, "cb4": 1 << 12}
+ARG_TYPES = "P" * 9 + "i" * 14
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    rb: int
+    th: int
+    tw: int
+    p: int
+    family = "stage"
+
+    def __post_init__(self):
+        if min(self.rb, self.th, self.tw, self.p) < 1 or self.th % self.p:
+            raise ValueError(f"bad stage config {self}")
+        if self.rb * self.p > 128:
+            raise ValueError(f"{self} holds more than 128 accumulators")
+        if self.threads > 256:
+            raise ValueError(f"{self} needs more than 256 threads")
+
+    @property
+    def threads(self) -> int:
+        return 32 * -(-(self.tw * (self.th // self.p)) // 32)
+
+    @property
+    def name(self) -> str:
+        return f"st-rb{self.rb}-t{self.th}x{self.tw}-p{self.p}"
+
+    def to_dict(self) -> dict:
+        return {"family": "stage", "rb": self.rb, "th": self.th, "tw": self.tw, "p": self.p}
+
+    def patch(self, g: Geometry) -> tuple[int, int]:
+        return (self.th - 1) * g.sh + (g.kh - 1) * g.dh + 1, (self.tw - 1) * g.sw + (g.kw - 1) * g.dw + 1
+
+    def chunk(self, g: Geometry, c: int, wfmt: str) -> int:
+        """Input channels per staged chunk: the shared-memory budget and the entry offset field."""
+        ih, iw = self.patch(g)
+        limit = min(SMEM_FLOATS, MAX_OFFSET[wfmt])
+        return max(0, min(c, limit // (ih * iw)))
+
+    def source(self, g: Geometry, act_half: bool, wfmt: str) -> str:
+        d = {"RB": self.rb, "TH": self.th, "TW": self.tw, "P": self.p, "KH": g.kh, "KW": g.kw,
+             "SH": g.sh, "SW": g.sw, "DH": g.dh, "DW": g.dw, "ACT_HALF": int(act_half),
+             "WFMT": WFMT[wfmt], "NTHREADS": self.threads}
+        return "".join(f"#define {k} {v}\n" for k, v in d.items()) + SOURCE.read_text()
+
+
+def stage_candidates(g: Geometry, k: int, c: int, oh: int, ow: int, wfmt: str) -> list[StageConfig]:
+    tw = ow if ow <= 32 else next((d for d in (28, 32, 16) if ow % d == 0), 32)
+    out = []
+    for p in (2, 4, 8):
+        ty = max(1, min(-(-oh // p), 256 // tw))
+        for rb in (8, 16):
+            if rb > max(4, k) or rb * p > 64:
+                continue
+            cfg = StageConfig(rb, ty * p, tw, p)
+            if cfg.chunk(g, c, wfmt) >= 1:
+                out.append(cfg)
+    return out
+
+
+def build_stage_table(st: SparseTensor, g: Geometry, cfg: StageConfig, channel_scale=None,
+                      ck: int | None = None) -> tuple[ConvTable, int]:
+    """Entries (offset in the staged patch, weight) per (row slot, chunk); returns (table, CK).
+    ck: input channels per chunk (default: as many as shared memory and the offset field allow)."""
+    k, c = st.shape[0], st.shape[1]
+    wfmt = weight_format(st)
+    ck = min(ck or c, cfg.chunk(g, c, wfmt))
+    if ck < 1:
+        raise ValueError(f"{cfg.name}: the input patch does not fit {wfmt} entries")
+    ih, iw = cfg.patch(g)
+    nchunk = -(-c // ck)
+    row_nnz = np.diff(st.row_ptr)
+    perm = balance_rows(row_nnz, cfg.rb)
+    slot_of = np.empty(k, dtype=np.int64)
+    valid = perm >= 0
+    slot_of[perm[valid]] = np.nonzero(valid)[0]
+    row_of = np.repeat(np.arange(k), row_nnz)
+    slot = slot_of[row_of]
+    col = st.col_idx.astype(np.int64)
+    khw = g.kh * g.kw
+    cin, kk = col // khw, col % khw
+    kh, kw = kk // g.kw, kk % g.kw
+    chunk = cin // ck
+    off = (cin % ck) * ih * iw + kh * g.dh * iw + kw * g.dw
+    order = np.lexsort((off, chunk, slot))
+    slots = len(perm)
+    counts = np.bincount(slot[order] * nchunk + chunk[order], minlength=slots * nchunk).reshape(slots, nchunk)
+    cptr = np.zeros((slots, nchunk + 1), dtype=np.int64)
+    cptr[:, 1:] = np.cumsum(counts, axis=1)
+    cptr += np.concatenate([[0], np.cumsum(counts.sum(1))[:-1]])[:, None]
+    oscale = np.ones(k, dtype=np.float32)
+    if wfmt == "int8":
+        oscale = st.scales.astype(np.float32).copy()
+    if channel_scale is not None:
+        oscale = oscale * np.asarray(channel_scale, dtype=np.float32)
+    codebook = np.zeros(256, dtype=np.float32)
+    if wfmt in ("cb4", "cb8"):
+        codebook[: len(st.codebook)] = st.codebook
+    table = ConvTable(entries=_pack(wfmt, off[order], st, order, row_of), cptr=cptr.astype(np.int32),
+                      perm=perm, oscale=oscale, codebook=codebook, wfmt=wfmt, rt=cfg.rb)
+    return table, ck
+
+
+def decode_stage_table(t: ConvTable, shape, g: Geometry, cfg: StageConfig, ck: int) -> np.ndarray:
+    """Dense weights (times oscale) a stage table encodes; the test of build_stage_table."""
+    from farm.kernels.csrconv.table import decode_values
+
+    k, c, khh, kww = shape
+    ih, iw = cfg.patch(g)
+    off, val = decode_values(t)
+    w = np.zeros(shape, dtype=np.float64)
+    nchunk = t.cptr.shape[1] - 1
+    for s in range(t.cptr.shape[0]):
+        ch_ = t.perm[s]
+        for chn in range(nchunk):
+            a, b = t.cptr[s, chn], t.cptr[s, chn + 1]
+            for o, v in zip(off[a:b], val[a:b]):
+                assert ch_ >= 0
+                cc, rem = divmod(int(o), ih * iw)
+                y_, x_ = divmod(rem, iw)
+                w[ch_, chn * ck + cc, y_ // g.dh, x_ // g.dw] += v
+    return w * t.oscale[:, None, None, None]
+
+
+class StagePlan:
+    """One layer, one input shape, one StageConfig: call it to run csrtile."""
+
+    def __init__(self, gtable, ck: int, shape, cfg: StageConfig, act_half: bool):
+        self.table, self.shape, self.config, self.ck = gtable, shape, cfg, ck
+        g = shape.geometry
+        src = cfg.source(g, act_half, gtable.wfmt)
+        self.fn = runtime.load_function(src, "csrtile")
+        if not hasattr(self.fn, "_farm_prepared"):
+            self.fn.prepare(ARG_TYPES)
+            self.fn._farm_prepared = True
+        oh, ow = shape.out_hw
+        self.tiles_h, self.tiles_w = -(-oh // cfg.th), -(-ow // cfg.tw)
+        self.nchunk = -(-shape.c // ck)
+        self.grid = (shape.n * self.tiles_h * self.tiles_w, gtable.tiles, 1)
+        self.block = (cfg.threads, 1, 1)
+        ih, iw = cfg.patch(g)
+        self.smem = ck * ih * iw * 4
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
+        s, t = self.shape, self.table
+        oh, ow = s.out_hw
+        self.fn.prepared_async_call(
+            self.grid, self.block, runtime.pycuda_stream(),
+            x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
+            t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
+            bias.data_ptr(), t.codebook.data_ptr(),
+            s.n, s.c, s.h, s.w, s.k, oh, ow, s.padding[0], s.padding[1],
+            self.tiles_h, self.tiles_w, self.ck, self.nchunk, int(relu),
+            shared_size=self.smem,
+        )
+        return y
+
+
+def stage_key(cfg: StageConfig, g: Geometry) -> str:
+    return hashlib.sha256(repr((cfg, g)).encode()).hexdigest()[:12]

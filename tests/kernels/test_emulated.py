@@ -1,0 +1,49 @@
+"""csrtile's addressing, checked on the CPU through a numpy model of the kernel (emulate.py)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.kernels.csrconv.config import Geometry
+from farm.kernels.csrtile.family import StageConfig, build_stage_table, stage_candidates
+from farm.kernels.testing import pruned_weight, quantize
+
+from .emulate import run_csrtile
+
+CASES = [  # cin, cout, h, w, k, stride, pad, dil, config
+    (5, 11, 9, 7, 3, 1, 1, 1, StageConfig(4, 4, 7, 2)),
+    (6, 9, 12, 10, 3, 2, 1, 1, StageConfig(4, 3, 5, 3)),
+    (4, 7, 11, 11, 3, 1, 2, 2, StageConfig(8, 4, 6, 4)),
+    (9, 5, 6, 8, 1, 1, 0, 1, StageConfig(4, 2, 8, 2)),
+    (3, 6, 10, 9, 5, 2, 2, 1, StageConfig(4, 2, 3, 1)),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"k{c[4]}s{c[5]}p{c[6]}d{c[7]}-{c[8].name}")
+@pytest.mark.parametrize("scheme,bits", [("fp32", 32), ("kmeans", 4)])
+def test_csrtile_model_matches_conv(case, scheme, bits):
+    cin, cout, h, w, k, s, p, d, cfg = case
+    g = Geometry(k, k, s, s, d, d)
+    st = quantize(SparseTensor.from_dense(pruned_weight((cout, cin, k, k), 0.6, empty_rows=1)), scheme, bits)
+    table, ck = build_stage_table(st, g, cfg, ck=2)  # several chunks, a partial last one
+    x = np.random.default_rng(0).standard_normal((2, cin, h, w))
+    bias = np.linspace(-1, 1, cout)
+    res = np.random.default_rng(1).standard_normal((2, cout) + F.conv2d(torch.zeros(1, cin, h, w), torch.zeros(cout, cin, k, k), stride=s, padding=p, dilation=d).shape[2:])
+    y = run_csrtile(x, table, ck, cfg, g, st.shape, (p, p), bias, relu=True, res=res)
+    ref = F.conv2d(torch.from_numpy(x), st.to_dense().double(), torch.from_numpy(bias), s, p, d)
+    ref = F.relu(ref + torch.from_numpy(res)).numpy()
+    assert not np.isnan(y).any()
+    np.testing.assert_allclose(y, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_candidates_fit_shared_memory_and_offsets():
+    for g, c in [(Geometry(3, 3), 512), (Geometry(1, 1), 2048), (Geometry(7, 7, 2, 2), 3)]:
+        for wfmt in ("fp32", "cb4"):
+            for cfg in stage_candidates(g, 256, c, 56, 56, wfmt):
+                ih, iw = cfg.patch(g)
+                ck = cfg.chunk(g, c, wfmt)
+                assert 1 <= ck and ck * ih * iw * 4 <= 32768
+                if wfmt == "cb4":
+                    assert ck * ih * iw <= 4096

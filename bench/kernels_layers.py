@@ -139,13 +139,14 @@ def dump_sass(path: Path, arch: str) -> None:
     from farm.kernels.compile import compile_cubin
 
     tool = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
-    reps = [variant_for(Geometry(3, 3), TileConfig(16, 4, 1), False, "fp32"),
-            variant_for(Geometry(1, 1), TileConfig(32, 4, 1), True, "cb4")]
+    reps = {"st-rb16-t14x14-p2 3x3 fp32": StageConfig(16, 14, 14, 2).source(Geometry(3, 3), False, "fp32"),
+            "st-rb8-t16x14-p8 3x3 fp32": StageConfig(8, 16, 14, 8).source(Geometry(3, 3), False, "fp32"),
+            "rt32-p4x1 1x1 fp16 cb4": variant_for(Geometry(1, 1), TileConfig(32, 4, 1), True, "cb4").source()}
     with path.open("w") as f, tempfile.TemporaryDirectory() as tmp:
-        for v in reps:
+        for name, src in reps.items():
             cub = Path(tmp, "k.cubin")
-            cub.write_bytes(compile_cubin(v.source(), arch))
-            f.write(f"==== {v}\n")
+            cub.write_bytes(compile_cubin(src, arch))
+            f.write(f"==== {name}\n")
             try:
                 f.write(subprocess.run([tool, "-sass", str(cub)], capture_output=True, text=True).stdout)
             except OSError as exc:

@@ -33,8 +33,8 @@ class Submitted:
     status: JobStatus
 
 
-def _insert_ignore(session: Session, rows: list[dict]) -> set[str]:
-    """Insert rows whose spec_hash is new; returns the hashes this call inserted."""
+def _insert_ignore(session: Session, rows: list[dict]) -> dict[str, int]:
+    """Insert rows whose spec_hash is new; returns {spec_hash: id} of the rows this call inserted."""
     dialect = session.bind.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -43,21 +43,23 @@ def _insert_ignore(session: Session, rows: list[dict]) -> set[str]:
     else:  # other databases: rows one by one, a duplicate is skipped
         from sqlalchemy.exc import IntegrityError
 
-        inserted = set()
+        inserted = {}
         for row in rows:
             try:
                 with session.begin_nested():
-                    session.add(Job(**row))
-                inserted.add(row["spec_hash"])
+                    job = Job(**row)
+                    session.add(job)
+                inserted[row["spec_hash"]] = job.id
             except IntegrityError:
                 pass
         return inserted
-    inserted = set()
-    for start in range(0, len(rows), 500):
-        stmt = (insert(Job).values(rows[start:start + 500])
-                .on_conflict_do_nothing(index_elements=["spec_hash"]).returning(Job.spec_hash))
-        inserted.update(session.scalars(stmt))
-    return inserted
+    if not rows:
+        return {}
+    stmt = (insert(Job).on_conflict_do_nothing(index_elements=["spec_hash"])
+            .returning(Job.spec_hash, Job.id))
+    # Core executemany: SQLAlchemy batches it into multi-row INSERT .. RETURNING statements.
+    with_returning = session.connection().execute(stmt, rows)
+    return {h: i for h, i in with_returning if h is not None}
 
 
 def _row(spec: JobSpec, status: JobStatus, priority: int) -> dict:
@@ -100,26 +102,43 @@ def record(s: Session, specs: Sequence[JobSpec], *, force: bool = False, priorit
     or run are left in `status`. Returns one Submitted per input spec, in order."""
     if force:
         specs = _free_runs(s, specs)
-    hashes = [spec.hash for spec in specs]
-    existing = set(s.scalars(select(Job.spec_hash).where(Job.spec_hash.in_(hashes))))
-    new = {spec.hash: spec for spec in specs if spec.hash not in existing}
-    inserted = _insert_ignore(s, [_row(spec, status, priority) for spec in new.values()])
-    jobs = {j.spec_hash: j for j in s.scalars(select(Job).where(Job.spec_hash.in_(hashes)))}
-    out = []
-    for spec in specs:
-        job = jobs[spec.hash]
-        created = spec.hash in inserted
-        inserted.discard(spec.hash)  # the same spec twice in one call: created once
-        send = _needs_sending(job, created, embedded)
-        if send and not created:
+    unique = {spec.hash: spec for spec in specs}
+
+    def load(hashes) -> dict[str, Job]:
+        found: dict[str, Job] = {}
+        hashes = list(hashes)
+        for start in range(0, len(hashes), 500):
+            found.update((j.spec_hash, j) for j in s.scalars(
+                select(Job).where(Job.spec_hash.in_(hashes[start:start + 500]))))
+        return found
+
+    existing = load(unique)
+    inserted = _insert_ignore(s, [_row(spec, status, priority) for h, spec in unique.items()
+                                  if h not in existing])
+    existing |= load(h for h in unique if h not in existing and h not in inserted)  # lost a race
+    outcome: dict[str, Submitted] = {}
+    for h, spec in unique.items():
+        if h in inserted:
+            outcome[h] = Submitted(inserted[h], spec, True, False, status)
+            continue
+        job = existing[h]
+        send = _needs_sending(job, False, embedded)
+        if send:
             _reset(job, status)
             job.priority = max(job.priority, priority)
-        out.append(Submitted(job.id, spec, created, send and not created, job.status))
+        outcome[h] = Submitted(job.id, spec, False, send, job.status)
     if sweep_id is not None:
         linked = set(s.scalars(select(SweepJob.job_id).where(SweepJob.sweep_id == sweep_id)))
-        s.add_all(SweepJob(sweep_id=sweep_id, job_id=job_id)
-                  for job_id in dict.fromkeys(o.job_id for o in out) if job_id not in linked)
-    return out
+        fresh = [{"sweep_id": sweep_id, "job_id": o.job_id} for o in outcome.values() if o.job_id not in linked]
+        if fresh:
+            s.execute(insert_sweep_jobs(), fresh)
+    return [outcome[spec.hash] for spec in specs]
+
+
+def insert_sweep_jobs():
+    from sqlalchemy import insert
+
+    return insert(SweepJob)
 
 
 def to_send(submitted: Sequence[Submitted]) -> list[Submitted]:
@@ -144,9 +163,8 @@ def publish(broker_url: str, submitted: Sequence[Submitted], *, priority: int = 
     except Exception:
         _undo(sending)
         raise
-    with db.session() as s:
-        for job_id, task in ids.items():
-            s.execute(update(Job).where(Job.id == job_id).values(task_id=task))
+    with db.session() as s:  # one executemany, not one UPDATE round trip per job
+        s.execute(update(Job), [{"id": job_id, "task_id": task} for job_id, task in ids.items()])
 
 
 def _undo(sending: Sequence[Submitted]) -> None:

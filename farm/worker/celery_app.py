@@ -60,7 +60,9 @@ def make_app(broker_url: str | None = None) -> Celery:
         result_backend_transport_options=transport_options(),
         broker_connection_retry_on_startup=True,
         broker_connection_timeout=5,
-        worker_send_task_events=True, task_send_sent_event=True,  # Flower, `celery events`
+        # Flower and `celery events` see workers and task progress; no "sent" event per message,
+        # which would double the cost of submitting a sweep.
+        worker_send_task_events=True, task_send_sent_event=False,
         task_default_queue="gpu", task_create_missing_queues=True,
         worker_hijack_root_logger=False,
         task_track_started=True,

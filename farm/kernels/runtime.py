@@ -6,6 +6,7 @@ farm.kernels runs (on its CPU reference path) where there is no CUDA or no PyCUD
 
 from __future__ import annotations
 
+import atexit
 import threading
 from functools import lru_cache
 
@@ -54,9 +55,19 @@ def _init():
         ctx = cuda.Device(dev).retain_primary_context()
         ctx.push()  # stays current on this thread; torch uses the same primary context
         stream = cuda.Stream()
+        atexit.register(_release)
         _state.update(cuda=cuda, ctx=ctx, device=dev, stream=stream,
                       tstream=torch.cuda.ExternalStream(stream.handle, device=dev))
         return _state
+
+
+def _release() -> None:
+    """Pop the primary context at exit (PyCUDA aborts the process if the stack is not empty)."""
+    try:
+        _state["cuda"].Context.synchronize()
+        _state.pop("ctx").pop()
+    except Exception:
+        pass
 
 
 def stream() -> torch.cuda.ExternalStream:

@@ -159,7 +159,8 @@ class StagePlan:
         oh, ow = shape.out_hw
         self.tiles_h, self.tiles_w = -(-oh // cfg.th), -(-ow // cfg.tw)
         self.nchunk = -(-shape.c // ck)
-        self.grid = (shape.n * self.tiles_h * self.tiles_w, gtable.tiles, 1)
+        groups = gtable.perm.numel() // cfg.rb  # the table's rows are slots: RB per block
+        self.grid = (shape.n * self.tiles_h * self.tiles_w, groups, 1)
         self.block = (cfg.threads, 1, 1)
         ih, iw = cfg.patch(g)
         self.smem = ck * ih * iw * 4

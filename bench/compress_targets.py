@@ -93,6 +93,8 @@ def run(args) -> dict:
         cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **DENSE, seed=args.seed, eval_every=1000)
         p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True)
         states[sparsity] = copy.deepcopy(model.state_dict())
+        if args.save_dir:
+            torch.save(states[sparsity], args.save_dir / f"resnet20_prune_{int(sparsity * 100)}.pt")
         log(f"resnet20_prune_{int(sparsity * 100)}", {
             "accuracy": p.accuracy, "drop_points": 100 * (dense - p.accuracy), "sparsity": p.sparsity,
             "overall_sparsity": p.overall_sparsity, "epochs": cfg.epochs,

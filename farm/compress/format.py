@@ -59,11 +59,12 @@ class SizeReport:
 def _as_sparse_tensor(name: str, w: torch.Tensor, quantized: dict[str, SparseTensor]) -> SparseTensor | None:
     """The quantizer's record if it still matches the weight, else a codebook if the weight has at
     most 256 distinct nonzeros, else fp32 CSR when that is smaller than dense, else None."""
+    half = w.dtype == torch.float16
     w = w.detach().float().cpu()
     st = quantized.get(name)
     if st is not None and tuple(st.shape) == tuple(w.shape) and _same_bits(st.to_dense(), w):
         return st
-    st = SparseTensor.from_dense(w)
+    st = SparseTensor.from_dense(w, "fp16" if half else "fp32")
     levels = np.unique(st.values)
     if 0 < len(levels) <= 256 and len(levels) * 4 < st.nnz:
         bits = max(2, int(np.ceil(np.log2(len(levels)))))
@@ -100,11 +101,11 @@ def _values_blob(st: SparseTensor, entry: dict) -> bytes:
     return values.tobytes()
 
 
-def _encode_layer(name: str, st: SparseTensor, huffman: bool) -> tuple[dict, list[bytes]]:
+def _encode_layer(name: str, st: SparseTensor, huffman: bool, dtype: str) -> tuple[dict, list[bytes]]:
     rows = np.repeat(np.arange(st.rows), np.diff(st.row_ptr))
     index = encode_positions(rows * st.cols + st.col_idx.astype(np.int64), st.rows, st.cols, huffman)
     blobs = list(index.blobs)
-    entry = {"k": name, "s": list(st.shape), "q": st.scheme, "b": st.bits, "n": st.nnz,
+    entry = {"k": name, "s": list(st.shape), "q": st.scheme, "b": st.bits, "n": st.nnz, "d": dtype,
              "ix": [index.coding, index.param, int(index.huffman), index.symbols]}
     if st.codes is not None:
         used, code_blobs = _codes_blobs(st, huffman)
@@ -151,7 +152,7 @@ def save_compressed(model: nn.Module, path: str | Path, *, huffman: bool = True,
     for name, t in state.items():
         st = _as_sparse_tensor(name, t, quantized) if name in layers else None
         if st is not None:
-            entry, parts = _encode_layer(name, st, huffman)
+            entry, parts = _encode_layer(name, st, huffman, NAMES[t.dtype])
         else:
             entry, parts = _encode_dense(name, t)
             entry["w"] = int(name in layers)
@@ -205,9 +206,11 @@ class CompressedModel:
     dense: dict[str, torch.Tensor]            # every other tensor
     order: list[str]                          # state_dict order
     path: str = ""
+    dtypes: dict[str, torch.dtype] = field(default_factory=dict)  # of the weights in `tensors`
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: self.dense[k] if k in self.dense else self.tensors[k].to_dense() for k in self.order}
+        return {k: self.dense[k] if k in self.dense else
+                self.tensors[k].to_dense().to(self.dtypes.get(k, torch.float32)) for k in self.order}
 
     def quantized(self) -> dict[str, SparseTensor]:
         return {k: st for k, st in self.tensors.items() if st.scheme in ("linear", "log", "kmeans")}
@@ -292,12 +295,13 @@ def load_compressed(path: str | Path) -> CompressedModel:
         header = json.loads(zlib.decompress(data[10: 10 + n]))
     except (zlib.error, ValueError) as e:
         raise CheckpointMismatch(f"{path} has a corrupt header: {e}") from None
-    offset, tensors, dense, order = 10 + n, {}, {}, []
+    offset, tensors, dense, order, dtypes = 10 + n, {}, {}, [], {}
     for e in header["e"]:
         blobs, offset = _take(data, offset, e.get("z", []), path)
         order.append(e["k"])
         if "q" in e:
             tensors[e["k"]] = _decode_layer(e, blobs)
+            dtypes[e["k"]] = DTYPES[e.get("d", "f32")]
         elif e.get("w"):
             dense[e["k"]] = _decode_dense(e, blobs)
             tensors[e["k"]] = SparseTensor.from_dense(dense[e["k"]])
@@ -305,4 +309,4 @@ def load_compressed(path: str | Path) -> CompressedModel:
             dense[e["k"]] = _decode_dense(e, blobs)
     if offset != len(data):
         raise CheckpointMismatch(f"{path} is truncated or has trailing bytes ({len(data) - offset})")
-    return CompressedModel(tensors, dense, order, str(path))
+    return CompressedModel(tensors, dense, order, str(path), dtypes)

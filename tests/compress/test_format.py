@@ -88,6 +88,15 @@ def test_unquantized_sparse_and_dense_models(tmp_path):
     assert load_compressed(tmp_path / "d.farm").tensors["conv2.weight"].scheme == "fp32"
 
 
+def test_half_precision_models_round_trip(tmp_path):
+    model = _resnet(0.9).half()  # what the quantize stage saves for scheme fp16
+    report = save_compressed(model, tmp_path / "h.farm")
+    cm = load_compressed(tmp_path / "h.farm")
+    _assert_bit_exact(cm.state_dict(), model.state_dict())
+    assert cm.tensors["layer1.0.conv1.weight"].scheme == "fp16"
+    assert report.ratio > 10
+
+
 @pytest.mark.parametrize("density", [0.0, 0.001, 0.05, 0.1, 0.3, 0.6, 1.0])
 def test_index_codings_round_trip(density):
     rng = np.random.default_rng(1)

@@ -202,7 +202,9 @@ def _row(name, t, entry, nbytes, st) -> dict:
 
 @dataclass
 class CompressedModel:
-    tensors: dict[str, SparseTensor]          # every conv/linear weight, by state_dict key
+    # Conv/linear weights stored sparse or quantized, by state_dict key ("layer1.0.conv1.weight"):
+    # what the kernels run. Weights stored dense (e.g. an unpruned fp32 first conv) are in `dense`.
+    tensors: dict[str, SparseTensor]
     dense: dict[str, torch.Tensor]            # every other tensor
     order: list[str]                          # state_dict order
     path: str = ""
@@ -302,9 +304,6 @@ def load_compressed(path: str | Path) -> CompressedModel:
         if "q" in e:
             tensors[e["k"]] = _decode_layer(e, blobs)
             dtypes[e["k"]] = DTYPES[e.get("d", "f32")]
-        elif e.get("w"):
-            dense[e["k"]] = _decode_dense(e, blobs)
-            tensors[e["k"]] = SparseTensor.from_dense(dense[e["k"]])
         else:
             dense[e["k"]] = _decode_dense(e, blobs)
     if offset != len(data):

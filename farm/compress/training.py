@@ -90,8 +90,14 @@ def _autocast(device: torch.device, bf16: bool):
 
 
 def _prepare(model: nn.Module, device: torch.device) -> nn.Module:
-    # channels_last on the CPU too: faster convolutions there as well, and one layout to test.
-    return model.to(device, memory_format=torch.channels_last)
+    # channels_last only on CUDA: on a CPU it made ResNet-20 steps 2-3x slower (torch 2.14, mkldnn).
+    if device.type == "cuda":
+        return model.to(device, memory_format=torch.channels_last)
+    return model.to(device)
+
+
+def _layout(x: Tensor, device: torch.device) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
 @torch.no_grad()
@@ -105,7 +111,7 @@ def evaluate(model: nn.Module, data: Dataset, *, device=None, tta: bool = False,
     correct = 0
     for i in range(0, len(data.test_x), batch_size):
         x = data.test_x[i: i + batch_size].to(device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = _layout(x, device)
         with _autocast(device, True):
             logits = model(x).float()
             if tta:
@@ -182,7 +188,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
         for i in range(steps_per_epoch):
             idx = order[i * config.batch_size: (i + 1) * config.batch_size]
             x, y = xs[idx], data.train_y[idx]
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = _layout(x, device)
             hooks.before_forward(step)
             with _autocast(device, config.bf16):
                 loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)

@@ -15,7 +15,8 @@ from farm.kernels import runtime, tuning
 from farm.kernels.csrconv.config import TileConfig, candidates, variant_for
 from farm.kernels.csrconv.launch import ConvShape, GpuTable, Plan
 from farm.kernels.csrconv.table import build_table, pattern_hash, weight_format
-from farm.kernels.csrtile.family import StageConfig, StagePlan, build_stage_table, stage_candidates
+from farm.kernels.csrtile.family import (
+    StageConfig, StagePlan, build_stage_table, max_chunk_entries, stage_candidates)
 
 DTYPES = {torch.float32: "fp32", torch.float16: "fp16"}
 
@@ -154,14 +155,14 @@ class SparseConv2d(FusedConv):
         key = ("stage", config, geometry)
         if key not in self._tables:
             t, ck = build_stage_table(self.weight_record, geometry, config, self.scale.cpu().numpy())
-            self._tables[key] = (GpuTable(t, device), ck)
+            self._tables[key] = (GpuTable(t, device), ck, max_chunk_entries(t))
         return self._tables[key]
 
     def make_plan(self, shape, dtype, config, device):
         cs = self.conv_shape(shape)
         if isinstance(config, StageConfig):
-            table, ck = self.stage_table(config, cs.geometry, device)
-            return StagePlan(table, ck, cs, config, dtype == torch.float16)
+            table, ck, most = self.stage_table(config, cs.geometry, device)
+            return StagePlan(table, ck, cs, config, dtype == torch.float16, most)
         return Plan(self.table(config.rt, device), cs, config, dtype == torch.float16)
 
     def table_bytes(self, plan) -> int:

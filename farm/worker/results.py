@@ -54,10 +54,12 @@ def environment_id(session: Session, env: dict[str, Any]) -> int:
 
 
 def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, dict[str, Any]],
-                  timings: dict[str, Any]) -> None:
-    """Replace whatever an earlier attempt left, so each job ends with one set of rows."""
-    for table in (Metrics, LayerTiming, ModelTiming):
-        session.execute(delete(table).where(table.job_id == job.id))
+                  timings: dict[str, Any], *, fresh: bool = False) -> None:
+    """Replace whatever an earlier attempt left, so each job ends with one set of rows. Rows are
+    only ever written together with the job's success, so a first attempt (`fresh`) finds none."""
+    if not fresh:
+        for table in (Metrics, LayerTiming, ModelTiming):
+            session.execute(delete(table).where(table.job_id == job.id))
     metrics = metrics_row(spec, results)
     metrics.job_id = job.id
     session.add(metrics)

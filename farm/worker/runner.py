@@ -67,23 +67,25 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
     workdir = Path(tempfile.mkdtemp(prefix=f"farm-job{job_id}-"))
     try:
         with lifecycle.Heartbeat(claim):
-            results, timings = _run_stages(claim, workdir, notify)
+            results, timings, notes = _run_stages(claim, workdir, notify)
         spec = claim.spec
-        lifecycle.finish(claim, JobStatus.SUCCEEDED, _note(claim),
-                         write=lambda s, job: write_results(s, job, spec, results, timings))
+        outcome = (JobStatus.SUCCEEDED, "; ".join(notes) or None,
+                   lambda s, job: write_results(s, job, spec, results, timings, fresh=claim.attempt == 1))
     except Cancelled:
-        lifecycle.finish(claim, JobStatus.CANCELLED, "cancelled")
+        outcome = (JobStatus.CANCELLED, "cancelled", None)
     except KeyboardInterrupt:
         lifecycle.finish(claim, JobStatus.CANCELLED, "interrupted")
         raise
     except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
-        error = ensure_known(e)
         if not isinstance(e, FarmError):
             log.exception("job %s failed", job_id)
-        lifecycle.finish(claim, JobStatus.FAILED, str(error))
+        outcome = (JobStatus.FAILED, str(ensure_known(e)), None)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return _status(job_id)
+    status, message, write = outcome
+    if lifecycle.finish(claim, status, message, write=write):
+        return status
+    return _status(job_id)  # another attempt owns the job now
 
 
 def _status(job_id: int) -> JobStatus:
@@ -92,28 +94,22 @@ def _status(job_id: int) -> JobStatus:
         return job.status if job else JobStatus.FAILED
 
 
-def _note(claim: lifecycle.Claim) -> str | None:
-    with db.session() as s:
-        skipped = s.scalars(select(Stage.message).where(Stage.job_id == claim.job_id,
-                                                        Stage.status == StageStatus.SKIPPED)).all()
-    return "; ".join(m for m in skipped if m) or None
-
-
-def _run_stages(claim: lifecycle.Claim, workdir: Path, notify: Observer) -> tuple[dict, dict]:
+def _run_stages(claim: lifecycle.Claim, workdir: Path, notify: Observer) -> tuple[dict, dict, list[str]]:
     spec, count = claim.spec, len(claim.spec.stages)
     results: dict[str, dict] = {}
     timings: dict[str, Any] = {}
+    notes: list[str] = []
     current: Path | None = None
     for index, name in enumerate(spec.stages):
-        if lifecycle.report(claim, stage=name, progress=index / count):
-            raise Cancelled(f"job {claim.job_id} cancelled")
         notify("stage", {"name": name, "index": index, "count": count})
         output, current, reused = _run_stage(claim, name, index, current, workdir, notify)
         results[name] = output.result
         timings = output.timings or timings
+        if output.skipped:
+            notes.append(output.skipped)
         notify("stage_done", {"name": name, "reused": reused, "skipped": output.skipped,
                               "result": output.result})
-    return results, timings
+    return results, timings, notes
 
 
 def _progress_callback(claim: lifecycle.Claim, name: str, index: int, count: int,
@@ -145,8 +141,9 @@ def _run_stage(claim, name: str, index: int, current: Path | None, workdir: Path
     found = _wait_for_artifact(claim, key, name, notify) if reuse else None
     started = utcnow()
     if found is not None:
-        _record_stage(claim.job_id, name, StageStatus.REUSED, started, result=found.result,
-                      artifact_id=found.id)
+        if _record_stage(claim.job_id, name, StageStatus.REUSED, started, result=found.result,
+                         artifact_id=found.id, claim=claim, progress=(index + 1) / len(spec.stages)):
+            raise Cancelled(f"job {claim.job_id} cancelled")
         return StageOutput(found.result, artifacts.path_of(found)), artifacts.path_of(found), True
     try:
         return _compute_stage(claim, name, index, key, current, workdir, notify, started)
@@ -182,7 +179,10 @@ def _wait_for_artifact(claim, key: str, name: str, notify: Observer):
 def _compute_stage(claim, name: str, index: int, key: str | None, current: Path | None,
                    workdir: Path, notify: Observer, started) -> tuple[StageOutput, Path | None, bool]:
     spec = claim.spec
-    _record_stage(claim.job_id, name, StageStatus.RUNNING, started)
+    if _record_stage(claim.job_id, name, StageStatus.RUNNING, started, claim=claim,
+                     progress=index / len(spec.stages)):
+        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message="cancelled")
+        raise Cancelled(f"job {claim.job_id} cancelled before {name}")
     ctx = StageContext(spec=spec, device=torch_device(spec.device), workdir=workdir,
                        callback=_progress_callback(claim, name, index, len(spec.stages), notify))
     try:
@@ -207,8 +207,10 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
 
 
 def _record_stage(job_id: int, name: str, status: StageStatus, started, *, result=None,
-                  artifact_id: int | None = None, message: str | None = None) -> None:
-    """One row per (job, stage), updated in place by later attempts."""
+                  artifact_id: int | None = None, message: str | None = None,
+                  claim: lifecycle.Claim | None = None, progress: float | None = None) -> bool:
+    """One row per (job, stage), updated in place by later attempts. With `claim`, the same
+    transaction moves the job to this stage and returns whether cancel was requested."""
     with db.session() as s:
         row = s.scalars(select(Stage).where(Stage.job_id == job_id, Stage.name == name)).one_or_none()
         if row is None:
@@ -219,3 +221,11 @@ def _record_stage(job_id: int, name: str, status: StageStatus, started, *, resul
         done = status != StageStatus.RUNNING
         row.finished_at = utcnow() if done else None
         row.seconds = (row.finished_at - started).total_seconds() if done else None
+        if claim is None:
+            return False
+        job = s.get(Job, job_id)
+        if job.worker == claim.owner:
+            job.stage, job.heartbeat_at = name, utcnow()
+            if progress is not None:
+                job.progress = round(progress, 4)
+        return job.cancel_requested

@@ -128,3 +128,19 @@ def test_fold_and_fp16_come_after_finetuning(trained, synthetic):
     assert b.accuracy == pytest.approx(a.accuracy, abs=0.01)
     assert b.accuracy == evaluate(folded, synthetic)
     assert torch.equal(folded.bn2.running_mean, torch.zeros_like(folded.bn2.running_mean))
+
+
+def test_channels_last_weights_as_on_the_gpu(trained, synthetic):
+    """On CUDA the weights are channels_last: indexing must go by coordinates, not by memory."""
+    from farm.compress import sensitivity_scan
+
+    trained.to(memory_format=torch.channels_last)
+    assert not trained.conv2.weight.is_contiguous()
+    prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
+    zero = _nonzero_masks(trained)
+    sensitivity_scan(trained, synthetic, sparsities=(0.5,))
+    assert all(torch.equal(w != 0, zero[n]) for n, w in weight_layers(trained).items())
+    result = quantize_and_finetune(trained, synthetic, KMeansQuant(3), TrainConfig(epochs=1, batch_size=64, lr=0.02))
+    for name, w in weight_layers(trained).items():
+        assert torch.equal(w != 0, zero[name])
+        assert torch.equal(result.tensors[name].to_dense(), w.detach().cpu())

@@ -277,7 +277,7 @@ class StraightThroughHooks(StepHooks):
     def before_forward(self, step: int) -> None:
         self.shadows = [w.detach().clone() for _, w, _ in self.layers]
         for _, w, mask in self.layers:
-            w.copy_(quantize_tensor(w * mask, self.quant).to_dense().to(w.device, w.dtype))
+            w.copy_(fake_quantize(w, mask, self.quant))
 
     @torch.no_grad()
     def before_update(self, step: int) -> None:
@@ -298,6 +298,28 @@ class StraightThroughHooks(StepHooks):
         for name, w, mask in self.layers:
             self.tensors[name] = quantize_tensor(w * mask, self.quant)
             w.copy_(self.tensors[name].to_dense().to(w.device, w.dtype))
+
+
+def fake_quantize(w: Tensor, mask: Tensor, quant: Quantization) -> Tensor:
+    """The dense values quantize_tensor(w * mask) decodes to, computed on w's device without
+    building the codes (no host round trip: this runs before every training step)."""
+    w = torch.where(mask, w, torch.zeros_like(w)).float()
+    if quant.scheme == "linear":
+        qmax = (1 << (quant.bits - 1)) - 1
+        peak = w.abs().amax(dim=tuple(range(1, w.ndim)), keepdim=True)
+        scale = torch.where(peak > 0, peak / qmax, torch.ones_like(peak))
+        q = torch.round(w / scale).clamp(-qmax, qmax)
+        q = torch.where(q == 0, torch.sign(w), q)
+        return q * scale
+    if quant.scheme == "log":
+        levels = 1 << (quant.bits - 1)
+        nonzero = w != 0
+        if not nonzero.any():
+            return w
+        top = torch.round(torch.log2(w.abs().max()))
+        e = torch.round(torch.log2(torch.where(nonzero, w.abs(), torch.ones_like(w)))).clamp(top - levels + 1, top)
+        return torch.where(nonzero, torch.sign(w) * torch.exp2(e), torch.zeros_like(w))
+    raise InvalidSpec(f"fake_quantize handles linear and log, not {quant.scheme!r}")
 
 
 def _flat_index(st: SparseTensor) -> Tensor:

@@ -177,7 +177,10 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
     opt = _optimizer(model, config)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _one_cycle(config, total))
     history, train_seconds, step = [], 0.0, 0
-    accuracy = evaluate(model, data, device=device, tta=tta) if config.epochs == 0 else float("nan")
+    accuracy = float("nan")
+    if config.epochs == 0:  # no training: the hooks' final state (e.g. pruned) is what is measured
+        hooks.finish()
+        accuracy = evaluate(model, data, device=device, tta=tta)
     model.train()
     for epoch in range(config.epochs):
         _sync(device)
@@ -212,8 +215,6 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
         history.append(event)
         if callback:
             callback(dict(event))  # may raise farm.errors.Cancelled: it propagates on purpose
-    if config.epochs == 0:
-        hooks.finish()
     return TrainResult(accuracy, config.epochs, train_seconds, time.perf_counter() - wall, str(device), history)
 
 

@@ -100,3 +100,12 @@ def test_cancel_during_retraining(trained, synthetic):
     with pytest.raises(Cancelled):
         prune_and_retrain(trained, synthetic, MagnitudePruning(0.5), TrainConfig(epochs=3, batch_size=64),
                           callback=cancel)
+
+
+def test_no_retraining_measures_the_pruned_model(trained, synthetic):
+    from farm.compress import evaluate
+
+    result = prune_and_retrain(trained, synthetic, MagnitudePruning(0.95, schedule="oneshot"), TrainConfig(epochs=0))
+    zeros, total = _zero_count(trained)
+    assert zeros == round(0.95 * total)
+    assert result.accuracy == evaluate(trained, synthetic) != result.accuracy_before

@@ -144,3 +144,13 @@ def test_channels_last_weights_as_on_the_gpu(trained, synthetic):
     for name, w in weight_layers(trained).items():
         assert torch.equal(w != 0, zero[name])
         assert torch.equal(result.tensors[name].to_dense(), w.detach().cpu())
+
+
+@pytest.mark.parametrize("quant", [LinearQuant(2), LinearQuant(5), LogQuant(2), LogQuant(4)], ids=str)
+def test_fake_quantize_matches_the_codes(trained, quant):
+    from farm.compress.quantization import fake_quantize, quantize_tensor
+
+    prune_(trained, MagnitudePruning(0.6, schedule="oneshot"))
+    for name, w in weight_layers(trained).items():
+        w = w.detach()
+        assert torch.equal(fake_quantize(w, w != 0, quant), quantize_tensor(w, quant).to_dense())

@@ -120,8 +120,11 @@ def quantize(ctx: StageContext, pruned: Path) -> StageOutput:
 
 
 def _gpu_index() -> int | None:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0]
-    return int(visible) if visible.isdigit() else None
+    """The host's index of this worker's GPU: FARM_GPU_INDEX in a container (which sees its GPU as
+    device 0), else the CUDA_VISIBLE_DEVICES pin set by `farm worker --gpu N`."""
+    visible = os.environ.get("FARM_GPU_INDEX") or os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    first = visible.split(",")[0]
+    return int(first) if first.isdigit() else None
 
 
 def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:

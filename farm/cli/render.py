@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
@@ -25,6 +26,12 @@ class Format(str, Enum):
     csv = "csv"
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
 def _dict(row: Any) -> dict[str, Any]:
     return row.to_dict() if hasattr(row, "to_dict") else dict(row)
 
@@ -32,6 +39,8 @@ def _dict(row: Any) -> dict[str, Any]:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, datetime):
+        return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
     if isinstance(value, (list, dict)):
@@ -43,7 +52,7 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
     data = [_dict(r) for r in items]
     columns = columns or (list(data[0]) if data else [])
     if fmt == Format.json:
-        sys.stdout.write(json.dumps([{c: d.get(c) for c in columns} for d in data], indent=2) + "\n")
+        sys.stdout.write(json.dumps([{c: d.get(c) for c in columns} for d in data], indent=2, default=_default) + "\n")
     elif fmt == Format.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
@@ -63,6 +72,6 @@ def record(item: Any, fmt: Format, *, title: str | None = None) -> None:
     """One object: JSON as it is, otherwise a two-column field/value table."""
     data = _dict(item)
     if fmt == Format.json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
         return
     rows([{"field": k, "value": v} for k, v in data.items()], fmt, columns=["field", "value"], title=title)

@@ -164,5 +164,7 @@ def ensure_known(error: Exception) -> FarmError:
     """Any exception from a stage as a FarmError with one line (the job's message)."""
     if isinstance(error, FarmError):
         return error
+    if type(error).__name__ == "SoftTimeLimitExceeded":  # Celery's, raised inside the stage
+        return FarmError("ran past the job time limit (FARM_JOB_TIME_LIMIT seconds)")
     line = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return FarmError(f"{type(error).__name__}: {line}" if line else type(error).__name__)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -175,6 +177,14 @@ def test_cancel_waiting_and_running_jobs(workers, farm_cluster):
     workers.start(1)
     running = _submit(farm_cluster, *SLOW, "--seed", "32")
     wait_for(lambda: _running_in_train(running), timeout=60, what="the job to be training")
+    # Celery's own tools see the worker and its job.
+    env = {k: v for k, v in os.environ.items()}
+    inspect = subprocess.run([sys.executable, "-m", "celery", "-A", "farm.worker.celery_app", "inspect",
+                              "active", "--json", "-t", "5"], env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert inspect.returncode == 0, inspect.stderr
+    active = [t for tasks in json.loads(inspect.stdout.strip().splitlines()[-1]).values() for t in tasks]
+    assert [t["name"] for t in active] == ["farm.run_job"] and active[0]["args"] == [running]
     r = run_farm(["cancel", str(running), "--format", "json"], farm_cluster)
     assert json.loads(r.stdout)[0]["note"].startswith("cancel requested")
     done = wait_for(lambda: _job(running).status.is_finished and _job(running), timeout=30,
@@ -193,3 +203,37 @@ def test_cancel_waiting_and_running_jobs(workers, farm_cluster):
     with db.session() as s:
         assert s.scalar(select(Stage.message).where(Stage.job_id == waiting, Stage.name == "benchmark")
                         ).startswith("skipped: no GPU")
+
+
+def test_sweep_cancel_resume_and_scheduled_start(farm_cluster, tmp_path, redis_url):
+    import redis
+
+    path = tmp_path / "sweep.yaml"
+    path.write_text(SWEEP)
+    r = run_farm(["sweep", "submit", str(path), "--format", "json"], farm_cluster)
+    sweep_id = json.loads(r.stdout)[0]["sweep_id"]
+    r = run_farm(["sweep", "cancel", str(sweep_id), "--format", "json"], farm_cluster)
+    assert {row["status"] for row in json.loads(r.stdout)} == {"cancelled"}
+
+    r = run_farm(["sweep", "resume", str(sweep_id), "--format", "json"], farm_cluster)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["sent"] == 12
+    assert {j.status for j in _jobs()} == {JobStatus.QUEUED}
+    r = run_farm(["sweep", "resume", str(sweep_id), "--format", "json"], farm_cluster)
+    assert json.loads(r.stdout)[0]["sent"] == 0  # nothing failed or missing: nothing re-sent
+
+    # --at: a second sweep's jobs wait on the broker with an ETA, at the given priority.
+    other = tmp_path / "other.yaml"
+    other.write_text(SWEEP.replace("seed", "x") + "  seed: 5\n")
+    r = run_farm(["sweep", "submit", str(other), "--at", "03:30", "--priority", "7", "--format", "json"],
+                 farm_cluster)
+    assert r.returncode == 0, r.stderr
+    later = json.loads(r.stdout)[0]
+    assert later["start_at"] and later["sent"] == 12
+    scheduled = [j for j in _jobs() if j.status == JobStatus.SCHEDULED]
+    assert len(scheduled) == 12 and all(j.priority == 7 for j in scheduled)
+    client = redis.Redis.from_url(redis_url)
+    messages = [json.loads(m) for k in client.keys("cpu*") if client.type(k) == b"list"
+                for m in client.lrange(k, 0, -1)]
+    assert sum(1 for m in messages if m["headers"].get("eta")) == 12
+    assert client.llen("cpu:2") == 12  # farm priority 7 is Redis priority 2 (lower runs first)

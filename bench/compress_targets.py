@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from farm.compress import (KMeansQuant, MagnitudePruning, TrainConfig, evaluate, prune_and_retrain,
+from farm.compress import (KMeansQuant, MagnitudePruning, TrainConfig, guarded_prune, prune_and_retrain,
                            quantize_and_finetune, save_compressed, train)
 from farm.models import get_model, load_dataset
 
@@ -84,6 +84,7 @@ def run(args) -> dict:
     pipeline_seconds, pipeline_wall = r.train_seconds, r.wall_seconds
 
     # Gradual pruning, each level from the one before.
+    dense_state = copy.deepcopy(model.state_dict())
     if args.save_dir:
         args.save_dir.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), args.save_dir / "resnet20_dense.pt")
@@ -126,6 +127,14 @@ def run(args) -> dict:
                 pipeline_seconds += q.train["train_seconds"]
                 pipeline_wall += seconds
     log("resnet20_pipeline", {"train_seconds": pipeline_seconds, "wall_seconds": pipeline_wall})
+
+    if args.guarded:
+        # The accuracy-guarded search: per-layer sparsities for 95% within 0.3 pt, from the dense model.
+        guarded = _model("resnet20", data, args.seed).to(device)
+        guarded.load_state_dict(dense_state)
+        g = guarded_prune(guarded, data, 0.95, 0.003, TrainConfig(epochs=scale(PRUNE_EPOCHS[0.95]), **DENSE,
+                          seed=args.seed, eval_every=1000), max_trials=2, device=device, tta=True)
+        log("resnet20_guarded_95_0.3pt", {k: v for k, v in g.to_dict().items() if k not in ("sensitivity", "layers")})
 
     if not args.skip_vgg:
         vgg = _model("vgg16", data, args.seed)
@@ -173,6 +182,7 @@ def main() -> None:
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="multiply every stage's epochs")
     parser.add_argument("--dense-epochs", type=int, default=None, help="instead of fitting the time target")
     parser.add_argument("--skip-vgg", action="store_true")
+    parser.add_argument("--guarded", action="store_true", help="also run the accuracy-guarded search (95%%, 0.3 pt)")
     parser.add_argument("--cpu", action="store_true")
     parser.add_argument("--save-dir", type=Path, default=None, help="keep the compressed files here")
     parser.add_argument("--quick", action="store_true", help="a CPU check: 500 images, 1 epoch a stage")

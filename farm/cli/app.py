@@ -180,8 +180,10 @@ def show(job: Annotated[int, typer.Argument(help="job id")], fmt: FormatOpt = Fo
 def results(
     model: Annotated[list[str] | None, typer.Option(help="model name (repeatable)")] = None,
     dataset: Annotated[list[str] | None, typer.Option(help="dataset name (repeatable)")] = None,
-    sparsity_min: Annotated[float | None, typer.Option(help="target sparsity at least")] = None,
-    sparsity_max: Annotated[float | None, typer.Option(help="target sparsity at most")] = None,
+    sparsity_min: Annotated[float | None, typer.Option("--sparsity-min", "--min-sparsity",
+                                                       help="target sparsity at least")] = None,
+    sparsity_max: Annotated[float | None, typer.Option("--sparsity-max", "--max-sparsity",
+                                                       help="target sparsity at most")] = None,
     scheme: Annotated[list[str] | None, typer.Option(help="weight scheme (repeatable)")] = None,
     bits: Annotated[list[int] | None, typer.Option(help="bits (repeatable)")] = None,
     sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
@@ -197,26 +199,6 @@ def results(
                                   sparsity_max=sparsity_max, scheme=scheme or None, bits=bits or None,
                                   sweep=sweep)
     render.rows(rows, fmt, columns=RESULT_COLUMNS if fmt == Format.table else None, title="results")
-
-
-@app.command()
-def compare(jobs: Annotated[list[int], typer.Argument(help="two or more job ids")],
-            fmt: FormatOpt = Format.table):
-    """Jobs side by side: one column per job."""
-    from farm import db
-
-    with db.session() as s:
-        for j in jobs:
-            db.queries.get_job(s, j)  # NotFound names the missing one
-        rows = {r.job_id: r.to_dict() for r in db.queries.results(s, job_ids=jobs)}
-        states = {r.job_id: r.to_dict() for r in db.queries.jobs(s, job_ids=jobs)}
-    merged = [{**states[j], **rows.get(j, {})} for j in jobs]
-    if fmt != Format.table:
-        render.rows(merged, fmt)
-        return
-    fields = ["status", *RESULT_COLUMNS[1:], "method", "seed", "pruned_accuracy", "dense_bytes"]
-    render.rows([{"field": f, **{f"job {m['job_id']}": m.get(f) for m in merged}} for f in fields],
-                fmt, title="compare")
 
 
 @app.command()
@@ -270,8 +252,13 @@ def worker(
 
 def _register_subcommands() -> None:
     from farm.cli.db import db_app
+    from farm.cli.plot import plot_app
+    from farm.cli.report import compare, report
     from farm.cli.sweep import sweep_app
 
+    app.command()(compare)  # jobs side by side (farm.report.compare)
+    app.command()(report)  # a sweep's HTML report
+    app.add_typer(plot_app, name="plot")
     app.add_typer(sweep_app, name="sweep")
     app.add_typer(db_app, name="db")
 

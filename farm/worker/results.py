@@ -17,6 +17,8 @@ ENV_FIELDS = ("gpu", "driver", "cuda", "cudnn", "torch", "pycuda", "python", "ho
 LAYER_FIELDS = ("layer", "batch", "dtype", "weight_scheme", "sparsity", "ours_ms", "cudnn_fp32_ms",
                 "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "max_rel_err", "floor_ms")
 MODEL_FIELDS = ("batch", "dense_fp32_ms", "dense_tf32_ms", "dense_fp16_ms", "sparse_ms")
+# Repeated in every row by farm.kernels; stored once (environments), not per row in `extra`.
+PER_RUN = ("env", "ceilings")
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -76,7 +78,7 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
             speedup_tf32=r.get("speedup_tf32") or _ratio(r.get("cudnn_tf32_ms"), r.get("ours_ms")),
             speedup_fp16=r.get("speedup_fp16") or _ratio(r.get("cudnn_fp16_ms"), r.get("ours_ms")),
             speedup_cusparse=r.get("speedup_cusparse") or _ratio(r.get("cusparse_ms"), r.get("ours_ms")),
-            extra={k: v for k, v in r.items() if k not in LAYER_FIELDS and k != "shape"} or None))
+            extra={k: v for k, v in r.items() if k not in (*LAYER_FIELDS, *PER_RUN, "shape")} or None))
     for r in timings.get("model", []):
         known = {k: r.get(k) for k in MODEL_FIELDS}
         session.add(ModelTiming(
@@ -84,4 +86,4 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
             speedup_fp32=r.get("speedup_fp32") or _ratio(r.get("dense_fp32_ms"), r.get("sparse_ms")),
             speedup_tf32=r.get("speedup_tf32") or _ratio(r.get("dense_tf32_ms"), r.get("sparse_ms")),
             speedup_fp16=r.get("speedup_fp16") or _ratio(r.get("dense_fp16_ms"), r.get("sparse_ms")),
-            extra={k: v for k, v in r.items() if k not in MODEL_FIELDS} or None))
+            extra={k: v for k, v in r.items() if k not in (*MODEL_FIELDS, *PER_RUN)} or None))

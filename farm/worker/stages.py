@@ -136,7 +136,7 @@ def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:
     load_compressed = _require("farm.compress", "load_compressed", "benchmark")
     model = ctx.new_model()
     load_compressed(compressed).load_into(model)
-    shape = (ctx.data.in_channels, *ctx.data.input_size)
+    shape = (1, ctx.data.in_channels, *ctx.data.input_size)  # (N, C, H, W); N is each of batches
     try:
         layers = _require(kernels, "benchmark_layers", "benchmark")(model, shape, list(ctx.spec.batches))
         whole = _require(kernels, "benchmark_model", "benchmark")(model, shape, list(ctx.spec.batches))
@@ -145,6 +145,7 @@ def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:
         return StageOutput({}, skipped=f"skipped: no GPU ({e})")
     timings = {"layers": layers, "model": whole, "environment": env, "gpu_index": _gpu_index()}
     summary = {"layers": len(layers), "batches": list(ctx.spec.batches),
+               "ceilings": layers[0].get("ceilings") if layers else None,
                "best_speedup_fp32": max((r.get("speedup_fp32") or 0 for r in whole), default=None)}
     return StageOutput(summary, timings=timings)
 

@@ -10,7 +10,7 @@
 from farm.compress.format import CompressedModel, SizeReport, load_compressed, save_compressed
 from farm.compress.pruning import MagnitudePruning, PruneResult, gradual_schedule, prune_, prune_and_retrain
 from farm.compress.quantization import (
-    KMeansQuant, LinearQuant, LogQuant, QuantResult, quantization, quantize_, quantize_and_finetune)
+    KMeansQuant, LinearQuant, LogQuant, QuantResult, quant_config, quantize_, quantize_and_finetune)
 from farm.compress.search import GuardedResult, SensitivityResult, guarded_prune, sensitivity_scan
 from farm.compress.sparse_tensor import SparseTensor
 from farm.compress.training import TrainConfig, TrainResult, evaluate, train
@@ -19,6 +19,6 @@ __all__ = [
     "SparseTensor", "TrainConfig", "TrainResult", "evaluate", "train",
     "CompressedModel", "SizeReport", "load_compressed", "save_compressed",
     "MagnitudePruning", "PruneResult", "gradual_schedule", "prune_", "prune_and_retrain",
-    "KMeansQuant", "LinearQuant", "LogQuant", "QuantResult", "quantization", "quantize_",
+    "KMeansQuant", "LinearQuant", "LogQuant", "QuantResult", "quant_config", "quantize_",
     "quantize_and_finetune", "GuardedResult", "SensitivityResult", "guarded_prune", "sensitivity_scan",
 ]

@@ -68,7 +68,7 @@ class KMeansQuant(Quantization):
     scheme = "kmeans"
 
 
-def quantization(scheme: str, bits: int, **options) -> Quantization:
+def quant_config(scheme: str, bits: int, **options) -> Quantization:
     """A config by scheme name, as the CLI and job specs give it."""
     classes = {"linear": LinearQuant, "log": LogQuant, "kmeans": KMeansQuant}
     if scheme not in classes:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from farm.compress import (KMeansQuant, LinearQuant, LogQuant, MagnitudePruning, TrainConfig, prune_,
-                           quantization, quantize_, quantize_and_finetune)
+                           quant_config, quantize_, quantize_and_finetune)
 from farm.compress.layers import weight_layers
 from farm.errors import InvalidSpec
 
@@ -66,7 +66,7 @@ def test_log_levels_are_powers_of_two(trained):
 def test_straight_through_finetuning_keeps_sparsity_and_grid(trained, synthetic, scheme):
     prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
     zero = _nonzero_masks(trained)
-    result = quantize_and_finetune(trained, synthetic, quantization(scheme, 4), TrainConfig(epochs=2, batch_size=64, lr=0.02))
+    result = quantize_and_finetune(trained, synthetic, quant_config(scheme, 4), TrainConfig(epochs=2, batch_size=64, lr=0.02))
     for name, w in weight_layers(trained).items():
         assert torch.equal(w != 0, zero[name])
         assert torch.equal(result.tensors[name].to_dense(), w.detach().cpu())
@@ -90,7 +90,7 @@ def test_bits_outside_2_to_8(bits):
 
 def test_unknown_scheme():
     with pytest.raises(InvalidSpec, match="unknown quantization scheme"):
-        quantization("ternary", 2)
+        quant_config("ternary", 2)
 
 
 def test_fold_bn_keeps_the_function_and_leaves_constant_statistics(synthetic, tmp_path):

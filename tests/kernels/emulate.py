@@ -1,5 +1,6 @@
-"""A numpy model of csrtile.cu's indexing (staging, offsets, strips, epilogue) for CPU tests:
-it reads the same table the GPU reads, so packing and addressing bugs show up without a GPU."""
+"""A numpy model of csrtile.cu's indexing (block of TPB tiles, staged chunks, entry segments,
+vertical strips, epilogue) for CPU tests: it reads the same table the GPU reads, so packing and
+addressing bugs show up without a GPU."""
 
 import numpy as np
 
@@ -14,42 +15,55 @@ def run_csrtile(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=None
     ow = (w + 2 * pad_w - g.dw * (g.kw - 1) - 1) // g.sw + 1
     ih_, iw_ = cfg.patch(g)
     tiles_h, tiles_w = -(-oh // cfg.th), -(-ow // cfg.tw)
-    nchunk = table.cptr.shape[1] - 1
+    ntiles = n_ * tiles_h * tiles_w
+    nchunk = -(-c // ck)
+    groups = len(table.perm) // cfg.rb
     off, val = decode_values(table)
     y = np.full((n_, k, oh, ow), np.nan)
     ty_n = cfg.th // cfg.p
-    tx, ty = np.meshgrid(np.arange(cfg.tw), np.arange(ty_n))
-    tx, ty = tx.ravel(), ty.ravel()
-    base = (ty * cfg.p * g.sh) * iw_ + tx * g.sw
-    for n in range(n_):
-        for tile in range(tiles_h * tiles_w):
-            oh0, ow0 = (tile // tiles_w) * cfg.th, (tile % tiles_w) * cfg.tw
-            ih0, iw0 = oh0 * g.sh - pad_h, ow0 * g.sw - pad_w
-            for grp in range(table.cptr.shape[0] // cfg.rb):
-                acc = np.zeros((cfg.rb, len(base), cfg.p))
-                for ch in range(nchunk):
-                    xs = np.zeros(ck * ih_ * iw_ + ih_ * iw_ * 2)
+    tid = np.arange(cfg.threads)
+    b = tid // (cfg.tw * ty_n)
+    t = tid % (cfg.tw * ty_n)
+    ty, tx = t // cfg.tw, t % cfg.tw
+    region = ck * ih_ * iw_
+    for blk in range(-(-ntiles // cfg.tpb)):
+        tiles = blk * cfg.tpb + b
+        active = (b < cfg.tpb) & (tiles < ntiles)
+        base = np.where(active, b * region + (ty * cfg.p * g.sh) * iw_ + tx * g.sw, 0)
+        for grp in range(groups):
+            acc = np.zeros((cfg.rb, len(tid), cfg.p))
+            for ch in range(nchunk):
+                xs = np.zeros(cfg.tpb * region)
+                for bb in range(cfg.tpb):
+                    tl = blk * cfg.tpb + bb
+                    if tl >= ntiles:
+                        continue
+                    nn, t2 = divmod(tl, tiles_h * tiles_w)
+                    ih0 = (t2 // tiles_w) * cfg.th * g.sh - pad_h
+                    iw0 = (t2 % tiles_w) * cfg.tw * g.sw - pad_w
                     for cc in range(min(ck, c - ch * ck)):
                         for iy in range(ih_):
                             for ix in range(iw_):
                                 hh, ww = ih0 + iy, iw0 + ix
                                 if 0 <= hh < h and 0 <= ww < w:
-                                    xs[(cc * ih_ + iy) * iw_ + ix] = x[n, ch * ck + cc, hh, ww]
-                    for r in range(cfg.rb):
-                        slot = grp * cfg.rb + r
-                        for i in range(table.cptr[slot, ch], table.cptr[slot, ch + 1]):
-                            for j in range(cfg.p):
-                                acc[r, :, j] += val[i] * xs[base + off[i] + j * g.sh * iw_]
+                                    xs[bb * region + (cc * ih_ + iy) * iw_ + ix] = x[nn, ch * ck + cc, hh, ww]
+                row = table.cptr[grp * nchunk + ch]
                 for r in range(cfg.rb):
-                    oc = table.perm[grp * cfg.rb + r]
-                    if oc < 0:
-                        continue
-                    for t in range(len(base)):
+                    for i in range(row[r], row[r + 1]):
                         for j in range(cfg.p):
-                            yy, xx = oh0 + ty[t] * cfg.p + j, ow0 + tx[t]
-                            if yy < oh and xx < ow:
-                                v = acc[r, t, j] * table.oscale[oc] + bias[oc]
-                                if res is not None:
-                                    v += res[n, oc, yy, xx]
-                                y[n, oc, yy, xx] = max(v, 0) if relu else v
+                            acc[r, :, j] += val[i] * xs[base + off[i] + j * g.sh * iw_]
+            for r in range(cfg.rb):
+                oc = table.perm[grp * cfg.rb + r]
+                if oc < 0:
+                    continue
+                for q in np.nonzero(active)[0]:
+                    nn, t2 = divmod(int(tiles[q]), tiles_h * tiles_w)
+                    oh0, ow0 = (t2 // tiles_w) * cfg.th, (t2 % tiles_w) * cfg.tw
+                    for j in range(cfg.p):
+                        yy, xx = oh0 + ty[q] * cfg.p + j, ow0 + tx[q]
+                        if yy < oh and xx < ow:
+                            v = acc[r, q, j] * table.oscale[oc] + bias[oc]
+                            if res is not None:
+                                v += res[nn, oc, yy, xx]
+                            y[nn, oc, yy, xx] = max(v, 0) if relu else v
     return y

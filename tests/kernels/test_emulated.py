@@ -13,11 +13,11 @@ from farm.kernels.testing import pruned_weight, quantize
 from .emulate import run_csrtile
 
 CASES = [  # cin, cout, h, w, k, stride, pad, dil, config
-    (5, 11, 9, 7, 3, 1, 1, 1, StageConfig(4, 4, 7, 2)),
-    (6, 9, 12, 10, 3, 2, 1, 1, StageConfig(4, 3, 5, 3)),
-    (4, 7, 11, 11, 3, 1, 2, 2, StageConfig(8, 4, 6, 4)),
-    (9, 5, 6, 8, 1, 1, 0, 1, StageConfig(4, 2, 8, 2)),
-    (3, 6, 10, 9, 5, 2, 2, 1, StageConfig(4, 2, 3, 1)),
+    (5, 11, 9, 7, 3, 1, 1, 1, StageConfig(4, 4, 7, 2, 3)),
+    (6, 9, 12, 10, 3, 2, 1, 1, StageConfig(4, 3, 5, 3, 1)),
+    (4, 7, 11, 11, 3, 1, 2, 2, StageConfig(8, 4, 6, 4, 2)),
+    (9, 5, 6, 8, 1, 1, 0, 1, StageConfig(4, 2, 8, 2, 4)),
+    (3, 6, 10, 9, 5, 2, 2, 1, StageConfig(4, 2, 3, 1, 2)),
 ]
 
 

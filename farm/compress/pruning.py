@@ -54,6 +54,10 @@ class MagnitudePruning:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "MagnitudePruning":
+        return cls(**{**d, "keep_dense": tuple(d.get("keep_dense", (FIRST, CLASSIFIER)))})
+
 
 def gradual_schedule(final: float, steps: int, initial: float = 0.0) -> list[float]:
     """Zhu & Gupta's cubic ramp: s_k = s_f + (s_i - s_f) (1 - k/n)^3 for k = 1..n."""

@@ -51,6 +51,12 @@ class Quantization:
     def to_dict(self) -> dict:
         return {"scheme": self.scheme, **asdict(self)}
 
+    @staticmethod
+    def from_dict(d: dict) -> "Quantization":
+        """The config to_dict wrote, of the right class (JSON turns tuples into lists)."""
+        d = dict(d)
+        return quant_config(d.pop("scheme"), d.pop("bits"), **{**d, "skip": tuple(d.get("skip", ()))})
+
 
 @dataclass
 class LinearQuant(Quantization):

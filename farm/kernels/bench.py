@@ -142,20 +142,22 @@ def bench_layer(layer: SparseConv2d, shape, dtype, device, ceil: dict, *, name: 
     return row
 
 
-def _sparse_model(model, dtype):
+def _sparse_model(model, dtype, weights=None):
     from farm.kernels.sparsify import sparsify
 
     has = any(isinstance(m, FusedConv) for m in model.modules())
-    return model if has else sparsify(model, dtype=dtype, keep_dense_if_slower=False)
+    return model if has else sparsify(model, dtype=dtype, keep_dense_if_slower=False, weights=weights)
 
 
 def benchmark_layers(model: nn.Module, input_shape, batch_sizes, *, device="cuda",
-                     dtype: torch.dtype = torch.float32) -> list[dict]:
-    """Per sparse layer of `model` (sparsified here if it is not yet), at each batch size."""
+                     dtype: torch.dtype = torch.float32, weights: dict | None = None) -> list[dict]:
+    """Per sparse layer of `model` (sparsified here if it is not yet; `weights`: compressed
+    records by parameter name, e.g. load_compressed(path).tensors), at each batch size. A layer
+    whose kernel output does not match F.conv2d gets no row."""
     runtime.require_gpu()
     from farm.kernels.sparsify import layer_inputs
 
-    sm = _sparse_model(model, dtype).to(device)
+    sm = _sparse_model(model, dtype, weights).to(device)
     ceil, env, rows = ceilings(device), environment(), []
     names = {m: n for n, m in sm.named_modules()}
     for b in batch_sizes:
@@ -163,7 +165,8 @@ def benchmark_layers(model: nn.Module, input_shape, batch_sizes, *, device="cuda
         for m, shape in shapes.items():
             if isinstance(m, SparseConv2d):
                 row = bench_layer(m, shape, dtype, device, ceil, name=names[m])
-                rows.append({**row, "env": env, "ceilings": ceil})
+                if "ours_ms" in row:
+                    rows.append({**row, "env": env, "ceilings": ceil})
     return rows
 
 
@@ -173,8 +176,9 @@ def time_model(model, x, stream=None) -> float:
 
 
 def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda",
-                    dtype: torch.dtype = torch.float32) -> list[dict]:
-    """Whole-model latency, CUDA graphs on both sides: dense fp32 / TF32 / fp16 vs sparsified."""
+                    dtype: torch.dtype = torch.float32, weights: dict | None = None) -> list[dict]:
+    """Whole-model latency, CUDA graphs on both sides: dense fp32 / TF32 / fp16 vs sparsified.
+    max_rel_err compares the sparse model with the model's own forward in float64."""
     runtime.require_gpu()
     from farm.kernels.sparsify import sparsify
 
@@ -189,10 +193,10 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
             row["dense_fp32_ms"] = time_model(dense, x)
         with tf32(True):
             row["dense_tf32_ms"] = time_model(dense, x)
-        dh = (dense.half() if True else dense).to(memory_format=torch.channels_last)
-        row["dense_fp16_ms"] = time_model(dh, x.half().to(memory_format=torch.channels_last))
+        dense.half().to(memory_format=torch.channels_last)  # in place; restored below
+        row["dense_fp16_ms"] = time_model(dense, x.half().to(memory_format=torch.channels_last))
         dense.float().to(memory_format=torch.contiguous_format)
-        sm = sparsify(dense, dtype=dtype, input_shape=shape)
+        sm = sparsify(dense, dtype=dtype, input_shape=shape, weights=weights)
         xs = x.to(dtype)
         with torch.no_grad(), tf32(False):
             ref = dense.double()(x.double())

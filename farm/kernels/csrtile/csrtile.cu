@@ -31,6 +31,9 @@
 #ifndef TPB
 #define TPB 1
 #endif
+#ifndef SB  // staged input values each thread loads before storing them
+#define SB 8
+#endif
 #ifndef NTHREADS
 #define NTHREADS 128
 #endif
@@ -117,23 +120,38 @@ csrtile(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restr
     __syncthreads();  // the previous chunk is no longer read
     if (tid <= RB) rows_at[tid] = __ldg(cp + tid) - e_begin;
     for (int i = tid; i < e_count; i += NTHREADS) es[i] = tab[e_begin + i];
-    for (int idx = tid; idx < TPB * cc_n * IH * IW; idx += NTHREADS) {
-      const int bb = idx / (cc_n * IH * IW);
-      const int rem0 = idx - bb * (cc_n * IH * IW);
-      const int cc = rem0 / (IH * IW);
-      const int rem = rem0 - cc * (IH * IW);
-      const int iy = rem / IW, ix = rem - (rem / IW) * IW;
-      const int tl = blockIdx.x * TPB + bb;
-      float v = 0.f;
-      if (tl < ntiles) {
-        const int nn = tl / (TILES_H * TILES_W);
-        const int t2 = tl - nn * TILES_H * TILES_W;
-        const int ih = (t2 / TILES_W) * TH * SH - padh + iy;
-        const int iw = (t2 - (t2 / TILES_W) * TILES_W) * TW * SW - padw + ix;
-        if (ih >= 0 && ih < H && iw >= 0 && iw < W)
-          v = load_act(x + ((long long)nn * C + c0 + cc) * plane + (long long)ih * W + iw);
+    // Stage the input: SB independent loads per thread in flight before their stores (a
+    // load-then-store loop keeps one load in flight and was the bound, see docs/BENCHMARKS.md).
+    const int total = TPB * cc_n * IH * IW;
+    for (int first = tid; first < total; first += NTHREADS * SB) {
+      float v[SB];
+      int dst[SB];
+#pragma unroll
+      for (int u = 0; u < SB; ++u) {
+        const int idx = first + u * NTHREADS;
+        v[u] = 0.f;
+        dst[u] = -1;
+        if (idx < total) {
+          const int bb = idx / (cc_n * IH * IW);
+          const int rem0 = idx - bb * (cc_n * IH * IW);
+          const int cc = rem0 / (IH * IW);
+          const int rem = rem0 - cc * (IH * IW);
+          const int iy = rem / IW, ix = rem - (rem / IW) * IW;
+          const int tl = blockIdx.x * TPB + bb;
+          dst[u] = bb * (CK * IH * IW) + cc * (IH * IW) + rem;
+          if (tl < ntiles) {
+            const int nn = tl / (TILES_H * TILES_W);
+            const int t2 = tl - nn * TILES_H * TILES_W;
+            const int ih = (t2 / TILES_W) * TH * SH - padh + iy;
+            const int iw = (t2 - (t2 / TILES_W) * TILES_W) * TW * SW - padw + ix;
+            if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+              v[u] = load_act(x + ((long long)nn * C + c0 + cc) * plane + (long long)ih * W + iw);
+          }
+        }
       }
-      xs[bb * (CK * IH * IW) + cc * (IH * IW) + rem] = v;
+#pragma unroll
+      for (int u = 0; u < SB; ++u)
+        if (dst[u] >= 0) xs[dst[u]] = v[u];
     }
     __syncthreads();
     const float* xb = xs + base;

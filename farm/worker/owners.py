@@ -23,11 +23,22 @@ def owner_alive(worker: str | None, heartbeat_at: datetime | None) -> bool:
     if host == socket.gethostname() and pid.isdigit():
         if int(pid) == os.getpid():
             return False  # this very process is asking again: the earlier attempt is over
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return _process_alive(int(pid))
     return heartbeat_at is not None and utcnow() - heartbeat_at < timedelta(seconds=STALE_AFTER_S)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A killed process whose parent died too may stay a zombie where nobody reaps orphans
+    # (containers, minimal init): it answers signal 0 but runs nothing.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True

@@ -137,8 +137,17 @@ def test_sigkill_of_whole_worker_is_redelivered_to_another(workers, farm_cluster
     job = wait_for(lambda: _running_in_train(job_id), timeout=60, what="the job to be training")
     workers.kill(first)
     workers.start(1, extra_env=fast, wait=False)
-    done = wait_for(lambda: _job(job_id).status.is_finished and _job(job_id), timeout=150,
-                    every=1, what="the job to finish on the second worker")
+    try:
+        done = wait_for(lambda: _job(job_id).status.is_finished and _job(job_id), timeout=150,
+                        every=1, what="the job to finish on the second worker")
+    except AssertionError:
+        import redis
+
+        client = redis.Redis.from_url(farm_cluster["FARM_BROKER_URL"])
+        keys = {k: client.type(k) for k in client.keys("*")}
+        j = _job(job_id)
+        raise AssertionError(f"job {j.status} attempts={j.attempts} worker={j.worker} msg={j.message}; "
+                             f"redis keys {keys}\n{workers.logs()}") from None
     assert done.status == JobStatus.SUCCEEDED, done.message
     assert done.attempts == 2 and done.worker != job.worker
     assert _count(Metrics, job_id=job_id) == 1
@@ -175,7 +184,8 @@ def test_cancel_waiting_and_running_jobs(workers, farm_cluster):
     assert r.returncode == 0 and json.loads(r.stdout)[0]["status"] == "cancelled"
 
     workers.start(1)
-    running = _submit(farm_cluster, *SLOW, "--seed", "32")
+    long = [*SLOW[:5], "400", *SLOW[6:]]  # it gets cancelled: long enough never to finish first
+    running = _submit(farm_cluster, *long, "--seed", "32")
     wait_for(lambda: _running_in_train(running), timeout=60, what="the job to be training")
     # Celery's own tools see the worker and its job.
     env = {k: v for k, v in os.environ.items()}

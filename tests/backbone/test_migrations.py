@@ -31,6 +31,7 @@ def test_sqlite_upgrade_from_empty(tmp_path):
     assert upgrade(url) == head_revision()  # a second run is a no-op
 
 
+@pytest.mark.services
 def test_postgresql_upgrade_from_empty(pg_url):
     assert upgrade(pg_url) == head_revision()
     engine = create_engine(pg_url)
@@ -39,6 +40,7 @@ def test_postgresql_upgrade_from_empty(pg_url):
     _no_drift(pg_url)
 
 
+@pytest.mark.services
 def test_postgresql_needs_explicit_upgrade(pg_url):
     from farm.errors import FarmError
 

@@ -1,0 +1,84 @@
+"""The database's word on whether a delivery runs: claims, attempt bounds, duplicates, cancel."""
+
+import os
+import socket
+import subprocess
+import sys
+
+from farm import db
+from farm.db.models import Job, Metrics
+from farm.db.status import JobStatus
+from farm.scheduler.spec import JobSpec
+from farm.scheduler.submission import record
+from farm.worker import owners
+from farm.worker.runner import run_job
+
+NOOP = dict(model="tiny", dataset="synthetic", device="cpu", stages=("noop",))
+
+
+def _job(seed: int, **state) -> int:
+    with db.session() as s:
+        [sub] = record(s, [JobSpec(**NOOP, seed=seed).resolve()], status=JobStatus.QUEUED)
+        job = s.get(Job, sub.job_id)
+        for key, value in state.items():
+            setattr(job, key, value)
+        return sub.job_id
+
+
+def _get(job_id: int) -> Job:
+    with db.session() as s:
+        return s.get(Job, job_id)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_queued_job_runs_once_and_a_second_delivery_is_a_no_op(farm_home):
+    job_id = _job(1)
+    assert run_job(job_id) == JobStatus.SUCCEEDED
+    assert run_job(job_id) == JobStatus.SUCCEEDED
+    job = _get(job_id)
+    assert job.attempts == 1 and job.progress == 1.0
+    with db.session() as s:
+        assert s.query(Metrics).filter_by(job_id=job_id).count() == 1
+
+
+def test_running_under_a_live_process_is_left_alone(farm_home):
+    host = socket.gethostname()
+    job_id = _job(2, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)
+    assert run_job(job_id) == JobStatus.RUNNING  # the Celery task re-checks later
+    assert _get(job_id).attempts == 1
+
+
+def test_running_under_a_dead_process_is_taken_over(farm_home):
+    job_id = _job(3, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}", attempts=1)
+    assert run_job(job_id) == JobStatus.SUCCEEDED
+    assert _get(job_id).attempts == 2
+
+
+def test_redelivery_is_bounded_by_attempts_in_the_database(farm_home):
+    job_id = _job(4, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}",
+                  attempts=3, max_attempts=3)
+    assert run_job(job_id) == JobStatus.FAILED
+    assert "gave up after 3 attempts" in _get(job_id).message
+
+
+def test_other_host_is_judged_by_its_heartbeat(farm_home):
+    from datetime import timedelta
+
+    from farm.db.models import utcnow
+
+    fresh = _job(5, status=JobStatus.RUNNING, worker="elsewhere:1", heartbeat_at=utcnow(), attempts=1)
+    stale = _job(6, status=JobStatus.RUNNING, worker="elsewhere:1", attempts=1,
+                 heartbeat_at=utcnow() - timedelta(seconds=owners.STALE_AFTER_S + 1))
+    assert run_job(fresh) == JobStatus.RUNNING
+    assert run_job(stale) == JobStatus.SUCCEEDED
+
+
+def test_cancel_before_start_means_it_never_runs(farm_home):
+    job_id = _job(7, cancel_requested=True)
+    assert run_job(job_id) == JobStatus.CANCELLED
+    assert _get(job_id).attempts == 0

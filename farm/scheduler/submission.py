@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from farm import db, settings
@@ -37,9 +37,9 @@ def _insert_ignore(session: Session, rows: list[dict]) -> dict[str, int]:
     """Insert rows whose spec_hash is new; returns {spec_hash: id} of the rows this call inserted."""
     dialect = session.bind.dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects.postgresql import insert as upsert
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects.sqlite import insert as upsert
     else:  # other databases: rows one by one, a duplicate is skipped
         from sqlalchemy.exc import IntegrityError
 
@@ -55,7 +55,7 @@ def _insert_ignore(session: Session, rows: list[dict]) -> dict[str, int]:
         return inserted
     if not rows:
         return {}
-    stmt = (insert(Job).on_conflict_do_nothing(index_elements=["spec_hash"])
+    stmt = (upsert(Job).on_conflict_do_nothing(index_elements=["spec_hash"])
             .returning(Job.spec_hash, Job.id))
     # Core executemany: SQLAlchemy batches it into multi-row INSERT .. RETURNING statements.
     with_returning = session.connection().execute(stmt, rows)
@@ -81,8 +81,8 @@ def _free_runs(session: Session, specs: Sequence[JobSpec]) -> list[JobSpec]:
     return out
 
 
-def _needs_sending(job: Job, created: bool, embedded: bool) -> bool:
-    if created or job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+def _needs_sending(job: Job, embedded: bool) -> bool:
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         return True
     # Never handed over (a submit that died between insert and publish), or left mid-run by an
     # in-process run that was killed: hand it over again; the worker's claim sorts out the rest.
@@ -122,7 +122,7 @@ def record(s: Session, specs: Sequence[JobSpec], *, force: bool = False, priorit
             outcome[h] = Submitted(inserted[h], spec, True, False, status)
             continue
         job = existing[h]
-        send = _needs_sending(job, False, embedded)
+        send = _needs_sending(job, embedded)
         if send:
             _reset(job, status)
             job.priority = max(job.priority, priority)
@@ -131,14 +131,8 @@ def record(s: Session, specs: Sequence[JobSpec], *, force: bool = False, priorit
         linked = set(s.scalars(select(SweepJob.job_id).where(SweepJob.sweep_id == sweep_id)))
         fresh = [{"sweep_id": sweep_id, "job_id": o.job_id} for o in outcome.values() if o.job_id not in linked]
         if fresh:
-            s.execute(insert_sweep_jobs(), fresh)
+            s.execute(insert(SweepJob), fresh)
     return [outcome[spec.hash] for spec in specs]
-
-
-def insert_sweep_jobs():
-    from sqlalchemy import insert
-
-    return insert(SweepJob)
 
 
 def to_send(submitted: Sequence[Submitted]) -> list[Submitted]:

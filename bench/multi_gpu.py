@@ -43,7 +43,7 @@ fixed:
   epochs: {epochs}
   retrain_epochs: {retrain}
   finetune_epochs: 1
-  batches: [1, 32]
+  batches: {batches}
   subset: {subset}
 """
 
@@ -118,8 +118,12 @@ def phase(n_gpus: int, args, workdir: Path) -> dict:
     home = workdir / f"gpus{n_gpus}"
     env = dict(os.environ, FARM_HOME=str(home), FARM_DB_URL=f"sqlite:///{home / 'farm.db'}",
                FARM_BROKER_URL=f"redis://127.0.0.1:6379/{n_gpus}")
-    subprocess.run(["redis-cli", "-n", str(n_gpus), "flushdb"], check=False, capture_output=True)
+    import redis
+
+    redis.Redis.from_url(env["FARM_BROKER_URL"]).flushdb()
     home.mkdir(parents=True)
+    if args.kernel_cache_seed:  # cubins compiled beforehand (nvcc here or on a CPU machine)
+        shutil.copytree(args.kernel_cache_seed, home / "kernels")
     farm(env, "db", "upgrade")
     logs = [open(home / f"worker{i}.log", "w") for i in range(n_gpus)]
     workers = [subprocess.Popen([sys.executable, "-m", "farm.cli.app", "worker", "--gpu", str(i)],
@@ -131,7 +135,8 @@ def phase(n_gpus: int, args, workdir: Path) -> dict:
         for scheme, bits, sparsities in SWEEPS:
             files.append(home / f"sweep-{scheme}{bits}.yaml")
             files[-1].write_text(SWEEP.format(scheme=scheme, bits=bits, sparsities=sparsities,
-                                              epochs=args.epochs, retrain=args.retrain, subset=args.subset))
+                                              epochs=args.epochs, retrain=args.retrain, subset=args.subset,
+                                              batches=args.batches))
         t0 = time.perf_counter()
         base = json.loads(farm(env, "sweep", "submit", str(home / "baseline.yaml"), "--format", "json"))[0]
         wait_sweep(env, base["sweep_id"], args.timeout)
@@ -165,6 +170,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4, help="dense training epochs (baseline)")
     p.add_argument("--retrain", type=int, default=4, help="prune + retrain epochs per job")
     p.add_argument("--subset", default="null", help="train/test examples (null: all); small for a CPU dry run")
+    p.add_argument("--batches", default="[1, 32]", help="batch sizes to benchmark (YAML list)")
+    p.add_argument("--kernel-cache-seed", type=Path, help="folder of precompiled cubins to start from")
     p.add_argument("--timeout", type=float, default=400.0)
     p.add_argument("--out", type=Path, default=Path("multi_gpu.json"))
     args = p.parse_args()

@@ -55,3 +55,13 @@ def test_sqlite_default_is_wal_and_upgraded_on_first_use(farm_home):
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == SQLITE_BUSY_TIMEOUT_MS
     assert (farm_home / "farm.db").is_file()
     dispose_all()
+
+
+def test_farm_db_upgrade_command(tmp_path, farm_env, farm_cli):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    done = farm_cli(["db", "upgrade", "--url", url], farm_env)
+    assert done.returncode == 0 and f"schema {head_revision()}" in done.stderr
+    current = farm_cli(["db", "current", "--url", url], farm_env)
+    assert current.stdout.startswith(head_revision())
+    bad = farm_cli(["db", "upgrade", "--url", "postgresql+psycopg2://postgres@127.0.0.1:1/x"], farm_env)
+    assert bad.returncode == 1 and "cannot reach the database" in bad.stderr

@@ -81,12 +81,19 @@ def _free_runs(session: Session, specs: Sequence[JobSpec]) -> list[JobSpec]:
     return out
 
 
-def _needs_sending(job: Job, embedded: bool) -> bool:
+def _resubmit(job: Job, embedded: bool) -> tuple[bool, bool]:
+    """What submitting an existing job again does: (send it, reset it first)."""
     if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        return True
-    # Never handed over (a submit that died between insert and publish), or left mid-run by an
-    # in-process run that was killed: hand it over again; the worker's claim sorts out the rest.
-    return job.status == JobStatus.PENDING or (embedded and job.status == JobStatus.RUNNING)
+        return True, True  # run it again from scratch
+    if job.status == JobStatus.PENDING:
+        return True, True  # never handed over (a submit that died between insert and publish)
+    if job.status == JobStatus.RUNNING:
+        from farm.worker.owners import owner_alive
+
+        # Here (embedded) the claim decides; on a farm, only a job whose process is gone is sent
+        # again. Not reset: the claim counts the attempt and takes over from the dead owner.
+        return embedded or not owner_alive(job.worker, job.heartbeat_at), False
+    return False, False
 
 
 def _reset(job: Job, status: JobStatus) -> None:
@@ -122,9 +129,10 @@ def record(s: Session, specs: Sequence[JobSpec], *, force: bool = False, priorit
             outcome[h] = Submitted(inserted[h], spec, True, False, status)
             continue
         job = existing[h]
-        send = _needs_sending(job, embedded)
-        if send:
+        send, reset = _resubmit(job, embedded)
+        if reset:
             _reset(job, status)
+        if send:
             job.priority = max(job.priority, priority)
         outcome[h] = Submitted(job.id, spec, False, send, job.status)
     if sweep_id is not None:

@@ -82,3 +82,16 @@ def test_cancel_before_start_means_it_never_runs(farm_home):
     job_id = _job(7, cancel_requested=True)
     assert run_job(job_id) == JobStatus.CANCELLED
     assert _get(job_id).attempts == 0
+
+
+def test_resubmitting_a_running_job_never_resets_it(farm_home):
+    from farm.scheduler.submission import record as resubmit
+
+    alive = _job(8, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{os.getppid()}", attempts=1)
+    dead = _job(9, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}", attempts=1)
+    with db.session() as s:
+        subs = resubmit(s, [JobSpec(**NOOP, seed=8).resolve(), JobSpec(**NOOP, seed=9).resolve()],
+                        status=JobStatus.QUEUED)
+    assert [(x.job_id, x.requeued) for x in subs] == [(alive, False), (dead, True)]
+    assert _get(alive).status == _get(dead).status == JobStatus.RUNNING  # the claim takes over
+    assert run_job(dead) == JobStatus.SUCCEEDED and _get(dead).attempts == 2

@@ -20,6 +20,9 @@ DOC = {
     "data_dir": "folder with datasets (fashion-mnist/ IDX files, cifar-10-batches-py/)",
     "artifacts": "folder where checkpoints and compressed models are stored by content hash",
     "kernel_cache": "folder where compiled CUDA kernels are cached",
+    "job_time_limit": "seconds one job may run before it is stopped and marked failed (default 43200)",
+    "visibility_timeout": "seconds before Redis redelivers an unacknowledged job (default: time limit + 3600)",
+    "gpu_index": "host index of the GPU recorded with timings, for a container that sees it as device 0",
 }
 
 
@@ -31,6 +34,9 @@ class Settings:
     data_dir: Path | None
     artifacts: Path
     kernel_cache: Path
+    job_time_limit: int
+    visibility_timeout: int
+    gpu_index: int | None
 
     @property
     def embedded(self) -> bool:
@@ -57,6 +63,10 @@ def load() -> Settings:
 
     home = Path(get("home", "~/.farm")).expanduser()
     data_dir = get("data_dir")
+    job_time_limit = int(get("job_time_limit", 12 * 3600))
+    # Redis redelivers an unacked message after this; it must exceed the longest job.
+    visibility_timeout = int(get("visibility_timeout", job_time_limit + 3600))
+    gpu_index = get("gpu_index")
     return Settings(
         home=home,
         db_url=get("db_url", f"sqlite:///{home / 'farm.db'}"),
@@ -64,4 +74,7 @@ def load() -> Settings:
         data_dir=Path(data_dir).expanduser() if data_dir else None,
         artifacts=Path(get("artifacts", home / "artifacts")).expanduser(),
         kernel_cache=Path(get("kernel_cache", home / "kernels")).expanduser(),
+        job_time_limit=job_time_limit,
+        visibility_timeout=visibility_timeout,
+        gpu_index=int(gpu_index) if gpu_index is not None else None,
     )

@@ -6,7 +6,6 @@ The broker comes from settings (FARM_BROKER_URL); limits from the FARM_* variabl
 
 from __future__ import annotations
 
-import os
 from functools import cache
 
 from celery import Celery
@@ -18,20 +17,12 @@ TASK_RUN_JOB = "farm.run_job"
 QUEUES = ("gpu", "cpu")  # a job goes to the queue named by its spec's device
 
 
-
-def _setting(key: str, default: int) -> int:
-    """FARM_<KEY> from the environment, else `key` from farm's config file, else the default."""
-    from farm.settings import _config_file
-
-    return int(os.environ.get(f"FARM_{key.upper()}") or _config_file().get(key) or default)
-
-
 # Hard limit on one job; a job running past it is killed and marked failed (soft limit first).
-JOB_TIME_LIMIT_S = _setting("job_time_limit", 12 * 3600)
+JOB_TIME_LIMIT_S = settings.load().job_time_limit
 SOFT_LIMIT_MARGIN_S = 60  # time between the soft limit (job marked failed) and the hard kill
 # Redis redelivers an unacked message after this long. It must exceed the longest job, or a
-# running job would be delivered twice; every job is shorter than the hard limit, so:
-VISIBILITY_TIMEOUT_S = _setting("visibility_timeout", JOB_TIME_LIMIT_S + 3600)
+# running job would be delivered twice; every job is shorter than the hard limit (settings.py).
+VISIBILITY_TIMEOUT_S = settings.load().visibility_timeout
 PRIORITY_LEVELS = 10  # farm priorities 0..9, higher first
 
 

@@ -13,11 +13,10 @@ import torchvision
 from torch import nn
 
 from farm.errors import InvalidSpec, UnknownModel
+from farm.models.names import ALIASES
 from farm.models.resnet_cifar import CifarResNet
 from farm.models.tiny import TinyCNN
 from farm.models.vgg_cifar import CifarVGG
-
-ALIASES = {"resnet": "resnet20", "vgg": "vgg16"}
 
 
 def _cifar_resnet(depth: int) -> Callable[..., nn.Module]:

@@ -199,19 +199,20 @@ def _check_stages(stages: tuple[str, ...]) -> None:
 
 
 def canonical_model(name: str) -> str:
-    from farm.models import list_models
-    from farm.models.registry import ALIASES
+    from farm.models import names
 
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in list_models():
-        raise UnknownModel(f"unknown model {name!r}; choose from {', '.join(list_models()[:12])}, ... "
-                           f"(`farm models` lists all)")
+    key = names.canonical_model(name)
+    if key is None:
+        own = ", ".join(names.OWN_MODELS + tuple(names.ALIASES))
+        raise UnknownModel(f"unknown model {name!r}; choose from {own}, or a torchvision "
+                           f"classification model (`farm models` lists all)")
     return key
 
 
 def canonical_dataset(name: str) -> str:
-    from farm.models import list_datasets
+    from farm.models import names
 
-    if name.lower() not in list_datasets():
-        raise UnknownDataset(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
-    return name.lower()
+    key = names.canonical_dataset(name)
+    if key is None:
+        raise UnknownDataset(f"unknown dataset {name!r}; choose from {', '.join(names.DATASETS)}")
+    return key

@@ -56,6 +56,25 @@ def enqueue(broker_url: str, deliveries: Iterable[Delivery], *, eta: datetime | 
     return ids
 
 
+def task_ids_in_broker(broker_url: str, queues: Iterable[str] = ("gpu", "cpu")) -> set[str]:
+    """Ids of the run messages Redis still holds: waiting in a queue (each priority level is a
+    list of its own) or delivered to a worker and not yet acknowledged."""
+    import json
+
+    from farm.worker.celery_app import PRIORITY_LEVELS, transport_options
+
+    sep = transport_options()["sep"]
+    keys = [q if level == 0 else f"{q}{sep}{level}" for q in queues for level in range(PRIORITY_LEVELS)]
+    try:
+        with _app(broker_url).connection_for_read() as conn:
+            client = conn.default_channel.client
+            raw = [m for key in keys for m in client.lrange(key, 0, -1)]
+            raw += [json.dumps(json.loads(v)[0]) for v in client.hvals("unacked")]
+    except Exception as e:
+        raise ServiceUnavailable(f"cannot read the queues of the broker {broker_url}: {e}") from None
+    return {json.loads(m).get("headers", {}).get("id") for m in raw} - {None}
+
+
 def revoke(broker_url: str, task_ids: list[str]) -> None:
     """Best effort: a revoked message is dropped by workers; our DB flag is what really cancels."""
     if task_ids:

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import select
 
 from farm import db, settings
-from farm.db.models import Sweep
+from farm.db.models import Job, Sweep
 from farm.db.queries import SweepSummary, get_sweep, sweep_summary
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
@@ -193,7 +194,8 @@ def _send(sweep_id: int, subs: list[Submitted], conf, priority: int, start_at, o
 
 
 def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
-    """Re-send the sweep's failed, cancelled or never-sent jobs, and create any missing ones."""
+    """Re-send the sweep's failed, cancelled, never-sent or lost (queued, but no longer in the
+    broker) jobs, and create any missing ones."""
     conf = settings.load()
     if not conf.embedded:
         queue.check_broker(conf.broker_url)
@@ -205,7 +207,23 @@ def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
     with db.session() as s:
         subs = record(s, specs, priority=priority, sweep_id=sweep_id, embedded=conf.embedded,
                       status=JobStatus.PENDING if conf.embedded else JobStatus.QUEUED)
+        if not conf.embedded:
+            subs = _requeue_lost(s, subs, conf.broker_url)
     return _send(sweep_id, subs, conf, priority, None, on_event)
+
+
+def _requeue_lost(s, subs: list[Submitted], broker_url: str) -> list[Submitted]:
+    """Queued jobs whose message the broker no longer holds (Redis restarted without its
+    append-only file, a queue purged) are sent again. A message that is still there is not
+    doubled; and if one turns up twice anyway, the worker's claim in the database runs it once."""
+    waiting = {sub.job_id for sub in subs
+               if sub.status == JobStatus.QUEUED and not (sub.created or sub.requeued)}
+    if not waiting:
+        return subs
+    present = queue.task_ids_in_broker(broker_url)
+    lost = {job.id for job in s.scalars(select(Job).where(Job.id.in_(waiting)))
+            if job.status == JobStatus.QUEUED and job.task_id not in present}
+    return [replace(sub, requeued=True) if sub.job_id in lost else sub for sub in subs]
 
 
 def cancel(sweep_id: int) -> list[control.CancelResult]:

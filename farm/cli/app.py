@@ -251,6 +251,7 @@ def worker(
 
 
 def _register_subcommands() -> None:
+    from farm.cli.bench import bench
     from farm.cli.db import db_app
     from farm.cli.plot import plot_app
     from farm.cli.report import compare, report
@@ -258,6 +259,7 @@ def _register_subcommands() -> None:
 
     app.command()(compare)  # jobs side by side (farm.report.compare)
     app.command()(report)  # a sweep's HTML report
+    app.command()(bench)  # our kernels against cuDNN on a model's layers
     app.add_typer(plot_app, name="plot")
     app.add_typer(sweep_app, name="sweep")
     app.add_typer(db_app, name="db")

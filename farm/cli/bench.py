@@ -1,0 +1,83 @@
+"""`farm bench`: our sparse kernels against cuDNN on a model's layers, on this machine's GPU.
+
+Weights are magnitude-pruned per layer to the asked sparsity (their values do not change a
+kernel's time, their count and placement do); a job's own trained model is benchmarked by its
+benchmark stage instead (`farm show JOB`).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from farm.cli import render
+from farm.cli.render import Format, err
+
+LAYER_COLUMNS = ["layer", "shape", "batch", "dtype", "sparsity", "config", "ours_ms", "cudnn_fp32_ms",
+                 "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "x_cudnn_fp32", "x_cudnn_tf32",
+                 "x_cudnn_fp16", "floor_ms", "max_rel_err", "failed"]
+MODEL_COLUMNS = ["batch", "dtype", "sparse_ms", "sparse_tf32_ms", "dense_fp32_ms", "dense_tf32_ms",
+                 "dense_fp16_ms", "sparse_layers", "dense_layers", "max_rel_err"]
+
+
+class DType(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+def _input(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected CxHxW such as 3x224x224, got {text!r}") from None
+    return c, h, w
+
+
+def _pruned_model(name: str, sparsity: float, c: int, h: int, num_classes: int):
+    from farm.compress import MagnitudePruning, prune_
+    from farm.models import get_model
+    from farm.models.names import canonical_model
+
+    options = {"small_input": h < 64} if canonical_model(name) in ("resnet18", "resnet50") else {}
+    model = get_model(name, in_channels=c, num_classes=num_classes, **options)
+    prune_(model, MagnitudePruning(sparsity=sparsity, schedule="oneshot", scope="layer"))
+    return model.eval()
+
+
+def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, vgg16, ...")] = "resnet50",
+          sparsity: Annotated[float, typer.Option(help="fraction of each layer's weights pruned, in [0, 1)")] = 0.9,
+          batches: Annotated[str, typer.Option(help="batch sizes, comma-separated")] = "1,32",
+          dtype: Annotated[DType, typer.Option(help="activations: fp32 or fp16")] = DType.fp32,
+          input: Annotated[str, typer.Option("--input", help="input CxHxW")] = "3x224x224",
+          num_classes: Annotated[int, typer.Option(help="classifier outputs")] = 1000,
+          whole_model: Annotated[bool, typer.Option(help="also time the whole model, sparse vs dense")] = True,
+          fmt: Annotated[Format, typer.Option("--format", "-f", help="output: table, json or csv")] = Format.table):
+    """Time our sparse kernels against cuDNN fp32 / TF32 / fp16 and cuSPARSE, layer by layer (GPU)."""
+    from farm.errors import InvalidSpec
+    from farm.scheduler.spec import canonical_model
+
+    canonical_model(model)  # an unknown model is one line, on any machine
+    if not 0.0 <= sparsity < 1.0:
+        raise InvalidSpec(f"sparsity must be in [0, 1), got {sparsity}")
+    c, h, w = _input(input)
+    try:
+        sizes = [int(b) for b in batches.split(",") if b.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected batch sizes such as 1,32, got {batches!r}") from None
+    import torch
+
+    from farm.kernels import benchmark_layers, benchmark_model
+    from farm.kernels.runtime import require_gpu
+
+    require_gpu()  # one line on a machine without a GPU or PyCUDA, before any work
+    net = _pruned_model(model, sparsity, c, h, num_classes)
+    torch_dtype = torch.float16 if dtype == DType.fp16 else torch.float32
+    with err.status(f"tuning and timing {model}'s sparse layers at batch {batches} ..."):
+        layers = benchmark_layers(net, (1, c, h, w), sizes, dtype=torch_dtype)
+    render.rows(layers, fmt, columns=LAYER_COLUMNS, title=f"{model} at {sparsity:.0%}: per layer (ms)")
+    if whole_model:
+        with err.status("timing the whole model, CUDA graphs on both sides ..."):
+            whole = benchmark_model(net, (1, c, h, w), sizes, dtype=torch_dtype)
+        render.rows(whole, fmt, columns=MODEL_COLUMNS, title=f"{model} at {sparsity:.0%}: whole model (ms)")

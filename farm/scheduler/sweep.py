@@ -5,10 +5,14 @@
       model: [resnet20, vgg11]
       sparsity: [0.5, 0.7, 0.8, 0.9, 0.95]
       scheme: [fp32, kmeans]
-      bits: [4]                    # ignored (collapsed) for fp32/fp16
+      bits: [4]                    # ignored (collapsed) for fp32/fp16, in grid or fixed
     fixed:                         # the same for every job
       dataset: fashion-mnist
       batches: [1, 32, 128]        # a list of ints is one value; a list of lists is an axis
+      stages: [train, prune]       # likewise: a list of names is one value
+
+Without a broker, jobs run in this process; unless the file or --device names device or recipe,
+they get the device here and the recipe that fits it (on a CPU: the quick one), as `farm submit`.
 
 Any JobSpec field may appear in `grid` or `fixed`. The whole file is validated before anything is
 written: one bad combination rejects the sweep with a line that names it.
@@ -17,6 +21,7 @@ written: one bad combination rejects the sweep with a line that names it.
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,10 +36,12 @@ from farm.db.queries import SweepSummary, get_sweep, sweep_summary
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
-from farm.scheduler.spec import FLOAT_BITS, JobSpec
-from farm.scheduler.submission import Submitted, publish, record, to_send
+from farm.scheduler.spec import FLOAT_BITS, RECIPES, JobSpec
+from farm.scheduler.submission import Submitted, choose_device, publish, record, to_send
 
+log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "grid", "fixed"}
+LIST_FIELDS = ("batches", "stages")  # each value is itself a list: a list of lists is the axis
 MAX_JOBS = 100_000  # a grid this big is almost surely a typo
 
 
@@ -54,6 +61,7 @@ class SweepSubmitted:
     sent: int  # handed to the broker or run here (new + re-sent failed/cancelled/missing)
     start_at: datetime | None
     job_ids: list[int]
+    note: str | None = None  # said once before the jobs run, e.g. why the quick recipe was chosen
 
 
 def load(path: str | Path) -> SweepPlan:
@@ -89,7 +97,7 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
 
 
 def _axis(key: str, value: Any, where: str) -> list[Any]:
-    if key == "batches":  # itself a list: a list of lists is the axis
+    if key in LIST_FIELDS:
         if isinstance(value, list) and value and all(isinstance(v, list) for v in value):
             return value
         return [value]
@@ -111,8 +119,10 @@ def expand(grid: dict[str, Any], fixed: dict[str, Any], where: str = "sweep file
     specs: dict[str, JobSpec] = {}
     for values in itertools.product(*axes):
         fields = {**fixed, **dict(zip(keys, values))}
-        if fields.get("scheme", "fp32") in FLOAT_BITS and "bits" in grid:
-            fields.pop("bits")  # fp32/fp16 have one width: a bits axis does not multiply them
+        if fields.get("scheme", "fp32") in FLOAT_BITS:
+            # fp32/fp16 have one width: bits (an axis, or fixed for the quantized schemes beside
+            # them) does not apply to them
+            fields.pop("bits", None)
         try:
             spec = JobSpec.from_dict(fields)
         except (InvalidSpec, TypeError) as e:
@@ -150,6 +160,12 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     if device:  # kept in the stored grid, so `sweep resume` expands to the same jobs
         grid = {**grid, "fixed": {**grid["fixed"], "device": device}}
     specs = [replace(s, device=device).resolve() if device else s for s in plan.specs]
+    grid, note = _auto_device(grid, device, conf.embedded)
+    if note:
+        specs = expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
+        log.info(note)
+        if on_event:  # the progress observer prints a job event's label as one plain line
+            on_event("job", {"job_id": "", "label": note})
     start_at = next_time(at) if at else None
     if start_at is not None and conf.embedded:
         raise InvalidSpec("--at needs a broker (set FARM_BROKER_URL): without one, jobs run in this "
@@ -166,7 +182,25 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
         subs = record(s, specs, priority=priority, status=status, sweep_id=sweep.id,
                       embedded=conf.embedded)
         sweep_id = sweep.id
-    return _send(sweep_id, subs, conf, priority, start_at, on_event)
+    return replace(_send(sweep_id, subs, conf, priority, start_at, on_event), note=note)
+
+
+def _auto_device(grid: dict[str, Any], device: str | None, embedded: bool) -> tuple[dict[str, Any], str | None]:
+    """Jobs run in this process without a broker: like `farm submit`, pick this machine's device
+    and the recipe that fits it, unless the file or --device chose. The choice is kept in the
+    stored grid, so `sweep resume` expands to the same jobs."""
+    named = set(grid["grid"]) | set(grid["fixed"])
+    if device or not embedded or named & {"device", "recipe"}:
+        return grid, None
+    device, recipe = choose_device(embedded=True)
+    if (device, recipe) == ("gpu", "full"):  # the JobSpec defaults: nothing changes
+        return grid, None
+    quick, full = RECIPES[recipe], RECIPES["full"]
+    note = (f"No GPU here: running the sweep on the {device} with the {recipe} recipe ({quick.subset} "
+            f"examples, {quick.epochs}+{quick.retrain_epochs}+{quick.finetune_epochs} epochs) instead "
+            f"of the full one ({full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} epochs, whole "
+            f"dataset); put recipe: full in the file's fixed: to force it here.")
+    return {**grid, "fixed": {**grid["fixed"], "device": device, "recipe": recipe}}, note
 
 
 def _send(sweep_id: int, subs: list[Submitted], conf, priority: int, start_at, on_event) -> SweepSubmitted:

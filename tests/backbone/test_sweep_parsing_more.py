@@ -1,0 +1,89 @@
+"""Sweep files: bits fixed beside float schemes, stages as one value, and the device and recipe
+an embedded sweep picks when the file does not say."""
+
+import pytest
+import torch
+
+from farm import db
+from farm.db.models import Job
+from farm.errors import InvalidSpec
+from farm.scheduler import sweep
+from farm.scheduler.spec import RECIPES
+
+
+def test_fixed_bits_is_dropped_for_float_schemes():
+    plan = sweep.parse("grid:\n  scheme: [fp32, fp16, kmeans]\nfixed:\n  model: tiny\n  bits: 4\n")
+    assert sorted((s.scheme, s.bits) for s in plan.specs) == [("fp16", 16), ("fp32", 32), ("kmeans", 4)]
+
+
+def test_fixed_bits_still_checked_for_quantized_schemes():
+    with pytest.raises(InvalidSpec, match="bits must be from 2 to 8"):
+        sweep.parse("grid:\n  scheme: [fp32, kmeans]\nfixed:\n  model: tiny\n  bits: 12\n")
+
+
+def test_stages_list_of_names_is_one_value():
+    plan = sweep.parse("grid:\n  model: tiny\n  stages: [train, prune]\n")
+    assert [s.stages for s in plan.specs] == [("train", "prune")]
+
+
+def test_stages_list_of_lists_is_an_axis():
+    plan = sweep.parse("grid:\n  model: tiny\n  stages: [[train], [train, prune]]\n")
+    assert sorted(s.stages for s in plan.specs) == [("train",), ("train", "prune")]
+
+
+def test_bad_stage_in_grid_names_the_job():
+    with pytest.raises(InvalidSpec, match="stages must be a prefix"):
+        sweep.parse("grid:\n  model: tiny\n  stages: [prune]\n")
+
+
+TINY = "grid:\n  sparsity: [0.5, 0.9]\nfixed:\n  model: tiny\n  dataset: synthetic\n"
+
+
+@pytest.fixture
+def ran(monkeypatch):
+    """Record the jobs an embedded sweep would run here, without training them."""
+    from farm.worker import runner
+
+    ids = []
+    monkeypatch.setattr(runner, "run_job", lambda job_id, on_event=None: ids.append(job_id))
+    return ids
+
+
+def _specs(job_ids):
+    with db.session() as s:
+        return [s.get(Job, i).spec for i in job_ids]
+
+
+def test_embedded_sweep_without_gpu_runs_quick_on_cpu(monkeypatch, ran):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    events = []
+    result = sweep.submit(sweep.parse(TINY), on_event=lambda kind, data: events.append((kind, data)))
+    assert result.jobs == 2 and sorted(ran) == sorted(result.job_ids)
+    quick = RECIPES["quick"]
+    for spec in _specs(result.job_ids):
+        assert (spec["device"], spec["recipe"]) == ("cpu", "quick")
+        assert (spec["epochs"], spec["subset"]) == (quick.epochs, quick.subset)
+    assert result.note and "quick recipe" in result.note and "\n" not in result.note
+    assert events[0] == ("job", {"job_id": "", "label": result.note})  # said before any job runs
+    resumed = sweep.resume(result.sweep_id)  # the stored grid keeps the choice
+    assert resumed.new == 0 and sorted(resumed.job_ids) == sorted(result.job_ids)
+
+
+def test_embedded_sweep_with_gpu_keeps_full_recipe(monkeypatch, ran):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    result = sweep.submit(sweep.parse(TINY))
+    assert result.note is None
+    assert {(s["device"], s["recipe"], s["epochs"]) for s in _specs(result.job_ids)} == {
+        ("gpu", "full", RECIPES["full"].epochs)}
+
+
+@pytest.mark.parametrize("extra, device, expect", [
+    ("  recipe: full\n", None, ("gpu", "full")),
+    ("  device: gpu\n", None, ("gpu", "full")),
+    ("", "cpu", ("cpu", "full")),  # --device names the queue; the recipe stays as written
+])
+def test_embedded_sweep_keeps_what_the_file_or_flag_says(monkeypatch, ran, extra, device, expect):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = sweep.submit(sweep.parse(TINY + extra), device=device)
+    assert result.note is None
+    assert {(s["device"], s["recipe"]) for s in _specs(result.job_ids)} == {expect}

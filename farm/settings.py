@@ -12,6 +12,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from farm.errors import FarmError
+
 # What each setting is for; the README table is generated from the same words.
 DOC = {
     "home": "folder for the default SQLite database, artifacts and kernel cache",
@@ -49,8 +51,11 @@ def _config_file() -> dict:
     for name in filter(None, candidates):
         path = Path(name).expanduser()
         if path.is_file():
-            with path.open("rb") as f:
-                return tomllib.load(f)
+            try:
+                with path.open("rb") as f:
+                    return tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise FarmError(f"config file {path} is not valid TOML: {e}") from None
     return {}
 
 
@@ -59,14 +64,22 @@ def load() -> Settings:
     file = _config_file()
 
     def get(key: str, default=None):
-        return os.environ.get(f"FARM_{key.upper()}") or file.get(key) or default
+        # An empty variable counts as unset; a 0 in the file is a value (gpu_index = 0).
+        value = os.environ.get(f"FARM_{key.upper()}") or file.get(key)
+        return default if value is None or value == "" else value
+
+    def whole(key: str, default=None) -> int | None:
+        value = get(key, default)
+        try:
+            return None if value is None else int(value)
+        except (TypeError, ValueError):
+            raise FarmError(f"setting {key} (FARM_{key.upper()}) must be a whole number, got {value!r}") from None
 
     home = Path(get("home", "~/.farm")).expanduser()
     data_dir = get("data_dir")
-    job_time_limit = int(get("job_time_limit", 12 * 3600))
+    job_time_limit = whole("job_time_limit", 12 * 3600)
     # Redis redelivers an unacked message after this; it must exceed the longest job.
-    visibility_timeout = int(get("visibility_timeout", job_time_limit + 3600))
-    gpu_index = get("gpu_index")
+    visibility_timeout = whole("visibility_timeout", job_time_limit + 3600)
     return Settings(
         home=home,
         db_url=get("db_url", f"sqlite:///{home / 'farm.db'}"),
@@ -76,5 +89,5 @@ def load() -> Settings:
         kernel_cache=Path(get("kernel_cache", home / "kernels")).expanduser(),
         job_time_limit=job_time_limit,
         visibility_timeout=visibility_timeout,
-        gpu_index=int(gpu_index) if gpu_index is not None else None,
+        gpu_index=whole("gpu_index"),
     )

@@ -268,26 +268,32 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"farm: {message}", highlight=False, markup=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
 def main() -> None:
-    """Console script entry: FarmError (and database/broker failures) -> one line, exit 1."""
+    """Console script entry: FarmError, database and file-system failures -> one line, exit 1."""
     from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
     try:
         app(standalone_mode=True)
     except FarmError as e:
-        err.print(f"farm: error: {e}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(f"error: {e}")
     except OperationalError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e).splitlines()[0]
-        err.print(f"farm: error: database: {reason}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(1)
+        _fail(f"error: database: {_first_line(str(e.orig) if e.orig else str(e))}")
     except SQLAlchemyError as e:
-        err.print(f"farm: error: database: {str(e).splitlines()[0]}", highlight=False, markup=False,
-                  soft_wrap=True)
-        sys.exit(1)
+        _fail(f"error: database: {_first_line(str(e))}")
+    except OSError as e:  # an --out folder that cannot be written, an unusable FARM_HOME, ...
+        where = f": {e.filename}" if e.filename else ""
+        _fail(f"error: {e.strerror or _first_line(str(e)) or type(e).__name__}{where}")
     except KeyboardInterrupt:
-        err.print("farm: interrupted")
-        sys.exit(130)
+        _fail("interrupted", 130)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import typer
 
 from farm.cli import render
 from farm.cli.render import Format, err
+from farm.errors import InvalidSpec
 
 LAYER_COLUMNS = ["layer", "shape", "batch", "dtype", "sparsity", "config", "ours_ms", "cudnn_fp32_ms",
                  "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "x_cudnn_fp32", "x_cudnn_tf32",
@@ -31,7 +32,7 @@ def _input(text: str) -> tuple[int, int, int]:
     try:
         c, h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise typer.BadParameter(f"expected CxHxW such as 3x224x224, got {text!r}") from None
+        raise InvalidSpec(f"--input must be CxHxW such as 3x224x224, got {text!r}") from None
     return c, h, w
 
 
@@ -55,7 +56,6 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
           whole_model: Annotated[bool, typer.Option(help="also time the whole model, sparse vs dense")] = True,
           fmt: Annotated[Format, typer.Option("--format", "-f", help="output: table, json or csv")] = Format.table):
     """Time our sparse kernels against cuDNN fp32 / TF32 / fp16 and cuSPARSE, layer by layer (GPU)."""
-    from farm.errors import InvalidSpec
     from farm.scheduler.spec import canonical_model
 
     canonical_model(model)  # an unknown model is one line, on any machine
@@ -65,7 +65,7 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
     try:
         sizes = [int(b) for b in batches.split(",") if b.strip()]
     except ValueError:
-        raise typer.BadParameter(f"expected batch sizes such as 1,32, got {batches!r}") from None
+        raise InvalidSpec(f"--batches must be batch sizes such as 1,32, got {batches!r}") from None
     import torch
 
     from farm.kernels import benchmark_layers, benchmark_model

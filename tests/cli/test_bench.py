@@ -18,6 +18,8 @@ def _run(*args):
 @pytest.mark.parametrize("args, message", [
     (["nosuch"], "unknown model 'nosuch'"),
     (["resnet20", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["resnet20", "--input", "3x2"], "--input must be CxHxW"),
+    (["resnet20", "--batches", "1,x"], "--batches must be batch sizes"),
 ])
 def test_bad_input_is_one_line(args, message):
     r = _run(*args)

@@ -1,0 +1,46 @@
+"""Faults outside farm's own checks still come out as one line and exit 1."""
+
+import subprocess
+import sys
+
+
+def _farm(*args, env=None):
+    import os
+
+    full = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "farm.cli.app", *args], capture_output=True,
+                          text=True, timeout=120, env=full)
+
+
+def _one_line(r, expected: str):
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip().count("\n") == 0, r.stderr
+    assert expected in r.stderr
+
+
+def test_unusable_home_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    _one_line(_farm("status", env={"FARM_HOME": str(blocker / "home")}), "farm: error:")
+
+
+def test_bad_number_setting_is_one_line(tmp_path):
+    _one_line(_farm("status", env={"FARM_HOME": str(tmp_path), "FARM_JOB_TIME_LIMIT": "12h"}),
+              "FARM_JOB_TIME_LIMIT) must be a whole number")
+
+
+def test_bad_config_file_is_one_line(tmp_path):
+    config = tmp_path / "farm.toml"
+    config.write_text("db_url = \n")
+    _one_line(_farm("status", env={"FARM_HOME": str(tmp_path), "FARM_CONFIG": str(config)}),
+              "is not valid TOML")
+
+
+def test_zero_in_config_file_is_a_value(tmp_path, monkeypatch):
+    from farm import settings
+
+    config = tmp_path / "farm.toml"
+    config.write_text("gpu_index = 0\n")
+    monkeypatch.setenv("FARM_CONFIG", str(config))
+    assert settings.load().gpu_index == 0

@@ -33,6 +33,7 @@ from farm.compress.sparse_tensor import SparseTensor
 from farm.errors import CheckpointMismatch
 
 MAGIC, VERSION = b"FARMZ", 1
+PREFIX = len(MAGIC) + 1 + 4  # magic, version byte, uint32 header length
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16, "f64": torch.float64,
           "i64": torch.int64, "i32": torch.int32, "u8": torch.uint8, "bool": torch.bool}
 NAMES = {v: k for k, v in DTYPES.items()}
@@ -288,16 +289,22 @@ def _decode_dense(e: dict, blobs: list[bytes]) -> torch.Tensor:
 def load_compressed(path: str | Path) -> CompressedModel:
     path = Path(path)
     data = memoryview(path.read_bytes())
-    if bytes(data[:5]) != MAGIC:
+    if not MAGIC.startswith(bytes(data[:len(MAGIC)])):  # a cut-off magic is a truncated file
         raise CheckpointMismatch(f"{path} is not a farm compressed model")
+    if len(data) < PREFIX:
+        raise CheckpointMismatch(f"{path} is truncated ({len(data)} bytes, less than the {PREFIX}-byte "
+                                 f"file header); save it again")
     if data[5] != VERSION:
         raise CheckpointMismatch(f"{path} is format version {data[5]}; this farm reads version {VERSION}")
-    (n,) = struct.unpack("<I", data[6:10])
+    (n,) = struct.unpack("<I", data[6:PREFIX])
+    if PREFIX + n > len(data):
+        raise CheckpointMismatch(f"{path} is truncated ({len(data)} bytes; its header alone needs "
+                                 f"{PREFIX + n}); save it again")
     try:
-        header = json.loads(zlib.decompress(data[10: 10 + n]))
+        header = json.loads(zlib.decompress(data[PREFIX: PREFIX + n]))
     except (zlib.error, ValueError) as e:
         raise CheckpointMismatch(f"{path} has a corrupt header: {e}") from None
-    offset, tensors, dense, order, dtypes = 10 + n, {}, {}, [], {}
+    offset, tensors, dense, order, dtypes = PREFIX + n, {}, {}, [], {}
     for e in header["e"]:
         blobs, offset = _take(data, offset, e.get("z", []), path)
         order.append(e["k"])

@@ -56,6 +56,10 @@ def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,
                 if best is None or ms < best[1]:
                     best = (config, ms)
         except Exception as exc:  # a config that cannot compile or launch is skipped, not fatal
+            # Celery's soft time limit is an Exception too: it must stop the job, not reject a
+            # config. Matched by name because kernels must not import celery.
+            if type(exc).__name__ == "SoftTimeLimitExceeded":
+                raise
             row["rejected"] = f"{type(exc).__name__}: {exc}"[:200]
         tried.append(row)
     if best is None:

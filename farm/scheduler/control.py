@@ -1,5 +1,6 @@
 """Cancel: flag the job in the database; a waiting job is cancelled at once, a running one stops at
-its next epoch or stage boundary (the worker's callback raises farm.errors.Cancelled)."""
+its next epoch or stage boundary (the worker's callback raises farm.errors.Cancelled). A job
+recorded as running under a process that is gone is cancelled at once too."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from farm.db.models import Job, utcnow
 from farm.db.queries import get_job
 from farm.db.status import JobStatus
 from farm.scheduler import queue
+from farm.worker.owners import owner_alive, owner_id
 
 
 @dataclass(frozen=True)
@@ -26,11 +28,25 @@ def _flag(job: Job) -> CancelResult:
     if job.status.is_waiting:
         job.status, job.finished_at, job.message = JobStatus.CANCELLED, utcnow(), "cancelled"
         return CancelResult(job.id, job.status, "cancelled")
+    if not _owner_running(job):  # nobody is left to see the flag: it would stay RUNNING forever
+        note = "cancelled (its worker was gone)"
+        job.status, job.finished_at, job.message, job.stage = JobStatus.CANCELLED, utcnow(), note, None
+        return CancelResult(job.id, job.status, note)
     return CancelResult(job.id, job.status, "cancel requested: stops at its next epoch or stage")
+
+
+def _owner_running(job: Job) -> bool:
+    # owner_alive says "gone" for this very process (a redelivery to it means the earlier attempt
+    # ended); a cancel from here while the job runs here (a thread, a callback) must flag it only.
+    return job.worker == owner_id() or owner_alive(job.worker, job.heartbeat_at)
 
 
 def cancel_jobs(job_ids: list[int]) -> list[CancelResult]:
     with db.session() as s:
+        # Lock the rows (in id order: two cancels never deadlock) so a worker's claim or finish
+        # waits for this decision instead of racing it. SQLite ignores FOR UPDATE.
+        for i in sorted(set(job_ids)):
+            s.get(Job, i, with_for_update=True)
         jobs = [get_job(s, i) for i in job_ids]  # NotFound before anything changes
         out = [_flag(j) for j in jobs]
         task_ids = [j.task_id for j in jobs if j.task_id and j.status == JobStatus.CANCELLED]

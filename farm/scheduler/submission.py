@@ -87,12 +87,21 @@ def _resubmit(job: Job, embedded: bool) -> tuple[bool, bool]:
         return True, True  # run it again from scratch
     if job.status == JobStatus.PENDING:
         return True, True  # never handed over (a submit that died between insert and publish)
+    if job.status == JobStatus.QUEUED and job.task_id is None:
+        # Committed as queued, then the submitting process died before publishing: no message
+        # exists. Sent again; if one did go out, the worker's claim runs the job once anyway.
+        return True, False
     if job.status == JobStatus.RUNNING:
         from farm.worker.owners import owner_alive
 
         # Here (embedded) the claim decides; on a farm, only a job whose process is gone is sent
         # again. Not reset: the claim counts the attempt and takes over from the dead owner.
-        return embedded or not owner_alive(job.worker, job.heartbeat_at), False
+        if owner_alive(job.worker, job.heartbeat_at):
+            return embedded, False
+        # A cancel its dead owner never saw would end the new attempt "cancelled before it
+        # started"; submitting it again means run it.
+        job.cancel_requested = False
+        return True, False
     return False, False
 
 

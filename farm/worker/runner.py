@@ -83,7 +83,18 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     status, message, write = outcome
-    if lifecycle.finish(claim, status, message, write=write):
+    try:
+        recorded = lifecycle.finish(claim, status, message, write=write)
+    except Exception as e:  # noqa: BLE001
+        if write is None:
+            raise
+        # The result rows could not be written (database error, a constraint): without this the
+        # job stays RUNNING under a live owner and every redelivery is ignored.
+        log.exception("job %s: could not record results", job_id)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        status = JobStatus.FAILED
+        recorded = lifecycle.finish(claim, status, f"could not record results: {first}")
+    if recorded:
         return status
     return _status(job_id)  # another attempt owns the job now
 

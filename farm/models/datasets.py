@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +100,20 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
     return None
 
 
+def _read_fashion(path: Path) -> np.ndarray:
+    try:
+        return read_idx(path)
+    except (ValueError, EOFError, OSError, zlib.error) as e:  # bad magic, cut gzip, not gzip at all
+        reason = str(e).replace(str(path), "").strip(" :").removeprefix("is ") or type(e).__name__
+        raise DatasetMissing(
+            f"Fashion-MNIST file {path} is corrupt ({reason}); reinstall it with `apt-get install "
+            f"--reinstall dataset-fashion-mnist`, or set FARM_DATA_DIR to a folder holding a good "
+            f"fashion-mnist/") from None
+
+
 def _fashion_mnist(root: Path | None, download: bool) -> Dataset:
     folder = _fashion_dir(root)
-    raw = {k: read_idx(_idx_file(folder, stem)) for k, stem in FASHION_FILES.items()}
+    raw = {k: _read_fashion(_idx_file(folder, stem)) for k, stem in FASHION_FILES.items()}
     return Dataset(
         "fashion-mnist",
         _normalise(raw["train_x"], FASHION_STATS), torch.from_numpy(raw["train_y"].astype(np.int64)),

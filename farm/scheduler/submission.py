@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
@@ -22,6 +22,7 @@ from farm.scheduler.spec import JobSpec
 
 MAX_ATTEMPTS = 3  # deliveries of one job before it is marked failed (worker lost each time)
 FORCE_SEARCH = 1000  # --force looks for a free run number up to this
+PUBLISH_GRACE_S = 60.0  # a new job still without a task id this long after insert was never sent
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _resubmit(job: Job, embedded: bool) -> tuple[bool, bool]:
         return True, True  # run it again from scratch
     if job.status == JobStatus.PENDING:
         return True, True  # never handed over (a submit that died between insert and publish)
-    if job.status == JobStatus.QUEUED and job.task_id is None:
+    if job.status == JobStatus.QUEUED and job.task_id is None and _unpublished(job):
         # Committed as queued, then the submitting process died before publishing: no message
         # exists. Sent again; if one did go out, the worker's claim runs the job once anyway.
         return True, False
@@ -103,6 +104,12 @@ def _resubmit(job: Job, embedded: bool) -> tuple[bool, bool]:
         job.cancel_requested = False
         return True, False
     return False, False
+
+
+def _unpublished(job: Job) -> bool:
+    # Until its publish returns, a submit in progress leaves its new job queued without a task
+    # id too: a concurrent submit of the same spec must not send a second message then.
+    return db.models.utcnow() - job.created_at > timedelta(seconds=PUBLISH_GRACE_S)
 
 
 def _reset(job: Job, status: JobStatus) -> None:

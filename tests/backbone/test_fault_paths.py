@@ -138,8 +138,10 @@ def test_a_failed_result_write_fails_the_job_instead_of_leaving_it_running(farm_
 def test_a_queued_job_whose_message_was_never_published_is_sent_again(workers, farm_cluster, redis_url):
     import redis
 
+    from datetime import timedelta
+
     from farm.scheduler.queue import task_ids_in_broker
-    from farm.scheduler.submission import submit
+    from farm.scheduler.submission import PUBLISH_GRACE_S, submit
 
     first = submit(_spec(7))
     assert first.created and first.status == JobStatus.QUEUED
@@ -150,6 +152,11 @@ def test_a_queued_job_whose_message_was_never_published_is_sent_again(workers, f
     with db.session() as s:
         s.get(Job, first.job_id).task_id = None
     assert task_ids_in_broker(redis_url) == set()
+    # Within the grace a submit may still be publishing it (a concurrent submit): not doubled.
+    assert submit(_spec(7)).requeued is False
+    with db.session() as s:  # the submit died longer ago than that
+        job = s.get(Job, first.job_id)
+        job.created_at -= timedelta(seconds=PUBLISH_GRACE_S + 1)
 
     again = submit(_spec(7))
     assert (again.job_id, again.created, again.requeued) == (first.job_id, False, True)

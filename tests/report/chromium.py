@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -160,12 +161,29 @@ def _errors(events: list[dict]) -> list[str]:
     return out
 
 
+def _end_group(proc: subprocess.Popen) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def open_page(path: Path, *, screenshot: Path | None = None, width: int = 1400, height: int = 1000,
               timeout: float = 30.0) -> Page:
-    with tempfile.TemporaryDirectory(prefix="farm-chromium-") as profile:
+    # Chromium's helper processes (renderer, crash handler) can still be writing to the profile
+    # when the browser process has exited: end the whole process group, and let a late file
+    # left in the profile not fail the test.
+    with tempfile.TemporaryDirectory(prefix="farm-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}",
                                  f"--window-size={width},{height}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
         try:
             port = _port(Path(profile), proc, timeout)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as r:
@@ -194,9 +212,4 @@ def open_page(path: Path, *, screenshot: Path | None = None, width: int = 1400, 
             finally:
                 ws.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _end_group(proc)

@@ -28,19 +28,9 @@ class SweepInfo:
 
 
 @dataclass(frozen=True)
-class MeasuredOn:
-    """One environment and what was measured in it."""
+class MeasuredOn(queries.EnvironmentRow):
+    """One environment (the database's row) and what was measured in it."""
 
-    environment_id: int
-    gpu: str | None
-    driver: str | None
-    cuda: str | None
-    cudnn: str | None
-    torch: str | None
-    pycuda: str | None
-    python: str | None
-    host: str | None
-    extra: dict[str, Any] | None
     jobs: list[int]
     model_timings: int  # rows
     layer_timings: int

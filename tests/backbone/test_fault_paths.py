@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
@@ -21,32 +19,12 @@ from farm.scheduler.submission import record
 from farm.worker.runner import run_job
 
 from .conftest import wait_for
+from .test_lifecycle import NOOP, _dead_pid, _get, _job
 
-NOOP = dict(model="tiny", dataset="synthetic", device="cpu", stages=("noop",))
 
 
 def _spec(seed: int) -> JobSpec:
     return JobSpec(**NOOP, seed=seed).resolve()
-
-
-def _job(seed: int, **state) -> int:
-    with db.session() as s:
-        [sub] = record(s, [_spec(seed)], status=JobStatus.QUEUED)
-        job = s.get(Job, sub.job_id)
-        for key, value in state.items():
-            setattr(job, key, value)
-        return sub.job_id
-
-
-def _get(job_id: int) -> Job:
-    with db.session() as s:
-        return s.get(Job, job_id)
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def _cancel_running_under_dead_and_live_owners() -> None:

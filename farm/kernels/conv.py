@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from farm.compress.sparse_tensor import SparseTensor
 from farm.errors import InvalidSpec
 from farm.kernels import runtime, tuning
+from farm.kernels.csrbatch.family import BatchConfig, BatchPlan, batch_candidates
 from farm.kernels.csrconv.config import TileConfig, candidates, variant_for
 from farm.kernels.csrconv.launch import ConvShape, GpuTable, Plan
 from farm.kernels.csrconv.table import build_table, pattern_hash, weight_format
@@ -151,18 +152,20 @@ class SparseConv2d(FusedConv):
             self._tables[rt] = GpuTable(t, device)
         return self._tables[rt]
 
-    def stage_table(self, config: StageConfig, geometry, device) -> tuple[GpuTable, int]:
+    def stage_table(self, config: StageConfig | BatchConfig, geometry, device) -> tuple[GpuTable, int]:
         key = ("stage", config, geometry)
         if key not in self._tables:
-            t, ck = build_stage_table(self.weight_record, geometry, config, self.scale.cpu().numpy())
+            layout = config.table_view() if isinstance(config, BatchConfig) else config
+            t, ck = build_stage_table(self.weight_record, geometry, layout, self.scale.cpu().numpy())
             self._tables[key] = (GpuTable(t, device), ck, max_chunk_entries(t))
         return self._tables[key]
 
     def make_plan(self, shape, dtype, config, device):
         cs = self.conv_shape(shape)
-        if isinstance(config, StageConfig):
+        if isinstance(config, (StageConfig, BatchConfig)):
             table, ck, most = self.stage_table(config, cs.geometry, device)
-            return StagePlan(table, ck, cs, config, dtype == torch.float16, most)
+            make = BatchPlan if isinstance(config, BatchConfig) else StagePlan
+            return make(table, ck, cs, config, dtype == torch.float16, most)
         return Plan(self.table(config.rt, device), cs, config, dtype == torch.float16)
 
     def table_bytes(self, plan) -> int:
@@ -176,18 +179,21 @@ class SparseConv2d(FusedConv):
                                 weight_format(w), f"sp{w.sparsity:.2f}|{pattern_hash(w)}")
 
     def candidate_configs(self, shape) -> list:
-        """Both kernel families: csrtile (staged input, broadcast weights) and csrconv (register
-        tiles over output channels with a case switch; split-K for small batches)."""
+        """The kernel families: csrbatch (four images per staged load, from batch 2), csrtile
+        (staged input, broadcast weights) and csrconv (register tiles over output channels with a
+        case switch; split-K for small batches)."""
         cs = self.conv_shape(shape)
         oh, ow = cs.out_hw
         wfmt = weight_format(self.weight_record)
-        return stage_candidates(cs.geometry, cs.k, cs.c, oh, ow, wfmt) + candidates(cs.geometry, cs.k, cs.n * oh * ow)
+        return (batch_candidates(cs.geometry, cs.k, cs.c, cs.n, oh, ow, wfmt)
+                + stage_candidates(cs.geometry, cs.k, cs.c, oh, ow, wfmt)
+                + candidates(cs.geometry, cs.k, cs.n * oh * ow))
 
     def kernel_sources(self, shape, dtype) -> list[str]:
         """Every source the candidates of this shape compile (to precompile without a GPU)."""
         g = self.conv_shape(shape).geometry
         wfmt, half = weight_format(self.weight_record), dtype == torch.float16
-        return [c.source(g, half, wfmt) if isinstance(c, StageConfig) else
+        return [c.source(g, half, wfmt) if isinstance(c, (StageConfig, BatchConfig)) else
                 variant_for(g, c, half, wfmt).source() for c in self.candidate_configs(shape)]
 
     def plan_for(self, shape, dtype, device) -> Plan:

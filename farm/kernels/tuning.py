@@ -59,8 +59,13 @@ def store(key: str, config: TileConfig, ms: float, tried: list[dict]) -> None:
 
 def config_from(entry: dict):
     d = dict(entry["config"])
-    if d.pop("family", None) == "stage":
+    family = d.pop("family", None)
+    if family == "stage":
         from farm.kernels.csrtile.family import StageConfig
 
         return StageConfig(**d)
+    if family == "batch":
+        from farm.kernels.csrbatch.family import BatchConfig
+
+        return BatchConfig(**d)
     return TileConfig(**d)

@@ -67,3 +67,64 @@ def run_csrtile(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=None
                                 v += res[nn, oc, yy, xx]
                             y[nn, oc, yy, xx] = max(v, 0) if relu else v
     return y
+
+
+def run_csrbatch(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=None):
+    """csrbatch.cu's indexing: blocks of (4 images, one tile, RG*RB rows), staged [cc][iy][ix][4],
+    thread (row group, tile row, PX adjacent pixels)."""
+    nb = 4
+    n_, c, h, w = x.shape
+    k = shape[0]
+    pad_h, pad_w = padding
+    oh = (h + 2 * pad_h - g.dh * (g.kh - 1) - 1) // g.sh + 1
+    ow = (w + 2 * pad_w - g.dw * (g.kw - 1) - 1) // g.sw + 1
+    ih_, iw_ = cfg.patch(g)
+    tiles_h, tiles_w = -(-oh // cfg.th), -(-ow // cfg.tw)
+    nchunk = -(-c // ck)
+    off, val = decode_values(table)
+    y = np.full((n_, k, oh, ow), np.nan)
+    txn = cfg.tw // cfg.px
+    t = np.arange(cfg.group_threads)
+    ty, tx = t // txn, t % txn
+    active = ty < cfg.th
+    base = np.where(active, (ty * g.sh) * iw_ + tx * cfg.px * g.sw, 0)
+    for bx in range(-(-n_ // nb) * tiles_h * tiles_w):
+        n0 = (bx // (tiles_h * tiles_w)) * nb
+        t2 = bx % (tiles_h * tiles_w)
+        oh0, ow0 = (t2 // tiles_w) * cfg.th, (t2 % tiles_w) * cfg.tw
+        ih0, iw0 = oh0 * g.sh - pad_h, ow0 * g.sw - pad_w
+        for blk in range(len(table.perm) // cfg.rows):
+            acc = np.zeros((cfg.rg, cfg.rb, len(t), cfg.px, nb))
+            for ch in range(nchunk):
+                xs = np.zeros((ck * ih_ * iw_ + 1, nb))  # one spare vector: idle lanes may read past
+                for cc in range(min(ck, c - ch * ck)):
+                    for b in range(nb):
+                        for iy in range(ih_):
+                            for ix in range(iw_):
+                                hh, ww = ih0 + iy, iw0 + ix
+                                if n0 + b < n_ and 0 <= hh < h and 0 <= ww < w:
+                                    xs[(cc * ih_ + iy) * iw_ + ix, b] = x[n0 + b, ch * ck + cc, hh, ww]
+                row = table.cptr[blk * nchunk + ch]
+                for rg in range(cfg.rg):
+                    for r in range(cfg.rb):
+                        for i in range(row[rg * cfg.rb + r], row[rg * cfg.rb + r + 1]):
+                            for p in range(cfg.px):
+                                acc[rg, r, :, p, :] += val[i] * xs[base + off[i] + p * g.sw]
+            for rg in range(cfg.rg):
+                for r in range(cfg.rb):
+                    oc = table.perm[blk * cfg.rows + rg * cfg.rb + r]
+                    if oc < 0:
+                        continue
+                    for q in np.nonzero(active)[0]:
+                        for p in range(cfg.px):
+                            yy, xx = oh0 + ty[q], ow0 + tx[q] * cfg.px + p
+                            if yy >= oh or xx >= ow:
+                                continue
+                            for b in range(nb):
+                                if n0 + b >= n_:
+                                    continue
+                                v = acc[rg, r, q, p, b] * table.oscale[oc] + bias[oc]
+                                if res is not None:
+                                    v += res[n0 + b, oc, yy, xx]
+                                y[n0 + b, oc, yy, xx] = max(v, 0) if relu else v
+    return y

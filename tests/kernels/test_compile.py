@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from farm.kernels.compile import compile_cubin, nvcc_path
+from farm.kernels.csrbatch.family import BatchConfig
 from farm.kernels.csrconv.config import Geometry, TileConfig, Variant, variant_for
 from farm.kernels.csrtile.family import StageConfig
 
@@ -24,6 +25,10 @@ STAGED = {  # csrtile sources: (config, geometry, fp16 activations, weight forma
     "st-rb16-t14x14-p2-resnet50.layer3.conv2-fp32": (StageConfig(16, 14, 14, 2), Geometry(3, 3), False, "fp32"),
     "st-rb8-t16x28-p8-resnet50.layer1.conv1-fp16act-cb4": (StageConfig(8, 16, 28, 8), Geometry(1, 1), True, "cb4"),
     "st-rb8-t8x7-p4-stride2-int8": (StageConfig(8, 8, 7, 4), Geometry(3, 3, 2, 2), True, "int8"),
+    # csrbatch sources
+    "bt-rb8x2-t14x14-px2-resnet50.layer3.conv2-fp32": (BatchConfig(8, 2, 14, 14, 2), Geometry(3, 3), False, "fp32"),
+    "bt-rb16x1-t7x7-px1-resnet50.layer4.conv3-fp16act-cb4": (BatchConfig(16, 1, 7, 7, 1), Geometry(1, 1), True, "cb4"),
+    "bt-rb4x2-t7x14-px2-stride2-int8": (BatchConfig(4, 2, 7, 14, 2), Geometry(3, 3, 2, 2), True, "int8"),
 }
 
 

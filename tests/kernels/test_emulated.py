@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from farm.compress.sparse_tensor import SparseTensor
+from farm.kernels.csrbatch.family import BatchConfig, batch_candidates
 from farm.kernels.csrconv.config import Geometry
 from farm.kernels.csrtile.family import StageConfig, build_stage_table, stage_candidates
 from farm.kernels.testing import pruned_weight, quantize
 
-from .emulate import run_csrtile
+from .emulate import run_csrbatch, run_csrtile
 
 CASES = [  # cin, cout, h, w, k, stride, pad, dil, config
     (5, 11, 9, 7, 3, 1, 1, 1, StageConfig(4, 4, 7, 2, 3)),
@@ -45,5 +46,46 @@ def test_candidates_fit_shared_memory_and_offsets():
                 ih, iw = cfg.patch(g)
                 ck = cfg.chunk(g, c, wfmt)
                 assert 1 <= ck and ck * ih * iw * 4 <= 32768
+                if wfmt == "cb4":
+                    assert ck * ih * iw <= 4096
+
+
+BATCH_CASES = [  # cin, cout, n, h, w, k, stride, pad, dil, config
+    (5, 11, 5, 9, 7, 3, 1, 1, 1, BatchConfig(4, 2, 3, 7, 1)),
+    (6, 9, 4, 12, 10, 3, 2, 1, 1, BatchConfig(8, 1, 3, 6, 2)),
+    (4, 7, 3, 11, 11, 3, 1, 2, 2, BatchConfig(4, 1, 4, 6, 2)),
+    (9, 5, 6, 6, 8, 1, 1, 0, 1, BatchConfig(4, 2, 2, 8, 2)),
+    (3, 6, 2, 10, 9, 5, 2, 2, 1, BatchConfig(8, 1, 2, 3, 1)),
+]
+
+
+@pytest.mark.parametrize("case", BATCH_CASES, ids=lambda c: f"n{c[2]}k{c[5]}s{c[6]}p{c[7]}d{c[8]}-{c[9].name}")
+@pytest.mark.parametrize("scheme,bits", [("fp32", 32), ("kmeans", 4)])
+def test_csrbatch_model_matches_conv(case, scheme, bits):
+    cin, cout, n, h, w, k, s, p, d, cfg = case
+    g = Geometry(k, k, s, s, d, d)
+    st = quantize(SparseTensor.from_dense(pruned_weight((cout, cin, k, k), 0.6, empty_rows=1)), scheme, bits)
+    table, ck = build_stage_table(st, g, cfg.table_view(), ck=2)  # several chunks, a partial last one
+    x = np.random.default_rng(0).standard_normal((n, cin, h, w))
+    bias = np.linspace(-1, 1, cout)
+    ref = F.conv2d(torch.from_numpy(x), st.to_dense().double(), torch.from_numpy(bias), s, p, d)
+    res = np.random.default_rng(1).standard_normal(tuple(ref.shape))
+    y = run_csrbatch(x, table, ck, cfg, g, st.shape, (p, p), bias, relu=True, res=res)
+    ref = F.relu(ref + torch.from_numpy(res)).numpy()
+    assert not np.isnan(y).any()
+    np.testing.assert_allclose(y, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_batch_candidates_fit_shared_memory_and_offsets():
+    for g, c, hw in [(Geometry(3, 3), 512, 7), (Geometry(3, 3), 256, 14), (Geometry(1, 1), 1024, 14),
+                     (Geometry(3, 3), 64, 56), (Geometry(1, 1, 2, 2), 256, 28)]:
+        for wfmt in ("fp32", "cb4"):
+            cands = batch_candidates(g, 256, c, 32, hw, hw, wfmt)
+            assert cands and not batch_candidates(g, 256, c, 1, hw, hw, wfmt)
+            for cfg in cands:
+                ih, iw = cfg.patch(g)
+                ck = cfg.chunk(g, c, wfmt)
+                assert 1 <= ck and 16 * ck * ih * iw <= 40 * 1024 and cfg.threads <= 1024
+                assert hw % cfg.th == 0 and cfg.tw % cfg.px == 0
                 if wfmt == "cb4":
                     assert ck * ih * iw <= 4096

@@ -36,6 +36,10 @@ def main() -> int:
     dtype, scheme, bits = VARIANTS[args.variant]
     layer = make_layer(cin, cout, k, s, p, 1, args.sparsity, scheme, bits, dtype, seed=7).cuda()
     shape = (args.batch, cin, hw, hw)
+    from farm.kernels import runtime
+    from farm.kernels.compile import precompile
+
+    precompile(layer.kernel_sources(shape, dtype), runtime.arch())  # nvcc in parallel, not one by one
     x = torch.randn(shape, device="cuda").to(dtype)
     if args.config:
         config = next(c for c in layer.candidate_configs(shape) if c.name == args.config)

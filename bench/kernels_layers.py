@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from farm.compress.sparse_tensor import SparseTensor  # noqa: E402
 from farm.kernels.conv import SparseConv2d  # noqa: E402
+from farm.kernels.csrbatch.family import BatchConfig  # noqa: E402
 from farm.kernels.csrconv.config import Geometry, TileConfig, candidates, variant_for  # noqa: E402
 from farm.kernels.csrconv.table import weight_format  # noqa: E402
 from farm.kernels.csrtile.family import StageConfig  # noqa: E402
@@ -99,11 +100,12 @@ def check_cases():
                                empty_rows=empty, relu=i % 2 == 0)
             cands = layer.candidate_configs((n, cin, h, w))
             stage = [c for c in cands if isinstance(c, StageConfig)]
-            cands = [c for c in cands if not isinstance(c, StageConfig)]
+            batch = [c for c in cands if isinstance(c, BatchConfig)]
+            cands = [c for c in cands if isinstance(c, TileConfig)]
             split = [c for c in cands if c.s > 1][:1]
-            configs = cands[:1] + stage[:1]
+            configs = cands[:1] + stage[:1] + batch[:1]
             if (dtype, scheme) in ((torch.float32, "fp32"), (torch.float16, "fp16")):
-                configs += split + stage[1:] + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
+                configs += split + stage[1:] + batch[1:] + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
             name = f"c{cin}-k{cout}-{h}x{w}-k{k}s{s}p{p}d{d}-n{n}-sp{sp}-{str(dtype)[6:]}-{scheme}{bits}"
             yield CheckCase(name, layer, (n, cin, h, w), dtype, configs, residual=i % 3 == 0)
 
@@ -124,7 +126,7 @@ def sources() -> list[str]:
         g = case.layer.conv_shape(case.shape).geometry
         for c in case.configs:
             out.append(c.source(g, case.dtype == torch.float16, weight_format(case.layer.weight_record))
-                       if isinstance(c, StageConfig) else
+                       if isinstance(c, (StageConfig, BatchConfig)) else
                        variant_for(g, c, case.dtype == torch.float16, weight_format(case.layer.weight_record)).source())
     for name, sp, vname, layer, dtype, cin, hw in bench_layers():
         for n in BATCHES:

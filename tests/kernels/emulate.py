@@ -71,7 +71,7 @@ def run_csrtile(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=None
 
 def run_csrbatch(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=None):
     """csrbatch.cu's indexing: blocks of (4 images, one tile, RG*RB rows), staged [cc][iy][ix][4],
-    thread (row group, tile row, PX adjacent pixels)."""
+    thread (row group, tile row, PX adjacent pixels); row r of group rg is the block's row r*RG+rg."""
     nb = 4
     n_, c, h, w = x.shape
     k = shape[0]
@@ -107,12 +107,12 @@ def run_csrbatch(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=Non
                 row = table.cptr[blk * nchunk + ch]
                 for rg in range(cfg.rg):
                     for r in range(cfg.rb):
-                        for i in range(row[rg * cfg.rb + r], row[rg * cfg.rb + r + 1]):
+                        for i in range(row[r * cfg.rg + rg], row[r * cfg.rg + rg + 1]):
                             for p in range(cfg.px):
                                 acc[rg, r, :, p, :] += val[i] * xs[base + off[i] + p * g.sw]
             for rg in range(cfg.rg):
                 for r in range(cfg.rb):
-                    oc = table.perm[blk * cfg.rows + rg * cfg.rb + r]
+                    oc = table.perm[blk * cfg.rows + r * cfg.rg + rg]
                     if oc < 0:
                         continue
                     for q in np.nonzero(active)[0]:

@@ -56,6 +56,7 @@ BATCH_CASES = [  # cin, cout, n, h, w, k, stride, pad, dil, config
     (4, 7, 3, 11, 11, 3, 1, 2, 2, BatchConfig(4, 1, 4, 6, 2)),
     (9, 5, 6, 6, 8, 1, 1, 0, 1, BatchConfig(4, 2, 2, 8, 2)),
     (3, 6, 2, 10, 9, 5, 2, 2, 1, BatchConfig(8, 1, 2, 3, 1)),
+    (7, 21, 5, 4, 8, 1, 1, 0, 1, BatchConfig(2, 4, 1, 8, 1)),
 ]
 
 

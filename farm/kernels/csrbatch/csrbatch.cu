@@ -34,11 +34,13 @@
 #define SB 8
 #endif
 #define NB 4
+#define UN (4 / PX)                              // nonzeros per unrolled step
 #define IH ((TH - 1) * SH + (KH - 1) * DH + 1)
 #define IW ((TW - 1) * SW + (KW - 1) * DW + 1)
 #define TXN ((TW + PX - 1) / PX)                 // threads across a tile row
 #define GROUP_THREADS (((TH * TXN) + 31) / 32 * 32)
 #define NTHREADS (RG * GROUP_THREADS)
+#define ROWS_PER_PASS (NTHREADS / IW)            // staged rows per pass (IW <= NTHREADS)
 
 #if ACT_HALF
 typedef __half act_t;
@@ -79,6 +81,8 @@ __device__ __forceinline__ void fma4(float (&a)[NB], float w, const float4 v) {
   a[3] = fmaf(w, v.w, a[3]);
 }
 
+static_assert(IW <= NTHREADS, "a staged row must fit the block's threads");
+
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 csrbatch(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restrict__ res,
          const entry_t* __restrict__ tab, const int* __restrict__ cptr,
@@ -116,6 +120,11 @@ csrbatch(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __rest
 
   float* xf = reinterpret_cast<float*>(xs);
   const long long plane = (long long)H * W;
+  // This thread's staging column, fixed for the whole kernel.
+  const int sx = tid % IW, srow = tid / IW;
+  const bool stager = srow < ROWS_PER_PASS;
+  const bool col_ok = iw0 + sx >= 0 && iw0 + sx < W;
+  const act_t* xcol = x + (iw0 + sx);
   for (int ch = 0; ch < NCHUNK; ++ch) {
     const int c0 = ch * CK;
     const int cc_n = min(CK, C - c0);
@@ -124,27 +133,25 @@ csrbatch(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __rest
     __syncthreads();  // the previous chunk is no longer read
     if (tid <= RG * RB) rows_at[tid] = __ldg(cp + tid) - e_begin;
     for (int i = tid; i < e_count; i += NTHREADS) es[i] = tab[e_begin + i];
-    // Stage: element idx -> (cc, image b, iy, ix), ix fastest so a warp reads a global row;
-    // stored at [(cc*IH + iy)*IW + ix][b]. SB loads in flight before their stores.
-    const int total = cc_n * NB * IH * IW;
-    for (int first = tid; first < total; first += NTHREADS * SB) {
+    // Stage: lanes along a staged row (ix), rows (cc, image b, iy); stored at
+    // [(cc*IH + iy)*IW + ix][b]. Divisors are compile-time; SB rows in flight before the stores.
+    const int nrows = cc_n * NB * IH;
+    for (int first = srow; first < nrows; first += ROWS_PER_PASS * SB) {
       float v[SB];
       int dst[SB];
 #pragma unroll
       for (int u = 0; u < SB; ++u) {
-        const int idx = first + u * NTHREADS;
+        const int rr = first + u * ROWS_PER_PASS;
         v[u] = 0.f;
         dst[u] = -1;
-        if (idx < total) {
-          const int cc = idx / (NB * IH * IW);
-          const int r1 = idx - cc * (NB * IH * IW);
-          const int b = r1 / (IH * IW);
-          const int r2 = r1 - b * (IH * IW);
-          const int iy = r2 / IW, ix = r2 - (r2 / IW) * IW;
-          dst[u] = ((cc * IH + iy) * IW + ix) * NB + b;
-          const int ih = ih0 + iy, iw = iw0 + ix, n = n0 + b;
-          if (n < N && ih >= 0 && ih < H && iw >= 0 && iw < W)
-            v[u] = load_act(x + ((long long)n * C + c0 + cc) * plane + (long long)ih * W + iw);
+        if (stager && rr < nrows) {
+          const int cc = rr / (NB * IH);
+          const int r1 = rr - cc * (NB * IH);
+          const int b = r1 / IH, iy = r1 - (r1 / IH) * IH;
+          dst[u] = ((cc * IH + iy) * IW + sx) * NB + b;
+          const int ih = ih0 + iy;
+          if (col_ok && n0 + b < N && ih >= 0 && ih < H)
+            v[u] = load_act(xcol + ((long long)(n0 + b) * C + c0 + cc) * plane + (long long)ih * W);
         }
       }
 #pragma unroll
@@ -155,24 +162,26 @@ csrbatch(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __rest
     const float4* xb = xs + base;
 #pragma unroll
     for (int r = 0; r < RB; ++r) {
-      const int i0 = rows_at[rg * RB + r], i1 = rows_at[rg * RB + r + 1];
+      // Rows are dealt to groups round-robin (r * RG + rg): balance_rows orders a block's rows
+      // heaviest first, so consecutive slots would give group 0 all the heavy rows.
+      const int i0 = rows_at[r * RG + rg], i1 = rows_at[r * RG + rg + 1];
       int i = i0;
-      for (; i + 2 <= i1; i += 2) {  // two nonzeros: 2*PX 16-byte loads in flight
-        const entry_t e0 = es[i], e1 = es[i + 1];
-        const float w0 = E_W(e0), w1 = E_W(e1);
-        float4 a[PX], b[PX];
+      for (; i + UN <= i1; i += UN) {  // UN nonzeros: UN*PX 16-byte loads in flight
+        float w[UN];
+        float4 a[UN][PX];
 #pragma unroll
-        for (int p = 0; p < PX; ++p) {
-          a[p] = xb[E_OFF(e0) + p * SW];
-          b[p] = xb[E_OFF(e1) + p * SW];
+        for (int u = 0; u < UN; ++u) {
+          const entry_t e = es[i + u];
+          w[u] = E_W(e);
+#pragma unroll
+          for (int p = 0; p < PX; ++p) a[u][p] = xb[E_OFF(e) + p * SW];
         }
 #pragma unroll
-        for (int p = 0; p < PX; ++p) {
-          fma4(acc[r][p], w0, a[p]);
-          fma4(acc[r][p], w1, b[p]);
-        }
+        for (int u = 0; u < UN; ++u)
+#pragma unroll
+          for (int p = 0; p < PX; ++p) fma4(acc[r][p], w[u], a[u][p]);
       }
-      if (i < i1) {
+      for (; i < i1; ++i) {
         const entry_t e0 = es[i];
         const float w0 = E_W(e0);
 #pragma unroll
@@ -185,7 +194,7 @@ csrbatch(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __rest
   if (oh >= OH) return;
 #pragma unroll
   for (int r = 0; r < RB; ++r) {
-    const int oc = __ldg(perm + blk * (RG * RB) + rg * RB + r);
+    const int oc = __ldg(perm + blk * (RG * RB) + r * RG + rg);
     if (oc < 0) continue;
     const float sc = __ldg(oscale + oc), bs = __ldg(bias + oc);
 #pragma unroll

@@ -105,9 +105,11 @@ class TableView:
         return self.config.smem_bytes(g, ck, entries, wfmt)
 
 
-def _tile_rows(oh: int, per_row: int) -> int:
-    """Largest divisor of oh whose tile keeps a row group within 256 threads (no ragged tiles)."""
-    return max(d for d in range(1, oh + 1) if oh % d == 0 and (d * per_row <= 256 or d == 1))
+def _tile_rows(oh: int, per_row: int) -> list[int]:
+    """Divisors of oh whose tile keeps a row group within 256 threads (no ragged tiles): the
+    largest, and the next one down, which doubles the blocks where a batch gives too few."""
+    fits = [d for d in range(oh, 0, -1) if oh % d == 0 and d * per_row <= 256] or [1]
+    return [d for d in fits[:2] if d * per_row >= 32 or d == fits[0]]
 
 
 def batch_candidates(g: Geometry, k: int, c: int, n: int, oh: int, ow: int, wfmt: str) -> list[BatchConfig]:
@@ -118,12 +120,20 @@ def batch_candidates(g: Geometry, k: int, c: int, n: int, oh: int, ow: int, wfmt
     for px in (1, 2):
         if tw % px:
             continue
-        th = _tile_rows(oh, tw // px)
-        for rb, rg in ((8, 1), (8, 2), (16, 1), (4, 2), (16, 2)):
-            if rb * px * NB > MAX_ACC or rb * rg > max(8, k):
-                continue
-            cfg = BatchConfig(rb, rg, th, tw, px)
-            if cfg.threads <= 1024 and cfg.chunk(g, c, wfmt) >= 1:
+        for th in _tile_rows(oh, tw // px):
+            for rb, rg in ((8, 2), (16, 2), (8, 1), (16, 1), (4, 2)):
+                if rb * px * NB > MAX_ACC or rb * rg > max(8, k):
+                    continue
+                cfg = BatchConfig(rb, rg, th, tw, px)
+                if cfg.threads <= 1024 and cfg.patch(g)[1] <= cfg.threads and cfg.chunk(g, c, wfmt) >= 1:
+                    out.append(cfg)
+    if g.kh * g.kw == 1 and tw <= 64:
+        # 1x1: a staged value meets one weight per row (not KH*KW), so a block needs many rows to
+        # pay for staging: small tiles (a warp or two per group) and 4 or 8 row groups.
+        th = max([d for d in range(1, oh + 1) if oh % d == 0 and d * tw <= 64] or [1])
+        for rg in (4, 8):
+            cfg = BatchConfig(8, rg, th, tw, 1)
+            if 8 * rg <= max(8, k) and cfg.patch(g)[1] <= cfg.threads and cfg.chunk(g, c, wfmt) >= 1:
                 out.append(cfg)
     return out
 

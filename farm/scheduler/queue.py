@@ -17,6 +17,7 @@ class Delivery:
     job_id: int
     device: str  # the queue
     priority: int  # farm priority 0..9, higher first
+    eta: datetime | None = None  # a start time of its own (a re-sent scheduled job), aware UTC
 
 
 def _app(broker_url: str):
@@ -50,7 +51,7 @@ def enqueue(broker_url: str, deliveries: Iterable[Delivery], *, eta: datetime | 
             for d in deliveries:
                 ids[d.job_id] = task_id(d.job_id)
                 app.send_task(TASK_RUN_JOB, args=[d.job_id], queue=d.device, task_id=ids[d.job_id],
-                              priority=celery_priority(d.priority), eta=eta, producer=producer)
+                              priority=celery_priority(d.priority), eta=d.eta or eta, producer=producer)
     except Exception as e:
         raise ServiceUnavailable(f"cannot publish to the broker {broker_url}: {e}") from None
     return ids

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from farm import db, settings
-from farm.db.models import Job, SweepJob
+from farm.db.models import Job, Sweep, SweepJob
 from farm.db.status import JobStatus
 from farm.scheduler import queue
 from farm.scheduler.spec import JobSpec
@@ -32,6 +32,7 @@ class Submitted:
     created: bool  # a new row; False: an existing job was found by hash
     requeued: bool  # an existing failed/cancelled/never-sent job sent again
     status: JobStatus
+    eta: datetime | None = None  # a re-sent scheduled job's own start time (aware UTC), if ahead
 
 
 def _insert_ignore(session: Session, rows: list[dict]) -> dict[str, int]:
@@ -88,9 +89,10 @@ def _resubmit(job: Job, embedded: bool) -> tuple[bool, bool]:
         return True, True  # run it again from scratch
     if job.status == JobStatus.PENDING:
         return True, True  # never handed over (a submit that died between insert and publish)
-    if job.status == JobStatus.QUEUED and job.task_id is None and _unpublished(job):
-        # Committed as queued, then the submitting process died before publishing: no message
-        # exists. Sent again; if one did go out, the worker's claim runs the job once anyway.
+    if job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED) and job.task_id is None and _unpublished(job):
+        # Committed as queued (or scheduled), then the submitting process died before publishing:
+        # no message exists. Sent again (a scheduled one keeps its start time: keep_start_times);
+        # if one did go out, the worker's claim runs the job once anyway.
         return True, False
     if job.status == JobStatus.RUNNING:
         from farm.worker.owners import owner_alive
@@ -110,6 +112,42 @@ def _unpublished(job: Job) -> bool:
     # Until its publish returns, a submit in progress leaves its new job queued without a task
     # id too: a concurrent submit of the same spec must not send a second message then.
     return db.models.utcnow() - job.created_at > timedelta(seconds=PUBLISH_GRACE_S)
+
+
+def message_lost(job: Job, present: set[str]) -> bool:
+    """Whether a waiting job's message is gone from the broker (`present`: the ids it holds)."""
+    if job.task_id is None:
+        return _unpublished(job)  # else a submit may be publishing it right now
+    return job.task_id not in present
+
+
+def start_times(s: Session, job_ids: Sequence[int]) -> dict[int, datetime]:
+    """The start time (aware UTC) each job still waits for: that of the latest of its sweeps
+    submitted with --at, where it is still ahead. The lost message held it; a re-sent job keeps it."""
+    rows = s.execute(select(SweepJob.job_id, Sweep.start_at).join(Sweep, Sweep.id == SweepJob.sweep_id)
+                     .where(SweepJob.job_id.in_(list(job_ids)), Sweep.start_at.is_not(None))
+                     .order_by(Sweep.id))
+    latest = dict(rows.tuples().all())  # ordered by sweep id: the latest sweep's time wins
+    now = db.models.utcnow()
+    return {job_id: at.replace(tzinfo=UTC) for job_id, at in latest.items() if at > now}
+
+
+def keep_start_times(s: Session, resent: dict[int, Job], subs: list[Submitted],
+                     status: JobStatus) -> list[Submitted]:
+    """`resent`: scheduled jobs sent again as they are (not reset). Each goes with its own start
+    time while that is ahead; once it has passed, now and in `status` (the caller's)."""
+    if not resent:
+        return subs
+    starts = start_times(s, sorted(resent))
+    out = []
+    for sub in subs:
+        if sub.job_id in starts:
+            sub = replace(sub, eta=starts[sub.job_id])
+        elif sub.job_id in resent:
+            resent[sub.job_id].status = status
+            sub = replace(sub, status=status)
+        out.append(sub)
+    return out
 
 
 def _reset(job: Job, status: JobStatus) -> None:
@@ -140,6 +178,7 @@ def record(s: Session, specs: Sequence[JobSpec], *, force: bool = False, priorit
                                   if h not in existing])
     existing |= load(h for h in unique if h not in existing and h not in inserted)  # lost a race
     outcome: dict[str, Submitted] = {}
+    resent: dict[int, Job] = {}  # scheduled jobs sent again without a reset
     for h, spec in unique.items():
         if h in inserted:
             outcome[h] = Submitted(inserted[h], spec, True, False, status)
@@ -150,7 +189,10 @@ def record(s: Session, specs: Sequence[JobSpec], *, force: bool = False, priorit
             _reset(job, status)
         if send:
             job.priority = max(job.priority, priority)
+            if not reset and job.status == JobStatus.SCHEDULED:
+                resent[job.id] = job
         outcome[h] = Submitted(job.id, spec, False, send, job.status)
+    outcome = dict(zip(outcome, keep_start_times(s, resent, list(outcome.values()), status)))
     if sweep_id is not None:
         linked = set(s.scalars(select(SweepJob.job_id).where(SweepJob.sweep_id == sweep_id)))
         fresh = [{"sweep_id": sweep_id, "job_id": o.job_id} for o in outcome.values() if o.job_id not in linked]
@@ -175,7 +217,7 @@ def publish(broker_url: str, submitted: Sequence[Submitted], *, priority: int = 
     sending = to_send(submitted)
     if not sending:
         return
-    deliveries = [queue.Delivery(sub.job_id, sub.spec.device, priority) for sub in sending]
+    deliveries = [queue.Delivery(sub.job_id, sub.spec.device, priority, sub.eta) for sub in sending]
     try:
         ids = queue.enqueue(broker_url, deliveries, eta=eta)
     except Exception:

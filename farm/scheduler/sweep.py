@@ -37,7 +37,8 @@ from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
 from farm.scheduler.spec import FLOAT_BITS, RECIPES, JobSpec
-from farm.scheduler.submission import Submitted, choose_device, publish, record, to_send
+from farm.scheduler.submission import (Submitted, choose_device, keep_start_times, message_lost,
+                                       publish, record, to_send)
 
 log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "grid", "fixed"}
@@ -228,8 +229,8 @@ def _send(sweep_id: int, subs: list[Submitted], conf, priority: int, start_at, o
 
 
 def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
-    """Re-send the sweep's failed, cancelled, never-sent or lost (queued, but no longer in the
-    broker) jobs, and create any missing ones."""
+    """Re-send the sweep's failed, cancelled, never-sent or lost (queued or scheduled, but no
+    longer in the broker) jobs, and create any missing ones."""
     conf = settings.load()
     if not conf.embedded:
         queue.check_broker(conf.broker_url)
@@ -247,17 +248,21 @@ def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
 
 
 def _requeue_lost(s, subs: list[Submitted], broker_url: str) -> list[Submitted]:
-    """Queued jobs whose message the broker no longer holds (Redis restarted without its
-    append-only file, a queue purged) are sent again. A message that is still there is not
-    doubled; and if one turns up twice anyway, the worker's claim in the database runs it once."""
+    """Queued and scheduled jobs whose message the broker no longer holds (Redis restarted without
+    its append-only file, a queue purged) are sent again, a scheduled one with its start time. A
+    message that is still there is not doubled, nor one a submit may be publishing right now
+    (PUBLISH_GRACE_S); if one turns up twice anyway, the worker's claim runs the job once."""
     waiting = {sub.job_id for sub in subs
-               if sub.status == JobStatus.QUEUED and not (sub.created or sub.requeued)}
+               if sub.status in (JobStatus.QUEUED, JobStatus.SCHEDULED) and not (sub.created or sub.requeued)}
     if not waiting:
         return subs
     present = queue.task_ids_in_broker(broker_url)
-    lost = {job.id for job in s.scalars(select(Job).where(Job.id.in_(waiting)))
-            if job.status == JobStatus.QUEUED and job.task_id not in present}
-    return [replace(sub, requeued=True) if sub.job_id in lost else sub for sub in subs]
+    jobs = {job.id: job for job in s.scalars(select(Job).where(Job.id.in_(waiting)))}
+    lost = {job_id for job_id, job in jobs.items()
+            if job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED) and message_lost(job, present)}
+    subs = [replace(sub, requeued=True) if sub.job_id in lost else sub for sub in subs]
+    scheduled = {job_id: jobs[job_id] for job_id in lost if jobs[job_id].status == JobStatus.SCHEDULED}
+    return keep_start_times(s, scheduled, subs, JobStatus.QUEUED)
 
 
 def cancel(sweep_id: int) -> list[control.CancelResult]:

@@ -56,3 +56,125 @@ def test_resume_resends_only_lost_messages_and_each_job_runs_once(workers, farm_
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Metrics)) == 12  # one result row per job
         assert set(s.scalars(select(Job.attempts))) == {1}
+
+
+# --- a job scheduled for later (sweep --at) whose message is lost -----------------------------
+
+SCHEDULED_SWEEP = """
+name: later
+grid:
+  seed: [1]
+fixed: {model: tiny, dataset: synthetic, device: cpu, stages: [noop]}
+"""
+
+
+def _submit_later(tmp_path, minutes: int = 3):
+    """A one-job sweep submitted with --at a few minutes from now: the job is SCHEDULED."""
+    from datetime import datetime, timedelta
+
+    from farm.scheduler import sweep
+
+    path = tmp_path / "later.yaml"
+    path.write_text(SCHEDULED_SWEEP)
+    at = (datetime.now() + timedelta(minutes=minutes)).strftime("%H:%M")
+    done = sweep.submit(sweep.load(path), at=at)
+    [job_id] = done.job_ids
+    assert _job(job_id).status == JobStatus.SCHEDULED
+    return done, job_id
+
+
+def _job(job_id: int) -> Job:
+    with db.session() as s:
+        return s.get(Job, job_id)
+
+
+def _messages(redis_url) -> list[dict]:
+    """The run messages waiting in the cpu queue (every priority level)."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = [k for k in client.keys("cpu*") if client.type(k) == b"list"]
+    return [json.loads(m) for k in keys for m in client.lrange(k, 0, -1)]
+
+
+def _lose_messages(redis_url) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    for key in client.keys("cpu*"):
+        client.delete(key)
+    assert _messages(redis_url) == []
+
+
+def _eta(message: dict):
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(message["headers"]["eta"]).astimezone(UTC).replace(tzinfo=None)
+
+
+def test_resume_resends_a_lost_scheduled_job_once_and_keeps_its_start_time(workers, farm_cluster,
+                                                                          tmp_path, redis_url):
+    from datetime import timedelta
+
+    from farm.db.models import Sweep, utcnow
+    from farm.scheduler import sweep
+
+    done, job_id = _submit_later(tmp_path)
+    [message] = _messages(redis_url)
+    assert _eta(message) == done.start_at
+
+    _lose_messages(redis_url)
+    assert sweep.resume(done.sweep_id).sent == 1
+    [message] = _messages(redis_url)
+    assert _eta(message) == done.start_at  # still its start time, not now
+    assert _job(job_id).status == JobStatus.SCHEDULED
+    assert sweep.resume(done.sweep_id).sent == 0  # its message is there again: not doubled
+    assert len(_messages(redis_url)) == 1
+
+    # The start time comes closer (a few seconds away) and the message is lost once more.
+    start = utcnow() + timedelta(seconds=4)
+    with db.session() as s:
+        s.get(Sweep, done.sweep_id).start_at = start
+    _lose_messages(redis_url)
+    assert sweep.resume(done.sweep_id).sent == 1
+    [message] = _messages(redis_url)
+    assert abs((_eta(message) - start).total_seconds()) < 1e-3
+
+    workers.start(1)
+    wait_for(lambda: _job(job_id).status.is_finished, timeout=120, what="the scheduled job finished")
+    job = _job(job_id)
+    assert job.status == JobStatus.SUCCEEDED and job.attempts == 1
+    assert job.started_at >= start - timedelta(seconds=1)  # not before its start time
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Metrics)) == 1
+
+
+def test_a_scheduled_job_never_published_is_sent_again_after_the_grace_keeping_its_start_time(
+        farm_cluster, tmp_path, redis_url):
+    from datetime import timedelta
+
+    from farm.scheduler import sweep
+    from farm.scheduler.spec import JobSpec
+    from farm.scheduler.submission import PUBLISH_GRACE_S, submit
+
+    done, job_id = _submit_later(tmp_path)
+    # The state a submit leaves when it dies between its commit and its publish.
+    _lose_messages(redis_url)
+    with db.session() as s:
+        s.get(Job, job_id).task_id = None
+    spec = JobSpec.from_dict(_job(job_id).spec)
+    # Within the grace a submit may still be publishing it: neither resume nor a resubmit sends it.
+    assert sweep.resume(done.sweep_id).sent == 0
+    assert submit(spec).requeued is False
+    assert _messages(redis_url) == []
+    with db.session() as s:
+        s.get(Job, job_id).created_at -= timedelta(seconds=PUBLISH_GRACE_S + 1)
+
+    again = submit(spec)  # the same spec submitted again, without --at
+    assert (again.job_id, again.requeued) == (job_id, True)
+    [message] = _messages(redis_url)
+    assert _eta(message) == done.start_at
+    job = _job(job_id)
+    assert job.status == JobStatus.SCHEDULED and job.task_id == message["headers"]["id"]
+    assert sweep.resume(done.sweep_id).sent == 0 and submit(spec).requeued is False
+    assert len(_messages(redis_url)) == 1

@@ -20,6 +20,7 @@ SPEC_VERSION = 1  # bump when the meaning of a field changes: old hashes then st
 
 PIPELINE = ("train", "prune", "quantize", "benchmark")
 NOOP = ("noop",)  # the queue-overhead benchmark's job: the whole farm path, no work
+STALL = ("stall",)  # tests: holds its process `epochs` seconds, deaf to signals (native code)
 METHODS = ("gradual", "oneshot")  # pruning schedule
 SCOPES = ("global", "layer")
 SCHEMES = ("fp32", "fp16", "linear", "log", "kmeans")
@@ -63,7 +64,7 @@ class JobSpec:
     batches: tuple[int, ...] = (1, 8, 32, 128)  # batch sizes to benchmark
     seed: int = 0
     device: str = "gpu"  # which worker queue: gpu | cpu
-    stages: tuple[str, ...] = PIPELINE  # a prefix of the pipeline, or ("noop",)
+    stages: tuple[str, ...] = PIPELINE  # a prefix of the pipeline, ("noop",) or ("stall",)
     run: int = 0  # repeat number; --force takes the next free one
     version: int = SPEC_VERSION
 
@@ -192,7 +193,7 @@ def _check_bits(scheme: str, bits: int | None) -> int:
 
 
 def _check_stages(stages: tuple[str, ...]) -> None:
-    if stages == NOOP:
+    if stages in (NOOP, STALL):
         return
     if not stages or stages != PIPELINE[: len(stages)]:
         raise InvalidSpec(f"stages must be a prefix of {' -> '.join(PIPELINE)}, got {list(stages)}")

@@ -20,6 +20,13 @@ QUEUES = ("gpu", "cpu")  # a job goes to the queue named by its spec's device
 # Hard limit on one job; a job running past it is killed and marked failed (soft limit first).
 JOB_TIME_LIMIT_S = settings.load().job_time_limit
 SOFT_LIMIT_MARGIN_S = 60  # time between the soft limit (job marked failed) and the hard kill
+
+
+def soft_time_limit(hard_s: float) -> float:
+    """The soft limit: the margin before the hard one, at most a quarter of it, so a short limit
+    (a test's few seconds) keeps a positive soft limit (Celery fires a negative one at once)."""
+    return hard_s - min(SOFT_LIMIT_MARGIN_S, hard_s / 4)
+
 # Redis redelivers an unacked message after this long. It must exceed the longest job, or a
 # running job would be delivered twice; every job is shorter than the hard limit (settings.py).
 VISIBILITY_TIMEOUT_S = settings.load().visibility_timeout
@@ -55,7 +62,7 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_acks_on_failure_or_timeout=True,  # failures are recorded in our DB; do not loop
         worker_prefetch_multiplier=1, worker_concurrency=1,
         task_ignore_result=True,  # results live in farm's database
-        task_time_limit=JOB_TIME_LIMIT_S, task_soft_time_limit=JOB_TIME_LIMIT_S - SOFT_LIMIT_MARGIN_S,
+        task_time_limit=JOB_TIME_LIMIT_S, task_soft_time_limit=soft_time_limit(JOB_TIME_LIMIT_S),
         broker_transport_options=transport_options(),
         result_backend_transport_options=transport_options(),
         broker_connection_retry_on_startup=True,

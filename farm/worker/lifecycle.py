@@ -12,8 +12,10 @@ import threading
 from dataclasses import dataclass
 
 from farm import db
-from farm.db.models import Job, utcnow
-from farm.db.status import JobStatus
+from sqlalchemy import select
+
+from farm.db.models import Job, Stage, utcnow
+from farm.db.status import JobStatus, StageStatus
 from farm.scheduler.spec import JobSpec
 from farm.worker import artifacts
 from farm.worker.owners import owner_alive, owner_id  # noqa: F401 - owner_id is part of this API
@@ -69,8 +71,36 @@ def finish(claim: Claim, status: JobStatus, message: str | None = None, write=No
         _close(job, status, message)
         if status == JobStatus.SUCCEEDED:
             job.progress = 1.0
+        else:
+            _close_stages(s, job.id, status, message)
         job.stage = None
         return True
+
+
+def fail_overrun(job_id: int, owner: str, limit_s: float) -> bool:
+    """The hard time limit killed `owner`, the process running the job's attempt (no code of
+    ours runs there any more): fail the job and its running stage now, unless the attempt ended
+    first. Called from the Celery worker's main process."""
+    with db.session() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker != owner:
+            return False
+        message = (f"hard time limit of {limit_s:g} s exceeded in stage {job.stage or '(none)'} "
+                   f"(FARM_JOB_TIME_LIMIT); its process was killed")
+        _close(job, JobStatus.FAILED, message)
+        _close_stages(s, job_id, JobStatus.FAILED, message)
+        job.stage = None
+        return True
+
+
+def _close_stages(s, job_id: int, status: JobStatus, message: str | None) -> None:
+    """Stage rows still running when their job ends unsuccessfully end with it."""
+    now = utcnow()
+    ended = StageStatus.CANCELLED if status == JobStatus.CANCELLED else StageStatus.FAILED
+    for row in s.scalars(select(Stage).where(Stage.job_id == job_id,
+                                             Stage.status == StageStatus.RUNNING)):
+        row.status, row.message, row.finished_at = ended, message, now
+        row.seconds = (now - row.started_at).total_seconds() if row.started_at else None
 
 
 def report(claim: Claim, *, stage: str | None = None, progress: float | None = None) -> bool:

@@ -11,8 +11,9 @@ from farm.db.models import utcnow
 STALE_AFTER_S = 120.0  # a heartbeat older than this means an attempt on another host is gone
 
 
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def owner_id(pid: int | None = None) -> str:
+    """This process's owner id, or that of process `pid` on this host."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def owner_alive(worker: str | None, heartbeat_at: datetime | None) -> bool:

@@ -169,8 +169,24 @@ def noop(ctx: StageContext, _input: Path | None) -> StageOutput:
     return StageOutput({})
 
 
+def stall(ctx: StageContext, _input: Path | None) -> StageOutput:
+    """For tests of the hard time limit: `epochs` seconds that Celery's soft limit cannot
+    interrupt, as native code (a CUDA call, a C extension) does not return to Python for it."""
+    import signal
+    import time
+
+    deaf = {signal.SIGUSR1, signal.SIGTERM, signal.SIGINT}  # soft limit, terminate, Ctrl-C
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, deaf)
+    try:
+        time.sleep(ctx.spec.epochs)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    return StageOutput({})
+
+
 STAGES: dict[str, Callable[[StageContext, Path | None], StageOutput]] = {
     "train": train, "prune": prune, "quantize": quantize, "benchmark": benchmark, "noop": noop,
+    "stall": stall,
 }
 CACHED = ("train", "prune", "quantize")  # stages whose artifact is reused by key
 

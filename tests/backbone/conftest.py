@@ -113,6 +113,7 @@ class Workers:
     def __init__(self, env: dict[str, str], logdir: Path):
         self.env, self.logdir = env, logdir
         self.procs: list[subprocess.Popen] = []
+        self.stopped: set[int] = set()  # pids this helper killed: not expected to answer
 
     def start(self, n: int = 1, *, extra_env: dict[str, str] | None = None, queues: str = "cpu",
               wait: bool = True) -> list[subprocess.Popen]:
@@ -130,7 +131,7 @@ class Workers:
             self.procs.append(proc)
             started.append(proc)
         if wait:
-            self.wait_ready(len(self.procs))
+            self.wait_ready(len(self.procs) - len(self.stopped))
         return started
 
     def wait_ready(self, count: int, timeout: float = 60) -> None:
@@ -140,7 +141,7 @@ class Workers:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for p in self.procs:
-                if p.poll() is not None:
+                if p.pid not in self.stopped and p.poll() is not None:
                     raise AssertionError(f"worker exited with {p.returncode}:\n{self.logs()}")
             if len(app.control.ping(timeout=0.5) or []) >= count:
                 return
@@ -156,6 +157,7 @@ class Workers:
         except ProcessLookupError:
             pass
         proc.wait(timeout=10)
+        self.stopped.add(proc.pid)
 
     def stop_all(self) -> None:
         for p in self.procs:

@@ -7,12 +7,16 @@ import numpy as np
 from farm.kernels.csrconv.table import decode_values
 
 
+def _out_hw(h, w, g, padding):
+    return ((h + 2 * padding[0] - g.dh * (g.kh - 1) - 1) // g.sh + 1,
+            (w + 2 * padding[1] - g.dw * (g.kw - 1) - 1) // g.sw + 1)
+
+
 def run_csrtile(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=None):
     n_, c, h, w = x.shape
     k = shape[0]
     pad_h, pad_w = padding
-    oh = (h + 2 * pad_h - g.dh * (g.kh - 1) - 1) // g.sh + 1
-    ow = (w + 2 * pad_w - g.dw * (g.kw - 1) - 1) // g.sw + 1
+    oh, ow = _out_hw(h, w, g, padding)
     ih_, iw_ = cfg.patch(g)
     tiles_h, tiles_w = -(-oh // cfg.th), -(-ow // cfg.tw)
     ntiles = n_ * tiles_h * tiles_w
@@ -76,8 +80,7 @@ def run_csrbatch(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=Non
     n_, c, h, w = x.shape
     k = shape[0]
     pad_h, pad_w = padding
-    oh = (h + 2 * pad_h - g.dh * (g.kh - 1) - 1) // g.sh + 1
-    ow = (w + 2 * pad_w - g.dw * (g.kw - 1) - 1) // g.sw + 1
+    oh, ow = _out_hw(h, w, g, padding)
     ih_, iw_ = cfg.patch(g)
     tiles_h, tiles_w = -(-oh // cfg.th), -(-ow // cfg.tw)
     nchunk = -(-c // ck)

@@ -7,6 +7,7 @@ import pytest
 
 from farm.kernels.compile import compile_cubin, nvcc_path
 from farm.kernels.csrbatch.family import BatchConfig
+from farm.kernels.cuda_source import read_source
 from farm.kernels.csrconv.config import Geometry, TileConfig, Variant, variant_for
 from farm.kernels.csrtile.family import StageConfig
 
@@ -39,7 +40,7 @@ def test_cu_files_exist():
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("path", CU_FILES, ids=lambda p: p.name)
 def test_cu_file_compiles(path, arch):
-    assert len(compile_cubin(path.read_text(), arch, use_cache=False)) > 1000
+    assert len(compile_cubin(read_source(path), arch, use_cache=False)) > 1000
 
 
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
@@ -64,7 +65,7 @@ def test_compile_error_is_reported():
 
 def test_cache_reuses_cubin(tmp_path, monkeypatch):
     monkeypatch.setenv("FARM_KERNEL_CACHE", str(tmp_path))
-    src = CU_FILES[0].read_text()
+    src = read_source(CU_FILES[0])
     a = compile_cubin(src, "sm_90")
     assert list((tmp_path / "cubin").glob("*.cubin"))
     assert compile_cubin(src, "sm_90") == a

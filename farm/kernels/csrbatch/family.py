@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from farm.kernels import runtime
 from farm.kernels.csrconv.config import ENTRY_BYTES, WFMT, Geometry
-from farm.kernels.csrtile.family import ARG_TYPES, MAX_OFFSET
+from farm.kernels.csrtile.family import ARG_TYPES, MAX_OFFSET, StagePlan, patch_size
+from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrbatch.cu")
 NB = 4  # images per staged vector (one float4)
@@ -61,7 +60,7 @@ class BatchConfig:
         return {"family": "batch", "rb": self.rb, "rg": self.rg, "th": self.th, "tw": self.tw, "px": self.px}
 
     def patch(self, g: Geometry) -> tuple[int, int]:
-        return (self.th - 1) * g.sh + (g.kh - 1) * g.dh + 1, (self.tw - 1) * g.sw + (g.kw - 1) * g.dw + 1
+        return patch_size(self.th, self.tw, g)
 
     def chunk(self, g: Geometry, c: int, wfmt: str) -> int:
         ih, iw = self.patch(g)
@@ -78,7 +77,7 @@ class BatchConfig:
         d = {"RB": self.rb, "RG": self.rg, "TH": self.th, "TW": self.tw, "PX": self.px, "KH": g.kh,
              "KW": g.kw, "SH": g.sh, "SW": g.sw, "DH": g.dh, "DW": g.dw, "ACT_HALF": int(act_half),
              "WFMT": WFMT[wfmt]}
-        return "".join(f"#define {k} {v}\n" for k, v in d.items()) + SOURCE.read_text()
+        return "".join(f"#define {k} {v}\n" for k, v in d.items()) + read_source(SOURCE)
 
 
 @dataclass(frozen=True)
@@ -138,9 +137,11 @@ def batch_candidates(g: Geometry, k: int, c: int, n: int, oh: int, ow: int, wfmt
     return out
 
 
-class BatchPlan:
-    """One layer, one input shape, one BatchConfig: call it to run csrbatch."""
+class BatchPlan(StagePlan):
+    """One layer, one input shape, one BatchConfig: call it to run csrbatch (csrtile's arguments,
+    so csrtile's launch)."""
 
+    # Not super().__init__: another kernel and another grid; __call__ is csrtile's.
     def __init__(self, gtable, ck: int, shape, cfg: BatchConfig, act_half: bool, max_entries: int = 0):
         self.table, self.shape, self.config, self.ck = gtable, shape, cfg, ck
         g = shape.geometry
@@ -155,17 +156,3 @@ class BatchPlan:
         self.grid = (-(-shape.n // NB) * self.tiles_h * self.tiles_w, blocks_y, 1)
         self.block = (cfg.threads, 1, 1)
         self.smem = cfg.smem_bytes(g, ck, max_entries, gtable.wfmt)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
-        s, t = self.shape, self.table
-        oh, ow = s.out_hw
-        self.fn.prepared_async_call(
-            self.grid, self.block, runtime.pycuda_stream(),
-            x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
-            t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
-            bias.data_ptr(), t.codebook.data_ptr(),
-            s.n, s.c, s.h, s.w, s.k, oh, ow, s.padding[0], s.padding[1],
-            self.tiles_h, self.tiles_w, self.ck, self.nchunk, int(relu),
-            shared_size=self.smem,
-        )
-        return y

@@ -11,6 +11,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from farm.kernels.cuda_source import read_source
+
 SOURCE = Path(__file__).with_name("csrconv.cu")
 
 # Weight formats decoded in-kernel; the number is the WFMT macro of csrconv.cu.
@@ -111,7 +113,7 @@ class Variant:
             "SPLITK": int(self.splitk),
         }
         head = "".join(f"#define {k} {v}\n" for k, v in defines.items())
-        return head + f"#define CSR_CASE_LIST(X) {cases}\n" + SOURCE.read_text()
+        return head + f"#define CSR_CASE_LIST(X) {cases}\n" + read_source(SOURCE)
 
     def key(self) -> str:
         return hashlib.sha256(self.source().encode()).hexdigest()[:20]

@@ -14,7 +14,6 @@
 //
 // Python (farm/kernels/csrconv/config.py) prepends the #defines below; the defaults make this
 // file compile on its own, which is what CI checks.
-#include <cuda_fp16.h>
 
 #ifndef RT
 #define RT 2
@@ -42,38 +41,8 @@
 #define XH ((PH - 1) * SH + (KH - 1) * DH + 1)
 #define XW ((PW - 1) * SW + (KW - 1) * DW + 1)
 
-#if ACT_HALF
-typedef __half act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __half2float(__ldg(p)); }
-__device__ __forceinline__ act_t to_act(float v) { return __float2half_rn(v); }
-#else
-typedef float act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __ldg(p); }
-__device__ __forceinline__ act_t to_act(float v) { return v; }
-#endif
-
-// Entry formats: the case sits in the high bits, the weight (or its code) in the low bits.
-#if WFMT == 0      // fp32: {case, float bits}
-typedef uint2 entry_t;
-#define E_CASE(e) ((int)(e).x)
-#define E_W(e) __uint_as_float((e).y)
-#elif WFMT == 1    // fp16: case << 16 | half bits
-typedef unsigned int entry_t;
-#define E_CASE(e) ((int)((e) >> 16))
-#define E_W(e) __half2float(__ushort_as_half((unsigned short)((e) & 0xffffu)))
-#elif WFMT == 2    // int8 linear: case << 8 | (int8) q; value = q * scale[row], scale in epilogue
-typedef unsigned int entry_t;
-#define E_CASE(e) ((int)((e) >> 8))
-#define E_W(e) ((float)(signed char)((e) & 0xffu))
-#elif WFMT == 3    // codebook, codes up to 8 bits: case << 8 | code
-typedef unsigned int entry_t;
-#define E_CASE(e) ((int)((e) >> 8))
-#define E_W(e) cb[(e) & 0xffu]
-#elif WFMT == 4    // codebook, 4-bit codes: case << 4 | code, 16-bit entries
-typedef unsigned short entry_t;
-#define E_CASE(e) ((int)((e) >> 4))
-#define E_W(e) cb[(e) & 0xfu]
-#endif
+#include "entries.cuh"
+#define E_CASE(e) E_KEY(e)
 
 typedef float acc_t[RT][PH][PW];
 typedef float patch_t[XH][XW];

@@ -12,7 +12,6 @@
 // consecutive lanes read consecutive shared-memory words (no bank conflicts at stride 1).
 // Weights decode in-kernel: fp32, fp16, int8 (linear: scale in the epilogue), codebook (8/4-bit).
 // Epilogue: per-channel scale (folded BN, quantizer scale), bias, residual add, ReLU.
-#include <cuda_fp16.h>
 
 #ifndef RB
 #define RB 4
@@ -42,37 +41,8 @@
 #define IW ((TW - 1) * SW + (KW - 1) * DW + 1)
 #define TY (TH / P)
 
-#if ACT_HALF
-typedef __half act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __half2float(__ldg(p)); }
-__device__ __forceinline__ act_t to_act(float v) { return __float2half_rn(v); }
-#else
-typedef float act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __ldg(p); }
-__device__ __forceinline__ act_t to_act(float v) { return v; }
-#endif
-
-#if WFMT == 0      // fp32: {offset, float bits}
-typedef uint2 entry_t;
-#define E_OFF(e) ((int)(e).x)
-#define E_W(e) __uint_as_float((e).y)
-#elif WFMT == 1    // fp16: offset << 16 | half bits
-typedef unsigned int entry_t;
-#define E_OFF(e) ((int)((e) >> 16))
-#define E_W(e) __half2float(__ushort_as_half((unsigned short)((e) & 0xffffu)))
-#elif WFMT == 2    // int8 linear: offset << 8 | (int8) q
-typedef unsigned int entry_t;
-#define E_OFF(e) ((int)((e) >> 8))
-#define E_W(e) ((float)(signed char)((e) & 0xffu))
-#elif WFMT == 3    // codebook, 8-bit codes: offset << 8 | code
-typedef unsigned int entry_t;
-#define E_OFF(e) ((int)((e) >> 8))
-#define E_W(e) cb[(e) & 0xffu]
-#elif WFMT == 4    // codebook, 4-bit codes: offset << 4 | code (16-bit entries)
-typedef unsigned short entry_t;
-#define E_OFF(e) ((int)((e) >> 4))
-#define E_W(e) cb[(e) & 0xfu]
-#endif
+#include "entries.cuh"
+#define E_OFF(e) E_KEY(e)
 
 extern "C" __global__ void __launch_bounds__(NTHREADS)
 csrtile(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restrict__ res,

@@ -17,12 +17,18 @@ from farm.compress.sparse_tensor import SparseTensor
 from farm.kernels import runtime
 from farm.kernels.csrconv.config import WFMT, Geometry
 from farm.kernels.csrconv.table import ConvTable, _pack, balance_rows, weight_format
+from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrtile.cu")
 SMEM_FLOATS = 8192  # 32 KB of staged input per block
 SMEM_BYTES = 48 * 1024  # input + entries must fit the default dynamic shared-memory limit
 MAX_OFFSET = {"fp32": 1 << 31, "fp16": 1 << 16, "int8": 1 << 24, "cb8": 1 << 24, "cb4": 1 << 12}
 ARG_TYPES = "P" * 9 + "i" * 14
+
+
+def patch_size(th: int, tw: int, g: Geometry) -> tuple[int, int]:
+    """Input rows and columns an output tile of th x tw reads (its halo included)."""
+    return (th - 1) * g.sh + (g.kh - 1) * g.dh + 1, (tw - 1) * g.sw + (g.kw - 1) * g.dw + 1
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class StageConfig:
         return {"family": "stage", "rb": self.rb, "th": self.th, "tw": self.tw, "p": self.p, "tpb": self.tpb}
 
     def patch(self, g: Geometry) -> tuple[int, int]:
-        return (self.th - 1) * g.sh + (g.kh - 1) * g.dh + 1, (self.tw - 1) * g.sw + (g.kw - 1) * g.dw + 1
+        return patch_size(self.th, self.tw, g)
 
     def chunk(self, g: Geometry, c: int, wfmt: str) -> int:
         """Input channels per staged chunk: the shared-memory budget and the entry offset field."""
@@ -72,7 +78,7 @@ class StageConfig:
         d = {"RB": self.rb, "TH": self.th, "TW": self.tw, "P": self.p, "KH": g.kh, "KW": g.kw,
              "SH": g.sh, "SW": g.sw, "DH": g.dh, "DW": g.dw, "ACT_HALF": int(act_half),
              "WFMT": WFMT[wfmt], "NTHREADS": self.threads, "TPB": self.tpb}
-        return "".join(f"#define {k} {v}\n" for k, v in d.items()) + SOURCE.read_text()
+        return "".join(f"#define {k} {v}\n" for k, v in d.items()) + read_source(SOURCE)
 
 
 def stage_candidates(g: Geometry, k: int, c: int, oh: int, ow: int, wfmt: str) -> list[StageConfig]:

@@ -91,9 +91,9 @@ def submit(
         return
     if spec.recipe == "quick":
         err.print(_quick_note(spec))
-    from farm.cli.progress import StageProgress
+    from farm.cli.progress import StageProgress, interruptible
 
-    with StageProgress() as progress:
+    with interruptible(), StageProgress() as progress:
         progress("job", {"job_id": "", "label": spec.label()})
         sub = scheduler.submit(spec, force=force, priority=priority, on_event=progress)
     if not (sub.created or sub.requeued):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from farm.cli.render import err
@@ -41,3 +44,15 @@ class StageProgress:
             state = "reused" if data["reused"] else data["skipped"] or "done"
             total = self.progress.tasks[-1].total or 1
             self.progress.update(self.task, total=total, completed=total, note=state)
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C while jobs run here: one line saying which job was cancelled and how to resume, and
+    exit status 130 (Typer would turn the KeyboardInterrupt into a silent exit)."""
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        what = f": {e}" if str(e) else ""
+        err.print(f"farm: interrupted{what}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None

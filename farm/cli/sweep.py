@@ -41,7 +41,9 @@ def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file")],
 
         progress = StageProgress()
     if progress:
-        with progress:
+        from farm.cli.progress import interruptible
+
+        with interruptible(), progress:
             result = sweep.submit(plan, at=at, priority=priority, device=device, on_event=progress)
     else:
         result = sweep.submit(plan, at=at, priority=priority, device=device)
@@ -66,9 +68,11 @@ def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (defaul
 @sweep_app.command("resume")
 def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: FormatOpt = Format.table):
     """Re-enqueue only the sweep's failed, cancelled or missing jobs."""
+    from farm.cli.progress import interruptible
     from farm.scheduler import sweep
 
-    result = sweep.resume(sweep_id)
+    with interruptible():  # without a broker the jobs run here
+        result = sweep.resume(sweep_id)
     err.print(f"sweep {sweep_id}: {result.sent} of {result.jobs} jobs sent again ({result.new} were missing)")
     render.rows([{"sweep_id": sweep_id, "jobs": result.jobs, "new": result.new, "sent": result.sent}], fmt)
 

@@ -31,6 +31,12 @@ log = logging.getLogger("farm.worker")
 
 # on_event(kind, data): "stage" {name, index, count}, "epoch" {library event}, "stage_done" {...}
 Observer = Callable[[str, dict[str, Any]], None]
+INTERRUPTED = "interrupted by the user"  # Ctrl-C: the job and its stage end cancelled, not failed
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a job run in this process; it is recorded as cancelled, so submitting it
+    again resumes it. A KeyboardInterrupt still, for callers that catch that; str() says which."""
 
 
 def jsonable(value: Any) -> Any:
@@ -74,8 +80,7 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
     except Cancelled:
         outcome = (JobStatus.CANCELLED, "cancelled", None)
     except KeyboardInterrupt:
-        lifecycle.finish(claim, JobStatus.CANCELLED, "interrupted")
-        raise
+        raise _interrupted(claim) from None
     except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
         if not isinstance(e, FarmError):
             log.exception("job %s failed", job_id)
@@ -97,6 +102,15 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
     if recorded:
         return status
     return _status(job_id)  # another attempt owns the job now
+
+
+def _interrupted(claim: lifecycle.Claim) -> Interrupted:
+    with db.session() as s:
+        stage = s.get(Job, claim.job_id).stage
+    lifecycle.finish(claim, JobStatus.CANCELLED, INTERRUPTED)
+    during = f" during {stage}" if stage else ""
+    return Interrupted(f"job {claim.job_id} cancelled{during}; run the same command again to resume "
+                       f"(finished stages are reused)")
 
 
 def _status(job_id: int) -> JobStatus:
@@ -202,6 +216,9 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
         output.timings = jsonable(output.timings)
     except Cancelled as e:
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=str(e))
+        raise
+    except KeyboardInterrupt:
+        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=INTERRUPTED)
         raise
     except BaseException as e:
         _record_stage(claim.job_id, name, StageStatus.FAILED, started, message=str(ensure_known(e)))

@@ -132,7 +132,7 @@ def test_resume_resends_a_lost_scheduled_job_once_and_keeps_its_start_time(worke
     assert len(_messages(redis_url)) == 1
 
     # The start time comes closer (a few seconds away) and the message is lost once more.
-    start = utcnow() + timedelta(seconds=4)
+    start = utcnow() + timedelta(seconds=8)
     with db.session() as s:
         s.get(Sweep, done.sweep_id).start_at = start
     _lose_messages(redis_url)

@@ -1,5 +1,6 @@
 """Fault paths: a cancel for a job whose worker is gone, a submit that died before publishing, a
-result write that fails, and Celery's soft time limit inside the kernel libraries."""
+result write that fails, the hard time limit's bookkeeping (its worker test: test_time_limit.py),
+and Celery's soft time limit inside the kernel libraries."""
 
 from __future__ import annotations
 
@@ -109,6 +110,29 @@ def test_a_failed_result_write_fails_the_job_instead_of_leaving_it_running(farm_
     assert "\n" not in job.message and "duplicate key value" in job.message
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Metrics)) == 0
+
+
+def test_the_hard_time_limit_fails_only_the_attempt_it_killed(farm_home):
+    from farm.worker import lifecycle
+
+    host = socket.gethostname()
+    job_id = _job(9)
+    claim = lifecycle.claim(job_id, f"{host}:{_dead_pid()}")  # the attempt in the killed process
+    assert not lifecycle.fail_overrun(job_id, f"{host}:{os.getppid()}", 4)  # not that process's
+    assert _get(job_id).status == JobStatus.RUNNING
+    assert lifecycle.fail_overrun(job_id, claim.owner, 4)
+    job = _get(job_id)
+    assert job.status == JobStatus.FAILED and job.message.startswith("hard time limit of 4 s exceeded")
+    # Results the killed attempt was writing as it died are refused: no second set of rows.
+    add = lambda s, job: s.add(Metrics(job_id=job.id, bits=32, scheme="fp32"))  # noqa: E731
+    assert not lifecycle.finish(claim, JobStatus.SUCCEEDED, write=add)
+    # An attempt that finished before the kill keeps its outcome and its one result row.
+    done = _job(10)
+    assert run_job(done) == JobStatus.SUCCEEDED
+    assert not lifecycle.fail_overrun(done, _get(done).worker, 4)
+    assert _get(done).status == JobStatus.SUCCEEDED
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Metrics)) == 1
 
 
 @pytest.mark.services

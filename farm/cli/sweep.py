@@ -67,7 +67,8 @@ def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (defaul
 
 @sweep_app.command("resume")
 def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: FormatOpt = Format.table):
-    """Re-enqueue only the sweep's failed, cancelled or missing jobs."""
+    """Re-enqueue only the sweep's failed, cancelled, missing or lost jobs (queued or scheduled,
+    but gone from the broker; a scheduled one keeps its start time)."""
     from farm.cli.progress import interruptible
     from farm.scheduler import sweep
 

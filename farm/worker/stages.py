@@ -47,10 +47,16 @@ class StageContext:
         return self._data
 
     def new_model(self):
+        """The spec's model, its initial weights drawn from the spec's seed (not from torch's
+        global generator, which would make every run of one seed a different network)."""
+        import torch
+
         from farm.models import get_model
 
-        return get_model(self.spec.model, in_channels=self.data.in_channels,
-                         num_classes=self.data.num_classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.spec.seed)
+            return get_model(self.spec.model, in_channels=self.data.in_channels,
+                             num_classes=self.data.num_classes)
 
     def train_config(self, epochs: int):
         TrainConfig = _require("farm.compress", "TrainConfig", "train")

@@ -127,7 +127,7 @@ def start_times(s: Session, job_ids: Sequence[int]) -> dict[int, datetime]:
     rows = s.execute(select(SweepJob.job_id, Sweep.start_at).join(Sweep, Sweep.id == SweepJob.sweep_id)
                      .where(SweepJob.job_id.in_(list(job_ids)), Sweep.start_at.is_not(None))
                      .order_by(Sweep.id))
-    latest = dict(rows.tuples().all())  # ordered by sweep id: the latest sweep's time wins
+    latest = {job_id: at for job_id, at in rows}  # ordered by sweep id: the latest sweep's time wins
     now = db.models.utcnow()
     return {job_id: at.replace(tzinfo=UTC) for job_id, at in latest.items() if at > now}
 

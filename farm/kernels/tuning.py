@@ -21,8 +21,14 @@ def cache_file() -> Path:
     return d / "tuning.json"
 
 
+# Bumped when the candidate set changes (2: csrbatch), so a cache filled before is measured again
+# rather than trusted to hold the best of candidates it never saw.
+CANDIDATES_VERSION = 2
+
+
 def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern: str) -> str:
-    return "|".join([gpu, "x".join(map(str, shape)), f"n{batch}", dtype, wfmt, pattern])
+    return "|".join([f"v{CANDIDATES_VERSION}", gpu, "x".join(map(str, shape)), f"n{batch}", dtype, wfmt,
+                     pattern])
 
 
 def shape_key(key: str) -> str:

@@ -62,6 +62,7 @@ def test_configs_validate():
 
 def test_tuning_cache_roundtrip(farm_home):
     from farm.kernels import tuning
+    from farm.kernels.csrbatch.family import BatchConfig
     from farm.kernels.csrtile.family import StageConfig
 
     key = tuning.cache_key("H100", (64, 64, 3, 3), 32, "fp32", "fp32", "sp0.90|abc")
@@ -72,3 +73,15 @@ def test_tuning_cache_roundtrip(farm_home):
     assert tuning.config_from(tuning.lookup(other)) == StageConfig(16, 14, 14, 2)
     tuning.store(other, TileConfig(8, 4, 1), 0.04, [])
     assert tuning.config_from(tuning.lookup(other)) == TileConfig(8, 4, 1)
+    batch = key.replace("abc", "ghi")
+    tuning.store(batch, BatchConfig(8, 2, 7, 14, 1), 0.03, [])
+    assert tuning.config_from(tuning.lookup(batch)) == BatchConfig(8, 2, 7, 14, 1)
+
+
+def test_tuning_cache_from_an_older_candidate_set_is_not_trusted(farm_home):
+    from farm.kernels import tuning
+
+    key = tuning.cache_key("H100", (64, 64, 3, 3), 32, "fp32", "fp32", "sp0.90|abc")
+    older = key.replace(f"v{tuning.CANDIDATES_VERSION}|", f"v{tuning.CANDIDATES_VERSION - 1}|")
+    tuning.store(older, TileConfig(8, 4, 1), 0.04, [])
+    assert tuning.lookup(key) is None

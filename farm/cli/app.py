@@ -136,7 +136,8 @@ def status(
     with db.session() as s:
         rows = db.queries.jobs(s, job_ids=jobs or None, sweep=sweep, status=status_,
                                limit=None if jobs else limit)
-    render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else None, title="jobs")
+    render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
+                title="jobs")
 
 
 def _job_status(text: str):
@@ -198,7 +199,9 @@ def results(
         rows = db.queries.results(s, model=models, dataset=dataset or None, sparsity_min=sparsity_min,
                                   sparsity_max=sparsity_max, scheme=scheme or None, bits=bits or None,
                                   sweep=sweep)
-    render.rows(rows, fmt, columns=RESULT_COLUMNS if fmt == Format.table else None, title="results")
+    # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).
+    render.rows(rows, fmt, columns=RESULT_COLUMNS if fmt == Format.table else db.queries.ResultRow.columns(),
+                title="results")
 
 
 @app.command()

@@ -14,12 +14,19 @@ db_app = typer.Typer(help="The results database.", no_args_is_help=True)
 @db_app.command()
 def upgrade(url: Annotated[str | None, typer.Option(help="database URL (default: settings)")] = None,
             revision: Annotated[str, typer.Option(help="target revision")] = "head"):
-    """Apply Alembic migrations up to REVISION (head)."""
-    from farm.db.session import database_url, masked
+    """Apply Alembic migrations up to --revision (default: head, the one farm needs)."""
+    from alembic.util import CommandError
+
+    from farm.db.session import database_url, head_revision, masked
     from farm.db.session import upgrade as run_upgrade
+    from farm.errors import FarmError
 
     url = database_url(url)
-    reached = run_upgrade(url, revision)
+    try:
+        reached = run_upgrade(url, revision)
+    except CommandError as e:  # an unknown revision: one line, not Alembic's traceback
+        raise FarmError(f"cannot upgrade to revision {revision!r}: {e} (farm's latest is "
+                        f"{head_revision()})") from None
     err.print(f"database {masked(url)} is at schema {reached}")
 
 

@@ -21,15 +21,19 @@ class StageProgress:
                                  console=err, transient=False)
         self.task = None
         self.prefix = ""
+        self.started = False
 
     def __enter__(self) -> StageProgress:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self.started:  # a live display stopped before any event leaves a blank line
+            self.progress.stop()
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
+        if not self.started:  # at the first event, so an error before it is the only line
+            self.progress.start()
+            self.started = True
         if kind == "job":
             self.prefix = f"job {data['job_id']} " if data.get("job_id") else ""
             self.progress.console.print(f"[bold]{self.prefix}[/bold]{data['label']}")

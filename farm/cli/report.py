@@ -88,5 +88,5 @@ def report(
         result = write_report(s, sweep, out, batch=batch, max_layer_charts=max_layer_charts,
                               image_format=images.value)
     _notes(result.notes)
-    err.print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {result.figures} figures)",
+    err.print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {result.figures} figure{'' if result.figures == 1 else 's'})",
               highlight=False, markup=False)

@@ -122,11 +122,14 @@ def _crossover(layer_rows: list, image_format: str) -> Part:
 def _results(comp: Comparison) -> str:
     if not comp.rows:
         return "<p>No jobs.</p>"
-    at = f"batch {comp.batch}" if comp.batch is not None else "no batch (nothing timed yet)"
-    caption = (f"Whole-model timings at {at}, on the card named in column gpu. latency_ms: our "
-               f"sparse model with activations in dtype; dense_X_ms: cuDNN on the dense model in "
-               f"precision X; speedup_X: dense_X_ms over latency_ms. compressed_bytes: the "
-               f"compressed file on disk.")
+    size = "compressed_bytes: the compressed file on disk."
+    if comp.batch is None:
+        caption = ("No whole-model timings: no job here has benchmark results (see the notes), so "
+                   f"the timing columns are empty. {size}")
+    else:
+        caption = (f"Whole-model timings at batch {comp.batch}, on the card named in column gpu. "
+                   f"latency_ms: our sparse model with activations in dtype; dense_X_ms: cuDNN on "
+                   f"the dense model in precision X; speedup_X: dense_X_ms over latency_ms. {size}")
     return f'<p class="caption">{html.escape(caption)}</p>' + html_table(comp.rows, COMPARE_COLUMNS,
                                                                          css="results")
 

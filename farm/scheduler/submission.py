@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from farm import db, settings
 from farm.db.models import Job, Sweep, SweepJob
 from farm.db.status import JobStatus
+from farm.errors import InvalidSpec
 from farm.scheduler import queue
 from farm.scheduler.spec import JobSpec
 
@@ -275,6 +276,13 @@ def choose_device(device: str = "auto", recipe: str = "auto", *, embedded: bool)
             device = "gpu" if torch.cuda.is_available() else "cpu"
         else:
             device = "gpu"
+    elif device == "gpu" and embedded:
+        import torch
+
+        if not torch.cuda.is_available():  # else the full recipe would run on the CPU for hours
+            raise InvalidSpec("--device gpu: this machine has no CUDA GPU and, without "
+                              "FARM_BROKER_URL, the job would run here; use --device cpu (or auto), "
+                              "or set FARM_BROKER_URL to queue it for a GPU worker")
     if recipe == "auto":
         recipe = "full" if device == "gpu" else "quick"
     return device, recipe

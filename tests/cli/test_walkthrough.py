@@ -1,0 +1,77 @@
+"""What a new user meets on a machine without a GPU, through the real `farm` command: mistakes
+come back as the one line on stderr, listings name their columns, a CPU sweep's report says plainly
+that nothing was timed."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+SWEEP = """\
+name: cpu-walkthrough
+grid:
+  sparsity: [0.5, 0.9]
+fixed:
+  model: tiny
+  dataset: synthetic
+  device: cpu
+  recipe: quick
+  subset: 512
+  epochs: 1
+  retrain_epochs: 1
+  finetune_epochs: 1
+"""
+
+
+def _farm(home, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
+    env["FARM_HOME"] = str(home)
+    return subprocess.run([sys.executable, "-m", "farm.cli.app", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def _only_error_line(r, expected: str):
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.startswith("farm: error: ") and r.stderr.count("\n") == 1, repr(r.stderr)
+    assert expected in r.stderr
+
+
+def test_upgrade_to_unknown_revision_is_one_line(tmp_path):
+    _only_error_line(_farm(tmp_path, "db", "upgrade", "--revision", "9999"),
+                     "cannot upgrade to revision '9999'")
+
+
+def test_sweep_at_without_broker_prints_only_the_error(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(SWEEP)
+    _only_error_line(_farm(tmp_path, "sweep", "submit", grid, "--at", "23:59"), "--at needs a broker")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_device_gpu_without_gpu_or_broker_is_refused(tmp_path):
+    _only_error_line(_farm(tmp_path, "submit", "tiny", "--dataset", "synthetic", "--device", "gpu"),
+                     "--device gpu: this machine has no CUDA GPU")
+    assert "nothing to show" in _farm(tmp_path, "status").stdout  # no job recorded
+
+
+@pytest.mark.parametrize("command, first", [("results", "job_id,model,dataset,target_sparsity"),
+                                            ("status", "job_id,status,model,dataset")])
+def test_empty_listing_as_csv_still_has_its_header(tmp_path, command, first):
+    r = _farm(tmp_path, command, "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(first) and r.stdout.count("\n") == 1, repr(r.stdout)
+
+
+def test_report_of_cpu_sweep_says_nothing_was_timed(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(SWEEP)
+    assert _farm(tmp_path, "sweep", "submit", grid).returncode == 0
+    out = tmp_path / "report.html"
+    r = _farm(tmp_path, "report", "--sweep", 1, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "KiB, 1 figure)" in r.stderr, r.stderr  # the accuracy-vs-size front, which needs no GPU
+    text = out.read_text()
+    assert "No whole-model timings: no job here has benchmark results" in text
+    assert "no batch" not in text and "on the card named in column gpu" not in text

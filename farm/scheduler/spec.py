@@ -70,7 +70,9 @@ class JobSpec:
 
     def __post_init__(self):
         # Lists from JSON/YAML become tuples, so specs stay hashable and compare equal.
-        object.__setattr__(self, "batches", tuple(self.batches))
+        # A scalar (`batches: 32`, or the string `1,32`) is one value, not something to iterate.
+        scalar = isinstance(self.batches, (int, str))
+        object.__setattr__(self, "batches", (self.batches,) if scalar else tuple(self.batches))
         object.__setattr__(self, "stages", tuple(self.stages))
 
     # --- construction -----------------------------------------------------------------------
@@ -170,7 +172,7 @@ def _check_types(spec: JobSpec) -> None:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InvalidSpec(f"{name} must be a whole number, got {value!r}")
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.batches):
-        raise InvalidSpec(f"batches must be whole numbers, got {list(spec.batches)}")
+        raise InvalidSpec(f"batches must be whole numbers, e.g. [1, 32], got {list(spec.batches)}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -57,3 +57,13 @@ def test_at_is_validated():
     with pytest.raises(InvalidSpec, match="HH:MM"):
         sweep.next_time("25:99")
     assert sweep.next_time("22:00") is not None
+
+
+def test_scalar_batches_is_one_batch_size():
+    plan = sweep.parse("grid:\n  sparsity: [0.5]\nfixed:\n  model: tiny\n  batches: 32\n")
+    assert [s.batches for s in plan.specs] == [(32,)]
+
+
+def test_batches_as_comma_text_is_named_whole():
+    with pytest.raises(InvalidSpec, match=r"batches must be whole numbers, e.g. \[1, 32\], got \['1,32'\]"):
+        sweep.parse("grid:\n  sparsity: [0.5]\nfixed:\n  model: tiny\n  batches: 1,32\n")

@@ -89,12 +89,10 @@ def submit(
         err.print(f"job {sub.job_id} {word}: {spec.label()}")
         render.rows([{"job_id": sub.job_id, "status": str(sub.status), "created": sub.created}], fmt)
         return
-    if spec.recipe == "quick":
-        err.print(_quick_note(spec))
     from farm.cli.progress import StageProgress, interruptible
 
-    with interruptible(), StageProgress() as progress:
-        progress("job", {"job_id": "", "label": spec.label()})
+    preamble = ([_quick_note(spec)] if spec.recipe == "quick" else []) + [spec.label()]
+    with interruptible(), StageProgress(preamble) as progress:  # said only if a stage runs
         sub = scheduler.submit(spec, force=force, priority=priority, on_event=progress)
     if not (sub.created or sub.requeued):
         err.print(f"job {sub.job_id} already {sub.status} for this spec (use --force to run it again)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -15,7 +15,10 @@ from farm.cli.render import err
 class StageProgress:
     """An observer for farm.worker.runner.run_job(on_event=...)."""
 
-    def __init__(self) -> None:
+    def __init__(self, preamble: Sequence[str] = ()) -> None:
+        """`preamble`: lines printed before the first event, so nothing is said about a run (the
+        recipe, the job's label) when the job already ran and nothing runs."""
+        self.preamble = list(preamble)
         self.progress = Progress(TextColumn("{task.description:<34}"), BarColumn(),
                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
                                  console=err, transient=False)
@@ -32,6 +35,8 @@ class StageProgress:
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         if not self.started:  # at the first event, so an error before it is the only line
+            for line in self.preamble:
+                err.print(line, highlight=False, markup=False)
             self.progress.start()
             self.started = True
         if kind == "job":

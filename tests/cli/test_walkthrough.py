@@ -75,3 +75,14 @@ def test_report_of_cpu_sweep_says_nothing_was_timed(tmp_path):
     text = out.read_text()
     assert "No whole-model timings: no job here has benchmark results" in text
     assert "no batch" not in text and "on the card named in column gpu" not in text
+
+
+def test_resubmitting_a_finished_job_says_nothing_about_running_it(tmp_path):
+    job = ["submit", "tiny", "--dataset", "synthetic", "--device", "cpu", "--subset", 512, "--epochs", 1,
+           "--retrain-epochs", 1, "--finetune-epochs", 1]
+    first = _farm(tmp_path, *job)
+    assert first.returncode == 0 and "quick CPU recipe" in first.stderr, first.stderr
+    again = _farm(tmp_path, *job)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.startswith("job 1 already succeeded for this spec"), repr(again.stderr)
+    assert "quick CPU recipe" not in again.stderr and "tiny/synthetic" not in again.stderr

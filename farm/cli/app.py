@@ -98,7 +98,10 @@ def submit(
         err.print(f"job {sub.job_id} already {sub.status} for this spec (use --force to run it again)")
     _print_outcome(sub.job_id, fmt)
     with db.session() as s:
-        if db.queries.get_job(s, sub.job_id).status != db.JobStatus.SUCCEEDED:
+        job = db.queries.get_job(s, sub.job_id)
+        if job.status == db.JobStatus.FAILED:  # the command fails: say why, as an error
+            raise FarmError(f"job {sub.job_id} failed: {job.message or 'no reason recorded'}")
+        if job.status != db.JobStatus.SUCCEEDED:
             raise typer.Exit(1)
 
 
@@ -115,7 +118,7 @@ def _print_outcome(job_id: int, fmt: Format) -> None:
         render.rows(rows, fmt, columns=RESULT_COLUMNS, title=f"job {job_id}: {detail.job.status}")
     else:
         render.rows([detail.job], fmt, columns=STATUS_COLUMNS, title=f"job {job_id}")
-    if detail.job.message and fmt == Format.table:
+    if detail.job.message and fmt == Format.table and detail.job.status != db.JobStatus.FAILED:
         err.print(f"note: {detail.job.message}")
 
 

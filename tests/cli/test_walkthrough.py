@@ -86,3 +86,15 @@ def test_resubmitting_a_finished_job_says_nothing_about_running_it(tmp_path):
     assert again.returncode == 0, again.stderr
     assert again.stderr.startswith("job 1 already succeeded for this spec"), repr(again.stderr)
     assert "quick CPU recipe" not in again.stderr and "tiny/synthetic" not in again.stderr
+
+
+def test_a_failed_job_ends_with_an_error_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("FARM_DATA_DIR", str(tmp_path / "no-data"))  # CIFAR-10 is not there
+    env_home = tmp_path / "home"
+    r = subprocess.run([sys.executable, "-m", "farm.cli.app", "submit", "tiny", "--dataset", "cifar10",
+                        "--device", "cpu", "--format", "json"], capture_output=True, text=True, timeout=300,
+                       env={**{k: v for k, v in os.environ.items() if not k.startswith("FARM_")},
+                            "FARM_HOME": str(env_home), "FARM_DATA_DIR": str(tmp_path / "no-data")})
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("farm: error: job 1 failed: CIFAR-10 not found"), r.stderr

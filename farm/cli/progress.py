@@ -30,13 +30,14 @@ class StageProgress:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.started:  # a live display stopped before any event leaves a blank line
+        if self.started:  # a live display stopped before it showed a stage leaves a blank line
             self.progress.stop()
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
-        if not self.started:  # at the first event, so an error before it is the only line
-            for line in self.preamble:
-                err.print(line, highlight=False, markup=False)
+        for line in self.preamble:  # at the first event, so an error before it is the only line
+            err.print(line, highlight=False, markup=False)
+        self.preamble = []
+        if kind == "stage" and not self.started:  # the live display, once there is a bar to show
             self.progress.start()
             self.started = True
         if kind == "job":

@@ -98,3 +98,12 @@ def test_a_failed_job_ends_with_an_error_line(tmp_path, monkeypatch):
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("farm: error: job 1 failed: CIFAR-10 not found"), r.stderr
+
+
+def test_resubmitting_a_finished_sweep_prints_no_blank_line(tmp_path):
+    grid = tmp_path / "grid.yaml"  # no device or recipe: the sweep says which it chose here
+    grid.write_text(SWEEP.replace("  device: cpu\n", "").replace("  recipe: quick\n", ""))
+    assert _farm(tmp_path, "sweep", "submit", grid).returncode == 0
+    again = _farm(tmp_path, "sweep", "submit", grid)
+    assert again.returncode == 0, again.stderr
+    assert "0 new, 0 sent" in again.stderr and "\n\n" not in again.stderr, repr(again.stderr)

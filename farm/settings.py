@@ -47,15 +47,22 @@ class Settings:
 
 
 def _config_file() -> dict:
-    candidates = [os.environ.get("FARM_CONFIG"), "farm.toml", "~/.config/farm/config.toml"]
-    for name in filter(None, candidates):
+    named = os.environ.get("FARM_CONFIG")
+    if named and not Path(named).expanduser().is_file():  # asked for by name: silence would mislead
+        raise FarmError(f"FARM_CONFIG names {named}, which is not a file")
+    for name in filter(None, [named, "farm.toml", "~/.config/farm/config.toml"]):
         path = Path(name).expanduser()
         if path.is_file():
             try:
                 with path.open("rb") as f:
-                    return tomllib.load(f)
+                    data = tomllib.load(f)
             except tomllib.TOMLDecodeError as e:
                 raise FarmError(f"config file {path} is not valid TOML: {e}") from None
+            unknown = sorted(set(data) - set(DOC))
+            if unknown:  # a misspelt key (brokr_url) would otherwise be ignored without a word
+                raise FarmError(f"config file {path}: unknown setting {unknown[0]!r}; "
+                                f"known: {', '.join(DOC)}")
+            return data
     return {}
 
 

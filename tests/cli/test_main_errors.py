@@ -44,3 +44,15 @@ def test_zero_in_config_file_is_a_value(tmp_path, monkeypatch):
     config.write_text("gpu_index = 0\n")
     monkeypatch.setenv("FARM_CONFIG", str(config))
     assert settings.load().gpu_index == 0
+
+
+def test_misspelt_setting_in_config_file_is_one_line(tmp_path):
+    config = tmp_path / "farm.toml"
+    config.write_text('brokr_url = "redis://127.0.0.1:6379/0"\n')  # ignored before: ran in-process
+    _one_line(_farm("status", env={"FARM_HOME": str(tmp_path), "FARM_CONFIG": str(config)}),
+              "unknown setting 'brokr_url'")
+
+
+def test_missing_config_file_named_by_farm_config_is_one_line(tmp_path):
+    _one_line(_farm("status", env={"FARM_HOME": str(tmp_path), "FARM_CONFIG": str(tmp_path / "nope.toml")}),
+              "not a file")

@@ -35,7 +35,9 @@ def masked(url: str) -> str:
 
 
 def database_url(url: str | None = None) -> str:
-    return url or farm_settings.load().db_url
+    url = url or farm_settings.load().db_url
+    # A bare postgresql:// means psycopg (3) to SQLAlchemy 2.1; farm ships psycopg2.
+    return "postgresql+psycopg2://" + url[len("postgresql://"):] if url.startswith("postgresql://") else url
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

@@ -65,3 +65,11 @@ def test_farm_db_upgrade_command(tmp_path, farm_env, farm_cli):
     assert current.stdout.startswith(head_revision())
     bad = farm_cli(["db", "upgrade", "--url", "postgresql+psycopg2://postgres@127.0.0.1:1/x"], farm_env)
     assert bad.returncode == 1 and "cannot reach the database" in bad.stderr
+
+
+@pytest.mark.services
+def test_a_bare_postgresql_url_uses_the_shipped_driver(pg_url):
+    # postgresql:// means psycopg 3 to SQLAlchemy 2.1, which farm does not ship (was: "No module
+    # named 'psycopg'"); the URL users copy from PostgreSQL's docs must work as it is.
+    bare = pg_url.replace("postgresql+psycopg2://", "postgresql://")
+    assert upgrade(bare) == head_revision()

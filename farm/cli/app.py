@@ -137,6 +137,9 @@ def status(
     with db.session() as s:
         rows = db.queries.jobs(s, job_ids=jobs or None, sweep=sweep, status=status_,
                                limit=None if jobs else limit)
+    missing = sorted(set(jobs or ()) - {r.job_id for r in rows})
+    if missing:  # asked for by id: an unknown one is an error, as in `farm show`
+        raise FarmError(f"no job {', '.join(map(str, missing))}")
     render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
                 title="jobs")
 

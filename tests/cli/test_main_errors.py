@@ -56,3 +56,8 @@ def test_misspelt_setting_in_config_file_is_one_line(tmp_path):
 def test_missing_config_file_named_by_farm_config_is_one_line(tmp_path):
     _one_line(_farm("status", env={"FARM_HOME": str(tmp_path), "FARM_CONFIG": str(tmp_path / "nope.toml")}),
               "not a file")
+
+
+def test_status_of_an_unknown_job_is_one_line(tmp_path):
+    # was "jobs: nothing to show" and exit 0, while `farm show 99` said "no job 99"
+    _one_line(_farm("status", "99", env={"FARM_HOME": str(tmp_path)}), "no job 99")

@@ -77,6 +77,20 @@ def balance_rows(row_nnz: np.ndarray, rt: int) -> np.ndarray:
     return perm
 
 
+def epilogue_arrays(st: SparseTensor, wfmt: str, channel_scale=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel scale (int8 scales times a folded BatchNorm's) and the 256-entry codebook
+    every kernel family reads beside its entries."""
+    oscale = np.ones(st.shape[0], dtype=np.float32)
+    if wfmt == "int8":
+        oscale = st.scales.astype(np.float32).copy()
+    if channel_scale is not None:
+        oscale = oscale * np.asarray(channel_scale, dtype=np.float32)
+    codebook = np.zeros(256, dtype=np.float32)
+    if wfmt in ("cb4", "cb8"):
+        codebook[: len(st.codebook)] = st.codebook
+    return oscale, codebook
+
+
 def _pack(wfmt: str, case: np.ndarray, st: SparseTensor, order: np.ndarray, row_of: np.ndarray):
     case = case.astype(np.uint64)
     if wfmt == "fp32":
@@ -123,14 +137,7 @@ def build_table(st: SparseTensor, kernel_hw: tuple[int, int], rt: int,
     cptr = np.zeros((tiles, c + 1), dtype=np.int64)
     cptr[:, 1:] = np.cumsum(counts, axis=1)
     cptr += np.concatenate([[0], np.cumsum(counts.sum(1))[:-1]])[:, None]
-    oscale = np.ones(k, dtype=np.float32)
-    if wfmt == "int8":
-        oscale = st.scales.astype(np.float32).copy()
-    if channel_scale is not None:
-        oscale = oscale * np.asarray(channel_scale, dtype=np.float32)
-    codebook = np.zeros(256, dtype=np.float32)
-    if wfmt in ("cb4", "cb8"):
-        codebook[: len(st.codebook)] = st.codebook
+    oscale, codebook = epilogue_arrays(st, wfmt, channel_scale)
     return ConvTable(
         entries=_pack(wfmt, case[order], st, order, row_of),
         cptr=cptr.astype(np.int32), perm=perm, oscale=oscale, codebook=codebook, wfmt=wfmt, rt=rt,

@@ -16,7 +16,7 @@ import torch
 from farm.compress.sparse_tensor import SparseTensor
 from farm.kernels import runtime
 from farm.kernels.csrconv.config import WFMT, Geometry
-from farm.kernels.csrconv.table import ConvTable, _pack, balance_rows, weight_format
+from farm.kernels.csrconv.table import ConvTable, _pack, balance_rows, epilogue_arrays, weight_format
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrtile.cu")
@@ -138,14 +138,7 @@ def _build(st, g, cfg, channel_scale, ck, wfmt) -> ConvTable:
     cptr = np.zeros((groups * nchunk, cfg.rb + 1), dtype=np.int64)
     cptr[:, :-1] = flat[:-1].reshape(groups * nchunk, cfg.rb)
     cptr[:, -1] = cptr[:, 0] + counts.sum(1)
-    oscale = np.ones(k, dtype=np.float32)
-    if wfmt == "int8":
-        oscale = st.scales.astype(np.float32).copy()
-    if channel_scale is not None:
-        oscale = oscale * np.asarray(channel_scale, dtype=np.float32)
-    codebook = np.zeros(256, dtype=np.float32)
-    if wfmt in ("cb4", "cb8"):
-        codebook[: len(st.codebook)] = st.codebook
+    oscale, codebook = epilogue_arrays(st, wfmt, channel_scale)
     return ConvTable(entries=_pack(wfmt, off[order], st, order, row_of), cptr=cptr.astype(np.int32),
                      perm=perm, oscale=oscale, codebook=codebook, wfmt=wfmt, rt=cfg.rb)
 

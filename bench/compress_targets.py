@@ -51,11 +51,12 @@ def _model(name: str, data, seed: int):
     return get_model(name, in_channels=data.in_channels, num_classes=data.num_classes)
 
 
-def _epoch_seconds(data, seed: int, device) -> float:
+def _epoch_seconds(data, seed: int, device, cuda_graph: bool = True) -> float:
     """One timed epoch of ResNet-20 after an untimed one (cuDNN autotuning, allocator warm-up)."""
     model = _model("resnet20", data, seed)
-    train(model, data, TrainConfig(epochs=1, **DENSE, seed=seed), device=device)
-    return train(model, data, TrainConfig(epochs=1, **DENSE, seed=seed), device=device).train_seconds
+    config = TrainConfig(epochs=1, **DENSE, seed=seed, cuda_graph=cuda_graph)
+    train(model, data, config, device=device)
+    return train(model, data, config, device=device).train_seconds
 
 
 def run(args) -> dict:
@@ -72,7 +73,8 @@ def run(args) -> dict:
 
     per_epoch = _epoch_seconds(data, args.seed, device)
     dense_epochs = args.dense_epochs or min(MAX_DENSE_EPOCHS, int(DENSE_SECONDS / per_epoch))
-    log("probe", {"epoch_seconds": per_epoch, "dense_epochs": dense_epochs})
+    eager = _epoch_seconds(data, args.seed, device, cuda_graph=False)  # for the record: what graphs save
+    log("probe", {"epoch_seconds": per_epoch, "eager_epoch_seconds": eager, "dense_epochs": dense_epochs})
 
     # Dense ResNet-20.
     model = _model("resnet20", data, args.seed)

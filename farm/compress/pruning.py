@@ -149,8 +149,10 @@ class MaskHooks(StepHooks):
     def _prune(self, fraction: float) -> dict[str, Tensor]:
         masks = compute_masks(self.model, self.pruning, fraction)
         old = getattr(self, "masks", None)
-        if old:  # a weight once pruned stays pruned
-            masks = {n: m & old[n] for n, m in masks.items()}
+        if old:  # a weight once pruned stays pruned; in place, for the captured training step
+            for n, m in masks.items():
+                old[n].logical_and_(m)
+            masks = old
         apply_masks(self.model, masks)
         return masks
 

@@ -47,3 +47,28 @@ def test_cancel_from_callback_propagates():
 def test_bad_config_is_rejected(bad):
     with pytest.raises(InvalidSpec):
         TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_sgd_matches_torch_sgd(momentum):
+    # farm's SGD keeps the learning rate in a tensor (for CUDA graphs); the arithmetic must stay torch's.
+    from farm.compress.training import SGD
+
+    a, b = _tiny(), _tiny()
+    cfg = TrainConfig(epochs=1, lr=0.05, momentum=momentum, weight_decay=5e-4)
+    ours = SGD(a, cfg, torch.device("cpu"))
+    decay = [p for p in b.parameters() if p.ndim > 1]
+    other = [p for p in b.parameters() if p.ndim <= 1]
+    theirs = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": other, "weight_decay": 0.0}],
+                             lr=0.05, momentum=momentum, nesterov=momentum > 0)
+    x = torch.randn(16, 3, 16, 16)
+    for step in range(4):
+        ours.lr.fill_(0.05 * (step + 1) / 4)
+        for group in theirs.param_groups:
+            group["lr"] = 0.05 * (step + 1) / 4
+        ours.zero_grad(), theirs.zero_grad()
+        a(x).square().mean().backward(), b(x).square().mean().backward()
+        ours.step(), theirs.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), _tiny().parameters()))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from farm.compress.training import frozen_copy
 from farm.compress import (KMeansQuant, MagnitudePruning, TrainConfig, guarded_prune, prune_and_retrain,
                            quantize_and_finetune, save_compressed, train)
 from farm.models import get_model, load_dataset
@@ -32,7 +33,7 @@ DENSE = dict(batch_size=512, lr=0.2, label_smoothing=0.1, weight_decay=5e-4)
 # Retraining epochs per sparsity level (each level starts from the one before), then the rest.
 # With CUDA-graphed steps an epoch takes ~0.5 s, so retraining can be long: the dense model it
 # is measured against gets 40 epochs.
-PRUNE_EPOCHS = {0.9: 80, 0.95: 80, 0.98: 120}
+PRUNE_EPOCHS = {0.9: 60, 0.95: 60, 0.98: 80}
 QUANT_EPOCHS, VGG_EPOCHS = 6, 40
 # 4-bit k-means; BatchNorm statistics folded and everything not a code rounded to fp16 (both
 # evaluated: the accuracy below is the file's).
@@ -67,7 +68,7 @@ def run(args) -> dict:
     wall0 = time.perf_counter()
     data = load_dataset("fashion-mnist", subset=args.subset, device=device)
     scale = lambda e: max(1, round(e * args.epoch_scale))  # noqa: E731
-    out = {"env": environment(), "seed": args.seed, "device": str(device), "subset": args.subset,
+    out = {"env": environment(), "seed": args.seed, "distill": args.distill, "device": str(device), "subset": args.subset,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "stages": {}}
     stages = out["stages"]
     log = lambda name, d: (stages.__setitem__(name, d), print(f"[{time.perf_counter() - wall0:6.1f}s] {name}: "  # noqa: E731
@@ -93,10 +94,12 @@ def run(args) -> dict:
         args.save_dir.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), args.save_dir / "resnet20_dense.pt")
     states, previous = {}, 0.0
+    teacher = frozen_copy(model) if args.distill else None  # the dense model teaches every level
     for sparsity in (0.9, 0.95, 0.98):
         pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=10, ramp=0.5)
-        cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **DENSE, seed=args.seed, eval_every=1000)
-        p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True)
+        cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **DENSE, seed=args.seed, eval_every=1000,
+                          distill=args.distill)
+        p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True, teacher=teacher)
         states[sparsity] = copy.deepcopy(model.state_dict())
         if args.save_dir:
             torch.save(states[sparsity], args.save_dir / f"resnet20_prune_{int(sparsity * 100)}.pt")
@@ -118,7 +121,8 @@ def run(args) -> dict:
             t0 = time.perf_counter()
             q = quantize_and_finetune(model, data, KMeansQuant(**QUANT),
                                       TrainConfig(epochs=scale(QUANT_EPOCHS), **{**DENSE, "lr": 0.02},
-                                                  seed=args.seed, eval_every=1000), device=device, tta=True)
+                                                  seed=args.seed, eval_every=1000, distill=args.distill),
+                                      device=device, tta=True, teacher=teacher)
             report = save_compressed(model, Path(args.save_dir or tmp) / f"resnet20_{int(sparsity * 100)}_kmeans4.farm")
             seconds = time.perf_counter() - t0
             log(f"resnet20_prune_{int(sparsity * 100)}_kmeans4", {
@@ -184,6 +188,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=None, help="first n train and test images")
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="multiply every stage's epochs")
+    parser.add_argument("--distill", type=float, default=0.0,
+                        help="weight of the dense model's soft targets in every retraining (0: off)")
     parser.add_argument("--dense-epochs", type=int, default=None, help="instead of fitting the time target")
     parser.add_argument("--skip-vgg", action="store_true")
     parser.add_argument("--guarded", action="store_true", help="also run the accuracy-guarded search (95%%, 0.3 pt)")

@@ -27,6 +27,7 @@ from farm.kernels.conv import SparseConv2d  # noqa: E402
 from farm.kernels.csrbatch.family import BatchConfig  # noqa: E402
 from farm.kernels.csrconv.config import Geometry, TileConfig, candidates, variant_for  # noqa: E402
 from farm.kernels.csrconv.table import weight_format  # noqa: E402
+from farm.kernels.csrgather.family import GatherConfig  # noqa: E402
 from farm.kernels.csrtile.family import StageConfig  # noqa: E402
 from farm.kernels.testing import pruned_weight, quantize  # noqa: E402
 
@@ -101,11 +102,12 @@ def check_cases():
             cands = layer.candidate_configs((n, cin, h, w))
             stage = [c for c in cands if isinstance(c, StageConfig)]
             batch = [c for c in cands if isinstance(c, BatchConfig)]
+            gather = [c for c in cands if isinstance(c, GatherConfig)]
             cands = [c for c in cands if isinstance(c, TileConfig)]
             split = [c for c in cands if c.s > 1][:1]
-            configs = cands[:1] + stage[:1] + batch[:1]
+            configs = cands[:1] + stage[:1] + batch[:1] + gather[-1:]
             if (dtype, scheme) in ((torch.float32, "fp32"), (torch.float16, "fp16")):
-                configs += split + stage[1:] + batch[1:] + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
+                configs += split + stage[1:] + batch[1:] + gather[:-1] + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
             name = f"c{cin}-k{cout}-{h}x{w}-k{k}s{s}p{p}d{d}-n{n}-sp{sp}-{str(dtype)[6:]}-{scheme}{bits}"
             yield CheckCase(name, layer, (n, cin, h, w), dtype, configs, residual=i % 3 == 0)
 
@@ -128,7 +130,7 @@ def sources() -> list[str]:
         g = case.layer.conv_shape(case.shape).geometry
         for c in case.configs:
             out.append(c.source(g, case.dtype == torch.float16, weight_format(case.layer.weight_record))
-                       if isinstance(c, (StageConfig, BatchConfig)) else
+                       if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
                        variant_for(g, c, case.dtype == torch.float16, weight_format(case.layer.weight_record)).source())
     for name, sp, vname, layer, dtype, cin, hw in bench_layers():
         for n in BATCHES:
@@ -147,7 +149,8 @@ def dump_sass(path: Path, arch: str) -> None:
     tool = shutil.which("cuobjdump") or "/usr/local/cuda/bin/cuobjdump"
     reps = {"st-rb16-t14x14-p2 3x3 fp32": StageConfig(16, 14, 14, 2).source(Geometry(3, 3), False, "fp32"),
             "st-rb8-t16x14-p8 3x3 fp32": StageConfig(8, 16, 14, 8).source(Geometry(3, 3), False, "fp32"),
-            "rt32-p4x1 1x1 fp16 cb4": variant_for(Geometry(1, 1), TileConfig(32, 4, 1), True, "cb4").source()}
+            "rt32-p4x1 1x1 fp16 cb4": variant_for(Geometry(1, 1), TileConfig(32, 4, 1), True, "cb4").source(),
+            "ga-p2-s4-g8 3x3 fp32": GatherConfig(2, 4).source(Geometry(3, 3), False, "fp32")}
     with path.open("w") as f, tempfile.TemporaryDirectory() as tmp:
         for name, src in reps.items():
             cub = Path(tmp, "k.cubin")

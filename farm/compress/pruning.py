@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from farm.compress.layers import CLASSIFIER, FIRST, kept_dense, layer_rows, overall, prunable
-from farm.compress.training import Callback, StepHooks, TrainConfig, evaluate, fit, pick_device
+from farm.compress.training import Callback, StepHooks, TrainConfig, evaluate, fit, frozen_copy, pick_device
 from farm.errors import InvalidSpec
 
 SCHEDULES = ("oneshot", "gradual")
@@ -195,15 +195,20 @@ class PruneResult:
 
 
 def prune_and_retrain(model: nn.Module, data, pruning: MagnitudePruning, config: TrainConfig, *,
-                      device=None, callback: Callback | None = None, tta: bool = False) -> PruneResult:
+                      device=None, callback: Callback | None = None, tta: bool = False,
+                      teacher: nn.Module | None = None) -> PruneResult:
     """Prune (one-shot, or gradually along the cubic schedule) while retraining for config.epochs;
-    the masks hold throughout, so the final sparsity is exactly the target."""
+    the masks hold throughout, so the final sparsity is exactly the target. With config.distill,
+    the retraining also learns `teacher`'s soft targets (default: the model before pruning)."""
     device = pick_device(device)
     model.to(device)
     before = evaluate(model, data, device=device, tta=tta)
+    if config.distill and teacher is None:
+        teacher = frozen_copy(model)  # the model before pruning
     steps = max(1, len(data.train_x) // config.batch_size) * config.epochs
     hooks = MaskHooks(model, pruning, steps)
-    result = fit(model, data, config, device=device, callback=callback, hooks=hooks, stage="prune", tta=tta)
+    result = fit(model, data, config, device=device, callback=callback, hooks=hooks, stage="prune", tta=tta,
+                 teacher=teacher)
     return _result(model, pruning, hooks.masks, before, result.accuracy, result.to_dict(), hooks.schedule)
 
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from farm.compress.layers import layer_rows, overall, weight_layers
 from farm.compress.sparse_tensor import SparseTensor
-from farm.compress.training import Callback, StepHooks, TrainConfig, evaluate, fit, pick_device
+from farm.compress.training import Callback, StepHooks, TrainConfig, evaluate, fit, frozen_copy, pick_device
 from farm.errors import InvalidSpec
 
 SCHEMES = ("linear", "log", "kmeans")
@@ -350,18 +350,22 @@ class QuantResult:
 
 
 def quantize_and_finetune(model: nn.Module, data, quant: Quantization, config: TrainConfig, *,
-                          device=None, callback: Callback | None = None, tta: bool = False) -> QuantResult:
+                          device=None, callback: Callback | None = None, tta: bool = False,
+                          teacher: nn.Module | None = None) -> QuantResult:
     """Quantize, then retrain for config.epochs keeping zeros at zero and weights on their levels."""
     device = pick_device(device)
     model.to(device)
     before = evaluate(model, data, device=device, tta=tta)
+    if config.distill and teacher is None:
+        teacher = frozen_copy(model)  # the model before quantizing
     # Fold and round only after fine-tuning: training-mode BatchNorm normalises with batch
     # statistics, so folded scale/shift would be a different function while training.
     tensors = quantize_(model, replace(quant, fold_bn=False, fp16_rest=False))
     quantized = evaluate(model, data, device=device, tta=tta)
     hooks = SharedWeightHooks(model, tensors) if quant.scheme == "kmeans" else \
         StraightThroughHooks(model, tensors, quant)
-    result = fit(model, data, config, device=device, callback=callback, hooks=hooks, stage="quantize", tta=tta)
+    result = fit(model, data, config, device=device, callback=callback, hooks=hooks, stage="quantize", tta=tta,
+                 teacher=teacher)
     tensors = hooks.tensors
     accuracy = result.accuracy
     if quant.fp16_rest or quant.fold_bn:

@@ -9,6 +9,7 @@ projections around each optimiser step.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -38,6 +39,8 @@ class TrainConfig:
     bf16: bool = True             # autocast to bfloat16 on CUDA (ignored on a CPU)
     eval_every: int = 1           # evaluate after every n-th epoch (and always after the last)
     cuda_graph: bool = True       # on CUDA, replay each training step from a captured CUDA graph
+    distill: float = 0.0          # retraining: weight of the teacher's (the model before) soft targets
+    temperature: float = 4.0      # of the distillation softmax
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -52,6 +55,8 @@ class TrainConfig:
             raise InvalidSpec(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.crop_pad < 0 or self.eval_every < 1:
             raise InvalidSpec("crop_pad must be >= 0 and eval_every >= 1")
+        if not 0 <= self.distill <= 1 or not self.temperature > 0:
+            raise InvalidSpec(f"distill must be in [0, 1] and temperature > 0, got {self.distill}, {self.temperature}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,11 +222,12 @@ class _Step:
     WARMUP = 3  # eager steps before the capture, on a side stream, as torch's graph docs ask
 
     def __init__(self, model: nn.Module, config: TrainConfig, hooks: StepHooks, device: torch.device,
-                 x_shape: tuple, y_dtype: torch.dtype):
+                 batch: int, x_shape: tuple, y_dtype: torch.dtype, teacher: nn.Module | None = None):
         self.model, self.config, self.hooks, self.device = model, config, hooks, device
+        self.teacher = teacher if config.distill > 0 else None
         self.opt = SGD(model, config, device)
-        self.x = _layout(torch.zeros((config.batch_size, *x_shape), device=device), device)
-        self.y = torch.zeros(config.batch_size, dtype=y_dtype, device=device)
+        self.x = _layout(torch.zeros((batch, *x_shape), device=device), device)
+        self.y = torch.zeros(batch, dtype=y_dtype, device=device)
         self.graphed = config.cuda_graph and device.type == "cuda" and hooks.graph_safe
         self.graph: torch.cuda.CUDAGraph | None = None
         self.eager_steps = 0
@@ -246,7 +252,13 @@ class _Step:
     def _forward_backward_update(self, step: int) -> Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphed,
                             enabled=self.config.bf16 and self.device.type == "cuda"):
-            loss = F.cross_entropy(self.model(self.x), self.y, label_smoothing=self.config.label_smoothing)
+            logits = self.model(self.x)
+            loss = F.cross_entropy(logits, self.y, label_smoothing=self.config.label_smoothing)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    soft = self.teacher(self.x)
+                loss = (1 - self.config.distill) * loss + self.config.distill * distill_loss(
+                    logits, soft, self.config.temperature)
         self.opt.zero_grad()
         loss.backward()
         self.hooks.before_update(step)
@@ -263,17 +275,35 @@ class _Step:
         self.graph = graph
 
 
+def distill_loss(logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """Hinton et al.'s soft-target loss: KL(teacher || student) at temperature T, times T^2 so
+    its gradients keep their scale as T changes."""
+    t = temperature
+    return F.kl_div(F.log_softmax(logits.float() / t, 1), F.log_softmax(teacher_logits.float() / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """The model as it is now, in eval mode and without gradients: the teacher of its retraining."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
         callback: Callback | None = None, hooks: StepHooks | None = None, stage: str = "train",
-        tta: bool = False) -> TrainResult:
-    """The training loop shared by train, prune_and_retrain and quantize_and_finetune."""
+        tta: bool = False, teacher: nn.Module | None = None) -> TrainResult:
+    """The training loop shared by train, prune_and_retrain and quantize_and_finetune. With
+    config.distill > 0, `teacher` (put in eval mode, never updated) adds its soft targets to the loss."""
     wall = time.perf_counter()
     device = pick_device(device)
     hooks = hooks or StepHooks()
     data = data.to(device)
     _prepare(model, device)
     g = torch.Generator(device=device).manual_seed(config.seed)
-    n, b = len(data.train_x), config.batch_size
+    n = len(data.train_x)
+    b = min(config.batch_size, n)  # a training set smaller than a batch is one batch
     steps_per_epoch = max(1, n // b)  # drop the ragged last batch: fixed shapes
     lr = _one_cycle(config, steps_per_epoch * config.epochs)
     history, train_seconds, step = [], 0.0, 0
@@ -282,7 +312,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
         hooks.finish()
         accuracy = evaluate(model, data, device=device, tta=tta)
     model.train()
-    run_step = _Step(model, config, hooks, device, tuple(data.train_x.shape[1:]), data.train_y.dtype)
+    if teacher is not None:
+        _prepare(teacher, device).eval()  # its BatchNorm statistics must not move
+    run_step = _Step(model, config, hooks, device, b, tuple(data.train_x.shape[1:]), data.train_y.dtype, teacher)
     for epoch in range(config.epochs):
         _sync(device)
         t0 = time.perf_counter()

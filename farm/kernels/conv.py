@@ -16,6 +16,7 @@ from farm.kernels.csrbatch.family import BatchConfig, BatchPlan, batch_candidate
 from farm.kernels.csrconv.config import TileConfig, candidates, variant_for
 from farm.kernels.csrconv.launch import ConvShape, GpuTable, Plan
 from farm.kernels.csrconv.table import build_table, pattern_hash, weight_format
+from farm.kernels.csrgather.family import GatherConfig, GatherPlan, build_gather_table, gather_candidates
 from farm.kernels.csrtile.family import (
     StageConfig, StagePlan, build_stage_table, max_chunk_entries, stage_candidates)
 
@@ -160,8 +161,18 @@ class SparseConv2d(FusedConv):
             self._tables[key] = (GpuTable(t, device), ck, max_chunk_entries(t))
         return self._tables[key]
 
+    def gather_table(self, geometry, h: int, w: int, device) -> GpuTable:
+        key = ("gather", geometry, h, w)
+        if key not in self._tables:
+            t = build_gather_table(self.weight_record, geometry, h, w, self.scale.cpu().numpy())
+            self._tables[key] = GpuTable(t, device)
+        return self._tables[key]
+
     def make_plan(self, shape, dtype, config, device):
         cs = self.conv_shape(shape)
+        if isinstance(config, GatherConfig):
+            return GatherPlan(self.gather_table(cs.geometry, cs.h, cs.w, device), cs, config,
+                              dtype == torch.float16)
         if isinstance(config, (StageConfig, BatchConfig)):
             table, ck, most = self.stage_table(config, cs.geometry, device)
             make = BatchPlan if isinstance(config, BatchConfig) else StagePlan
@@ -180,12 +191,14 @@ class SparseConv2d(FusedConv):
 
     def candidate_configs(self, shape) -> list:
         """The kernel families: csrbatch (four images per staged load, from batch 2), csrtile
-        (staged input, broadcast weights) and csrconv (register tiles over output channels with a
-        case switch; split-K for small batches)."""
+        (staged input, broadcast weights), csrconv (register tiles over output channels with a
+        case switch; split-K for small batches) and csrgather (a block per output channel,
+        independent loads; small batches only)."""
         cs = self.conv_shape(shape)
         oh, ow = cs.out_hw
         wfmt = weight_format(self.weight_record)
-        return (batch_candidates(cs.geometry, cs.k, cs.c, cs.n, oh, ow, wfmt)
+        return (gather_candidates(cs.geometry, cs.n, cs.c, cs.h, cs.w, oh, ow)
+                + batch_candidates(cs.geometry, cs.k, cs.c, cs.n, oh, ow, wfmt)
                 + stage_candidates(cs.geometry, cs.k, cs.c, oh, ow, wfmt)
                 + candidates(cs.geometry, cs.k, cs.n * oh * ow))
 
@@ -193,7 +206,7 @@ class SparseConv2d(FusedConv):
         """Every source the candidates of this shape compile (to precompile without a GPU)."""
         g = self.conv_shape(shape).geometry
         wfmt, half = weight_format(self.weight_record), dtype == torch.float16
-        return [c.source(g, half, wfmt) if isinstance(c, (StageConfig, BatchConfig)) else
+        return [c.source(g, half, wfmt) if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
                 variant_for(g, c, half, wfmt).source() for c in self.candidate_configs(shape)]
 
     def plan_for(self, shape, dtype, device) -> Plan:

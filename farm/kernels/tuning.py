@@ -21,9 +21,9 @@ def cache_file() -> Path:
     return d / "tuning.json"
 
 
-# Bumped when the candidate set changes (2: csrbatch), so a cache filled before is measured again
+# Bumped when the candidate set changes (2: csrbatch, 3: csrgather), so a cache filled before is measured again
 # rather than trusted to hold the best of candidates it never saw.
-CANDIDATES_VERSION = 2
+CANDIDATES_VERSION = 3
 
 
 def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern: str) -> str:
@@ -70,6 +70,10 @@ def config_from(entry: dict):
         from farm.kernels.csrtile.family import StageConfig
 
         return StageConfig(**d)
+    if family == "gather":
+        from farm.kernels.csrgather.family import GatherConfig
+
+        return GatherConfig(**d)
     if family == "batch":
         from farm.kernels.csrbatch.family import BatchConfig
 

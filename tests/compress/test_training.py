@@ -72,3 +72,46 @@ def test_sgd_matches_torch_sgd(momentum):
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), _tiny().parameters()))
+
+
+def test_distillation_learns_from_a_frozen_teacher():
+    from farm.compress import MagnitudePruning, prune_and_retrain
+    from farm.compress.training import distill_loss
+
+    data = load_dataset("synthetic", subset=512)
+    teacher = _tiny(1)
+    train(teacher, data, TrainConfig(epochs=4, batch_size=64, lr=0.1))
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    plain, taught = _tiny(2), _tiny(2)
+    train(plain, data, TrainConfig(epochs=6, batch_size=64, lr=0.1))
+    from farm.compress.training import fit
+
+    fit(taught, data, TrainConfig(epochs=6, batch_size=64, lr=0.1, distill=1.0), teacher=teacher)
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in before.items())  # frozen
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), taught.parameters()))
+    x = data.test_x[:256]
+    # the taught student is closer to its teacher than the plain one
+    with torch.no_grad():
+        t = teacher.eval()(x)
+        assert distill_loss(taught.eval()(x), t, 4.0) < distill_loss(plain.eval()(x), t, 4.0)
+    # pruning distils from the model before pruning by default
+    r = prune_and_retrain(_tiny(1), data, MagnitudePruning(0.5), TrainConfig(epochs=1, batch_size=64, distill=0.5))
+    assert r.sparsity == pytest.approx(0.5, abs=0.01)
+
+
+def test_distill_loss_is_zero_for_equal_logits():
+    from farm.compress.training import distill_loss
+
+    z = torch.randn(8, 10)
+    assert distill_loss(z, z, 4.0).abs() < 1e-6 < distill_loss(z, z.flip(1), 4.0)
+
+
+@pytest.mark.parametrize("bad", [dict(distill=1.5), dict(distill=-0.1), dict(temperature=0)])
+def test_bad_distill_config_is_rejected(bad):
+    with pytest.raises(InvalidSpec):
+        TrainConfig(epochs=1, **bad)
+
+
+def test_training_set_smaller_than_a_batch_is_one_batch():
+    result = train(_tiny(), load_dataset("synthetic", subset=100), TrainConfig(epochs=2, batch_size=512))
+    assert result.epochs == 2 and 0 <= result.accuracy <= 1

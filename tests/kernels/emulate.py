@@ -131,3 +131,56 @@ def run_csrbatch(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=Non
                                     v += res[n0 + b, oc, yy, xx]
                                 y[n0 + b, oc, yy, xx] = max(v, 0) if relu else v
     return y
+
+
+def run_csrgather(x, table, cfg, g, shape, padding, bias, relu=False, res=None):
+    """csrgather.cu per block: lanes' pixel origins and border masks, equal entry slices per warp,
+    entry key = offset << 5 | tap, then the epilogue. Entries are decoded with decode_gather_values."""
+    from farm.kernels.csrgather.family import TAP_BITS
+
+    n_, c, h, w = x.shape
+    k = shape[0]
+    oh, ow = _out_hw(h, w, g, padding)
+    npix = n_ * oh * ow
+    flat = x.ravel()
+    key, val = _gather_values(table)
+    rptr = table.cptr[0]
+    y = np.full((n_, k, oh, ow), np.nan)
+    for chunk in range(-(-npix // cfg.pixels)):
+        q = chunk * cfg.pixels + np.arange(cfg.pixels)
+        ok = q < npix
+        n, t = np.divmod(np.where(ok, q, 0), oh * ow)
+        ih, iw = (t // ow) * g.sh - padding[0], (t % ow) * g.sw - padding[1]
+        base = n * c * h * w + ih * w + iw
+        mask = np.zeros(cfg.pixels, dtype=np.int64)
+        for kh in range(g.kh):
+            for kw in range(g.kw):
+                inside = (ih + kh * g.dh >= 0) & (ih + kh * g.dh < h) & (iw + kw * g.dw >= 0) & (iw + kw * g.dw < w)
+                mask |= (inside & ok).astype(np.int64) << (kh * g.kw + kw)
+        for slot in range(k):
+            r0, length = rptr[slot], rptr[slot + 1] - rptr[slot]
+            acc = np.zeros(cfg.pixels)
+            for s in range(cfg.s):  # the warps' slices, summed as the shared-memory reduction does
+                for i in range(r0 + length * s // cfg.s, r0 + length * (s + 1) // cfg.s):
+                    tap, off = key[i] & ((1 << TAP_BITS) - 1), key[i] >> TAP_BITS
+                    hit = (mask >> tap) & 1 == 1
+                    acc[hit] += val[i] * flat[base[hit] + off]
+            oc = table.perm[slot]
+            v = acc * table.oscale[oc] + bias[oc]
+            for j in np.nonzero(ok)[0]:
+                o = (n[j], oc, t[j] // ow, t[j] % ow)
+                r = v[j] + (res[o] if res is not None else 0.0)
+                y[o] = max(r, 0.0) if relu else r
+    return y
+
+
+def _gather_values(table):
+    e = table.entries[:-1]
+    key, word = e[:, 0].astype(np.int64), e[:, 1]
+    if table.wfmt == "fp32":
+        return key, word.view(np.float32).astype(np.float64)
+    if table.wfmt == "fp16":
+        return key, word.astype(np.uint16).view(np.float16).astype(np.float64)
+    if table.wfmt == "int8":
+        return key, word.view(np.int32).astype(np.float64)
+    return key, table.codebook[word & 0xFF].astype(np.float64)

@@ -9,6 +9,7 @@ from farm.kernels.compile import compile_cubin, nvcc_path
 from farm.kernels.csrbatch.family import BatchConfig
 from farm.kernels.cuda_source import read_source
 from farm.kernels.csrconv.config import Geometry, TileConfig, Variant, variant_for
+from farm.kernels.csrgather.family import GatherConfig
 from farm.kernels.csrtile.family import StageConfig
 
 pytestmark = pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
@@ -30,6 +31,11 @@ STAGED = {  # csrtile sources: (config, geometry, fp16 activations, weight forma
     "bt-rb8x2-t14x14-px2-resnet50.layer3.conv2-fp32": (BatchConfig(8, 2, 14, 14, 2), Geometry(3, 3), False, "fp32"),
     "bt-rb16x1-t7x7-px1-resnet50.layer4.conv3-fp16act-cb4": (BatchConfig(16, 1, 7, 7, 1), Geometry(1, 1), True, "cb4"),
     "bt-rb4x2-t7x14-px2-stride2-int8": (BatchConfig(4, 2, 7, 14, 2), Geometry(3, 3, 2, 2), True, "int8"),
+    # csrgather sources
+    "ga-p2-s4-resnet50.layer3.conv2-fp32": (GatherConfig(2, 4), Geometry(3, 3), False, "fp32"),
+    "ga-p1-s8-g16-resnet50.layer4.conv3-fp16act-cb4": (GatherConfig(1, 8, 16), Geometry(1, 1), True, "cb4"),
+    "ga-p4-s1-g4-stride2-dil2-int8": (GatherConfig(4, 1, 4), Geometry(3, 3, 2, 2, 2, 2), True, "int8"),
+    "ga-p2-s2-5x5-fp16act-fp16": (GatherConfig(2, 2), Geometry(5, 5), True, "fp16"),
 }
 
 

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from farm.compress.sparse_tensor import SparseTensor
 from farm.kernels.csrbatch.family import BatchConfig, batch_candidates
 from farm.kernels.csrconv.config import Geometry
+from farm.kernels.csrgather.family import GatherConfig, build_gather_table, decode_gather_table, gather_candidates
 from farm.kernels.csrtile.family import StageConfig, build_stage_table, stage_candidates
 from farm.kernels.testing import pruned_weight, quantize
 
-from .emulate import run_csrbatch, run_csrtile
+from .emulate import run_csrbatch, run_csrgather, run_csrtile
 
 CASES = [  # cin, cout, h, w, k, stride, pad, dil, config
     (5, 11, 9, 7, 3, 1, 1, 1, StageConfig(4, 4, 7, 2, 3)),
@@ -90,3 +91,41 @@ def test_batch_candidates_fit_shared_memory_and_offsets():
                 assert hw % cfg.th == 0 and cfg.tw % cfg.px == 0
                 if wfmt == "cb4":
                     assert ck * ih * iw <= 4096
+
+
+GATHER_CASES = [  # cin, cout, h, w, k, stride, pad, dil, batch, config
+    (5, 11, 9, 7, 3, 1, 1, 1, 1, GatherConfig(1, 1)),
+    (6, 9, 12, 10, 3, 2, 1, 1, 2, GatherConfig(2, 4)),
+    (4, 7, 11, 11, 3, 1, 2, 2, 1, GatherConfig(4, 2)),
+    (9, 5, 6, 8, 1, 1, 0, 1, 3, GatherConfig(1, 8)),
+    (3, 6, 10, 9, 5, 2, 2, 1, 1, GatherConfig(2, 2)),
+]
+
+
+@pytest.mark.parametrize("case", GATHER_CASES, ids=lambda c: f"k{c[4]}s{c[5]}p{c[6]}d{c[7]}n{c[8]}-{c[9].name}")
+@pytest.mark.parametrize("scheme,bits", [("fp32", 32), ("fp16", 16), ("linear", 8), ("kmeans", 4)])
+def test_csrgather_model_matches_conv(case, scheme, bits):
+    cin, cout, h, w, k, s, p, d, n, cfg = case
+    g = Geometry(k, k, s, s, d, d)
+    st = quantize(SparseTensor.from_dense(pruned_weight((cout, cin, k, k), 0.6, empty_rows=1)), scheme, bits)
+    scale = np.linspace(0.5, 1.5, cout)
+    table = build_gather_table(st, g, h, w, channel_scale=scale)
+    np.testing.assert_allclose(decode_gather_table(table, st.shape, g, h, w),
+                               st.to_dense().double().numpy() * scale[:, None, None, None], rtol=1e-6, atol=1e-7)
+    x = np.random.default_rng(0).standard_normal((n, cin, h, w))
+    bias = np.linspace(-1, 1, cout)
+    ref = F.conv2d(torch.from_numpy(x), st.to_dense().double() * torch.from_numpy(scale)[:, None, None, None],
+                   torch.from_numpy(bias), s, p, d)
+    res = np.random.default_rng(1).standard_normal(ref.shape)
+    y = run_csrgather(x, table, cfg, g, st.shape, (p, p), bias, relu=True, res=res)
+    ref = F.relu(ref + torch.from_numpy(res)).numpy()
+    assert not np.isnan(y).any()
+    np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_gather_candidates_only_where_they_apply():
+    g3 = Geometry(3, 3)
+    assert gather_candidates(g3, 1, 256, 14, 14, 14, 14)  # ResNet-50 layer3 at batch 1
+    assert not gather_candidates(Geometry(7, 7, 2, 2), 1, 3, 224, 224, 112, 112)  # 49 taps > 32 mask bits
+    assert not gather_candidates(g3, 32, 64, 56, 56, 56, 56)  # 100,352 output pixels: the staged families' ground
+    assert all(32 * c.p <= 2 * 49 for c in gather_candidates(g3, 1, 512, 7, 7, 7, 7))

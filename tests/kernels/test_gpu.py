@@ -10,6 +10,7 @@ from farm.kernels import available, sparsify
 from farm.kernels.bench import TOLERANCE, check
 from farm.kernels.conv import SparseConv2d
 from farm.kernels.csrconv.config import TileConfig
+from farm.kernels.csrgather.family import GatherConfig
 from farm.kernels.testing import pruned_weight, quantize
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
@@ -21,6 +22,9 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     (30, 70, 12, 17, 3, 2, 1, 1, 1, 0.5, TileConfig(4, 2, 1, 4, 2)),
     (33, 20, 15, 15, 3, 1, 2, 2, 3, 0.9, TileConfig(8, 2, 2)),
     (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, TileConfig(16, 2, 1)),
+    (13, 37, 11, 9, 3, 1, 1, 1, 3, 0.8, GatherConfig(2, 4)),
+    (30, 70, 12, 17, 3, 2, 1, 1, 1, 0.5, GatherConfig(1, 8, 16)),
+    (33, 20, 15, 15, 3, 1, 2, 2, 1, 0.95, GatherConfig(4, 1, 4)),
 ]
 
 

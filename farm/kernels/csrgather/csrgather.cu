@@ -1,0 +1,154 @@
+// Direct sparse convolution for small batches: one output channel per block, lanes over pixels,
+// every load independent of the others.
+//
+// At batch 1 the other families are latency-bound: a thread walks the input channels one after
+// another and each step waits on its own loads (csrconv), or a block waits on every staging
+// (csrtile). Here a block owns one output channel (a row of the table) and a chunk of 32*P
+// output pixels, and S warps split the row's nonzeros into equal slices (balanced whatever the
+// row lengths). A warp reads 32 entries with one coalesced load and broadcasts them with
+// shuffles; entry t is (input offset << 5 | tap, weight), and lane L adds weight * x[base_L +
+// offset] for each of its P pixels, where base_L is the pixel's input origin. The 32 loads of a
+// batch of entries do not depend on each other, so the loop keeps many in flight. A pixel near
+// the border skips the taps that fall in the padding: bit `tap` of its 32-bit mask (so at most
+// 32 taps: 1x1, 3x3, 5x5). The slices are summed in shared memory; the epilogue applies the
+// per-channel scale (BatchNorm, int8 scale), bias, residual add and ReLU.
+//
+// Python (farm/kernels/csrgather/family.py) prepends the #defines below; the defaults make this
+// file compile on its own, which is what CI checks.
+
+#ifndef P
+#define P 2
+#define KH 3
+#define KW 3
+#define SH 1
+#define SW 1
+#define DH 1
+#define DW 1
+#define ACT_HALF 0
+#define WFMT 0
+#endif
+
+#include <cuda_fp16.h>
+
+#if ACT_HALF
+typedef __half act_t;
+__device__ __forceinline__ float load_act(const act_t* p) { return __half2float(__ldg(p)); }
+__device__ __forceinline__ act_t to_act(float v) { return __float2half_rn(v); }
+#else
+typedef float act_t;
+__device__ __forceinline__ float load_act(const act_t* p) { return __ldg(p); }
+__device__ __forceinline__ act_t to_act(float v) { return v; }
+#endif
+
+// The weight word of an entry: fp32 bits, fp16 bits, a signed int8 (scale in the epilogue) or
+// a codebook index (cb: the codebook in shared memory).
+__device__ __forceinline__ float decode(unsigned v, const float* cb) {
+#if WFMT == 0
+  return __uint_as_float(v);
+#elif WFMT == 1
+  return __half2float(__ushort_as_half((unsigned short)v));
+#elif WFMT == 2
+  return (float)(int)v;
+#else
+  return cb[v & 0xffu];
+#endif
+}
+
+#ifndef G
+#define G 8  // entries whose loads are issued together
+#endif
+#define TAP_BITS 5
+#define FULL 0xffffffffu
+
+extern "C" __global__ void __launch_bounds__(256)
+csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restrict__ res,
+          const uint2* __restrict__ tab, const int* __restrict__ rptr, const int* __restrict__ perm,
+          const float* __restrict__ oscale, const float* __restrict__ bias,
+          const float* __restrict__ codebook, int N, int C, int H, int W, int K, int OH, int OW,
+          int padh, int padw, int S, int relu) {
+  extern __shared__ float red[];  // (S - 1) x P x 32 partial sums
+  __shared__ float cb[256];
+#if WFMT >= 3
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) cb[i] = codebook[i];
+  __syncthreads();
+#endif
+  const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
+  const int slot = blockIdx.y, oc = __ldg(perm + slot);
+  const int npix = N * OH * OW, plane = H * W;
+
+  int base[P];
+  unsigned mask[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int q = (blockIdx.x * P + j) * 32 + lane;
+    base[j] = 0;
+    mask[j] = 0u;
+    if (q < npix) {
+      const int n = q / (OH * OW), t = q - n * OH * OW, oh = t / OW, ow = t - oh * OW;
+      const int ih = oh * SH - padh, iw = ow * SW - padw;
+      base[j] = n * C * plane + ih * W + iw;
+#pragma unroll
+      for (int kh = 0; kh < KH; ++kh)
+#pragma unroll
+        for (int kw = 0; kw < KW; ++kw) {
+          const bool ok = ih + kh * DH >= 0 && ih + kh * DH < H && iw + kw * DW >= 0 && iw + kw * DW < W;
+          mask[j] |= (unsigned)ok << (kh * KW + kw);
+        }
+    }
+  }
+
+  float acc[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j) acc[j] = 0.f;
+  const int r0 = __ldg(rptr + slot), len = __ldg(rptr + slot + 1) - r0;
+  const int a = r0 + (int)((long long)len * s / S), b = r0 + (int)((long long)len * (s + 1) / S);
+
+  // Entries go in batches of 32 (one coalesced load, then shuffles), their loads in groups of G
+  // issued before any is used, so that G * P loads per lane are in flight at once.
+  for (int e = a; e < b; e += 32) {
+    const int cnt = min(32, b - e);
+    const uint2 mine = lane < cnt ? __ldg(tab + e + lane) : make_uint2(0u, 0u);
+    for (int t0 = 0; t0 < cnt; t0 += G) {
+      float v[G][P], w[G];
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        // Entries past cnt broadcast lane t's zero padding: weight 0, offset 0, tap 0.
+        const unsigned key = __shfl_sync(FULL, mine.x, (t0 + g) & 31);
+        w[g] = t0 + g < cnt ? decode(__shfl_sync(FULL, mine.y, (t0 + g) & 31), cb) : 0.f;
+        const int tap = key & ((1u << TAP_BITS) - 1), off = key >> TAP_BITS;
+#pragma unroll
+        for (int j = 0; j < P; ++j)
+          v[g][j] = (mask[j] >> tap) & 1u ? load_act(x + base[j] + off) : 0.f;
+      }
+#pragma unroll
+      for (int g = 0; g < G; ++g)
+#pragma unroll
+        for (int j = 0; j < P; ++j) acc[j] = fmaf(w[g], v[g][j], acc[j]);
+    }
+  }
+
+  if (S > 1) {  // warps 1..S-1 leave their sums in shared memory, warp 0 adds them up
+    if (s > 0) {
+#pragma unroll
+      for (int j = 0; j < P; ++j) red[((s - 1) * P + j) * 32 + lane] = acc[j];
+    }
+    __syncthreads();
+    if (s > 0) return;
+    for (int k = 0; k < S - 1; ++k)
+#pragma unroll
+      for (int j = 0; j < P; ++j) acc[j] += red[(k * P + j) * 32 + lane];
+  }
+
+  const float sc = __ldg(oscale + oc), bi = __ldg(bias + oc);
+#pragma unroll
+  for (int j = 0; j < P; ++j) {
+    const int q = (blockIdx.x * P + j) * 32 + lane;
+    if (q >= npix) continue;
+    const int n = q / (OH * OW), t = q - n * OH * OW;
+    const long long o = ((long long)n * K + oc) * OH * OW + t;
+    float v = fmaf(acc[j], sc, bi);
+    if (res) v += load_act(res + o);
+    if (relu) v = fmaxf(v, 0.f);
+    y[o] = to_act(v);
+  }
+}

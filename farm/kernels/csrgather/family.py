@@ -1,0 +1,176 @@
+"""The csrgather kernel family, for small batches: a block per output channel and pixel chunk,
+the row's nonzeros split over S warps, every input load independent (see csrgather.cu).
+
+Config: P pixels per lane, G entries whose loads are issued together (both static), S warps per
+block (launch time). The table holds each row's entries as (input offset << 5 | tap, weight
+word), so it depends on the input's height and width; rows longest first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.kernels import runtime
+from farm.kernels.csrconv.config import WFMT, Geometry
+from farm.kernels.csrconv.table import ConvTable, epilogue_arrays, weight_format
+from farm.kernels.cuda_source import read_source
+
+SOURCE = Path(__file__).with_name("csrgather.cu")
+ARG_TYPES = "P" * 9 + "i" * 11
+TAP_BITS = 5  # a pixel's border mask has one bit per tap: at most 32 taps
+MAX_OFFSET = 1 << (32 - TAP_BITS)
+MAX_PIXELS = 8192  # beyond this many output pixels (batch x height x width) the staged families win
+
+
+@dataclass(frozen=True)
+class GatherConfig:
+    p: int  # output pixels per lane
+    s: int  # warps per block, each a slice of the row's nonzeros
+    g: int = 8  # entries whose loads are issued together
+    family = "gather"
+
+    def __post_init__(self):
+        if self.p not in (1, 2, 4) or self.s not in (1, 2, 4, 8) or self.g not in (4, 8, 16):
+            raise ValueError(f"bad gather config {self}")
+
+    @property
+    def threads(self) -> int:
+        return 32 * self.s
+
+    @property
+    def pixels(self) -> int:
+        """Output pixels per block."""
+        return 32 * self.p
+
+    @property
+    def shared_bytes(self) -> int:
+        return 4 * (self.s - 1) * self.p * 32
+
+    @property
+    def name(self) -> str:
+        return f"ga-p{self.p}-s{self.s}-g{self.g}"
+
+    def to_dict(self) -> dict:
+        return {"family": "gather", "p": self.p, "s": self.s, "g": self.g}
+
+    def source(self, geometry: Geometry, act_half: bool, wfmt: str) -> str:
+        g = geometry
+        d = {"P": self.p, "G": self.g, "KH": g.kh, "KW": g.kw, "SH": g.sh, "SW": g.sw, "DH": g.dh,
+             "DW": g.dw, "ACT_HALF": int(act_half), "WFMT": WFMT[wfmt]}
+        return "".join(f"#define {k} {v}\n" for k, v in d.items()) + read_source(SOURCE)
+
+
+def applicable(g: Geometry, n: int, c: int, h: int, w: int, oh: int, ow: int) -> bool:
+    return (g.kh * g.kw <= 1 << TAP_BITS and c * h * w < MAX_OFFSET and n * c * h * w < 1 << 31
+            and n * oh * ow <= MAX_PIXELS)
+
+
+def gather_candidates(g: Geometry, n: int, c: int, h: int, w: int, oh: int, ow: int) -> list[GatherConfig]:
+    """A few pixel widths (no wider than the layer) times split factors."""
+    if not applicable(g, n, c, h, w, oh, ow):
+        return []
+    pixels = n * oh * ow
+    out = []
+    for p in (1, 2, 4):
+        if p > 1 and 32 * p > 2 * pixels:
+            continue
+        for s in (1, 2, 4, 8):
+            out.append(GatherConfig(p, s))
+    return out
+
+
+def build_gather_table(st: SparseTensor, g: Geometry, h: int, w: int, channel_scale=None) -> ConvTable:
+    """Entries (offset << 5 | tap, weight word) row by row, rows longest first; cptr holds the
+    row starts (K + 1), perm the output channel of each row slot."""
+    k = st.shape[0]
+    wfmt = weight_format(st)
+    khw = g.kh * g.kw
+    row_nnz = np.diff(st.row_ptr)
+    perm = np.argsort(-row_nnz, kind="stable").astype(np.int32)
+    row_of = np.repeat(np.arange(k), row_nnz)
+    slot_of = np.empty(k, dtype=np.int64)
+    slot_of[perm] = np.arange(k)
+    col = st.col_idx.astype(np.int64)
+    cin, tap = col // khw, col % khw
+    kh, kw = tap // g.kw, tap % g.kw
+    off = cin * h * w + kh * g.dh * w + kw * g.dw
+    if len(off) and off.max() >= MAX_OFFSET:
+        raise ValueError(f"input of {st.shape[1]} x {h} x {w} is too large for gather entries")
+    order = np.lexsort((off, slot_of[row_of]))  # by row slot, then by address within a row
+    entries = np.zeros((len(order) + 1, 2), dtype=np.uint32)
+    entries[:-1, 0] = ((off << TAP_BITS) | tap)[order].astype(np.uint32)
+    entries[:-1, 1] = _weight_words(st, wfmt)[order]
+    rptr = np.concatenate([[0], np.cumsum(row_nnz[perm])]).astype(np.int32)
+    oscale, codebook = epilogue_arrays(st, wfmt, channel_scale)
+    return ConvTable(entries=entries, cptr=rptr[None, :], perm=perm, oscale=oscale, codebook=codebook,
+                     wfmt=wfmt, rt=1)
+
+
+def _weight_words(st: SparseTensor, wfmt: str) -> np.ndarray:
+    """The 32-bit weight word of each nonzero, in CSR order, as csrgather.cu's decode() reads it."""
+    if wfmt == "fp32":
+        return st.values.astype(np.float32).view(np.uint32)
+    if wfmt == "fp16":
+        return st.values.astype(np.float16).view(np.uint16).astype(np.uint32)
+    if wfmt == "int8":
+        q = st.codes.astype(np.int64) - (1 << (st.bits - 1))
+        return q.astype(np.int32).view(np.uint32)
+    return st.codes.astype(np.uint32)  # cb8 / cb4: the codebook index
+
+
+def decode_gather_table(t: ConvTable, shape, g: Geometry, h: int, w: int) -> np.ndarray:
+    """Dense weights (times oscale) a gather table encodes; the test of build_gather_table."""
+    k, c = shape[0], shape[1]
+    out = np.zeros(shape, dtype=np.float64)
+    e = t.entries[:-1]
+    key, word = e[:, 0].astype(np.int64), e[:, 1]
+    if t.wfmt == "fp32":
+        val = word.view(np.float32).astype(np.float64)
+    elif t.wfmt == "fp16":
+        val = word.astype(np.uint16).view(np.float16).astype(np.float64)
+    elif t.wfmt == "int8":
+        val = word.view(np.int32).astype(np.float64)
+    else:
+        val = t.codebook[word & 0xFF].astype(np.float64)
+    rptr = t.cptr[0]
+    for slot in range(k):
+        ch = t.perm[slot]
+        for i in range(rptr[slot], rptr[slot + 1]):
+            tap, off = key[i] & ((1 << TAP_BITS) - 1), key[i] >> TAP_BITS
+            cin = off // (h * w)
+            kh, kw = divmod(int(tap), g.kw)
+            assert off - cin * h * w == kh * g.dh * w + kw * g.dw
+            out[ch, cin, kh, kw] += val[i]
+    return out * t.oscale[:, None, None, None]
+
+
+class GatherPlan:
+    """One layer at one input shape with one GatherConfig: call it to run csrgather."""
+
+    def __init__(self, gtable, shape, cfg: GatherConfig, act_half: bool):
+        self.table, self.shape, self.config = gtable, shape, cfg
+        self.fn = runtime.load_function(cfg.source(shape.geometry, act_half, gtable.wfmt), "csrgather")
+        if not hasattr(self.fn, "_farm_prepared"):
+            self.fn.prepare(ARG_TYPES)
+            self.fn._farm_prepared = True
+        oh, ow = shape.out_hw
+        self.grid = (-(-(shape.n * oh * ow) // cfg.pixels), shape.k, 1)
+        self.block = (cfg.threads, 1, 1)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
+        s, t = self.shape, self.table
+        oh, ow = s.out_hw
+        self.fn.prepared_async_call(
+            self.grid, self.block, runtime.pycuda_stream(),
+            x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
+            t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
+            bias.data_ptr(), t.codebook.data_ptr(),
+            s.n, s.c, s.h, s.w, s.k, oh, ow, s.padding[0], s.padding[1], self.config.s, int(relu),
+            shared_size=self.config.shared_bytes,
+        )
+        return y

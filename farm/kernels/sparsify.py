@@ -111,6 +111,19 @@ def _walk(module: nn.Module, prefix: str, make: _Maker) -> None:
             _walk(child, f"{prefix}{name}.", make)
 
 
+def _cast_rest(model: nn.Module, dtype: torch.dtype) -> None:
+    """The layers sparsify left alone (the classifier, pooling's neighbours) take the activation
+    dtype; the fused convs keep their fp32 epilogue arrays, which the kernels read as floats."""
+    for m in model.modules():
+        if isinstance(m, FusedConv):
+            continue
+        for name, p in m.named_parameters(recurse=False):
+            p.data = p.data.to(dtype)
+        for name, b in m.named_buffers(recurse=False):
+            if b.is_floating_point():
+                m._buffers[name] = b.to(dtype)
+
+
 def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense_if_slower: bool = True,
              input_shape: tuple[int, ...] | None = None, min_sparsity: float = MIN_SPARSITY,
              weights: dict[str, SparseTensor] | None = None) -> nn.Module:
@@ -126,6 +139,8 @@ def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense
     make = _Maker(dtype, min_sparsity, weights)
     with torch.no_grad():
         _walk(model, "", make)
+    if dtype != torch.float32:
+        _cast_rest(model, dtype)
     if keep_dense_if_slower and input_shape is not None and runtime.available():
         keep_faster(model, input_shape, dtype, make.made)
     return model

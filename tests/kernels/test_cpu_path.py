@@ -113,6 +113,22 @@ def test_sparsify_farm_models_match(name):
     assert any(isinstance(z, SparseConv2d) for z in sm.modules())
 
 
+@pytest.mark.parametrize("name", ["resnet20", "vgg11"])
+def test_sparsify_fp16_runs_the_whole_model_in_fp16(name):
+    # The classifier and other untouched layers take fp16 too (they stayed fp32: a dtype error).
+    from farm.models import get_model
+
+    m = _prune(get_model(name, in_channels=1, num_classes=10))
+    sm = sparsify(m, dtype=torch.float16)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        out = sm(x.half())
+        assert out.dtype == torch.float16
+        torch.testing.assert_close(out.float(), m(x), atol=0.05, rtol=0.05)
+    sparse = [z for z in sm.modules() if isinstance(z, SparseConv2d)]
+    assert sparse and all(z.scale.dtype == torch.float32 for z in sparse)  # the kernels read floats
+
+
 def test_sparsify_uses_given_records():
     from farm.models import get_model
 

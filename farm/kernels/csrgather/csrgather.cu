@@ -5,9 +5,10 @@
 // another and each step waits on its own loads (csrconv), or a block waits on every staging
 // (csrtile). Here a block owns one output channel (a row of the table) and a chunk of 32*P
 // output pixels, and S warps split the row's nonzeros into equal slices (balanced whatever the
-// row lengths). A warp reads 32 entries with one coalesced load and broadcasts them with
-// shuffles; entry t is (input offset << 5 | tap, weight), and lane L adds weight * x[base_L +
-// offset] for each of its P pixels, where base_L is the pixel's input origin. The 32 loads of a
+// row lengths). A warp reads 32 entries with one coalesced load, decodes them once into shared
+// memory and reads them back as broadcasts; entry t is (input offset << 5 | tap, weight), and
+// lane L adds weight * x[base_L + offset] for each of its P pixels, where base_L is the
+// pixel's input origin. The 32 loads of a
 // batch of entries do not depend on each other, so the loop keeps many in flight. A pixel near
 // the border skips the taps that fall in the padding: bit `tap` of its 32-bit mask (so at most
 // 32 taps: 1x1, 3x3, 5x5). The slices are summed in shared memory; the epilogue applies the
@@ -58,7 +59,6 @@ __device__ __forceinline__ float decode(unsigned v, const float* cb) {
 #define G 8  // entries whose loads are issued together
 #endif
 #define TAP_BITS 5
-#define FULL 0xffffffffu
 
 extern "C" __global__ void __launch_bounds__(256)
 csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restrict__ res,
@@ -68,6 +68,7 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
           int padh, int padw, int S, int relu) {
   extern __shared__ float red[];  // (S - 1) x P x 32 partial sums
   __shared__ float cb[256];
+  __shared__ uint4 ent[8][32];  // per warp: its current batch of decoded entries
 #if WFMT >= 3
   for (int i = threadIdx.x; i < 256; i += blockDim.x) cb[i] = codebook[i];
   __syncthreads();
@@ -97,28 +98,39 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
     }
   }
 
+  const act_t* px[P];  // each pixel's input origin; only dereferenced where its mask allows
   float acc[P];
 #pragma unroll
-  for (int j = 0; j < P; ++j) acc[j] = 0.f;
+  for (int j = 0; j < P; ++j) {
+    px[j] = x + base[j];
+    acc[j] = 0.f;
+  }
   const int r0 = __ldg(rptr + slot), len = __ldg(rptr + slot + 1) - r0;
   const int a = r0 + (int)((long long)len * s / S), b = r0 + (int)((long long)len * (s + 1) / S);
 
-  // Entries go in batches of 32 (one coalesced load, then shuffles), their loads in groups of G
-  // issued before any is used, so that G * P loads per lane are in flight at once.
+  // Entries go in batches of 32: lane i loads and decodes entry i once (offset, tap bit, weight)
+  // into the warp's slots in shared memory, then every lane reads each slot as a broadcast, so
+  // a pixel costs a bit test, an address, a load and an FMA. The loads go in groups of G issued
+  // before any is used, so that G * P loads per lane are in flight at once.
   for (int e = a; e < b; e += 32) {
     const int cnt = min(32, b - e);
-    const uint2 mine = lane < cnt ? __ldg(tab + e + lane) : make_uint2(0u, 0u);
-    for (int t0 = 0; t0 < cnt; t0 += G) {
+    uint4 mine = make_uint4(0u, 0u, 0u, 0u);  // past cnt: no tap bit, weight 0
+    if (lane < cnt) {
+      const uint2 t = __ldg(tab + e + lane);
+      mine = make_uint4(t.x >> TAP_BITS, 1u << (t.x & ((1u << TAP_BITS) - 1)),
+                        __float_as_uint(decode(t.y, cb)), 0u);
+    }
+    __syncwarp();  // the warp is done with the previous batch's slots
+    ent[s][lane] = mine;
+    __syncwarp();
+    for (int t0 = 0; t0 < cnt; t0 += G) {  // G divides 32: t0 + g stays below 32
       float v[G][P], w[G];
 #pragma unroll
       for (int g = 0; g < G; ++g) {
-        // Entries past cnt broadcast lane t's zero padding: weight 0, offset 0, tap 0.
-        const unsigned key = __shfl_sync(FULL, mine.x, (t0 + g) & 31);
-        w[g] = t0 + g < cnt ? decode(__shfl_sync(FULL, mine.y, (t0 + g) & 31), cb) : 0.f;
-        const int tap = key & ((1u << TAP_BITS) - 1), off = key >> TAP_BITS;
+        const uint4 d = ent[s][t0 + g];
+        w[g] = __uint_as_float(d.z);
 #pragma unroll
-        for (int j = 0; j < P; ++j)
-          v[g][j] = (mask[j] >> tap) & 1u ? load_act(x + base[j] + off) : 0.f;
+        for (int j = 0; j < P; ++j) v[g][j] = (mask[j] & d.y) ? load_act(px[j] + d.x) : 0.f;
       }
 #pragma unroll
       for (int g = 0; g < G; ++g)

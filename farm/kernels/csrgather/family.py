@@ -71,16 +71,16 @@ def applicable(g: Geometry, n: int, c: int, h: int, w: int, oh: int, ow: int) ->
 
 
 def gather_candidates(g: Geometry, n: int, c: int, h: int, w: int, oh: int, ow: int) -> list[GatherConfig]:
-    """A few pixel widths (no wider than the layer) times split factors."""
+    """A few pixel widths (no wider than the layer) and load-group sizes, times split factors."""
     if not applicable(g, n, c, h, w, oh, ow):
         return []
     pixels = n * oh * ow
     out = []
-    for p in (1, 2, 4):
+    for p, g in ((1, 8), (1, 16), (2, 8), (2, 16), (4, 8)):  # p * g loads in flight per lane
         if p > 1 and 32 * p > 2 * pixels:
             continue
         for s in (1, 2, 4, 8):
-            out.append(GatherConfig(p, s))
+            out.append(GatherConfig(p, s, g))
     return out
 
 

@@ -133,30 +133,25 @@ def run_csrbatch(x, table, ck, cfg, g, shape, padding, bias, relu=False, res=Non
     return y
 
 
-def run_csrgather(x, table, cfg, g, shape, padding, bias, relu=False, res=None):
-    """csrgather.cu per block: lanes' pixel origins and border masks, equal entry slices per warp,
-    entry key = offset << 5 | tap, then the epilogue. Entries are decoded with decode_gather_values."""
-    from farm.kernels.csrgather.family import TAP_BITS
+def run_csrgather(x, table, cfg, shape_, bias, relu=False, res=None):
+    """csrgather.cu per block: the plan's pixel table (origin, border mask, output index), equal
+    entry slices per warp, entry key = offset << 5 | tap, then the epilogue. shape_: ConvShape."""
+    from farm.kernels.csrgather.family import TAP_BITS, pixel_table
 
-    n_, c, h, w = x.shape
-    k = shape[0]
-    oh, ow = _out_hw(h, w, g, padding)
-    npix = n_ * oh * ow
+    k = shape_.k
+    oh, ow = shape_.out_hw
+    pix = pixel_table(shape_).astype(np.int64)
+    npix = len(pix)
     flat = x.ravel()
+    yflat = np.full(shape_.n * k * oh * ow, np.nan)
+    resflat = None if res is None else res.ravel()
     key, val = _gather_values(table)
     rptr = table.cptr[0]
-    y = np.full((n_, k, oh, ow), np.nan)
     for chunk in range(-(-npix // cfg.pixels)):
         q = chunk * cfg.pixels + np.arange(cfg.pixels)
         ok = q < npix
-        n, t = np.divmod(np.where(ok, q, 0), oh * ow)
-        ih, iw = (t // ow) * g.sh - padding[0], (t % ow) * g.sw - padding[1]
-        base = n * c * h * w + ih * w + iw
-        mask = np.zeros(cfg.pixels, dtype=np.int64)
-        for kh in range(g.kh):
-            for kw in range(g.kw):
-                inside = (ih + kh * g.dh >= 0) & (ih + kh * g.dh < h) & (iw + kw * g.dw >= 0) & (iw + kw * g.dw < w)
-                mask |= (inside & ok).astype(np.int64) << (kh * g.kw + kw)
+        d = pix[np.where(ok, q, 0)]
+        base, mask, obase = d[:, 0], np.where(ok, d[:, 1] & 0xFFFFFFFF, 0), d[:, 2]
         for slot in range(k):
             r0, length = rptr[slot], rptr[slot + 1] - rptr[slot]
             acc = np.zeros(cfg.pixels)
@@ -166,12 +161,10 @@ def run_csrgather(x, table, cfg, g, shape, padding, bias, relu=False, res=None):
                     hit = (mask >> tap) & 1 == 1
                     acc[hit] += val[i] * flat[base[hit] + off]
             oc = table.perm[slot]
-            v = acc * table.oscale[oc] + bias[oc]
-            for j in np.nonzero(ok)[0]:
-                o = (n[j], oc, t[j] // ow, t[j] % ow)
-                r = v[j] + (res[o] if res is not None else 0.0)
-                y[o] = max(r, 0.0) if relu else r
-    return y
+            o = obase[ok] + oc * oh * ow
+            v = acc[ok] * table.oscale[oc] + bias[oc] + (resflat[o] if resflat is not None else 0.0)
+            yflat[o] = np.maximum(v, 0.0) if relu else v
+    return yflat.reshape(shape_.n, k, oh, ow)
 
 
 def _gather_values(table):

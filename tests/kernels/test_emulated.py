@@ -117,7 +117,10 @@ def test_csrgather_model_matches_conv(case, scheme, bits):
     ref = F.conv2d(torch.from_numpy(x), st.to_dense().double() * torch.from_numpy(scale)[:, None, None, None],
                    torch.from_numpy(bias), s, p, d)
     res = np.random.default_rng(1).standard_normal(ref.shape)
-    y = run_csrgather(x, table, cfg, g, st.shape, (p, p), bias, relu=True, res=res)
+    from farm.kernels.csrconv.launch import ConvShape
+
+    cs = ConvShape(n, cin, h, w, cout, k, k, (s, s), (p, p), (d, d))
+    y = run_csrgather(x, table, cfg, cs, bias, relu=True, res=res)
     ref = F.relu(ref + torch.from_numpy(res)).numpy()
     assert not np.isnan(y).any()
     np.testing.assert_allclose(y, ref, rtol=1e-6, atol=1e-6)

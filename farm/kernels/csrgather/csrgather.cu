@@ -11,7 +11,7 @@
 // pixel's input origin. The 32 loads of a
 // batch of entries do not depend on each other, so the loop keeps many in flight. A pixel near
 // the border skips the taps that fall in the padding: bit `tap` of its 32-bit mask (so at most
-// 32 taps: 1x1, 3x3, 5x5). The slices are summed in shared memory; the epilogue applies the
+// 32 taps: 1x1, 3x3, 5x5). Origins, masks and output indices come from a per-shape pixel table. The slices are summed in shared memory; the epilogue applies the
 // per-channel scale (BatchNorm, int8 scale), bias, residual add and ReLU.
 //
 // Python (farm/kernels/csrgather/family.py) prepends the #defines below; the defaults make this
@@ -19,12 +19,6 @@
 
 #ifndef P
 #define P 2
-#define KH 3
-#define KW 3
-#define SH 1
-#define SW 1
-#define DH 1
-#define DW 1
 #define ACT_HALF 0
 #define WFMT 0
 #endif
@@ -64,8 +58,8 @@ extern "C" __global__ void __launch_bounds__(256)
 csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restrict__ res,
           const uint2* __restrict__ tab, const int* __restrict__ rptr, const int* __restrict__ perm,
           const float* __restrict__ oscale, const float* __restrict__ bias,
-          const float* __restrict__ codebook, int N, int C, int H, int W, int K, int OH, int OW,
-          int padh, int padw, int S, int relu) {
+          const float* __restrict__ codebook, const int4* __restrict__ pix, int npix, int plane_out,
+          int S, int relu) {
   extern __shared__ float red[];  // (S - 1) x P x 32 partial sums
   __shared__ float cb[256];
   __shared__ uint4 ent[8][32];  // per warp: its current batch of decoded entries
@@ -75,34 +69,20 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
 #endif
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
   const int slot = blockIdx.y, oc = __ldg(perm + slot);
-  const int npix = N * OH * OW, plane = H * W;
 
-  int base[P];
+  // Each pixel's input origin, border mask and output index come from the plan's pixel table
+  // (built once per input shape): no divisions or bounds tests here.
+  const act_t* px[P];  // only dereferenced where the pixel's mask allows
   unsigned mask[P];
-#pragma unroll
-  for (int j = 0; j < P; ++j) {
-    const int q = (blockIdx.x * P + j) * 32 + lane;
-    base[j] = 0;
-    mask[j] = 0u;
-    if (q < npix) {
-      const int n = q / (OH * OW), t = q - n * OH * OW, oh = t / OW, ow = t - oh * OW;
-      const int ih = oh * SH - padh, iw = ow * SW - padw;
-      base[j] = n * C * plane + ih * W + iw;
-#pragma unroll
-      for (int kh = 0; kh < KH; ++kh)
-#pragma unroll
-        for (int kw = 0; kw < KW; ++kw) {
-          const bool ok = ih + kh * DH >= 0 && ih + kh * DH < H && iw + kw * DW >= 0 && iw + kw * DW < W;
-          mask[j] |= (unsigned)ok << (kh * KW + kw);
-        }
-    }
-  }
-
-  const act_t* px[P];  // each pixel's input origin; only dereferenced where its mask allows
+  int obase[P];
   float acc[P];
 #pragma unroll
   for (int j = 0; j < P; ++j) {
-    px[j] = x + base[j];
+    const int q = (blockIdx.x * P + j) * 32 + lane;
+    const int4 d = q < npix ? __ldg(pix + q) : make_int4(0, 0, -1, 0);
+    px[j] = x + d.x;
+    mask[j] = (unsigned)d.y;
+    obase[j] = d.z;
     acc[j] = 0.f;
   }
   const int r0 = __ldg(rptr + slot), len = __ldg(rptr + slot + 1) - r0;
@@ -154,10 +134,8 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
   const float sc = __ldg(oscale + oc), bi = __ldg(bias + oc);
 #pragma unroll
   for (int j = 0; j < P; ++j) {
-    const int q = (blockIdx.x * P + j) * 32 + lane;
-    if (q >= npix) continue;
-    const int n = q / (OH * OW), t = q - n * OH * OW;
-    const long long o = ((long long)n * K + oc) * OH * OW + t;
+    if (obase[j] < 0) continue;  // past the last pixel
+    const long long o = obase[j] + (long long)oc * plane_out;
     float v = fmaf(acc[j], sc, bi);
     if (res) v += load_act(res + o);
     if (relu) v = fmaxf(v, 0.f);

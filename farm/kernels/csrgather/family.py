@@ -21,7 +21,7 @@ from farm.kernels.csrconv.table import ConvTable, epilogue_arrays, weight_format
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrgather.cu")
-ARG_TYPES = "P" * 9 + "i" * 11
+ARG_TYPES = "P" * 10 + "i" * 4
 TAP_BITS = 5  # a pixel's border mask has one bit per tap: at most 32 taps
 MAX_OFFSET = 1 << (32 - TAP_BITS)
 MAX_PIXELS = 8192  # beyond this many output pixels (batch x height x width) the staged families win
@@ -59,9 +59,8 @@ class GatherConfig:
         return {"family": "gather", "p": self.p, "s": self.s, "g": self.g}
 
     def source(self, geometry: Geometry, act_half: bool, wfmt: str) -> str:
-        g = geometry
-        d = {"P": self.p, "G": self.g, "KH": g.kh, "KW": g.kw, "SH": g.sh, "SW": g.sw, "DH": g.dh,
-             "DW": g.dw, "ACT_HALF": int(act_half), "WFMT": WFMT[wfmt]}
+        # The geometry lives in the table and the pixel table: one cubin serves every layer.
+        d = {"P": self.p, "G": self.g, "ACT_HALF": int(act_half), "WFMT": WFMT[wfmt]}
         return "".join(f"#define {k} {v}\n" for k, v in d.items()) + read_source(SOURCE)
 
 
@@ -149,6 +148,27 @@ def decode_gather_table(t: ConvTable, shape, g: Geometry, h: int, w: int) -> np.
     return out * t.oscale[:, None, None, None]
 
 
+def pixel_table(shape) -> np.ndarray:
+    """Per output pixel (batch, row, column flattened): the input offset of its window's origin,
+    its border mask (bit kh*KW+kw set where that tap lands inside the image) and its output
+    index without the channel term, as int32 (npix, 4)."""
+    g = shape.geometry
+    oh, ow = shape.out_hw
+    n, r, c = np.meshgrid(np.arange(shape.n), np.arange(oh), np.arange(ow), indexing="ij")
+    ih, iw = r * g.sh - shape.padding[0], c * g.sw - shape.padding[1]
+    mask = np.zeros(n.shape, dtype=np.int64)
+    for kh in range(g.kh):
+        for kw in range(g.kw):
+            y_, x_ = ih + kh * g.dh, iw + kw * g.dw
+            inside = (y_ >= 0) & (y_ < shape.h) & (x_ >= 0) & (x_ < shape.w)
+            mask |= inside.astype(np.int64) << (kh * g.kw + kw)
+    out = np.zeros((n.size, 4), dtype=np.int64)
+    out[:, 0] = (n * shape.c * shape.h * shape.w + ih * shape.w + iw).ravel()
+    out[:, 1] = mask.ravel()
+    out[:, 2] = (n * shape.k * oh * ow + r * ow + c).ravel()
+    return out.astype(np.uint32).view(np.int32)  # the mask's bit 31 wraps, as the kernel reads it
+
+
 class GatherPlan:
     """One layer at one input shape with one GatherConfig: call it to run csrgather."""
 
@@ -159,7 +179,9 @@ class GatherPlan:
             self.fn.prepare(ARG_TYPES)
             self.fn._farm_prepared = True
         oh, ow = shape.out_hw
-        self.grid = (-(-(shape.n * oh * ow) // cfg.pixels), shape.k, 1)
+        self.npix = shape.n * oh * ow
+        self.pix = torch.from_numpy(pixel_table(shape)).to(gtable.entries.device)
+        self.grid = (-(-self.npix // cfg.pixels), shape.k, 1)
         self.block = (cfg.threads, 1, 1)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
@@ -169,8 +191,8 @@ class GatherPlan:
             self.grid, self.block, runtime.pycuda_stream(),
             x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
             t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
-            bias.data_ptr(), t.codebook.data_ptr(),
-            s.n, s.c, s.h, s.w, s.k, oh, ow, s.padding[0], s.padding[1], self.config.s, int(relu),
+            bias.data_ptr(), t.codebook.data_ptr(), self.pix.data_ptr(),
+            self.npix, oh * ow, self.config.s, int(relu),
             shared_size=self.config.shared_bytes,
         )
         return y

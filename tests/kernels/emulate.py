@@ -151,7 +151,8 @@ def run_csrgather(x, table, cfg, shape_, bias, relu=False, res=None):
         q = chunk * cfg.pixels + np.arange(cfg.pixels)
         ok = q < npix
         d = pix[np.where(ok, q, 0)]
-        base, mask, obase = d[:, 0], np.where(ok, d[:, 1] & 0xFFFFFFFF, 0), d[:, 2]
+        base, mask, obase = d[:, 0], d[:, 1] & 0xFFFFFFFF, d[:, 2]
+        mask = np.where(ok, mask, 0)
         for slot in range(k):
             r0, length = rptr[slot], rptr[slot + 1] - rptr[slot]
             acc = np.zeros(cfg.pixels)

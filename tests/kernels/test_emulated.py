@@ -132,3 +132,16 @@ def test_gather_candidates_only_where_they_apply():
     assert not gather_candidates(Geometry(7, 7, 2, 2), 1, 3, 224, 224, 112, 112)  # 49 taps > 32 mask bits
     assert not gather_candidates(g3, 32, 64, 56, 56, 56, 56)  # 100,352 output pixels: the staged families' ground
     assert all(32 * c.p <= 2 * 49 for c in gather_candidates(g3, 1, 512, 7, 7, 7, 7))
+
+
+def test_pixel_table_puts_interior_pixels_first_and_covers_every_output():
+    from farm.kernels.csrconv.launch import ConvShape
+    from farm.kernels.csrgather.family import full_mask, pixel_table
+
+    cs = ConvShape(2, 8, 14, 14, 16, 3, 3, (1, 1), (1, 1), (1, 1))
+    pix = pixel_table(cs).astype(np.int64)
+    interior = (pix[:, 1] & 0xFFFFFFFF) == full_mask(cs.geometry)
+    assert interior.sum() == 2 * 12 * 12 and interior[: 2 * 144].all() and not interior[2 * 144:].any()
+    assert sorted(pix[:, 2]) == sorted(n * 16 * 196 + q for n in range(2) for q in range(196))
+    five = ConvShape(1, 3, 10, 9, 4, 5, 5, (2, 2), (2, 2), (1, 1))
+    assert (pixel_table(five)[:, 1].astype(np.int64) & 0xFFFFFFFF).max() == (1 << 25) - 1

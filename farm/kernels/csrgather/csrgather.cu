@@ -54,12 +54,32 @@ __device__ __forceinline__ float decode(unsigned v, const float* cb) {
 #endif
 #define TAP_BITS 5
 
+// G entries (decoded, in shared memory) times P pixels: the G*P loads first, then the FMAs.
+// MASKED: test each pixel's border mask; a warp whose pixels are all interior skips the tests.
+template <bool MASKED>
+__device__ __forceinline__ void gather_group(float (&acc)[P], const act_t* const (&px)[P],
+                                             const unsigned (&mask)[P], const uint4* ent) {
+  float v[G][P], w[G];
+#pragma unroll
+  for (int g = 0; g < G; ++g) {
+    const uint4 d = ent[g];
+    w[g] = __uint_as_float(d.z);
+#pragma unroll
+    for (int j = 0; j < P; ++j)
+      v[g][j] = (!MASKED || (mask[j] & d.y)) ? load_act(px[j] + (int)d.x) : 0.f;
+  }
+#pragma unroll
+  for (int g = 0; g < G; ++g)
+#pragma unroll
+    for (int j = 0; j < P; ++j) acc[j] = fmaf(w[g], v[g][j], acc[j]);
+}
+
 extern "C" __global__ void __launch_bounds__(256)
 csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restrict__ res,
           const uint2* __restrict__ tab, const int* __restrict__ rptr, const int* __restrict__ perm,
           const float* __restrict__ oscale, const float* __restrict__ bias,
           const float* __restrict__ codebook, const int4* __restrict__ pix, int npix, int plane_out,
-          int S, int relu) {
+          unsigned full, int S, int relu) {
   extern __shared__ float red[];  // (S - 1) x P x 32 partial sums
   __shared__ float cb[256];
   __shared__ uint4 ent[8][32];  // per warp: its current batch of decoded entries
@@ -79,19 +99,26 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     const int q = (blockIdx.x * P + j) * 32 + lane;
-    const int4 d = q < npix ? __ldg(pix + q) : make_int4(0, 0, -1, 0);
+    // Past the last pixel: origin 0 with every tap "inside" (loads stay in x), no output.
+    const int4 d = q < npix ? __ldg(pix + q) : make_int4(0, (int)full, -1, 0);
     px[j] = x + d.x;
     mask[j] = (unsigned)d.y;
     obase[j] = d.z;
     acc[j] = 0.f;
   }
+  // The table orders interior pixels first, so most warps take the unmasked path.
+  bool interior = true;
+#pragma unroll
+  for (int j = 0; j < P; ++j) interior = interior && mask[j] == full;
+  interior = __all_sync(0xffffffffu, interior);
   const int r0 = __ldg(rptr + slot), len = __ldg(rptr + slot + 1) - r0;
-  const int a = r0 + (int)((long long)len * s / S), b = r0 + (int)((long long)len * (s + 1) / S);
+  const int sh = __ffs(S) - 1;  // S is a power of two
+  const int a = r0 + ((len * s) >> sh), b = r0 + ((len * (s + 1)) >> sh);
 
   // Entries go in batches of 32: lane i loads and decodes entry i once (offset, tap bit, weight)
   // into the warp's slots in shared memory, then every lane reads each slot as a broadcast, so
-  // a pixel costs a bit test, an address, a load and an FMA. The loads go in groups of G issued
-  // before any is used, so that G * P loads per lane are in flight at once.
+  // a pixel costs an address, a load and an FMA (and a bit test near the border). The loads go
+  // in groups of G issued before any is used: G * P loads per lane in flight at once.
   for (int e = a; e < b; e += 32) {
     const int cnt = min(32, b - e);
     uint4 mine = make_uint4(0u, 0u, 0u, 0u);  // past cnt: no tap bit, weight 0
@@ -104,18 +131,10 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
     ent[s][lane] = mine;
     __syncwarp();
     for (int t0 = 0; t0 < cnt; t0 += G) {  // G divides 32: t0 + g stays below 32
-      float v[G][P], w[G];
-#pragma unroll
-      for (int g = 0; g < G; ++g) {
-        const uint4 d = ent[s][t0 + g];
-        w[g] = __uint_as_float(d.z);
-#pragma unroll
-        for (int j = 0; j < P; ++j) v[g][j] = (mask[j] & d.y) ? load_act(px[j] + d.x) : 0.f;
-      }
-#pragma unroll
-      for (int g = 0; g < G; ++g)
-#pragma unroll
-        for (int j = 0; j < P; ++j) acc[j] = fmaf(w[g], v[g][j], acc[j]);
+      if (interior)
+        gather_group<false>(acc, px, mask, ent[s] + t0);
+      else
+        gather_group<true>(acc, px, mask, ent[s] + t0);
     }
   }
 

@@ -21,7 +21,7 @@ from farm.kernels.csrconv.table import ConvTable, epilogue_arrays, weight_format
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrgather.cu")
-ARG_TYPES = "P" * 10 + "i" * 4
+ARG_TYPES = "P" * 10 + "iiIii"
 TAP_BITS = 5  # a pixel's border mask has one bit per tap: at most 32 taps
 MAX_OFFSET = 1 << (32 - TAP_BITS)
 MAX_PIXELS = 8192  # beyond this many output pixels (batch x height x width) the staged families win
@@ -149,9 +149,9 @@ def decode_gather_table(t: ConvTable, shape, g: Geometry, h: int, w: int) -> np.
 
 
 def pixel_table(shape) -> np.ndarray:
-    """Per output pixel (batch, row, column flattened): the input offset of its window's origin,
-    its border mask (bit kh*KW+kw set where that tap lands inside the image) and its output
-    index without the channel term, as int32 (npix, 4)."""
+    """Per output pixel: the input offset of its window's origin, its border mask (bit kh*KW+kw
+    set where that tap lands inside the image) and its output index without the channel term,
+    as int32 (npix, 4); interior pixels first, then the border ones."""
     g = shape.geometry
     oh, ow = shape.out_hw
     n, r, c = np.meshgrid(np.arange(shape.n), np.arange(oh), np.arange(ow), indexing="ij")
@@ -166,7 +166,13 @@ def pixel_table(shape) -> np.ndarray:
     out[:, 0] = (n * shape.c * shape.h * shape.w + ih * shape.w + iw).ravel()
     out[:, 1] = mask.ravel()
     out[:, 2] = (n * shape.k * oh * ow + r * ow + c).ravel()
+    # Interior pixels (every tap inside) first: whole warps of them skip the border tests.
+    out = out[np.argsort(out[:, 1] != full_mask(g), kind="stable")]
     return out.astype(np.uint32).view(np.int32)  # the mask's bit 31 wraps, as the kernel reads it
+
+
+def full_mask(g: Geometry) -> int:
+    return (1 << (g.kh * g.kw)) - 1
 
 
 class GatherPlan:
@@ -192,7 +198,7 @@ class GatherPlan:
             x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
             t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
             bias.data_ptr(), t.codebook.data_ptr(), self.pix.data_ptr(),
-            self.npix, oh * ow, self.config.s, int(relu),
+            self.npix, oh * ow, full_mask(s.geometry), self.config.s, int(relu),
             shared_size=self.config.shared_bytes,
         )
         return y

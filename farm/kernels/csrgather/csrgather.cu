@@ -106,6 +106,12 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
     obase[j] = d.z;
     acc[j] = 0.f;
   }
+  // The epilogue's inputs load now, off the critical path (a block is a short chain of loads).
+  const float sc = __ldg(oscale + oc), bi = __ldg(bias + oc);
+  float r[P];
+#pragma unroll
+  for (int j = 0; j < P; ++j)
+    r[j] = res && s == 0 && obase[j] >= 0 ? load_act(res + obase[j] + (long long)oc * plane_out) : 0.f;
   // The table orders interior pixels first, so most warps take the unmasked path.
   bool interior = true;
 #pragma unroll
@@ -150,14 +156,11 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
       for (int j = 0; j < P; ++j) acc[j] += red[(k * P + j) * 32 + lane];
   }
 
-  const float sc = __ldg(oscale + oc), bi = __ldg(bias + oc);
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     if (obase[j] < 0) continue;  // past the last pixel
-    const long long o = obase[j] + (long long)oc * plane_out;
-    float v = fmaf(acc[j], sc, bi);
-    if (res) v += load_act(res + o);
+    float v = fmaf(acc[j], sc, bi) + r[j];
     if (relu) v = fmaxf(v, 0.f);
-    y[o] = to_act(v);
+    y[obase[j] + (long long)oc * plane_out] = to_act(v);
   }
 }

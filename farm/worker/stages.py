@@ -58,9 +58,9 @@ class StageContext:
             return get_model(self.spec.model, in_channels=self.data.in_channels,
                              num_classes=self.data.num_classes)
 
-    def train_config(self, epochs: int):
+    def train_config(self, epochs: int, distill: float = 0.0):
         TrainConfig = _require("farm.compress", "TrainConfig", "train")
-        return TrainConfig(epochs=epochs, batch_size=self.spec.batch_size, seed=self.spec.seed)
+        return TrainConfig(epochs=epochs, batch_size=self.spec.batch_size, seed=self.spec.seed, distill=distill)
 
 
 def _require(module: str, name: str, stage: str):
@@ -100,8 +100,8 @@ def prune(ctx: StageContext, dense: Path) -> StageOutput:
     prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
     model = _load_state(dense, ctx)
     pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
-    result = prune_and_retrain(model, ctx.data, pruning, ctx.train_config(ctx.spec.retrain_epochs),
-                               device=ctx.device, callback=ctx.callback)
+    config = ctx.train_config(ctx.spec.retrain_epochs, ctx.spec.distill)
+    result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
     return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "pruned.pt"))
 
 
@@ -120,7 +120,7 @@ def quantize(ctx: StageContext, pruned: Path) -> StageOutput:
         # (docs/RESULTS.md: 29x -> 35x smaller at 90% + 4-bit k-means); accuracy is measured after.
         quant = Quant(ctx.spec.bits, fp16_rest=True, fold_bn=True)
         result = quantize_and_finetune(model, ctx.data, quant,
-                                       ctx.train_config(ctx.spec.finetune_epochs),
+                                       ctx.train_config(ctx.spec.finetune_epochs, ctx.spec.distill),
                                        device=ctx.device, callback=ctx.callback).to_dict()
     elif ctx.spec.scheme == "fp16":
         model = model.half()

@@ -1,5 +1,8 @@
 """JobSpec: canonical form, hash identity, validation of every field a user types."""
 
+import json
+from dataclasses import replace
+
 import pytest
 
 from farm.errors import InvalidSpec, UnknownDataset, UnknownModel
@@ -10,7 +13,7 @@ TINY = dict(model="tiny", dataset="synthetic", device="cpu")
 
 def test_alias_and_defaults_hash_the_same():
     a = JobSpec(model="resnet", sparsity=0.9).resolve()
-    b = JobSpec(model="ResNet20", sparsity=0.90, epochs=20, bits=32).resolve()
+    b = JobSpec(model="ResNet20", sparsity=0.90, epochs=40, bits=32).resolve()
     assert a.model == "resnet20"
     assert a.hash == b.hash and a.canonical_json() == b.canonical_json()
 
@@ -62,3 +65,17 @@ def test_bad_fields_raise_one_clear_line(fields, error, words):
 def test_unknown_field_is_named():
     with pytest.raises(InvalidSpec, match="sparsty"):
         JobSpec.from_dict({"model": "tiny", "sparsty": 0.5})
+
+
+def test_full_recipe_distils_and_keys_its_retraining_by_it():
+    full = JobSpec(model="resnet", sparsity=0.9, recipe="full").resolve()
+    quick = JobSpec(model="resnet", sparsity=0.9, recipe="quick").resolve()
+    assert full.distill == 0.5 and quick.distill == 0.0
+    # the dense baseline does not depend on it; the pruned and quantized artifacts do
+    assert "distill" not in json.dumps(quick.to_dict())
+    from farm.scheduler.spec import RECIPES
+
+    plain = replace(full, recipe="quick", epochs=full.epochs, retrain_epochs=full.retrain_epochs,
+                    finetune_epochs=full.finetune_epochs, subset=full.subset, batch_size=full.batch_size)
+    assert RECIPES["quick"].distill == 0 and plain.stage_key("train") == full.stage_key("train")
+    assert plain.stage_key("prune") != full.stage_key("prune")

@@ -6,7 +6,7 @@
 Order: dense ResNet-20 (epochs chosen so training fits the time target, from a timed warm-up
 epoch) -> 90% -> 95% -> 98% (each gradually pruned from the one before, with retraining)
 -> 4-bit k-means on the 90% and 95% models -> compressed files; then VGG-16 dense -> 98%.
-Every retraining and fine-tuning also learns the dense model's soft targets (--distill, 0.5).
+With --distill W every retraining and fine-tuning also learns the dense model's soft targets.
 Every accuracy is on the 10,000 test images with flip test-time augmentation, dense and
 compressed alike. Prints a table and writes JSON with the card, seed, epochs and seconds.
 """
@@ -34,7 +34,7 @@ DENSE = dict(batch_size=512, lr=0.2, label_smoothing=0.1, weight_decay=5e-4)
 # Retraining epochs per sparsity level (each level starts from the one before), then the rest.
 # With CUDA-graphed steps an epoch takes ~0.5 s, so retraining can be long: the dense model it
 # is measured against gets 40 epochs.
-PRUNE_EPOCHS = {0.9: 60, 0.95: 60, 0.98: 80}
+PRUNE_EPOCHS = {0.9: 60, 0.95: 50, 0.98: 70}
 QUANT_EPOCHS, VGG_EPOCHS = 6, 40
 # 4-bit k-means; BatchNorm statistics folded and everything not a code rounded to fp16 (both
 # evaluated: the accuracy below is the file's).
@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=None, help="first n train and test images")
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="multiply every stage's epochs")
-    parser.add_argument("--distill", type=float, default=0.5,
+    parser.add_argument("--distill", type=float, default=0.0,
                         help="weight of the dense model's soft targets in every retraining (0: off)")
     parser.add_argument("--dense-epochs", type=int, default=None, help="instead of fitting the time target")
     parser.add_argument("--skip-vgg", action="store_true")

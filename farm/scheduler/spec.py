@@ -41,10 +41,11 @@ class Recipe:
     distill: float = 0.0  # retraining learns this much from the model before pruning/quantizing
 
 
-# `full` is what measured best on an H100/H200 (docs/RESULTS.md): with CUDA-graphed steps an
-# epoch of ResNet-20 on Fashion-MNIST takes ~0.5 s, so a job is about a minute of training.
+# `full` is what measured best on an H200 (docs/RESULTS.md): with CUDA-graphed steps an epoch
+# of ResNet-20 on Fashion-MNIST takes ~0.5 s, so a job is about a minute of training.
+# Distillation (a recipe's `distill`) measured no better than run-to-run noise: off.
 RECIPES = {
-    "full": Recipe(epochs=40, retrain_epochs=60, finetune_epochs=6, subset=None, batch_size=512, distill=0.5),
+    "full": Recipe(epochs=40, retrain_epochs=60, finetune_epochs=6, subset=None, batch_size=512),
     "quick": Recipe(epochs=2, retrain_epochs=2, finetune_epochs=1, subset=4000, batch_size=64),
 }
 

@@ -161,6 +161,8 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     if device:  # kept in the stored grid, so `sweep resume` expands to the same jobs
         grid = {**grid, "fixed": {**grid["fixed"], "device": device}}
     specs = [replace(s, device=device).resolve() if device else s for s in plan.specs]
+    if conf.embedded and (device or "device" in grid["grid"] or "device" in grid["fixed"]):
+        _refuse_gpu_without_one(specs)  # named, not the default: that one follows the machine
     grid, note = _auto_device(grid, device, conf.embedded)
     if note:
         specs = expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
@@ -184,6 +186,18 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
                       embedded=conf.embedded)
         sweep_id = sweep.id
     return replace(_send(sweep_id, subs, conf, priority, start_at, on_event), note=note)
+
+
+def _refuse_gpu_without_one(specs) -> None:
+    """As `farm submit --device gpu`: a job that asks for the GPU queue but would run in this
+    process on a machine without one would run the GPU recipe on the CPU for hours."""
+    if any(spec.device == "gpu" for spec in specs):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InvalidSpec("device: gpu, but this machine has no CUDA GPU and, without FARM_BROKER_URL, "
+                              "the jobs would run here; use device: cpu (or leave it out), or set "
+                              "FARM_BROKER_URL to queue them for GPU workers")
 
 
 def _auto_device(grid: dict[str, Any], device: str | None, embedded: bool) -> tuple[dict[str, Any], str | None]:

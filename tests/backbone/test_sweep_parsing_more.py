@@ -79,7 +79,6 @@ def test_embedded_sweep_with_gpu_keeps_full_recipe(monkeypatch, ran):
 
 @pytest.mark.parametrize("extra, device, expect", [
     ("  recipe: full\n", None, ("gpu", "full")),
-    ("  device: gpu\n", None, ("gpu", "full")),
     ("", "cpu", ("cpu", "full")),  # --device names the queue; the recipe stays as written
 ])
 def test_embedded_sweep_keeps_what_the_file_or_flag_says(monkeypatch, ran, extra, device, expect):
@@ -87,3 +86,12 @@ def test_embedded_sweep_keeps_what_the_file_or_flag_says(monkeypatch, ran, extra
     result = sweep.submit(sweep.parse(TINY + extra), device=device)
     assert result.note is None
     assert {(s["device"], s["recipe"]) for s in _specs(result.job_ids)} == {expect}
+
+
+@pytest.mark.parametrize("extra, device", [("  device: gpu\n", None), ("", "gpu")])
+def test_embedded_sweep_naming_the_gpu_without_one_is_refused(monkeypatch, ran, extra, device):
+    # as `farm submit --device gpu`: it would run the GPU recipe here, on the CPU, for hours
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidSpec, match="no CUDA GPU"):
+        sweep.submit(sweep.parse(TINY + extra), device=device)
+    assert not ran

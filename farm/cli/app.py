@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -243,6 +244,9 @@ def worker(
     conf = settings.load()
     if conf.embedded:
         raise FarmError("farm worker needs a broker: set FARM_BROKER_URL (e.g. redis://host:6379/0)")
+    if gpu is not None and not _gpu_present(gpu):
+        raise FarmError(f"--gpu {gpu}: this machine has no such NVIDIA GPU (no /dev/nvidia{gpu}); "
+                        "start a CPU worker without --gpu, or run this on the GPU host")
     check_broker(conf.broker_url)
     get_engine()  # the database must be reachable and at the current schema
     dispose_all()  # no connection may cross the fork into the pool
@@ -255,6 +259,12 @@ def worker(
                             "--prefetch-multiplier", "1", "--queues", queues, "--hostname", name,
                             "--loglevel", loglevel, "--task-events", "--without-gossip",
                             "--without-mingle"])
+
+
+def _gpu_present(index: int) -> bool:
+    """From the device nodes, not CUDA: the worker's parent must not initialise CUDA before it
+    forks its pool (the children could not use it). /dev/dxg: a GPU under WSL."""
+    return Path(f"/dev/nvidia{index}").exists() or Path("/dev/dxg").exists()
 
 
 def _register_subcommands() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -75,6 +76,13 @@ def test_unreachable_database(farm_env, farm_cli):
 
 def test_worker_without_broker_says_so(farm_env, farm_cli):
     _one_error_line(farm_cli(["worker"], farm_env), "needs a broker")
+
+
+@pytest.mark.skipif(Path("/dev/nvidia7").exists() or Path("/dev/dxg").exists(), reason="a GPU 7 exists here")
+def test_worker_for_a_gpu_that_is_not_there_says_so(farm_env, farm_cli):
+    # it would take GPU jobs off the queue and run them on the CPU
+    env = {**farm_env, "FARM_BROKER_URL": "redis://127.0.0.1:1/0"}
+    _one_error_line(farm_cli(["worker", "--gpu", "7"], env), "no such NVIDIA GPU")
 
 
 def test_embedded_submit_runs_here_dedupes_and_reuses_the_baseline(farm_env, farm_home, farm_cli):

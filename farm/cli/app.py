@@ -244,8 +244,8 @@ def worker(
     conf = settings.load()
     if conf.embedded:
         raise FarmError("farm worker needs a broker: set FARM_BROKER_URL (e.g. redis://host:6379/0)")
-    if gpu is not None and not _gpu_present(gpu):
-        raise FarmError(f"--gpu {gpu}: this machine has no such NVIDIA GPU (no /dev/nvidia{gpu}); "
+    if gpu is not None and not _any_gpu():
+        raise FarmError(f"--gpu {gpu}: this machine has no NVIDIA GPU (no /dev/nvidia0, 1, ...); "
                         "start a CPU worker without --gpu, or run this on the GPU host")
     check_broker(conf.broker_url)
     get_engine()  # the database must be reachable and at the current schema
@@ -261,10 +261,11 @@ def worker(
                             "--without-mingle"])
 
 
-def _gpu_present(index: int) -> bool:
+def _any_gpu() -> bool:
     """From the device nodes, not CUDA: the worker's parent must not initialise CUDA before it
-    forks its pool (the children could not use it). /dev/dxg: a GPU under WSL."""
-    return Path(f"/dev/nvidia{index}").exists() or Path("/dev/dxg").exists()
+    forks its pool (the children could not use it). Any node, not /dev/nvidia{index}: a container
+    given host GPU 1 sees it as CUDA device 0 but keeps the node /dev/nvidia1. /dev/dxg: WSL."""
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/dxg").exists()
 
 
 def _register_subcommands() -> None:

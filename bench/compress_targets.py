@@ -69,7 +69,8 @@ def run(args) -> dict:
     wall0 = time.perf_counter()
     data = load_dataset("fashion-mnist", subset=args.subset, device=device)
     scale = lambda e: max(1, round(e * args.epoch_scale))  # noqa: E731
-    out = {"env": environment(), "seed": args.seed, "distill": args.distill, "device": str(device), "subset": args.subset,
+    out = {"env": environment(), "seed": args.seed, "distill": args.distill, "retrain_lr": args.retrain_lr,
+           "ramp": args.ramp, "steps": args.steps, "device": str(device), "subset": args.subset,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "stages": {}}
     stages = out["stages"]
     log = lambda name, d: (stages.__setitem__(name, d), print(f"[{time.perf_counter() - wall0:6.1f}s] {name}: "  # noqa: E731
@@ -97,8 +98,10 @@ def run(args) -> dict:
     states, previous = {}, 0.0
     teacher = frozen_copy(model) if args.distill else None  # the dense model teaches every level
     for sparsity in (0.9, 0.95, 0.98):
-        pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=10, ramp=0.5)
-        cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **DENSE, seed=args.seed, eval_every=1000,
+        pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=args.steps,
+                                   ramp=args.ramp)
+        cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **{**DENSE, "lr": args.retrain_lr},
+                          seed=args.seed, eval_every=1000,
                           distill=args.distill)
         p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True, teacher=teacher)
         states[sparsity] = copy.deepcopy(model.state_dict())
@@ -191,6 +194,9 @@ def main() -> None:
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="multiply every stage's epochs")
     parser.add_argument("--distill", type=float, default=0.0,
                         help="weight of the dense model's soft targets in every retraining (0: off)")
+    parser.add_argument("--retrain-lr", type=float, default=DENSE["lr"], help="one-cycle peak while pruning")
+    parser.add_argument("--ramp", type=float, default=0.5, help="fraction of retraining over which sparsity rises")
+    parser.add_argument("--steps", type=int, default=10, help="pruning events along the ramp")
     parser.add_argument("--dense-epochs", type=int, default=None, help="instead of fitting the time target")
     parser.add_argument("--skip-vgg", action="store_true")
     parser.add_argument("--guarded", action="store_true", help="also run the accuracy-guarded search (95%%, 0.3 pt)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -62,6 +63,16 @@ def torch_device(spec_device: str) -> str:
     return "cpu"
 
 
+def _workdir_prefix(job_id: int, pid: int) -> str:
+    return f"farm-job{job_id}-p{pid}-"
+
+
+def remove_workdirs(job_id: int, pid: int) -> None:
+    """What a killed process (the hard time limit) left of the job's scratch files."""
+    for d in Path(tempfile.gettempdir()).glob(_workdir_prefix(job_id, pid) + "*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None = None) -> JobStatus:
     """Run the job if this delivery should; returns the job's status afterwards."""
     claim = lifecycle.claim(job_id, owner or lifecycle.owner_id())
@@ -70,7 +81,7 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
         return _status(job_id)
     log.info("job %s attempt %s: %s", job_id, claim.attempt, claim.spec.label())
     notify = on_event or (lambda kind, data: None)
-    workdir = Path(tempfile.mkdtemp(prefix=f"farm-job{job_id}-"))
+    workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(job_id, os.getpid())))
     try:
         with lifecycle.Heartbeat(claim):
             results, timings, notes = _run_stages(claim, workdir, notify)

@@ -38,6 +38,8 @@ def _record_overrun(job_id: int, pid: int, limit_s: float) -> None:
     from farm.db.session import dispose_all
     from farm.worker import lifecycle
 
+    from farm.worker.runner import remove_workdirs
+
     try:
         if lifecycle.fail_overrun(job_id, lifecycle.owner_id(pid), limit_s):
             log.error("job %s: hard time limit of %s s exceeded; marked failed", job_id, limit_s)
@@ -45,6 +47,7 @@ def _record_overrun(job_id: int, pid: int, limit_s: float) -> None:
         log.exception("job %s: could not record the hard time limit", job_id)
     finally:
         dispose_all()  # the next pool process is forked from here: no connection may cross
+        remove_workdirs(job_id, pid)  # the killed process could not
 
 
 class JobTask(Task):

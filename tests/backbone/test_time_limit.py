@@ -4,6 +4,10 @@ stage, and runs again when submitted again."""
 
 from __future__ import annotations
 
+import tempfile
+import time
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
@@ -44,6 +48,7 @@ def test_a_job_past_the_hard_time_limit_fails_at_once_and_runs_again_when_resubm
                                                                                         farm_cluster):
     from farm.scheduler.queue import task_ids_in_broker
 
+    t0 = time.time()
     [worker] = workers.start(1, extra_env={"FARM_JOB_TIME_LIMIT": str(LIMIT_S)})
     # A first job warms the pool process (imports, database connection), so on a loaded machine
     # the stall still begins well inside the soft limit, which it must outlast.
@@ -64,6 +69,8 @@ def test_a_job_past_the_hard_time_limit_fails_at_once_and_runs_again_when_resubm
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Metrics).where(Metrics.job_id == job_id)) == 0
     assert worker.poll() is None  # the worker lives on (a new pool process)
+    left = [d for d in Path(tempfile.gettempdir()).glob(f"farm-job{job_id}-p*") if d.stat().st_mtime >= t0]
+    assert not left  # the killed process's scratch folder went too
 
     # With a longer limit, submitting it again runs it again, once.
     workers.stop_all()

@@ -31,7 +31,7 @@ import yaml
 from sqlalchemy import select
 
 from farm import db, settings
-from farm.db.models import Job, Sweep
+from farm.db.models import Job, Sweep, utcnow
 from farm.db.queries import SweepSummary, get_sweep, sweep_summary
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
@@ -250,15 +250,17 @@ def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
         queue.check_broker(conf.broker_url)
     with db.session() as s:
         sweep = get_sweep(s, sweep_id)
-        grid, priority = sweep.grid, sweep.priority
+        grid, priority, start_at = sweep.grid, sweep.priority, sweep.start_at
         sweep.cancel_requested = False
+    if conf.embedded or (start_at is not None and start_at <= utcnow()):
+        start_at = None  # an --at sweep resumed before its time waits for it again; after it, runs now
     specs = expand(grid.get("grid") or {}, grid.get("fixed") or {}, f"sweep {sweep_id}")
+    status = (JobStatus.PENDING if conf.embedded else JobStatus.SCHEDULED if start_at else JobStatus.QUEUED)
     with db.session() as s:
-        subs = record(s, specs, priority=priority, sweep_id=sweep_id, embedded=conf.embedded,
-                      status=JobStatus.PENDING if conf.embedded else JobStatus.QUEUED)
+        subs = record(s, specs, priority=priority, sweep_id=sweep_id, embedded=conf.embedded, status=status)
         if not conf.embedded:
             subs = _requeue_lost(s, subs, conf.broker_url)
-    return _send(sweep_id, subs, conf, priority, None, on_event)
+    return _send(sweep_id, subs, conf, priority, start_at, on_event)
 
 
 def _requeue_lost(s, subs: list[Submitted], broker_url: str) -> list[Submitted]:

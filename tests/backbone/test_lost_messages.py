@@ -178,3 +178,17 @@ def test_a_scheduled_job_never_published_is_sent_again_after_the_grace_keeping_i
     assert job.status == JobStatus.SCHEDULED and job.task_id == message["headers"]["id"]
     assert sweep.resume(done.sweep_id).sent == 0 and submit(spec).requeued is False
     assert len(_messages(redis_url)) == 1
+
+
+def test_resuming_a_cancelled_scheduled_sweep_waits_for_its_start_time(farm_cluster, tmp_path, redis_url):
+    from farm.scheduler import sweep
+
+    done, job_id = _submit_later(tmp_path)
+    sweep.cancel(done.sweep_id)
+    assert _job(job_id).status == JobStatus.CANCELLED
+    again = sweep.resume(done.sweep_id)
+    assert again.sent == 1 and again.start_at == done.start_at
+    job = _job(job_id)
+    assert job.status == JobStatus.SCHEDULED  # as `sweep status` shows it: not queued for now
+    [message] = [m for m in _messages(redis_url) if m["headers"]["id"] == job.task_id]
+    assert _eta(message) == done.start_at

@@ -1,17 +1,7 @@
-// Shared by every kernel family: activation type (fp32 or fp16 in memory, fp32 arithmetic) and
-// the table entry formats. An entry packs a key in its high bits (csrconv: the case; staged
+// Shared by the csrconv, csrtile and csrbatch families: the activation type and the table entry
+// formats. An entry packs a key in its high bits (csrconv: the case; staged
 // kernels: the offset in the staged patch) and the weight, or its code, in its low bits.
-#include <cuda_fp16.h>
-
-#if ACT_HALF
-typedef __half act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __half2float(__ldg(p)); }
-__device__ __forceinline__ act_t to_act(float v) { return __float2half_rn(v); }
-#else
-typedef float act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __ldg(p); }
-__device__ __forceinline__ act_t to_act(float v) { return v; }
-#endif
+#include "act.cuh"
 
 #if WFMT == 0      // fp32: {key, float bits}
 typedef uint2 entry_t;

@@ -85,3 +85,28 @@ def test_tuning_cache_from_an_older_candidate_set_is_not_trusted(farm_home):
     older = key.replace(f"v{tuning.CANDIDATES_VERSION}|", f"v{tuning.CANDIDATES_VERSION - 1}|")
     tuning.store(older, TileConfig(8, 4, 1), 0.04, [])
     assert tuning.lookup(key) is None
+
+
+def test_pointer_args_follow_every_kernel_signature():
+    # The plans pass GpuTable.pointer_args first: its order must be each kernel's first nine params.
+    import re
+    from pathlib import Path
+
+    from farm.kernels.csrconv.launch import GpuTable
+    from farm.kernels.cuda_source import read_source
+
+    st = SparseTensor.from_dense(pruned_weight((8, 4, 3, 3), 0.5))
+    t = GpuTable(build_table(st, (3, 3), 4), "cpu")
+    x, y, res, bias = (torch.zeros(2) for _ in range(4))
+    got = t.pointer_args(x, y, res, bias)
+    assert got == (x.data_ptr(), y.data_ptr(), res.data_ptr(), t.entries.data_ptr(), t.cptr.data_ptr(),
+                   t.perm.data_ptr(), t.oscale.data_ptr(), bias.data_ptr(), t.codebook.data_ptr())
+    assert t.pointer_args(x, y, None, bias)[2] == 0
+    roles = ["x", "y", "res", "tab", "ptr", "perm", "oscale", "bias", "codebook"]
+    sources = sorted(Path(__file__).resolve().parents[2].joinpath("farm", "kernels").rglob("*.cu"))
+    assert len(sources) == 4
+    for cu in sources:
+        params = re.search(r"__global__ void(?:\s+__launch_bounds__\([^)]*\))?\s+\w+\s*\(([^)]*)\)",
+                           read_source(cu), re.S).group(1).split(",")
+        names = [p.split()[-1].lstrip("*") for p in params[:9]]
+        assert [("ptr" if n in ("cptr", "rptr") else n) for n in names] == roles, cu.name

@@ -53,6 +53,13 @@ class GpuTable:
         self.oscale, self.codebook = put(t.oscale), put(t.codebook)
         self.tiles, self.rt, self.wfmt = t.tiles, t.rt, t.wfmt
 
+    def pointer_args(self, x: torch.Tensor, y: torch.Tensor, residual, bias: torch.Tensor) -> tuple:
+        """The nine pointers every kernel family takes first, in the order of its signature:
+        x, y, residual (0: none), entries, cptr, perm, oscale, bias, codebook."""
+        return (x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
+                self.entries.data_ptr(), self.cptr.data_ptr(), self.perm.data_ptr(),
+                self.oscale.data_ptr(), bias.data_ptr(), self.codebook.data_ptr())
+
 
 class Plan:
     """One layer at one input shape with one config: call it to run the kernel."""
@@ -79,9 +86,7 @@ class Plan:
         oh, ow = s.out_hw
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(),
-            x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
-            t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
-            bias.data_ptr(), t.codebook.data_ptr(),
+            *t.pointer_args(x, y, residual, bias),
             s.n, s.c, s.h, s.w, s.k, oh, ow, s.padding[0], s.padding[1],
             self.th, self.tw, self.config.s, self.cc, int(relu),
             shared_size=self.config.shared_bytes,

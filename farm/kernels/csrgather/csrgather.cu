@@ -23,17 +23,7 @@
 #define WFMT 0
 #endif
 
-#include <cuda_fp16.h>
-
-#if ACT_HALF
-typedef __half act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __half2float(__ldg(p)); }
-__device__ __forceinline__ act_t to_act(float v) { return __float2half_rn(v); }
-#else
-typedef float act_t;
-__device__ __forceinline__ float load_act(const act_t* p) { return __ldg(p); }
-__device__ __forceinline__ act_t to_act(float v) { return v; }
-#endif
+#include "act.cuh"
 
 // The weight word of an entry: fp32 bits, fp16 bits, a signed int8 (scale in the epilogue) or
 // a codebook index (cb: the codebook in shared memory).

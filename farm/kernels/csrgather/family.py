@@ -195,9 +195,7 @@ class GatherPlan:
         oh, ow = s.out_hw
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(),
-            x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
-            t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
-            bias.data_ptr(), t.codebook.data_ptr(), self.pix.data_ptr(),
+            *t.pointer_args(x, y, residual, bias), self.pix.data_ptr(),
             self.npix, oh * ow, full_mask(s.geometry), self.config.s, int(relu),
             shared_size=self.config.shared_bytes,
         )

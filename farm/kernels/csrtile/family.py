@@ -193,9 +193,7 @@ class StagePlan:
         oh, ow = s.out_hw
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(),
-            x.data_ptr(), y.data_ptr(), 0 if residual is None else residual.data_ptr(),
-            t.entries.data_ptr(), t.cptr.data_ptr(), t.perm.data_ptr(), t.oscale.data_ptr(),
-            bias.data_ptr(), t.codebook.data_ptr(),
+            *t.pointer_args(x, y, residual, bias),
             s.n, s.c, s.h, s.w, s.k, oh, ow, s.padding[0], s.padding[1],
             self.tiles_h, self.tiles_w, self.ck, self.nchunk, int(relu),
             shared_size=self.smem,

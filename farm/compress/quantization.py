@@ -235,6 +235,8 @@ class SharedWeightHooks(StepHooks):
     """k-means: after each update, every cluster takes the mean of its members, who all take it
     (the shared-weight update of Deep Compression); zeros are put back to zero."""
 
+    graph_safe = True  # after_update reads only tensors made here; captured with the step
+
     def __init__(self, model: nn.Module, tensors: dict[str, SparseTensor]):
         params = dict(model.named_parameters())
         self.layers = []
@@ -271,6 +273,10 @@ class SharedWeightHooks(StepHooks):
 class StraightThroughHooks(StepHooks):
     """linear/log: the forward pass sees quantized weights, the update goes to float shadows
     (straight-through estimator); the codes are taken from the shadows at the end."""
+
+    # before_forward makes new shadow tensors every step: a captured before_update would copy
+    # from the first step's, long freed. Eager steps.
+    graph_safe = False
 
     def __init__(self, model: nn.Module, tensors: dict[str, SparseTensor], quant: Quantization):
         params = dict(model.named_parameters())

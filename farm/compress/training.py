@@ -303,7 +303,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
     _prepare(model, device)
     g = torch.Generator(device=device).manual_seed(config.seed)
     n = len(data.train_x)
-    b = min(config.batch_size, n)  # a training set smaller than a batch is one batch
+    if n == 0 and config.epochs:
+        raise InvalidSpec("the training set is empty")
+    b = max(1, min(config.batch_size, n))  # a training set smaller than a batch is one batch
     steps_per_epoch = max(1, n // b)  # drop the ragged last batch: fixed shapes
     lr = _one_cycle(config, steps_per_epoch * config.epochs)
     history, train_seconds, step = [], 0.0, 0

@@ -115,3 +115,12 @@ def test_bad_distill_config_is_rejected(bad):
 def test_training_set_smaller_than_a_batch_is_one_batch():
     result = train(_tiny(), load_dataset("synthetic", subset=100), TrainConfig(epochs=2, batch_size=512))
     assert result.epochs == 2 and 0 <= result.accuracy <= 1
+
+
+def test_empty_training_set_is_a_clear_error():
+    from farm.models.datasets import Dataset
+
+    data = load_dataset("synthetic", subset=64)
+    empty = Dataset(**{**data.__dict__, "train_x": data.train_x[:0], "train_y": data.train_y[:0]})
+    with pytest.raises(InvalidSpec, match="training set is empty"):
+        train(_tiny(), empty, TrainConfig(epochs=1))

@@ -2,7 +2,7 @@
 with retraining under enforced masks so the sparsity reached is exact.
 
     masks = prune_(model, MagnitudePruning(0.9, schedule="oneshot"))
-    result = prune_and_retrain(model, data, MagnitudePruning(0.95), TrainConfig(epochs=15))
+    result = prune_and_retrain(model, data, MagnitudePruning(0.95), TrainConfig(epochs=60))
 """
 
 from __future__ import annotations

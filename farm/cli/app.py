@@ -54,7 +54,7 @@ def submit(
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or synthetic")] = "fashion-mnist",
     sparsity: Annotated[float, typer.Option(help="fraction of weights pruned, in [0, 1)")] = 0.9,
     method: Annotated[str, typer.Option(help="pruning schedule: gradual or oneshot")] = "gradual",
-    scope: Annotated[str, typer.Option(help="magnitude threshold: global or layer")] = "global",
+    scope: Annotated[str, typer.Option(help="magnitude threshold: global, layer, or lamp (global over layer-normalised scores)")] = "global",
     scheme: Annotated[str, typer.Option(help="weights: fp32, fp16, linear, log or kmeans")] = "fp32",
     bits: Annotated[int | None, typer.Option(help="code bits for linear/log/kmeans: 2..8")] = None,
     recipe: Annotated[str, typer.Option(help="auto, full or quick (quick: CPU-sized)")] = "auto",

@@ -1,5 +1,6 @@
-"""Unstructured magnitude pruning: one-shot or gradual (Zhu & Gupta 2017), global or per layer,
-with retraining under enforced masks so the sparsity reached is exact.
+"""Unstructured magnitude pruning: one-shot or gradual (Zhu & Gupta 2017), global, per layer or
+by LAMP score (Lee et al. 2021), with retraining under enforced masks so the sparsity reached is
+exact.
 
     masks = prune_(model, MagnitudePruning(0.9, schedule="oneshot"))
     result = prune_and_retrain(model, data, MagnitudePruning(0.95), TrainConfig(epochs=60))
@@ -18,7 +19,7 @@ from farm.compress.training import Callback, StepHooks, TrainConfig, evaluate, f
 from farm.errors import InvalidSpec
 
 SCHEDULES = ("oneshot", "gradual")
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer", "lamp")
 
 
 def check_sparsity(value: float, what: str = "sparsity") -> float:
@@ -88,9 +89,24 @@ def _magnitude_masks(weights: dict[str, Tensor], zeros: dict[str, int]) -> dict[
 
 
 @torch.no_grad()
-def _global_masks(weights: dict[str, Tensor], sparsity: float) -> dict[str, Tensor]:
-    """One magnitude threshold over all layers, with exactly round(sparsity * total) zeros."""
-    flat = torch.cat([w.abs().flatten().float() for w in weights.values()])
+def lamp_scores(w: Tensor) -> Tensor:
+    """LAMP score of every weight of a layer: w^2 over the sum of the w^2 not smaller than it.
+
+    Behind BatchNorm a layer's weight scale is arbitrary, so one magnitude threshold over all
+    layers ranks layers by scale as much as weights by importance; the score is scale-free
+    (the largest weight of every layer scores 1), so a global threshold over it is fair."""
+    sq = w.flatten().float() ** 2
+    ordered, idx = sq.sort()
+    tail = ordered.flip(0).cumsum(0).flip(0)  # sum of the weights at least as large
+    scores = torch.empty_like(sq)
+    scores[idx] = torch.where(tail > 0, ordered / tail.clamp_min(torch.finfo(sq.dtype).tiny), 0.0)
+    return scores.view_as(w)
+
+
+@torch.no_grad()
+def _global_masks(weights: dict[str, Tensor], sparsity: float, score=lambda w: w.abs()) -> dict[str, Tensor]:
+    """One threshold on score(w) over all layers, with exactly round(sparsity * total) zeros."""
+    flat = torch.cat([score(w).flatten().float() for w in weights.values()])
     keep = torch.ones_like(flat, dtype=torch.bool)
     k = round(sparsity * flat.numel())
     if k:
@@ -106,8 +122,9 @@ def compute_masks(model: nn.Module, pruning: MagnitudePruning, fraction: float =
     """Masks for the sparsity `fraction` of the way to the targets (already-zero weights go first)."""
     weights = prunable(model, pruning.keep_dense)
     targets = _targets(model, pruning, fraction)
-    if pruning.scope == "global" and not pruning.layer_sparsity:
-        return _global_masks(weights, targets[next(iter(targets))] if targets else 0.0)
+    if pruning.scope in ("global", "lamp") and not pruning.layer_sparsity:
+        score = lamp_scores if pruning.scope == "lamp" else (lambda w: w.abs())
+        return _global_masks(weights, targets[next(iter(targets))] if targets else 0.0, score)
     return _magnitude_masks(weights, {n: round(s * weights[n].numel()) for n, s in targets.items()})
 
 

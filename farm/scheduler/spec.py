@@ -22,7 +22,7 @@ PIPELINE = ("train", "prune", "quantize", "benchmark")
 NOOP = ("noop",)  # the queue-overhead benchmark's job: the whole farm path, no work
 STALL = ("stall",)  # tests: holds its process `epochs` seconds, deaf to signals (native code)
 METHODS = ("gradual", "oneshot")  # pruning schedule
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer", "lamp")
 SCHEMES = ("fp32", "fp16", "linear", "log", "kmeans")
 FLOAT_BITS = {"fp32": 32, "fp16": 16}
 QUANT_BITS = range(2, 9)  # linear, log and kmeans codes of 2..8 bits
@@ -56,7 +56,7 @@ class JobSpec:
     dataset: str = "fashion-mnist"
     sparsity: float = 0.9  # fraction of prunable weights set to zero, in [0, 1)
     method: str = "gradual"  # pruning schedule: gradual | oneshot
-    scope: str = "global"  # magnitude threshold over all layers or per layer
+    scope: str = "global"  # magnitude threshold over all layers, per layer, or over LAMP scores
     scheme: str = "fp32"  # weight storage: fp32 | fp16 (no quantization) | linear | log | kmeans
     bits: int | None = None  # 32 for fp32, 16 for fp16, 2..8 for quantized schemes
     recipe: str = "full"  # full | quick; fills the fields below that are None

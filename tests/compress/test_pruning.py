@@ -3,6 +3,7 @@ import torch
 
 from farm.compress import MagnitudePruning, TrainConfig, gradual_schedule, prune_, prune_and_retrain
 from farm.compress.layers import weight_layers
+from farm.compress.pruning import lamp_scores
 from farm.errors import Cancelled, InvalidSpec
 
 PRUNABLE = ("conv2.weight", "conv3.weight")  # tiny: conv1 is first, fc is the classifier
@@ -13,12 +14,12 @@ def _zero_count(model, names=PRUNABLE):
     return sum(int((layers[n] == 0).sum()) for n in names), sum(layers[n].numel() for n in names)
 
 
-@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("scope", ["global", "layer", "lamp"])
 def test_one_shot_sparsity_is_exact(trained, scope):
     masks = prune_(trained, MagnitudePruning(0.9, schedule="oneshot", scope=scope))
     assert set(masks) == set(PRUNABLE)
     zeros, total = _zero_count(trained)
-    if scope == "global":
+    if scope in ("global", "lamp"):
         assert zeros == round(0.9 * total)
     else:
         for name in PRUNABLE:
@@ -35,6 +36,29 @@ def test_global_scope_prunes_small_weights_first(trained):
     kept = torch.cat([before[n][weight_layers(trained)[n] != 0] for n in PRUNABLE])
     gone = torch.cat([before[n][weight_layers(trained)[n] == 0] for n in PRUNABLE])
     assert gone.max() <= kept.min()
+
+
+def test_lamp_scores_are_scale_free():
+    w = torch.tensor([0.5, -2.0, 1.0, 0.0])
+    # sorted squares 0, 0.25, 1, 4: each over the sum of those at least as large
+    assert torch.allclose(lamp_scores(w), torch.tensor([0.25 / 5.25, 1.0, 1 / 5, 0.0]))
+    assert torch.allclose(lamp_scores(1000 * w), lamp_scores(w))
+
+
+def test_lamp_ignores_a_layers_weight_scale(trained):
+    """Scaling one layer's weights (which BatchNorm would undo) moves global magnitude pruning's
+    split between layers, not LAMP's."""
+    import copy
+
+    def zeros_per_layer(model, scope):
+        prune_(model, MagnitudePruning(0.8, schedule="oneshot", scope=scope))
+        return [int((weight_layers(model)[n] == 0).sum()) for n in PRUNABLE]
+
+    scaled = copy.deepcopy(trained)
+    with torch.no_grad():
+        weight_layers(scaled)["conv2.weight"].mul_(10)
+    assert zeros_per_layer(copy.deepcopy(trained), "lamp") == zeros_per_layer(copy.deepcopy(scaled), "lamp")
+    assert zeros_per_layer(copy.deepcopy(trained), "global") != zeros_per_layer(scaled, "global")
 
 
 def test_keep_dense_is_configurable(trained):

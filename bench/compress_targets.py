@@ -69,7 +69,7 @@ def run(args) -> dict:
     wall0 = time.perf_counter()
     data = load_dataset("fashion-mnist", subset=args.subset, device=device)
     scale = lambda e: max(1, round(e * args.epoch_scale))  # noqa: E731
-    out = {"env": environment(), "seed": args.seed, "distill": args.distill, "retrain_lr": args.retrain_lr,
+    out = {"env": environment(), "seed": args.seed, "distill": args.distill, "retrain_lr": args.retrain_lr, "retrain_wd": args.retrain_wd,
            "ramp": args.ramp, "steps": args.steps, "scope": args.scope, "device": str(device), "subset": args.subset,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "stages": {}}
     stages = out["stages"]
@@ -100,8 +100,8 @@ def run(args) -> dict:
     for sparsity in (0.9, 0.95, 0.98):
         pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=args.steps,
                                    ramp=args.ramp, scope=args.scope)
-        cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **{**DENSE, "lr": args.retrain_lr},
-                          seed=args.seed, eval_every=1000,
+        retrain = {**DENSE, "lr": args.retrain_lr, "weight_decay": args.retrain_wd}
+        cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **retrain, seed=args.seed, eval_every=1000,
                           distill=args.distill)
         p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True, teacher=teacher)
         states[sparsity] = copy.deepcopy(model.state_dict())
@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--distill", type=float, default=0.0,
                         help="weight of the dense model's soft targets in every retraining (0: off)")
     parser.add_argument("--retrain-lr", type=float, default=DENSE["lr"], help="one-cycle peak while pruning")
+    parser.add_argument("--retrain-wd", type=float, default=DENSE["weight_decay"], help="weight decay while pruning")
     parser.add_argument("--ramp", type=float, default=0.5, help="fraction of retraining over which sparsity rises")
     parser.add_argument("--steps", type=int, default=10, help="pruning events along the ramp")
     parser.add_argument("--scope", default="global", choices=("global", "layer", "lamp"),

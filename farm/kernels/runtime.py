@@ -98,5 +98,16 @@ def load_function(source: str, name: str):
     return fn
 
 
+@lru_cache(maxsize=None)
+def load_handle(source: str, name: str) -> int:
+    """Like load_function, but the raw CUfunction handle, for launches with attributes
+    (farm.kernels.pdl), which PyCUDA cannot make."""
+    from farm.kernels import pdl
+    from farm.kernels.compile import compile_cubin
+
+    _init()  # the primary context is current on this thread
+    return pdl.load_function(compile_cubin(source, arch()), name)
+
+
 def gpu_name() -> str:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"

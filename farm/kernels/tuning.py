@@ -21,9 +21,9 @@ def cache_file() -> Path:
     return d / "tuning.json"
 
 
-# Bumped when the candidate set changes (2: csrbatch, 3: csrgather), so a cache filled before is measured again
+# Bumped when the candidate set changes (2: csrbatch, 3: csrgather, 4: csrgather rows mode), so a cache filled before is measured again
 # rather than trusted to hold the best of candidates it never saw.
-CANDIDATES_VERSION = 3
+CANDIDATES_VERSION = 4
 
 
 def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern: str) -> str:

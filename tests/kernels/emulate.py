@@ -153,11 +153,11 @@ def run_csrgather(x, table, cfg, shape_, bias, relu=False, res=None):
         d = pix[np.where(ok, q, 0)]
         base, mask, obase = d[:, 0], d[:, 1] & 0xFFFFFFFF, d[:, 2]
         mask = np.where(ok, mask, 0)
-        for slot in range(k):
+        for slot, slices in _gather_work(cfg, k):
             r0, length = rptr[slot], rptr[slot + 1] - rptr[slot]
             acc = np.zeros(cfg.pixels)
-            for s in range(cfg.s):  # the warps' slices, summed as the shared-memory reduction does
-                for i in range(r0 + length * s // cfg.s, r0 + length * (s + 1) // cfg.s):
+            for s in range(slices):  # the warps' slices, summed as the shared-memory reduction does
+                for i in range(r0 + length * s // slices, r0 + length * (s + 1) // slices):
                     tap, off = key[i] & ((1 << TAP_BITS) - 1), key[i] >> TAP_BITS
                     hit = (mask >> tap) & 1 == 1
                     acc[hit] += val[i] * flat[base[hit] + off]
@@ -166,6 +166,19 @@ def run_csrgather(x, table, cfg, shape_, bias, relu=False, res=None):
             v = acc[ok] * table.oscale[oc] + bias[oc] + (resflat[o] if resflat is not None else 0.0)
             yflat[o] = np.maximum(v, 0.0) if relu else v
     return yflat.reshape(shape_.n, k, oh, ow)
+
+
+def _gather_work(cfg, k):
+    """(row slot, slices) in the order a chunk's blocks and warps take them: split mode, every
+    row in S slices; rows mode, block b warp s the slots b*S*R + s + S*r, whole."""
+    if not cfg.r:
+        return [(slot, cfg.s) for slot in range(k)]
+    per_block = cfg.s * cfg.r
+    slots = [b * per_block + s + cfg.s * r for b in range(-(-k // per_block))
+             for s in range(cfg.s) for r in range(cfg.r)]
+    slots = [slot for slot in slots if slot < k]
+    assert sorted(slots) == list(range(k))  # every row once
+    return [(slot, 1) for slot in slots]
 
 
 def _gather_values(table):

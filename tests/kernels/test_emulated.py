@@ -99,6 +99,8 @@ GATHER_CASES = [  # cin, cout, h, w, k, stride, pad, dil, batch, config
     (4, 7, 11, 11, 3, 1, 2, 2, 1, GatherConfig(4, 2)),
     (9, 5, 6, 8, 1, 1, 0, 1, 3, GatherConfig(1, 8)),
     (3, 6, 10, 9, 5, 2, 2, 1, 1, GatherConfig(2, 2)),
+    (5, 11, 9, 7, 3, 1, 1, 1, 1, GatherConfig(1, 4, 8, 2)),  # rows mode: 8 rows a block, 11 rows
+    (6, 9, 12, 10, 3, 2, 1, 1, 2, GatherConfig(2, 8, 8, 1)),
 ]
 
 
@@ -143,5 +145,8 @@ def test_pixel_table_puts_interior_pixels_first_and_covers_every_output():
     interior = (pix[:, 1] & 0xFFFFFFFF) == full_mask(cs.geometry)
     assert interior.sum() == 2 * 12 * 12 and interior[: 2 * 144].all() and not interior[2 * 144:].any()
     assert sorted(pix[:, 2]) == sorted(n * 16 * 196 + q for n in range(2) for q in range(196))
+    memory_order = pixel_table(cs, interior_first=False).astype(np.int64)
+    assert list(memory_order[:, 2]) == [n * 16 * 196 + q for n in range(2) for q in range(196)]
+    assert sorted(map(tuple, memory_order)) == sorted(map(tuple, pix))  # the same rows, reordered
     five = ConvShape(1, 3, 10, 9, 4, 5, 5, (2, 2), (2, 2), (1, 1))
     assert (pixel_table(five)[:, 1].astype(np.int64) & 0xFFFFFFFF).max() == (1 << 25) - 1

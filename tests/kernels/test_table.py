@@ -105,8 +105,17 @@ def test_pointer_args_follow_every_kernel_signature():
     roles = ["x", "y", "res", "tab", "ptr", "perm", "oscale", "bias", "codebook"]
     sources = sorted(Path(__file__).resolve().parents[2].joinpath("farm", "kernels").rglob("*.cu"))
     assert len(sources) == 4
+    counts = {}
     for cu in sources:
-        params = re.search(r"__global__ void(?:\s+__launch_bounds__\([^)]*\))?\s+\w+\s*\(([^)]*)\)",
-                           read_source(cu), re.S).group(1).split(",")
-        names = [p.split()[-1].lstrip("*") for p in params[:9]]
-        assert [("ptr" if n in ("cptr", "rptr") else n) for n in names] == roles, cu.name
+        kernels = re.findall(r"__global__ void(?:\s+__launch_bounds__\([^)]*\))?\s+(\w+)\s*\(([^)]*)\)",
+                             read_source(cu), re.S)
+        assert kernels, cu.name
+        for name, params in kernels:
+            params = params.split(",")
+            counts[name] = len(params)
+            names = [p.split()[-1].lstrip("*") for p in params[:9]]
+            assert [("ptr" if n in ("cptr", "rptr") else n) for n in names] == roles, name
+    # csrgather's two kernels take what its plans pass
+    from farm.kernels.csrgather.family import ARG_TYPES, ROWS_ARG_TYPES
+
+    assert (counts["csrgather"], counts["csrgather_rows"]) == (len(ARG_TYPES), len(ROWS_ARG_TYPES))

@@ -1,9 +1,11 @@
-"""The csrgather kernel family, for small batches: a block per output channel and pixel chunk,
-the row's nonzeros split over S warps, every input load independent (see csrgather.cu).
+"""The csrgather kernel family, for small batches: lanes over output pixels, every input load
+independent (see csrgather.cu). Either a block per output channel and pixel chunk with the row's
+nonzeros split over S warps, or (rows mode, R > 0) a block per pixel chunk and S * R output
+channels, each warp R whole rows, so the block's warps share the input window in L1.
 
 Config: P pixels per lane, G entries whose loads are issued together (both static), S warps per
-block (launch time). The table holds each row's entries as (input offset << 5 | tap, weight
-word), so it depends on the input's height and width; rows longest first.
+block and R rows per warp (launch time). The table holds each row's entries as (input offset
+<< 5 | tap, weight word), so it depends on the input's height and width; rows longest first.
 """
 
 from __future__ import annotations
@@ -15,13 +17,14 @@ import numpy as np
 import torch
 
 from farm.compress.sparse_tensor import SparseTensor
-from farm.kernels import runtime
+from farm.kernels import pdl, runtime
 from farm.kernels.csrconv.config import WFMT, Geometry
 from farm.kernels.csrconv.table import ConvTable, epilogue_arrays, weight_format
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrgather.cu")
 ARG_TYPES = "P" * 10 + "iiIii"
+ROWS_ARG_TYPES = ARG_TYPES + "ii"  # csrgather_rows: + rows per warp, rows in the table
 TAP_BITS = 5  # a pixel's border mask has one bit per tap: at most 32 taps
 MAX_OFFSET = 1 << (32 - TAP_BITS)
 MAX_PIXELS = 8192  # beyond this many output pixels (batch x height x width) the staged families win
@@ -30,12 +33,14 @@ MAX_PIXELS = 8192  # beyond this many output pixels (batch x height x width) the
 @dataclass(frozen=True)
 class GatherConfig:
     p: int  # output pixels per lane
-    s: int  # warps per block, each a slice of the row's nonzeros
+    s: int  # warps per block, each a slice of the row's nonzeros (rows mode: its own rows)
     g: int = 8  # entries whose loads are issued together
+    r: int = 0  # rows mode: whole rows per warp (0: the warps split one row)
     family = "gather"
 
     def __post_init__(self):
-        if self.p not in (1, 2, 4) or self.s not in (1, 2, 4, 8) or self.g not in (4, 8, 16):
+        if (self.p not in (1, 2, 4) or self.s not in (1, 2, 4, 8) or self.g not in (4, 8, 16)
+                or self.r not in (0, 1, 2, 4, 8)):
             raise ValueError(f"bad gather config {self}")
 
     @property
@@ -49,14 +54,20 @@ class GatherConfig:
 
     @property
     def shared_bytes(self) -> int:
-        return 4 * (self.s - 1) * self.p * 32
+        return 0 if self.r else 4 * (self.s - 1) * self.p * 32
+
+    @property
+    def kernel(self) -> str:
+        return "csrgather_rows" if self.r else "csrgather"
 
     @property
     def name(self) -> str:
+        if self.r:
+            return f"ga-p{self.p}-w{self.s}x{self.r}-g{self.g}"
         return f"ga-p{self.p}-s{self.s}-g{self.g}"
 
     def to_dict(self) -> dict:
-        return {"family": "gather", "p": self.p, "s": self.s, "g": self.g}
+        return {"family": "gather", "p": self.p, "s": self.s, "g": self.g, "r": self.r}
 
     def source(self, geometry: Geometry, act_half: bool, wfmt: str) -> str:
         # The geometry lives in the table and the pixel table: one cubin serves every layer.
@@ -80,6 +91,8 @@ def gather_candidates(g: Geometry, n: int, c: int, h: int, w: int, oh: int, ow: 
             continue
         for s in (1, 2, 4, 8):
             out.append(GatherConfig(p, s, g))
+        if g == 8:  # rows mode, a row per warp: 8 output channels per block share its input window
+            out.append(GatherConfig(p, 8, g, 1))
     return out
 
 
@@ -148,10 +161,10 @@ def decode_gather_table(t: ConvTable, shape, g: Geometry, h: int, w: int) -> np.
     return out * t.oscale[:, None, None, None]
 
 
-def pixel_table(shape) -> np.ndarray:
+def pixel_table(shape, interior_first: bool = True) -> np.ndarray:
     """Per output pixel: the input offset of its window's origin, its border mask (bit kh*KW+kw
     set where that tap lands inside the image) and its output index without the channel term,
-    as int32 (npix, 4); interior pixels first, then the border ones."""
+    as int32 (npix, 4); interior pixels first, then the border ones (or in memory order)."""
     g = shape.geometry
     oh, ow = shape.out_hw
     n, r, c = np.meshgrid(np.arange(shape.n), np.arange(oh), np.arange(ow), indexing="ij")
@@ -166,8 +179,8 @@ def pixel_table(shape) -> np.ndarray:
     out[:, 0] = (n * shape.c * shape.h * shape.w + ih * shape.w + iw).ravel()
     out[:, 1] = mask.ravel()
     out[:, 2] = (n * shape.k * oh * ow + r * ow + c).ravel()
-    # Interior pixels (every tap inside) first: whole warps of them skip the border tests.
-    out = out[np.argsort(out[:, 1] != full_mask(g), kind="stable")]
+    if interior_first:  # whole warps of interior pixels (every tap inside) skip the border tests
+        out = out[np.argsort(out[:, 1] != full_mask(g), kind="stable")]
     return out.astype(np.uint32).view(np.int32)  # the mask's bit 31 wraps, as the kernel reads it
 
 
@@ -178,25 +191,38 @@ def full_mask(g: Geometry) -> int:
 class GatherPlan:
     """One layer at one input shape with one GatherConfig: call it to run csrgather."""
 
-    def __init__(self, gtable, shape, cfg: GatherConfig, act_half: bool):
+    def __init__(self, gtable, shape, cfg: GatherConfig, act_half: bool, dependent_launch: bool | None = None,
+                 interior_first: bool = True):
         self.table, self.shape, self.config = gtable, shape, cfg
-        self.fn = runtime.load_function(cfg.source(shape.geometry, act_half, gtable.wfmt), "csrgather")
-        if not hasattr(self.fn, "_farm_prepared"):
-            self.fn.prepare(ARG_TYPES)
-            self.fn._farm_prepared = True
+        source = cfg.source(shape.geometry, act_half, gtable.wfmt)
+        # Programmatic dependent launch where the GPU has it (see farm/kernels/pdl.py).
+        self.dependent_launch = pdl.supported() if dependent_launch is None else dependent_launch
+        arg_types = ROWS_ARG_TYPES if cfg.r else ARG_TYPES
+        if self.dependent_launch:
+            self.launch = pdl.Launcher(runtime.load_handle(source, cfg.kernel), arg_types)
+        else:
+            fn = runtime.load_function(source, cfg.kernel)
+            if not hasattr(fn, "_farm_prepared"):
+                fn.prepare(arg_types)
+                fn._farm_prepared = True
+            self.launch = lambda grid, block, stream, *args, shared_size: fn.prepared_async_call(
+                grid, block, stream, *args, shared_size=shared_size)
         oh, ow = shape.out_hw
         self.npix = shape.n * oh * ow
-        self.pix = torch.from_numpy(pixel_table(shape)).to(gtable.entries.device)
-        self.grid = (-(-self.npix // cfg.pixels), shape.k, 1)
+        self.pix = torch.from_numpy(pixel_table(shape, interior_first)).to(gtable.entries.device)
+        groups = -(-shape.k // (cfg.s * cfg.r)) if cfg.r else shape.k  # rows mode: S * R rows a block
+        self.grid = (-(-self.npix // cfg.pixels), groups, 1)
+        self.extra = (cfg.r, shape.k) if cfg.r else ()
         self.block = (cfg.threads, 1, 1)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
         s, t = self.shape, self.table
         oh, ow = s.out_hw
-        self.fn.prepared_async_call(
-            self.grid, self.block, runtime.pycuda_stream(),
+        stream = runtime.pycuda_stream()
+        self.launch(
+            self.grid, self.block, stream.handle if self.dependent_launch else stream,
             *t.pointer_args(x, y, residual, bias), self.pix.data_ptr(),
-            self.npix, oh * ow, full_mask(s.geometry), self.config.s, int(relu),
+            self.npix, oh * ow, full_mask(s.geometry), self.config.s, int(relu), *self.extra,
             shared_size=self.config.shared_bytes,
         )
         return y

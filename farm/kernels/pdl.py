@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 from functools import lru_cache
 
 import torch
@@ -38,11 +39,24 @@ class _Config(ctypes.Structure):  # CUlaunchConfig
 _CTYPES = {"P": ctypes.c_uint64, "i": ctypes.c_int32, "I": ctypes.c_uint32}
 
 
+MIN_DRIVER = 12030  # CUDA 12.3: programmatic launches captured into graphs
+
+
 def supported() -> bool:
-    """True on sm_90 and later, unless FARM_KERNEL_PDL=0 turns it off (for A/B timings)."""
+    """True on sm_90 and later with a driver that captures programmatic launches, unless
+    FARM_KERNEL_PDL=0 turns it off (for A/B timings)."""
     if os.environ.get("FARM_KERNEL_PDL", "1") == "0" or not torch.cuda.is_available():
         return False
-    return torch.cuda.get_device_capability()[0] >= 9
+    return torch.cuda.get_device_capability()[0] >= 9 and _driver_version() >= MIN_DRIVER
+
+
+@lru_cache(maxsize=1)
+def _driver_version() -> int:
+    try:
+        lib, version = _driver(), ctypes.c_int()
+    except (OSError, AttributeError):  # no libcuda, or one without cuLaunchKernelEx (before 12.0)
+        return 0
+    return version.value if lib.cuDriverGetVersion(ctypes.byref(version)) == 0 else 0
 
 
 @lru_cache(maxsize=1)
@@ -81,14 +95,17 @@ class Launcher:
         self.attr = _Attribute(id=_PROGRAMMATIC_STREAM_SERIALIZATION)
         self.attr.value[0] = 1
         self.config = _Config(attrs=ctypes.pointer(self.attr), nattrs=1)
+        self.lock = threading.Lock()  # the buffers are refilled per call: one launch at a time
 
     def __call__(self, grid, block, stream: int, *args, shared_size: int = 0) -> None:
         if len(args) != len(self.args):
             raise TypeError(f"kernel takes {len(self.args)} arguments, got {len(args)}")
-        for slot, value in zip(self.args, args):
-            slot.value = int(value)
-        c = self.config
-        c.grid[:] = [int(v) for v in grid]
-        c.block[:] = [int(v) for v in block]
-        c.shared, c.stream = shared_size, stream
-        _check(_driver().cuLaunchKernelEx(ctypes.byref(c), self.fn, self.params, None), "cuLaunchKernelEx")
+        with self.lock:
+            for slot, value in zip(self.args, args):
+                slot.value = int(value)
+            c = self.config
+            c.grid[:] = [int(v) for v in grid]
+            c.block[:] = [int(v) for v in block]
+            c.shared, c.stream = shared_size, stream
+            # The driver copies the arguments at launch (and into a graph node when capturing).
+            _check(_driver().cuLaunchKernelEx(ctypes.byref(c), self.fn, self.params, None), "cuLaunchKernelEx")

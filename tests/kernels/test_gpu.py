@@ -26,6 +26,7 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     (30, 70, 12, 17, 3, 2, 1, 1, 1, 0.5, GatherConfig(1, 8, 16)),
     (33, 20, 15, 15, 3, 1, 2, 2, 1, 0.95, GatherConfig(4, 1, 4)),
     (30, 70, 12, 17, 3, 2, 1, 1, 1, 0.5, GatherConfig(2, 8, 8, 2)),  # rows mode, last block partial
+    (13, 37, 11, 9, 3, 1, 1, 1, 3, 0.8, GatherConfig(1, 8, 8, 1)),  # rows mode as the tuner offers it
 ]
 
 
@@ -79,26 +80,35 @@ def test_sparsify_on_gpu_matches_pytorch():
 
 
 def test_dependent_launches_wait_for_the_previous_kernel(monkeypatch):
-    """Two csrgather layers back to back, the first fed by a torch kernel, the second adding the
-    first's input as residual: with programmatic dependent launch (sm_90+) the same bits as plain
-    launches, eager and replayed from a CUDA graph with new inputs."""
+    """Three csrgather layers back to back (the first after a torch kernel, the third adding the
+    first's input as residual): with programmatic dependent launch (sm_90+) the same bits as
+    plain launches, eager and replayed from a CUDA graph with new inputs. Each of the second
+    and third layers starts while the one before it is still running, so a read of x before
+    its wait, or a missing wait, gives other bits."""
     from farm.kernels import pdl
     from farm.kernels.runtime import stream
 
     if not pdl.supported():
-        pytest.skip("programmatic dependent launch needs sm_90")
-    a = _layer(32, 48, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)
-    b = _layer(48, 32, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)
-    cfg = GatherConfig(2, 2)
+        pytest.skip("programmatic dependent launch needs sm_90 and a CUDA 12.3 driver")
+    layers = [_layer(32, 48, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32),
+              _layer(48, 48, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32),
+              _layer(48, 32, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)]
+    shapes = [(1, 32, 14, 14), (1, 48, 14, 14), (1, 48, 14, 14)]
+    configs = [GatherConfig(2, 2), GatherConfig(1, 8, 8, 1), GatherConfig(4, 1)]
 
-    def plans(dependent: bool):
+    def chain(dependent: bool):
         monkeypatch.setenv("FARM_KERNEL_PDL", "1" if dependent else "0")
-        pa = a.make_plan((1, 32, 14, 14), torch.float32, cfg, torch.device("cuda"))
-        pb = b.make_plan((1, 48, 14, 14), torch.float32, cfg, torch.device("cuda"))
-        assert pa.dependent_launch == pb.dependent_launch == dependent
-        return lambda x0: b.run(pb, a.run(pa, x0 * 2), residual=x0 * 2)
+        plans = [m.make_plan(sh, torch.float32, c, torch.device("cuda")) for m, sh, c in zip(layers, shapes, configs)]
+        assert all(p.dependent_launch == dependent for p in plans)
 
-    plain, dependent = plans(False), plans(True)
+        def run(x0):
+            x = x0 * 2  # a torch kernel first, then the three of ours with nothing between them
+            h = layers[0].run(plans[0], x)
+            h = layers[1].run(plans[1], h)
+            return layers[2].run(plans[2], h, residual=x)
+        return run
+
+    plain, dependent = chain(False), chain(True)
     x0 = torch.randn(1, 32, 14, 14, device="cuda")
     with torch.cuda.stream(stream()):
         assert torch.equal(dependent(x0), plain(x0))

@@ -52,8 +52,15 @@ __device__ __forceinline__ float decode(unsigned v, const float* cb) {
 
 // G entries (decoded, in shared memory) times P pixels: the G*P loads first, then the FMAs.
 // MASKED: test each pixel's border mask; a warp whose pixels are all interior skips the tests.
+// Addresses are 32-bit byte offsets from x (the plan checks the input fits in 4 GB): one integer
+// add per pixel and entry, and the load takes x as a uniform 64-bit base plus that offset, instead
+// of 64-bit pointer arithmetic per load.
+__device__ __forceinline__ float load_at(const act_t* x, unsigned byte) {
+  return load_act(reinterpret_cast<const act_t*>(reinterpret_cast<const char*>(x) + byte));
+}
+
 template <bool MASKED>
-__device__ __forceinline__ void gather_group(float (&acc)[P], const act_t* const (&px)[P],
+__device__ __forceinline__ void gather_group(float (&acc)[P], const act_t* x, const unsigned (&px)[P],
                                              const unsigned (&mask)[P], const uint4* ent) {
   float v[G][P], w[G];
 #pragma unroll
@@ -62,7 +69,7 @@ __device__ __forceinline__ void gather_group(float (&acc)[P], const act_t* const
     w[g] = __uint_as_float(d.z);
 #pragma unroll
     for (int j = 0; j < P; ++j)
-      v[g][j] = (!MASKED || (mask[j] & d.y)) ? load_act(px[j] + (int)d.x) : 0.f;
+      v[g][j] = (!MASKED || (mask[j] & d.y)) ? load_at(x, px[j] + d.x) : 0.f;
   }
 #pragma unroll
   for (int g = 0; g < G; ++g)
@@ -70,12 +77,13 @@ __device__ __forceinline__ void gather_group(float (&acc)[P], const act_t* const
     for (int j = 0; j < P; ++j) acc[j] = fmaf(w[g], v[g][j], acc[j]);
 }
 
-// Entry i of the table decoded for the shared-memory slot: (input offset, tap bit, weight bits);
+// Entry i of the table decoded for the shared-memory slot: (input byte offset, tap bit, weight bits);
 // past the slice end (i >= end) no tap bit and weight 0, so it adds nothing.
 __device__ __forceinline__ uint4 fetch_entry(const uint2* __restrict__ tab, const float* cb, int i, int end) {
   if (i >= end) return make_uint4(0u, 0u, 0u, 0u);
   const uint2 t = __ldg(tab + i);
-  return make_uint4(t.x >> TAP_BITS, 1u << (t.x & ((1u << TAP_BITS) - 1)), __float_as_uint(decode(t.y, cb)), 0u);
+  return make_uint4((t.x >> TAP_BITS) * (unsigned)sizeof(act_t), 1u << (t.x & ((1u << TAP_BITS) - 1)),
+                    __float_as_uint(decode(t.y, cb)), 0u);
 }
 
 // Programmatic dependent launch (sm_90+, see farm/kernels/pdl.py): let the next kernel on the
@@ -95,14 +103,14 @@ __device__ __forceinline__ void grid_dependency_wait() {
 // A lane's P pixels: input origin, border mask, output index (-1 past the last pixel, whose
 // origin 0 and full mask keep its loads inside x). Returns whether the whole warp is interior;
 // the table orders interior pixels first, so most warps take the unmasked path.
-__device__ __forceinline__ bool load_pixels(const act_t* x, const int4* __restrict__ pix, int npix, unsigned full,
-                                            int lane, const act_t* (&px)[P], unsigned (&mask)[P], int (&obase)[P]) {
+__device__ __forceinline__ bool load_pixels(const int4* __restrict__ pix, int npix, unsigned full, int lane,
+                                            unsigned (&px)[P], unsigned (&mask)[P], int (&obase)[P]) {
   bool interior = true;
 #pragma unroll
   for (int j = 0; j < P; ++j) {
     const int q = (blockIdx.x * P + j) * 32 + lane;
     const int4 d = q < npix ? __ldg(pix + q) : make_int4(0, (int)full, -1, 0);
-    px[j] = x + d.x;
+    px[j] = (unsigned)d.x * (unsigned)sizeof(act_t);  // byte offset of the window's origin
     mask[j] = (unsigned)d.y;
     obase[j] = d.z;
     interior = interior && mask[j] == full;
@@ -116,7 +124,7 @@ __device__ __forceinline__ bool load_pixels(const act_t* x, const int4* __restri
 // a bit test near the border). The loads go in groups of G issued before any is used: G * P
 // loads per lane in flight at once. `next` holds the first batch (fetched by the caller, so it
 // can be issued early); each batch fetches the one after while it computes.
-__device__ __forceinline__ void slice_sum(float (&acc)[P], const act_t* const (&px)[P], const unsigned (&mask)[P],
+__device__ __forceinline__ void slice_sum(float (&acc)[P], const act_t* x, const unsigned (&px)[P], const unsigned (&mask)[P],
                                           bool interior, const uint2* __restrict__ tab, const float* cb,
                                           int a, int b, uint4 next, uint4* slots, int lane) {
   for (int e = a; e < b; e += 32) {
@@ -128,9 +136,9 @@ __device__ __forceinline__ void slice_sum(float (&acc)[P], const act_t* const (&
     __syncwarp();
     for (int t0 = 0; t0 < cnt; t0 += G) {  // G divides 32: t0 + g stays below 32
       if (interior)
-        gather_group<false>(acc, px, mask, slots + t0);
+        gather_group<false>(acc, x, px, mask, slots + t0);
       else
-        gather_group<true>(acc, px, mask, slots + t0);
+        gather_group<true>(acc, x, px, mask, slots + t0);
     }
   }
 }
@@ -172,11 +180,11 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
   grid_dependency_launch();
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
   const int slot = blockIdx.y, oc = __ldg(perm + slot);
-  const act_t* px[P];  // only dereferenced where the pixel's mask allows
+  unsigned px[P];  // only read from where the pixel's mask allows
   unsigned mask[P];
   int obase[P];
-  const bool interior = load_pixels(x, pix, npix, full, lane, px, mask, obase);
-  const float sc = __ldg(oscale + oc), bi = __ldg(bias + oc);
+  const bool interior = load_pixels(pix, npix, full, lane, px, mask, obase);
+  const float sc = __ldg(oscale + oc);
   const int r0 = __ldg(rptr + slot), len = __ldg(rptr + slot + 1) - r0;
   const int sh = __ffs(S) - 1;  // S is a power of two
   const int a = r0 + ((len * s) >> sh), b = r0 + ((len * (s + 1)) >> sh);
@@ -186,11 +194,12 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
   // previous kernel's output (x, res) and writes y, which that kernel may still be reading:
   // under programmatic dependent launch wait for it to complete (a no-op otherwise).
   grid_dependency_wait();
+  const float bi = __ldg(bias + oc);  // the module's buffer, not the layer's table: after the wait
   float r[P], acc[P];
   load_residual(r, s == 0 ? res : nullptr, obase, oc, plane_out);  // warp 0 stores
 #pragma unroll
   for (int j = 0; j < P; ++j) acc[j] = 0.f;
-  slice_sum(acc, px, mask, interior, tab, cb, a, b, first, ent[s], lane);
+  slice_sum(acc, x, px, mask, interior, tab, cb, a, b, first, ent[s], lane);
 
   if (S > 1) {  // warps 1..S-1 leave their sums in shared memory, warp 0 adds them up
     if (s > 0) {
@@ -223,10 +232,10 @@ csrgather_rows(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* 
 #endif
   grid_dependency_launch();
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
-  const act_t* px[P];
+  unsigned px[P];
   unsigned mask[P];
   int obase[P];
-  const bool interior = load_pixels(x, pix, npix, full, lane, px, mask, obase);
+  const bool interior = load_pixels(pix, npix, full, lane, px, mask, obase);
   const int slot0 = blockIdx.y * S * R + s;
   uint4 first = make_uint4(0u, 0u, 0u, 0u);
   if (slot0 < K) first = fetch_entry(tab, cb, __ldg(rptr + slot0) + lane, __ldg(rptr + slot0 + 1));
@@ -241,7 +250,7 @@ csrgather_rows(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* 
     load_residual(rv, res, obase, oc, plane_out);
 #pragma unroll
     for (int j = 0; j < P; ++j) acc[j] = 0.f;
-    slice_sum(acc, px, mask, interior, tab, cb, a, b, first, ent[s], lane);
+    slice_sum(acc, x, px, mask, interior, tab, cb, a, b, first, ent[s], lane);
     store(y, acc, rv, obase, oc, plane_out, __ldg(oscale + oc), __ldg(bias + oc), relu);
   }
 }

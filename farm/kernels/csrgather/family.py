@@ -76,7 +76,8 @@ class GatherConfig:
 
 
 def applicable(g: Geometry, n: int, c: int, h: int, w: int, oh: int, ow: int) -> bool:
-    return (g.kh * g.kw <= 1 << TAP_BITS and c * h * w < MAX_OFFSET and n * c * h * w < 1 << 31
+    # the kernel addresses the input by 32-bit byte offsets: at most 4 GB of fp32
+    return (g.kh * g.kw <= 1 << TAP_BITS and c * h * w < MAX_OFFSET and n * c * h * w < 1 << 30
             and n * oh * ow <= MAX_PIXELS)
 
 

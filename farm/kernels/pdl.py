@@ -7,7 +7,8 @@ of those depend on the previous layer, so a kernel launched with the attribute b
 while the previous layer drains, then `griddepcontrol.wait` (in the .cu source) holds it until
 that layer's output is complete and visible. The kernel's own early `launch_dependents` lets
 the next layer do the same. Launched without the attribute, or on a GPU before sm_90, the wait
-returns at once and the kernel behaves as before.
+returns at once and the kernel behaves as before. Measured, it pays for csrgather's rows mode
+only, so that is where it is on by default (farm/kernels/csrgather/family.py).
 
 PyCUDA launches through cuLaunchKernel, which takes no launch attributes, so these kernels are
 loaded and launched through the driver API's cuModuleLoadData / cuLaunchKernelEx with ctypes,

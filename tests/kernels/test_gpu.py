@@ -10,7 +10,7 @@ from farm.kernels import available, sparsify
 from farm.kernels.bench import TOLERANCE, check
 from farm.kernels.conv import SparseConv2d
 from farm.kernels.csrconv.config import TileConfig
-from farm.kernels.csrgather.family import GatherConfig
+from farm.kernels.csrgather.family import GatherConfig, GatherPlan
 from farm.kernels.testing import pruned_weight, quantize
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
@@ -79,7 +79,7 @@ def test_sparsify_on_gpu_matches_pytorch():
         assert torch.allclose(sm(x), m(x), atol=1e-4, rtol=1e-3)
 
 
-def test_dependent_launches_wait_for_the_previous_kernel(monkeypatch):
+def test_dependent_launches_wait_for_the_previous_kernel():
     """Three csrgather layers back to back (the first after a torch kernel, the third adding the
     first's input as residual): with programmatic dependent launch (sm_90+) the same bits as
     plain launches, eager and replayed from a CUDA graph with new inputs. Each of the second
@@ -97,9 +97,11 @@ def test_dependent_launches_wait_for_the_previous_kernel(monkeypatch):
     configs = [GatherConfig(2, 2), GatherConfig(1, 8, 8, 1), GatherConfig(4, 1)]
 
     def chain(dependent: bool):
-        monkeypatch.setenv("FARM_KERNEL_PDL", "1" if dependent else "0")
-        plans = [m.make_plan(sh, torch.float32, c, torch.device("cuda")) for m, sh, c in zip(layers, shapes, configs)]
-        assert all(p.dependent_launch == dependent for p in plans)
+        plans = []
+        for m, sh, c in zip(layers, shapes, configs):
+            cs = m.conv_shape(sh)
+            plans.append(GatherPlan(m.gather_table(cs.geometry, cs.h, cs.w, torch.device("cuda")), cs, c, False,
+                                    dependent_launch=dependent))
 
         def run(x0):
             x = x0 * 2  # a torch kernel first, then the three of ours with nothing between them

@@ -196,8 +196,12 @@ class GatherPlan:
                  interior_first: bool = True):
         self.table, self.shape, self.config = gtable, shape, cfg
         source = cfg.source(shape.geometry, act_half, gtable.wfmt)
-        # Programmatic dependent launch where the GPU has it (see farm/kernels/pdl.py).
-        self.dependent_launch = pdl.supported() if dependent_launch is None else dependent_launch
+        # Programmatic dependent launch (farm/kernels/pdl.py) where the GPU has it, for rows mode
+        # only: measured on the H200 (bench/gather_variants.py), it makes rows mode 0.5-1 us
+        # faster on 1x1 layers and the split kernel 0.3-1.5 us slower since its 32-bit addressing.
+        if dependent_launch is None:
+            dependent_launch = bool(cfg.r) and pdl.supported()
+        self.dependent_launch = dependent_launch
         arg_types = ROWS_ARG_TYPES if cfg.r else ARG_TYPES
         if self.dependent_launch:
             self.launch = pdl.Launcher(runtime.load_handle(source, cfg.kernel), arg_types)

@@ -164,6 +164,16 @@ __device__ __forceinline__ void store(act_t* __restrict__ y, const float (&acc)[
   }
 }
 
+// Every block first: the codebook into shared memory (codebook formats), then let the next
+// kernel on the stream start (dependent launch).
+__device__ __forceinline__ void block_start(float* cb, const float* __restrict__ codebook) {
+#if WFMT >= 3
+  for (int i = threadIdx.x; i < 256; i += blockDim.x) cb[i] = codebook[i];
+  __syncthreads();
+#endif
+  grid_dependency_launch();
+}
+
 extern "C" __global__ void __launch_bounds__(256)
 csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restrict__ res,
           const uint2* __restrict__ tab, const int* __restrict__ rptr, const int* __restrict__ perm,
@@ -173,15 +183,10 @@ csrgather(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __res
   extern __shared__ float red[];  // (S - 1) x P x 32 partial sums
   __shared__ float cb[256];
   __shared__ uint4 ent[8][32];  // per warp: its current batch of decoded entries
-#if WFMT >= 3
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) cb[i] = codebook[i];
-  __syncthreads();
-#endif
-  grid_dependency_launch();
+  block_start(cb, codebook);
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
   const int slot = blockIdx.y, oc = __ldg(perm + slot);
-  unsigned px[P];  // only read from where the pixel's mask allows
-  unsigned mask[P];
+  unsigned px[P], mask[P];  // px: only read from where the pixel's mask allows
   int obase[P];
   const bool interior = load_pixels(pix, npix, full, lane, px, mask, obase);
   const float sc = __ldg(oscale + oc);
@@ -226,14 +231,9 @@ csrgather_rows(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* 
                unsigned full, int S, int relu, int R, int K) {
   __shared__ float cb[256];
   __shared__ uint4 ent[8][32];
-#if WFMT >= 3
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) cb[i] = codebook[i];
-  __syncthreads();
-#endif
-  grid_dependency_launch();
+  block_start(cb, codebook);
   const int lane = threadIdx.x & 31, s = threadIdx.x >> 5;
-  unsigned px[P];
-  unsigned mask[P];
+  unsigned px[P], mask[P];
   int obase[P];
   const bool interior = load_pixels(pix, npix, full, lane, px, mask, obase);
   const int slot0 = blockIdx.y * S * R + s;

@@ -95,12 +95,12 @@ def lamp_scores(w: Tensor) -> Tensor:
     Behind BatchNorm a layer's weight scale is arbitrary, so one magnitude threshold over all
     layers ranks layers by scale as much as weights by importance; the score is scale-free
     (the largest weight of every layer scores 1), so a global threshold over it is fair."""
-    sq = w.flatten().float() ** 2
-    ordered, idx = sq.sort()
+    sq = w.flatten().double() ** 2  # float64: the running sums cover millions of weights
+    ordered, idx = sq.sort(stable=True)  # equal weights: scored in index order, as the paper's code does
     tail = ordered.flip(0).cumsum(0).flip(0)  # sum of the weights at least as large
     scores = torch.empty_like(sq)
     scores[idx] = torch.where(tail > 0, ordered / tail.clamp_min(torch.finfo(sq.dtype).tiny), 0.0)
-    return scores.view_as(w)
+    return scores.float().view_as(w)
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@ import pytest
 
 from farm.compress import TrainConfig, guarded_prune, sensitivity_scan
 from farm.compress.layers import weight_layers
-from farm.compress.search import SensitivityResult, allocate
+from farm.compress.pruning import MagnitudePruning, prune_
+from farm.compress.search import SensitivityResult, allocate, global_allocation
 from farm.errors import InvalidSpec
 
 
@@ -44,7 +45,36 @@ def test_guarded_prune_reports_the_best_it_found_when_the_target_is_out_of_reach
     assert result.sparsity < 0.995
 
 
+def test_global_allocation_is_global_magnitude_pruning(trained):
+    import copy
+
+    plan = global_allocation(trained, 0.7)
+    pruned = copy.deepcopy(trained)
+    prune_(pruned, MagnitudePruning(0.7, schedule="oneshot"))
+    for name, s in plan.items():
+        w = weight_layers(pruned)[name]
+        assert s == pytest.approx(float((w == 0).sum()) / w.numel())
+    sizes = {n: weight_layers(trained)[n].numel() for n in plan}
+    assert sum(plan[n] * sizes[n] for n in plan) / sum(sizes.values()) == pytest.approx(0.7, abs=1e-3)
+
+
+@pytest.mark.parametrize("allocation", ["global", "sensitivity"])
+def test_guarded_prune_allocations(trained, synthetic, allocation):
+    result = guarded_prune(trained, synthetic, 0.8, 0.02, TrainConfig(epochs=3, batch_size=64, lr=0.05),
+                           allocation=allocation)
+    assert result.reached and result.sparsity == pytest.approx(0.8, abs=1e-3)
+
+
+def test_guarded_prune_backs_off_by_doubling_the_density(trained, synthetic):
+    result = guarded_prune(trained, synthetic, 0.995, 0.0, TrainConfig(epochs=1, batch_size=64, lr=0.05),
+                           max_trials=2)
+    assert not result.trials[0]["within_drop"]  # 99.5% with no drop allowed: out of reach
+    assert result.trials[1]["target"] == pytest.approx(0.99)
+
+
 def test_guarded_prune_rejects_bad_targets(trained, synthetic):
+    with pytest.raises(InvalidSpec):
+        guarded_prune(trained, synthetic, 0.5, 0.01, TrainConfig(epochs=1), allocation="uniform")
     with pytest.raises(InvalidSpec):
         guarded_prune(trained, synthetic, 1.0, 0.01, TrainConfig(epochs=1))
     with pytest.raises(InvalidSpec):

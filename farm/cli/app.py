@@ -55,6 +55,8 @@ def submit(
     sparsity: Annotated[float, typer.Option(help="fraction of weights pruned, in [0, 1)")] = 0.9,
     method: Annotated[str, typer.Option(help="pruning schedule: gradual or oneshot")] = "gradual",
     scope: Annotated[str, typer.Option(help="magnitude threshold: global, layer, or lamp (global over layer-normalised scores)")] = "global",
+    max_drop: Annotated[float | None, typer.Option(help="accuracy-guarded search: the highest sparsity up to --sparsity "
+                                                   "that stays within this many points of the dense model")] = None,
     scheme: Annotated[str, typer.Option(help="weights: fp32, fp16, linear, log or kmeans")] = "fp32",
     bits: Annotated[int | None, typer.Option(help="code bits for linear/log/kmeans: 2..8")] = None,
     recipe: Annotated[str, typer.Option(help="auto, full or quick (quick: CPU-sized)")] = "auto",
@@ -79,7 +81,7 @@ def submit(
     if not 0 <= priority <= 9:
         raise FarmError(f"--priority must be from 0 to 9, got {priority}")
     device, recipe = scheduler.choose_device(device, recipe, embedded=conf.embedded)
-    spec = JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope,
+    spec = JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope, max_drop=max_drop,
                    scheme=scheme, bits=bits, recipe=recipe, epochs=epochs,
                    retrain_epochs=retrain_epochs, finetune_epochs=finetune_epochs, subset=subset, batch_size=batch_size,
                    batches=tuple(_batches(batches)), seed=seed, device=device).resolve()

@@ -47,9 +47,11 @@ class StageProgress:
             self.task = self.progress.add_task(f"{self.prefix}{data['name']}", total=None, note="")
         elif kind == "epoch" and self.task is not None:
             note = " ".join(f"{k} {data[k]:.3f}" for k in ("loss", "accuracy") if isinstance(data.get(k), float))
+            # The guarded search's sensitivity scan counts layers, not epochs.
+            step = (f"epoch {data.get('epoch')}/{data.get('epochs')}" if data.get("epochs")
+                    else f"{data.get('stage', '')} {data.get('layer', data.get('epoch', ''))}")
             self.progress.update(self.task, total=data.get("epochs") or None,
-                                 completed=data.get("epoch", 0), note=f"epoch {data.get('epoch')}/"
-                                 f"{data.get('epochs')} {note}")
+                                 completed=data.get("epoch", 0), note=f"{step} {note}")
         elif kind == "stage_done" and self.task is not None:
             state = "reused" if data["reused"] else data["skipped"] or "done"
             total = self.progress.tasks[-1].total or 1

@@ -57,6 +57,7 @@ class JobSpec:
     sparsity: float = 0.9  # fraction of prunable weights set to zero, in [0, 1)
     method: str = "gradual"  # pruning schedule: gradual | oneshot
     scope: str = "global"  # magnitude threshold over all layers, per layer, or over LAMP scores
+    max_drop: float | None = None  # accuracy-guarded pruning: at most this many points below dense
     scheme: str = "fp32"  # weight storage: fp32 | fp16 (no quantization) | linear | log | kmeans
     bits: int | None = None  # 32 for fp32, 16 for fp16, 2..8 for quantized schemes
     recipe: str = "full"  # full | quick; fills the fields below that are None
@@ -100,6 +101,7 @@ class JobSpec:
         _check_choice("scheme", self.scheme, SCHEMES)
         _check_choice("recipe", self.recipe, tuple(RECIPES))
         _check_choice("device", self.device, DEVICES)
+        _check_max_drop(self)
         bits = _check_bits(self.scheme, self.bits)
         recipe = RECIPES[self.recipe]
         filled = {name: getattr(recipe, name) if getattr(self, name) is None else getattr(self, name)
@@ -118,7 +120,8 @@ class JobSpec:
             raise InvalidSpec("run and seed must be >= 0")
         if self.version != SPEC_VERSION:
             raise InvalidSpec(f"job spec version {self.version} is not {SPEC_VERSION}")
-        return replace(self, model=model, dataset=dataset, sparsity=float(self.sparsity), bits=bits,
+        max_drop = None if self.max_drop is None else float(self.max_drop)
+        return replace(self, model=model, dataset=dataset, sparsity=float(self.sparsity), bits=bits, max_drop=max_drop,
                        batches=tuple(sorted(set(self.batches))), **filled)
 
     # --- identity ---------------------------------------------------------------------------
@@ -126,6 +129,8 @@ class JobSpec:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no asdict deep copy
         d["batches"], d["stages"] = list(self.batches), list(self.stages)
+        if d["max_drop"] is None:  # only where set: hashes of specs from before the field stay as they were
+            del d["max_drop"]
         return d
 
     def canonical_json(self) -> str:
@@ -138,7 +143,8 @@ class JobSpec:
     def label(self) -> str:
         """Short human name: resnet20/fashion-mnist s=0.90 kmeans4."""
         quant = self.scheme if self.scheme in FLOAT_BITS else f"{self.scheme}{self.bits}"
-        return f"{self.model}/{self.dataset} s={self.sparsity:.2f} {quant}"
+        guard = "" if self.max_drop is None else f" (drop <= {self.max_drop:g} pt)"
+        return f"{self.model}/{self.dataset} s={self.sparsity:.2f}{guard} {quant}"
 
     @property
     def distill(self) -> float:
@@ -159,6 +165,8 @@ class JobSpec:
                       "retrain_epochs": self.retrain_epochs}
             if self.distill:  # only where set: keys of recipes without distillation stay as they were
                 parts["distill"] = self.distill
+            if self.max_drop is not None:
+                parts["max_drop"] = self.max_drop
         if stage == "quantize":
             parts |= {"scheme": self.scheme, "bits": self.bits, "finetune_epochs": self.finetune_epochs}
         blob = json.dumps({"stage": stage, **parts}, sort_keys=True, separators=(",", ":"))
@@ -184,6 +192,19 @@ def _check_types(spec: JobSpec) -> None:
             raise InvalidSpec(f"{name} must be a whole number, got {value!r}")
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.batches):
         raise InvalidSpec(f"batches must be whole numbers, e.g. [1, 32], got {list(spec.batches)}")
+
+
+def _check_max_drop(spec: JobSpec) -> None:
+    """The guarded search (farm.compress.guarded_prune) prunes gradually and splits the sparsity
+    over the layers itself, so it takes neither another schedule nor another scope."""
+    if spec.max_drop is None:
+        return
+    if isinstance(spec.max_drop, bool) or not isinstance(spec.max_drop, (int, float)) or not 0 <= spec.max_drop < 100:
+        raise InvalidSpec(f"max_drop is accuracy points in [0, 100), got {spec.max_drop!r}")
+    if spec.method != "gradual" or spec.scope != "global":
+        raise InvalidSpec("max_drop runs the accuracy-guarded search, which prunes gradually and splits "
+                          f"the sparsity itself: it needs method gradual and scope global, got "
+                          f"{spec.method} / {spec.scope}")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

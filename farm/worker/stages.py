@@ -96,12 +96,19 @@ def train(ctx: StageContext, _input: Path | None) -> StageOutput:
 
 
 def prune(ctx: StageContext, dense: Path) -> StageOutput:
-    MagnitudePruning = _require("farm.compress", "MagnitudePruning", "prune")
-    prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
+    """Magnitude pruning with retraining; with max_drop, the accuracy-guarded search, which keeps
+    the model at the highest sparsity it found within the drop (its result says which)."""
     model = _load_state(dense, ctx)
-    pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
     config = ctx.train_config(ctx.spec.retrain_epochs, ctx.spec.distill)
-    result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
+    if ctx.spec.max_drop is not None:
+        guarded_prune = _require("farm.compress", "guarded_prune", "prune")
+        result = guarded_prune(model, ctx.data, ctx.spec.sparsity, ctx.spec.max_drop / 100, config,
+                               device=ctx.device, callback=ctx.callback)
+    else:
+        MagnitudePruning = _require("farm.compress", "MagnitudePruning", "prune")
+        prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
+        pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
+        result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
     return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "pruned.pt"))
 
 

@@ -20,6 +20,8 @@ BAD_SUBMITS = [
     (["submit", "tiny", "--scheme", "fp32", "--bits", "4"], "needs a quantized scheme"),
     (["submit", "tiny", "--scheme", "kmeans"], "needs --bits"),
     (["submit", "tiny", "--priority", "12"], "--priority must be from 0 to 9"),
+    (["submit", "tiny", "--max-drop", "-1"], "max_drop is accuracy points in [0, 100)"),
+    (["submit", "tiny", "--max-drop", "0.5", "--method", "oneshot"], "needs method gradual and scope global"),
     (["show", "999"], "no job 999"),
     (["sweep", "status", "77"], "no sweep 77"),
 ]
@@ -115,6 +117,21 @@ def test_embedded_submit_runs_here_dedupes_and_reuses_the_baseline(farm_env, far
     assert compare.returncode == 0 and "accuracy" in compare.stdout
     shown = farm_cli(["show", str(other["job"]["job_id"])], farm_env)
     assert shown.returncode == 0 and "stages" in shown.stdout
+
+
+def test_embedded_guarded_job_reports_what_it_found(farm_env, farm_home, farm_cli):
+    """--max-drop runs the accuracy-guarded search as the prune stage; the job keeps its target
+    and records the sparsity the search reached within the drop, with its trials."""
+    run = farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.6", "--max-drop", "50", "--format", "json"],
+                   farm_env)
+    detail = json.loads(run.stdout)
+    assert detail["job"]["status"] == "succeeded", run.stderr
+    assert detail["spec"]["max_drop"] == 50.0 and "drop <= 50 pt" in run.stderr
+    assert detail["metrics"]["sparsity"] == pytest.approx(0.6, abs=0.01)  # 50 points: reached at once
+    plain = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.6", "--format", "json"], farm_env).stdout)
+    assert plain["job"]["job_id"] != detail["job"]["job_id"]  # a different job, not a dedupe hit
+    assert plain["stages"][1]["artifact_key"] != detail["stages"][1]["artifact_key"]
+    assert plain["stages"][0]["status"] == "reused"  # the same dense baseline
 
 
 def test_every_command_has_help():

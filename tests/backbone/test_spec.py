@@ -24,6 +24,20 @@ def test_different_work_hashes_differently():
     assert JobSpec(**TINY, sparsity=0.5, run=1).resolve().hash != base.hash
 
 
+def test_max_drop_is_part_of_the_work_only_when_set():
+    plain = JobSpec(**TINY, sparsity=0.9).resolve()
+    assert "max_drop" not in plain.to_dict()  # hashes of specs from before the field are unchanged
+    guarded = JobSpec(**TINY, sparsity=0.9, max_drop=0.3).resolve()
+    assert guarded.hash != plain.hash and guarded.stage_key("prune") != plain.stage_key("prune")
+    assert guarded.stage_key("train") == plain.stage_key("train")
+    assert JobSpec.from_dict(guarded.to_dict()) == guarded and "drop <= 0.3 pt" in guarded.label()
+    for bad in (-0.1, 100, True, "0.3"):
+        with pytest.raises(InvalidSpec, match="max_drop"):
+            JobSpec(**TINY, max_drop=bad).resolve()
+    with pytest.raises(InvalidSpec, match="scope global"):
+        JobSpec(**TINY, max_drop=0.3, scope="lamp").resolve()
+
+
 def test_round_trip_through_json():
     spec = JobSpec(**TINY, sparsity=0.7, scheme="kmeans", bits=4, batches=(32, 1, 1)).resolve()
     assert spec.batches == (1, 32)

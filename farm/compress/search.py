@@ -150,7 +150,7 @@ def guarded_prune(model: nn.Module, data, target_sparsity: float, max_drop: floa
     scan = sensitivity_scan(model, data, keep_dense=keep_dense, device=device, callback=callback, tta=tta)
     dense_state = copy.deepcopy(model.state_dict())
     best, best_state, trials = None, dense_state, []
-    lo, target = 0.0, target_sparsity
+    lo, hi, target = 0.0, None, target_sparsity  # lo: highest passing target, hi: lowest failing
     for trial in range(max_trials):
         model.load_state_dict(dense_state)
         plan = allocate(scan, target) if allocation == "sensitivity" else global_allocation(model, target, keep_dense)
@@ -160,14 +160,19 @@ def guarded_prune(model: nn.Module, data, target_sparsity: float, max_drop: floa
         trials.append({"trial": trial + 1, "target": target, "sparsity": result.sparsity,
                        "accuracy": result.accuracy, "within_drop": ok})
         if ok:
-            best, best_state = result, copy.deepcopy(model.state_dict())
+            if best is None or result.sparsity > best.sparsity:
+                best, best_state = result, copy.deepcopy(model.state_dict())
             if target >= target_sparsity:
                 break
-            lo, target = target, (target + trials[-2]["target"]) / 2 if len(trials) > 1 else target_sparsity
-        elif best is None:  # nothing passed yet: double the density
-            target = max(0.0, 1 - 2 * (1 - target))
+            lo = target
         else:
-            target = (lo + target) / 2
+            hi = target
+        if best is None:  # nothing passed yet: double the density (95 -> 90 -> 80%), down to 0
+            target = 1 - 2 * (1 - target) if target > 0.5 else target / 2
+        else:
+            target = (lo + hi) / 2
+        if target <= 0.0:
+            break
     model.load_state_dict(best_state)
     return GuardedResult(
         accuracy=best.accuracy if best else scan.accuracy, accuracy_dense=scan.accuracy,

@@ -27,6 +27,7 @@ SCHEMES = ("fp32", "fp16", "linear", "log", "kmeans")
 FLOAT_BITS = {"fp32": 32, "fp16": 16}
 QUANT_BITS = range(2, 9)  # linear, log and kmeans codes of 2..8 bits
 DEVICES = ("gpu", "cpu")
+GUARDED_SEARCH_VERSION = 2  # bumped when farm.compress.guarded_prune's rules change (2: global split, density back-off)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,8 @@ class JobSpec:
                       "retrain_epochs": self.retrain_epochs}
             if self.distill:  # only where set: keys of recipes without distillation stay as they were
                 parts["distill"] = self.distill
-            if self.max_drop is not None:
-                parts["max_drop"] = self.max_drop
+            if self.max_drop is not None:  # the search's rules are part of what it produces
+                parts |= {"max_drop": self.max_drop, "search": GUARDED_SEARCH_VERSION}
         if stage == "quantize":
             parts |= {"scheme": self.scheme, "bits": self.bits, "finetune_epochs": self.finetune_epochs}
         blob = json.dumps({"stage": stage, **parts}, sort_keys=True, separators=(",", ":"))

@@ -128,10 +128,14 @@ def test_embedded_guarded_job_reports_what_it_found(farm_env, farm_home, farm_cl
     assert detail["job"]["status"] == "succeeded", run.stderr
     assert detail["spec"]["max_drop"] == 50.0 and "drop <= 50 pt" in run.stderr
     assert detail["metrics"]["sparsity"] == pytest.approx(0.6, abs=0.01)  # 50 points: reached at once
+    search = detail["stages"][1]["result"]  # the guarded search's own record, not plain pruning's
+    assert search["target_sparsity"] == 0.6 and search["reached"] and search["trials"][0]["within_drop"]
+    assert len(search["sensitivity"]["layers"]) == len(search["layers"]) - 2  # first conv, classifier dense
     plain = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.6", "--format", "json"], farm_env).stdout)
     assert plain["job"]["job_id"] != detail["job"]["job_id"]  # a different job, not a dedupe hit
     assert plain["stages"][1]["artifact_key"] != detail["stages"][1]["artifact_key"]
     assert plain["stages"][0]["status"] == "reused"  # the same dense baseline
+    assert "trials" not in plain["stages"][1]["result"]
 
 
 def test_every_command_has_help():

@@ -162,10 +162,11 @@ def decode_gather_table(t: ConvTable, shape, g: Geometry, h: int, w: int) -> np.
     return out * t.oscale[:, None, None, None]
 
 
-def pixel_table(shape, interior_first: bool = True) -> np.ndarray:
+def pixel_table(shape) -> np.ndarray:
     """Per output pixel: the input offset of its window's origin, its border mask (bit kh*KW+kw
     set where that tap lands inside the image) and its output index without the channel term,
-    as int32 (npix, 4); interior pixels first, then the border ones (or in memory order)."""
+    as int32 (npix, 4); interior pixels first, then the border ones (memory order measured no
+    faster: docs/BENCHMARKS.md)."""
     g = shape.geometry
     oh, ow = shape.out_hw
     n, r, c = np.meshgrid(np.arange(shape.n), np.arange(oh), np.arange(ow), indexing="ij")
@@ -180,8 +181,8 @@ def pixel_table(shape, interior_first: bool = True) -> np.ndarray:
     out[:, 0] = (n * shape.c * shape.h * shape.w + ih * shape.w + iw).ravel()
     out[:, 1] = mask.ravel()
     out[:, 2] = (n * shape.k * oh * ow + r * ow + c).ravel()
-    if interior_first:  # whole warps of interior pixels (every tap inside) skip the border tests
-        out = out[np.argsort(out[:, 1] != full_mask(g), kind="stable")]
+    # Interior pixels (every tap inside) first: whole warps of them skip the border tests.
+    out = out[np.argsort(out[:, 1] != full_mask(g), kind="stable")]
     return out.astype(np.uint32).view(np.int32)  # the mask's bit 31 wraps, as the kernel reads it
 
 
@@ -192,8 +193,7 @@ def full_mask(g: Geometry) -> int:
 class GatherPlan:
     """One layer at one input shape with one GatherConfig: call it to run csrgather."""
 
-    def __init__(self, gtable, shape, cfg: GatherConfig, act_half: bool, dependent_launch: bool | None = None,
-                 interior_first: bool = True):
+    def __init__(self, gtable, shape, cfg: GatherConfig, act_half: bool, dependent_launch: bool | None = None):
         self.table, self.shape, self.config = gtable, shape, cfg
         source = cfg.source(shape.geometry, act_half, gtable.wfmt)
         # Programmatic dependent launch (farm/kernels/pdl.py) where the GPU has it, for rows mode
@@ -214,7 +214,7 @@ class GatherPlan:
                 grid, block, stream, *args, shared_size=shared_size)
         oh, ow = shape.out_hw
         self.npix = shape.n * oh * ow
-        self.pix = torch.from_numpy(pixel_table(shape, interior_first)).to(gtable.entries.device)
+        self.pix = torch.from_numpy(pixel_table(shape)).to(gtable.entries.device)
         groups = -(-shape.k // (cfg.s * cfg.r)) if cfg.r else shape.k  # rows mode: S * R rows a block
         self.grid = (-(-self.npix // cfg.pixels), groups, 1)
         self.extra = (cfg.r, shape.k) if cfg.r else ()

@@ -117,7 +117,7 @@ def _cast_rest(model: nn.Module, dtype: torch.dtype) -> None:
     for m in model.modules():
         if isinstance(m, FusedConv):
             continue
-        for name, p in m.named_parameters(recurse=False):
+        for p in m.parameters(recurse=False):
             p.data = p.data.to(dtype)
         for name, b in m.named_buffers(recurse=False):
             if b.is_floating_point():

@@ -21,8 +21,8 @@ def cache_file() -> Path:
     return d / "tuning.json"
 
 
-# Bumped when the candidate set changes (2: csrbatch, 3: csrgather, 4: csrgather rows mode), so a cache filled before is measured again
-# rather than trusted to hold the best of candidates it never saw.
+# Bumped when the candidate set changes (2: csrbatch, 3: csrgather, 4: csrgather rows mode), so a
+# cache filled before is measured again rather than trusted to hold the best of candidates it never saw.
 CANDIDATES_VERSION = 4
 
 

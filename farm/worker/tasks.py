@@ -37,7 +37,6 @@ class JobRequest(Request):
 def _record_overrun(job_id: int, pid: int, limit_s: float) -> None:
     from farm.db.session import dispose_all
     from farm.worker import lifecycle
-
     from farm.worker.runner import remove_workdirs
 
     try:

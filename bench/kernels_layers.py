@@ -28,6 +28,7 @@ from farm.kernels.csrbatch.family import BatchConfig  # noqa: E402
 from farm.kernels.csrconv.config import Geometry, TileConfig, candidates, variant_for  # noqa: E402
 from farm.kernels.csrconv.table import weight_format  # noqa: E402
 from farm.kernels.csrgather.family import GatherConfig  # noqa: E402
+from farm.kernels.csrgen.family import GenConfig  # noqa: E402
 from farm.kernels.csrtile.family import StageConfig  # noqa: E402
 from farm.kernels.testing import pruned_weight, quantize  # noqa: E402
 
@@ -105,9 +106,12 @@ def check_cases():
             gather = [c for c in cands if isinstance(c, GatherConfig)]
             cands = [c for c in cands if isinstance(c, TileConfig)]
             split = [c for c in cands if c.s > 1][:1]
-            configs = cands[:1] + stage[:1] + batch[:1] + gather[-1:]
+            # csrgen on every case whatever its size: channel groups with a short last one,
+            # split-K, several groups per block (with empty shares past the last group)
+            configs = cands[:1] + stage[:1] + batch[:1] + gather[-1:] + [GenConfig(16, 64, 2, 2)]
             if (dtype, scheme) in ((torch.float32, "fp32"), (torch.float16, "fp16")):
                 configs += split + stage[1:] + batch[1:] + gather[:-1] + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
+                configs += [GenConfig(8, 32, 1, 1), GenConfig(32, 128, 1, 4), GenConfig(64, 32, 4, 1)]
             name = f"c{cin}-k{cout}-{h}x{w}-k{k}s{s}p{p}d{d}-n{n}-sp{sp}-{str(dtype)[6:]}-{scheme}{bits}"
             yield CheckCase(name, layer, (n, cin, h, w), dtype, configs, residual=i % 3 == 0)
 
@@ -127,9 +131,11 @@ def sources() -> list[str]:
     """Every kernel source this script can need (for precompiling without a GPU)."""
     out = []
     for case in check_cases():
-        g = case.layer.conv_shape(case.shape).geometry
+        cs = case.layer.conv_shape(case.shape)
+        g = cs.geometry
         for c in case.configs:
-            out.append(c.source(g, case.dtype == torch.float16, weight_format(case.layer.weight_record))
+            out.append(case.layer.gen_code(cs, c, case.dtype == torch.float16)[0] if isinstance(c, GenConfig) else
+                       c.source(g, case.dtype == torch.float16, weight_format(case.layer.weight_record))
                        if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
                        variant_for(g, c, case.dtype == torch.float16, weight_format(case.layer.weight_record)).source())
     for name, sp, vname, layer, dtype, cin, hw in bench_layers():
@@ -186,6 +192,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench-out")
     ap.add_argument("--precompile", action="store_true")
+    ap.add_argument("--skip-generated", action="store_true",
+                    help="with --precompile: leave csrgen's per-layer PTX to the GPU machine")
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--layers", default="", help="comma-separated layer names (default: all)")
     ap.add_argument("--skip-checks", action="store_true")
@@ -194,7 +202,9 @@ def main():
 
     t0 = time.time()
     if args.precompile:
-        srcs = sources()
+        from farm.kernels.compile import is_ptx
+
+        srcs = [s for s in sources() if not (args.skip_generated and is_ptx(s))]
         errors = precompile(srcs, args.arch)
         print(f"{len(srcs)} sources, {len(errors)} errors, {time.time() - t0:.0f} s")
         for e in errors[:5]:

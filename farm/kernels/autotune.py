@@ -29,10 +29,23 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).norm() / ref.norm().clamp_min(1e-30))
 
 
+def _compile_ahead(layer, shape, dtype, configs) -> None:
+    """Compile every candidate's source at once, on all cores (nvcc runs outside the GIL): the
+    generated family takes seconds per candidate, which one after another would add up.
+    Sources that fail are left for the measuring loop to reject with nvcc's message."""
+    from farm.kernels.compile import precompile
+
+    wanted = set(configs)
+    sources = [src for c, src in zip(layer.candidate_configs(shape), layer.kernel_sources(shape, dtype))
+               if c in wanted]
+    precompile(sources, runtime.arch())
+
+
 def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,
          runs: int = 10, inner: int = 5) -> TuneResult:
     """layer: a SparseConv2d. Times every candidate (CUDA graph replays), records all."""
     configs = configs or layer.candidate_configs(shape)
+    _compile_ahead(layer, shape, dtype, configs)
     g = torch.Generator(device=device).manual_seed(1234)
     x = torch.randn(shape, generator=g, device=device).to(dtype)
     ref = layer.reference(x, dtype=torch.float64)

@@ -21,6 +21,16 @@ from farm.errors import FarmError
 NVCC_OPTIONS = ("-O3", "-std=c++17", "--use_fast_math", "--jump-table-density=10")
 
 
+# Generated PTX starts with this line and names its target as PTX_TARGET, filled in per arch.
+PTX_MARK = "//PTX"
+PTX_TARGET = "@TARGET@"
+PTX_OPTIONS = ("-O3",)
+
+
+def is_ptx(source: str) -> bool:
+    return source.startswith(PTX_MARK)
+
+
 class CompileError(FarmError):
     """nvcc rejected a kernel source."""
 
@@ -54,9 +64,12 @@ def compile_cubin(source: str, arch: str, options=NVCC_OPTIONS, *, use_cache: bo
     if nvcc is None:
         raise CompileError("nvcc not found: install the CUDA toolkit or set CUDA_HOME")
     with tempfile.TemporaryDirectory() as tmp:
-        src, out = Path(tmp, "k.cu"), Path(tmp, "k.cubin")
-        src.write_text(source)
-        cmd = [nvcc, "--cubin", f"-arch={arch}", *options, "-o", str(out), str(src)]
+        ptx = is_ptx(source)
+        src, out = Path(tmp, "k.ptx" if ptx else "k.cu"), Path(tmp, "k.cubin")
+        src.write_text(source.replace(PTX_TARGET, arch) if ptx else source)
+        # PTX (generated per layer, farm.kernels.csrgen) goes to ptxas alone: no C++ options
+        opts = PTX_OPTIONS if ptx else options
+        cmd = [nvcc, "--cubin", f"-arch={arch}", *opts, "-o", str(out), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             first = (proc.stderr.strip().splitlines() or ["(no output)"])[:20]

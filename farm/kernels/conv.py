@@ -17,6 +17,7 @@ from farm.kernels.csrconv.config import TileConfig, candidates, variant_for
 from farm.kernels.csrconv.launch import ConvShape, GpuTable, Plan
 from farm.kernels.csrconv.table import build_table, pattern_hash, weight_format
 from farm.kernels.csrgather.family import GatherConfig, GatherPlan, build_gather_table, gather_candidates
+from farm.kernels.csrgen.family import GenConfig, GenPlan, gen_candidates, gen_source
 from farm.kernels.csrtile.family import (
     StageConfig, StagePlan, build_stage_table, max_chunk_entries, stage_candidates)
 
@@ -168,8 +169,19 @@ class SparseConv2d(FusedConv):
             self._tables[key] = GpuTable(t, device)
         return self._tables[key]
 
+    def gen_code(self, cs, config: GenConfig, half: bool):
+        """(PTX, channel groups) generated for this layer's weights; the batch is a launch argument."""
+        key = ("gen", cs.c, cs.h, cs.w, config, half)
+        if key not in self._tables:
+            dense = self.weight_record.to_dense().numpy()
+            self._tables[key] = gen_source(dense, self.scale.cpu().numpy(), cs, config, half)
+        return self._tables[key]
+
     def make_plan(self, shape, dtype, config, device):
         cs = self.conv_shape(shape)
+        if isinstance(config, GenConfig):
+            half = dtype == torch.float16
+            return GenPlan(*self.gen_code(cs, config, half), cs, config, half, device)
         if isinstance(config, GatherConfig):
             return GatherPlan(self.gather_table(cs.geometry, cs.h, cs.w, device), cs, config,
                               dtype == torch.float16)
@@ -180,6 +192,8 @@ class SparseConv2d(FusedConv):
         return Plan(self.table(config.rt, device), cs, config, dtype == torch.float16)
 
     def table_bytes(self, plan) -> int:
+        if isinstance(plan, GenPlan):  # the weights are the code: 16 bytes of instruction each
+            return 16 * self.weight_record.nnz
         e = plan.table.entries
         return e.numel() * e.element_size()
 
@@ -192,21 +206,25 @@ class SparseConv2d(FusedConv):
     def candidate_configs(self, shape) -> list:
         """The kernel families: csrbatch (four images per staged load, from batch 2), csrtile
         (staged input, broadcast weights), csrconv (register tiles over output channels with a
-        case switch; split-K for small batches) and csrgather (a block per output channel,
-        independent loads; small batches only)."""
+        case switch; split-K for small batches), csrgather (a block per output channel,
+        independent loads; small batches only) and csrgen (code generated for this layer's
+        weights; large batches only)."""
         cs = self.conv_shape(shape)
         oh, ow = cs.out_hw
         wfmt = weight_format(self.weight_record)
-        return (gather_candidates(cs.geometry, cs.n, cs.c, cs.h, cs.w, oh, ow)
+        return (gen_candidates(self.weight_record.nnz, cs.n * oh * ow)
+                + gather_candidates(cs.geometry, cs.n, cs.c, cs.h, cs.w, oh, ow)
                 + batch_candidates(cs.geometry, cs.k, cs.c, cs.n, oh, ow, wfmt)
                 + stage_candidates(cs.geometry, cs.k, cs.c, oh, ow, wfmt)
                 + candidates(cs.geometry, cs.k, cs.n * oh * ow))
 
     def kernel_sources(self, shape, dtype) -> list[str]:
         """Every source the candidates of this shape compile (to precompile without a GPU)."""
-        g = self.conv_shape(shape).geometry
+        cs = self.conv_shape(shape)
+        g = cs.geometry
         wfmt, half = weight_format(self.weight_record), dtype == torch.float16
-        return [c.source(g, half, wfmt) if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
+        return [self.gen_code(cs, c, half)[0] if isinstance(c, GenConfig) else
+                c.source(g, half, wfmt) if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
                 variant_for(g, c, half, wfmt).source() for c in self.candidate_configs(shape)]
 
     def plan_for(self, shape, dtype, device) -> Plan:

@@ -21,9 +21,10 @@ def cache_file() -> Path:
     return d / "tuning.json"
 
 
-# Bumped when the candidate set changes (2: csrbatch, 3: csrgather, 4: csrgather rows mode), so a
-# cache filled before is measured again rather than trusted to hold the best of candidates it never saw.
-CANDIDATES_VERSION = 4
+# Bumped when the candidate set changes (2: csrbatch, 3: csrgather, 4: csrgather rows mode,
+# 5: csrgen), so a cache filled before is measured again rather than trusted to hold the best of
+# candidates it never saw.
+CANDIDATES_VERSION = 5
 
 
 def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern: str) -> str:
@@ -74,6 +75,10 @@ def config_from(entry: dict):
         from farm.kernels.csrgather.family import GatherConfig
 
         return GatherConfig(**d)
+    if family == "gen":
+        from farm.kernels.csrgen.family import GenConfig
+
+        return GenConfig(**d)
     if family == "batch":
         from farm.kernels.csrbatch.family import BatchConfig
 

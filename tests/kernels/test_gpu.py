@@ -11,6 +11,7 @@ from farm.kernels.bench import TOLERANCE, check
 from farm.kernels.conv import SparseConv2d
 from farm.kernels.csrconv.config import TileConfig
 from farm.kernels.csrgather.family import GatherConfig, GatherPlan
+from farm.kernels.csrgen.family import GenConfig
 from farm.kernels.testing import pruned_weight, quantize
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
@@ -27,6 +28,11 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     (33, 20, 15, 15, 3, 1, 2, 2, 1, 0.95, GatherConfig(4, 1, 4)),
     (30, 70, 12, 17, 3, 2, 1, 1, 1, 0.5, GatherConfig(2, 8, 8, 2)),  # rows mode, last block partial
     (13, 37, 11, 9, 3, 1, 1, 1, 3, 0.8, GatherConfig(1, 8, 8, 1)),  # rows mode as the tuner offers it
+    # csrgen: code generated per layer; a short last group, split-K, groups sharing a block
+    (13, 37, 11, 9, 3, 1, 1, 1, 3, 0.8, GenConfig(16, 64, 2, 2)),
+    (30, 70, 12, 17, 3, 2, 1, 1, 5, 0.5, GenConfig(32, 128, 1, 1)),
+    (33, 20, 15, 15, 3, 1, 2, 2, 4, 0.95, GenConfig(8, 32, 4, 1)),
+    (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, GenConfig(32, 128, 2, 2)),
 ]
 
 
@@ -61,6 +67,26 @@ def test_cuda_graph_replay_matches_eager():
         eager = layer(x)
     torch.cuda.synchronize()
     assert torch.equal(y, eager)
+
+
+def test_generated_kernel_in_a_cuda_graph():
+    """csrgen at a batch the tuner would offer it for, replayed from a graph with new input."""
+    layer = _layer(64, 96, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)
+    shape = (8, 64, 14, 14)
+    plan = layer.make_plan(shape, torch.float32, GenConfig(32, 128, 2, 2), torch.device("cuda"))
+    x = torch.randn(shape, device="cuda")
+    res = torch.randn(8, 96, 14, 14, device="cuda")
+    from farm.kernels.runtime import stream
+
+    with torch.cuda.stream(stream()):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=stream()):
+            y = layer.run(plan, x, res)
+        x.copy_(torch.randn_like(x))
+        g.replay()
+    torch.cuda.synchronize()
+    ref = layer.reference(x, res, dtype=torch.float64)
+    assert float((y.double() - ref).norm() / ref.norm()) <= TOLERANCE[torch.float32]
 
 
 def test_sparsify_on_gpu_matches_pytorch():

@@ -1,0 +1,105 @@
+"""The csrgen kernel family: code generated for one layer's weights (generate.py), for batches
+large enough to give every group of output channels thousands of pixels.
+
+Config: KG output channels per thread (its accumulators), threads per block. The source depends
+on the weights, so a layer compiles its own cubins (seconds each; cached on disk by the text).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from farm.kernels import runtime
+from farm.kernels.csrgen.generate import KERNEL, Layout, generate, shared_bytes
+
+ARG_TYPES = "PPPPPii"
+MIN_PIXELS = 1024  # below this, too few threads per group to fill the GPU (csrgather's ground)
+# ptxas takes about 0.1-0.25 ms per nonzero (l3 3x3 at 90%, 59 k: 9 s; l4 3x3, 236 k: 56 s);
+# beyond this a candidate would take minutes to compile.
+MAX_NONZEROS = 300_000
+# Measured on the H200 at batch 32 (bench/gen_probe.py): every ResNet-50 layer's best config is
+# one of these or within 4% of it.
+CANDIDATES = ((32, 128, 2, 1), (32, 128, 1, 2), (32, 128, 2, 2), (64, 128, 1, 2))
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    kg: int  # output channels per thread
+    threads: int = 128  # threads (output pixels) per set
+    s: int = 1  # splits of each group's columns (split-K), a set of threads each
+    gs: int = 1  # groups per block, sharing the input in L1
+    family = "gen"
+
+    def __post_init__(self):
+        if (self.kg not in (8, 16, 32, 64) or self.threads not in (32, 64, 128, 256)
+                or self.s not in (1, 2, 4, 8) or self.gs not in (1, 2, 4, 8)
+                or self.block_threads > 1024 or self.shared_bytes > 227 * 1024):
+            raise ValueError(f"bad gen config {self}")
+
+    @property
+    def block_threads(self) -> int:
+        return self.threads * self.s * self.gs
+
+    @property
+    def shared_bytes(self) -> int:
+        return shared_bytes(self.kg, self.threads, self.s, self.gs)
+
+    @property
+    def name(self) -> str:
+        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}"
+
+    def to_dict(self) -> dict:
+        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs}
+
+
+def applicable(nnz: int, npix: int) -> bool:
+    return 0 < nnz <= MAX_NONZEROS and npix >= MIN_PIXELS
+
+
+def gen_candidates(nnz: int, npix: int) -> list[GenConfig]:
+    if not applicable(nnz, npix):
+        return []
+    return [GenConfig(*c) for c in CANDIDATES]
+
+
+def layout_of(shape) -> Layout:
+    return Layout(shape.c, shape.h, shape.w, shape.k, shape.kh, shape.kw, tuple(shape.stride),
+                  tuple(shape.padding), tuple(shape.dilation))
+
+
+class GenPlan:
+    """One layer at one input shape with one GenConfig: call it to run the generated kernel."""
+
+    def __init__(self, source: str, groups: list[list[int]], shape, cfg: GenConfig, act_half: bool, device):
+        self.shape, self.config, self.groups = shape, cfg, groups
+        self.fn = runtime.load_function(source, KERNEL)
+        if not hasattr(self.fn, "_farm_prepared"):
+            self.fn.prepare(ARG_TYPES)
+            if cfg.shared_bytes > 48 * 1024:  # past the default limit only on request
+                import pycuda.driver as cuda
+
+                self.fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                      cfg.shared_bytes)
+            self.fn._farm_prepared = True
+        # Taps that fall outside the image read from here: one image of zeros.
+        self.zero = torch.zeros(shape.c * shape.h * shape.w, dtype=torch.float16 if act_half else torch.float32,
+                                device=device)
+        oh, ow = shape.out_hw
+        self.npix = shape.n * oh * ow
+        self.grid = (-(-self.npix // cfg.threads), -(-len(groups) // cfg.gs), 1)
+        self.block = (cfg.block_threads, 1, 1)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
+        self.fn.prepared_async_call(
+            self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
+            0 if residual is None else residual.data_ptr(), bias.data_ptr(), self.zero.data_ptr(),
+            self.npix, int(relu), shared_size=self.config.shared_bytes)
+        return y
+
+
+def gen_source(dense: np.ndarray, scale: np.ndarray, shape, cfg: GenConfig, act_half: bool):
+    """(PTX, channel groups) of a layer's decoded weights at this input shape."""
+    return generate(dense, scale, layout_of(shape), cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs)

@@ -1,0 +1,281 @@
+"""PTX generated for one layer's sparsity pattern (the csrgen family; SparseRT's idea).
+
+A thread owns one output pixel (image, row, column) and the KG output channels of its group
+(blockIdx.y). Their accumulators are registers with static indices, so every input value the
+thread loads, x[c, ih + r, iw + s], feeds every nonzero of column (c, r, s) in the group: a load
+and then one FMA per nonzero, the weight an immediate operand of the FMA. Where a layer has few
+output pixels (14x14, 7x7) the group's columns are split S ways (split-K): a block is S sets of T
+threads over the same T pixels, each set runs its own share of the columns, and set 0 adds the
+others' partial sums from shared memory before the epilogue. Nothing is looked up at
+run time but the input and the bias; that is the point, and also the cost: the code holds every
+nonzero (16 bytes of instruction each), so it is compiled per layer and cached by its text.
+
+Borders need no tests in the loop: per tap the thread keeps a base address, the input's where
+the tap lands inside the image and a zeroed buffer's (one image long) where it does not.
+
+We write PTX, not CUDA C: ptxas alone takes seconds on code that nvcc's front end takes minutes
+on (straight-line code with tens of thousands of statements).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+PTX_VERSION = "8.0"  # CUDA 12.0+ ptxas; sm_80 and sm_90 both need no later ISA here
+TARGET = "@TARGET@"  # replaced by the arch at compile time (farm.kernels.compile)
+KERNEL = "csrgen"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What the generated code bakes in besides the weights: the input and output geometry."""
+
+    c: int
+    h: int
+    w: int
+    k: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        return ((self.h + 2 * ph - dh * (self.kh - 1) - 1) // sh + 1,
+                (self.w + 2 * pw - dw * (self.kw - 1) - 1) // sw + 1)
+
+    def tap_always_inside(self, r: int, s: int) -> bool:
+        """True when tap (r, s) lands inside the image for every output pixel."""
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        oh, ow = self.out_hw
+        rows = (-ph + r * dh, (oh - 1) * sh - ph + r * dh)
+        cols = (-pw + s * dw, (ow - 1) * sw - pw + s * dw)
+        return rows[0] >= 0 and rows[1] < self.h and cols[0] >= 0 and cols[1] < self.w
+
+
+def balance_groups(row_nnz: np.ndarray, kg: int) -> list[list[int]]:
+    """Output channels into groups of at most kg with nonzero counts as even as we can make them
+    (longest first, each to the lightest group with room): a block runs one group, and the
+    slowest group sets the kernel's time."""
+    ngroups = -(-len(row_nnz) // kg)
+    groups: list[list[int]] = [[] for _ in range(ngroups)]
+    load = np.zeros(ngroups, dtype=np.int64)
+    for ch in np.argsort(-row_nnz, kind="stable"):
+        open_ = [g for g in range(ngroups) if len(groups[g]) < kg]
+        g = min(open_, key=lambda i: load[i])
+        groups[g].append(int(ch))
+        load[g] += row_nnz[ch]
+    return [sorted(g) for g in groups]
+
+
+def _imm(v: float) -> str:
+    return "0f%08X" % struct.unpack("<I", struct.pack("<f", float(v)))[0]
+
+
+class _Writer:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def __call__(self, line: str):
+        self.lines.append("\t" + line + ";")
+
+    def label(self, name: str):
+        self.lines.append(name + ":")
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def split_columns(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Contiguous ranges of columns with about equal cost (instructions) each."""
+    edges = np.searchsorted(np.cumsum(cost), np.arange(1, parts) * cost.sum() / parts)
+    bounds = [0, *[int(e) + 1 for e in edges], len(cost)]
+    return [(min(a, len(cost)), min(b, len(cost))) for a, b in zip(bounds, bounds[1:])]
+
+
+def shared_bytes(kg: int, threads: int, splits: int, gs: int = 1) -> int:
+    """Partial sums of sets 1..S-1 of each of the block's GS groups: KG floats per thread."""
+    return 4 * kg * threads * gs * (splits - 1)
+
+
+def generate(dense: np.ndarray, scale: np.ndarray, lay: Layout, kg: int, threads: int,
+             act_half: bool, splits: int = 1, gs: int = 1) -> tuple[str, list[list[int]]]:
+    """PTX for the decoded weights `dense` (K, C, KH, KW; zeros are skipped) with `scale` per
+    output channel applied in the epilogue; returns the source and the channel groups.
+
+    A block is GS * S sets of `threads` threads over the same pixels: GS groups (blockIdx.y * GS
+    onwards), each split S ways. The GS groups of a block read the same input at about the same
+    time, so all but the first find it in L1. Kernel arguments: x, y, residual (0: none), bias,
+    zero buffer (at least C*H*W elements), pixels (batch * OH * OW), relu flag."""
+    k = dense.shape[0]
+    es = 2 if act_half else 4
+    row_nnz = (dense.reshape(k, -1) != 0).sum(1)
+    groups = balance_groups(row_nnz, kg)
+    blocks_y = -(-len(groups) // gs)
+    w = _Writer()
+    _prologue(w, lay, es, threads, splits, gs)
+    targets = [f"G{gi}S{si}" if gi < len(groups) else "EMPTY"
+               for gi in range(blocks_y * gs) for si in range(splits)]
+    w.lines.append(f"\tbodies: .branchtargets {', '.join(targets)};")
+    w("brx.idx %grp, bodies")
+    for gi, chans in enumerate(groups):
+        sub = dense[chans].reshape(len(chans), -1)  # (group, C*KH*KW)
+        used = np.nonzero((sub != 0).any(0))[0]
+        ranges = split_columns(1 + (sub[:, used] != 0).sum(0), splits)
+        for si, (a, b) in enumerate(ranges):
+            w.label(f"G{gi}S{si}")
+            _columns(w, sub, used[a:b], lay, es, act_half)
+            if splits > 1:
+                _exchange(w, len(chans), threads, splits, si, gs * (splits - 1))
+            if si == 0:
+                _epilogue(w, scale, chans, lay, es, act_half)
+            w("bra DONE")
+    w.label("EMPTY")  # a block's share past the last group: only the barrier
+    if splits > 1:
+        w("bar.sync 0")
+    w.label("DONE")
+    w("ret")
+    return _header(threads * splits * gs, splits > 1) + w.text() + "\n}\n", groups
+
+
+def _header(threads: int, shared: bool) -> str:
+    params = ", ".join([f".param .u64 p_{n}" for n in ("x", "y", "res", "bias", "zero")]
+                       + [".param .u32 p_npix", ".param .u32 p_relu"])
+    smem = ".extern .shared .align 16 .b8 partial[];\n" if shared else ""
+    return (f"//PTX csrgen\n.version {PTX_VERSION}\n.target {TARGET}\n.address_size 64\n{smem}\n"
+            f".visible .entry {KERNEL}({params})\n.maxntid {threads}, 1, 1\n{{\n"
+            "\t.reg .pred %p<40>;\n\t.reg .pred %pg, %pres, %prelu, %pvalid;\n"
+            "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot;\n\t.reg .b64 %rd<40>;\n"
+            "\t.reg .b64 %tap<64>;\n\t.reg .b64 %zero, %yb, %rb, %bias;\n"
+            "\t.reg .f32 %acc<256>;\n\t.reg .f32 %x<65536>;\n\t.reg .b16 %hx<65536>;\n"
+            "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n")
+
+
+def _prologue(w: _Writer, lay: Layout, es: int, threads: int, splits: int, gs: int):
+    """pix -> (n, oh, ow); per tap the base address (input or the zero buffer); output base.
+    %grp = group * splits + split; %slot = this thread's partial-sum column in shared memory."""
+    oh, ow = lay.out_hw
+    (sh, sw), (ph, pw), (dh, dw) = lay.stride, lay.padding, lay.dilation
+    w("mov.u32 %r1, %ctaid.x")
+    w("mov.u32 %r17, %tid.x")
+    w(f"rem.u32 %r2, %r17, {threads}")  # thread within its set
+    w(f"div.u32 %r18, %r17, {threads}")  # set
+    w(f"mad.lo.u32 %r3, %r1, {threads}, %r2")  # output pixel, image-major
+    w("ld.param.u32 %r4, [p_npix]")
+    w("setp.lt.u32 %pvalid, %r3, %r4")
+    if splits == 1:
+        w("@!%pvalid bra DONE")
+    else:
+        # every thread must reach the barrier: one past the end computes the last pixel again
+        # and does not store it
+        w("sub.u32 %r19, %r4, 1")
+        w("min.u32 %r3, %r3, %r19")
+        # split s > 0 of the block's group q writes row q * (S - 1) + s - 1; split 0 reads
+        # rows q * (S - 1) + s' - 1 from its own slot (row q * (S - 1) - 1) plus s' rows
+        w(f"div.u32 %r21, %r18, {splits}")
+        w(f"rem.u32 %r22, %r18, {splits}")
+        w(f"mad.lo.u32 %r23, %r21, {splits - 1}, %r22")
+        w("sub.u32 %r23, %r23, 1")
+        w("mov.u32 %slot, partial")
+        w(f"mad.lo.u32 %slot, %r23, {4 * threads}, %slot")
+        w("mad.lo.u32 %slot, %r2, 4, %slot")
+    w("mov.u32 %r20, %ctaid.y")
+    w(f"mad.lo.u32 %grp, %r20, {splits * gs}, %r18")
+    w(f"div.u32 %r5, %r3, {oh * ow}")  # n
+    w(f"mul.lo.u32 %r6, %r5, {oh * ow}")
+    w("sub.u32 %r7, %r3, %r6")  # pixel within the image
+    w(f"div.u32 %r8, %r7, {ow}")  # output row
+    w(f"mul.lo.u32 %r9, %r8, {ow}")
+    w("sub.u32 %r10, %r7, %r9")  # output column
+    w(f"mul.lo.s32 %r11, %r8, {sh}")
+    w(f"sub.s32 %r11, %r11, {ph}")  # input row of tap (0, 0)
+    w(f"mul.lo.s32 %r12, %r10, {sw}")
+    w(f"sub.s32 %r12, %r12, {pw}")  # input column of tap (0, 0)
+    w("ld.param.u64 %rd1, [p_x]")
+    w(f"mul.wide.u32 %rd2, %r5, {lay.c * lay.h * lay.w * es}")
+    w("add.u64 %rd3, %rd1, %rd2")  # this image's input
+    w("ld.param.u64 %zero, [p_zero]")
+    for r in range(lay.kh):
+        for s in range(lay.kw):
+            t = r * lay.kw + s
+            w(f"add.s32 %r13, %r11, {r * dh}")
+            w(f"add.s32 %r14, %r12, {s * dw}")
+            w(f"mad.lo.s32 %r15, %r13, {lay.w}, %r14")
+            w(f"mul.wide.s32 %rd4, %r15, {es}")
+            w(f"add.u64 %tap{t}, %rd3, %rd4")
+            if not lay.tap_always_inside(r, s):
+                # unsigned compares: a negative row or column is a huge one
+                w(f"setp.lt.u32 %p1, %r13, {lay.h}")
+                w(f"setp.lt.and.u32 %p1, %r14, {lay.w}, %p1")
+                w(f"selp.b64 %tap{t}, %tap{t}, %zero, %p1")
+    w("ld.param.u64 %rd5, [p_y]")
+    w(f"mul.wide.u32 %rd6, %r5, {lay.k * oh * ow}")
+    w("cvt.u64.u32 %rd7, %r7")
+    w("add.u64 %rd6, %rd6, %rd7")
+    w(f"mul.lo.u64 %rd6, %rd6, {es}")  # element offset of (n, channel 0, oh, ow) in bytes
+    w("add.u64 %yb, %rd5, %rd6")
+    w("ld.param.u64 %rd8, [p_res]")
+    w("setp.ne.u64 %pres, %rd8, 0")
+    w("add.u64 %rb, %rd8, %rd6")
+    w("ld.param.u64 %bias, [p_bias]")
+    w("ld.param.u32 %r16, [p_relu]")
+    w("setp.ne.u32 %prelu, %r16, 0")
+
+
+def _columns(w: _Writer, sub: np.ndarray, cols, lay: Layout, es: int, act_half: bool):
+    """Loads and FMAs of some columns of one channel group, in input order."""
+    khw = lay.kh * lay.kw
+    for j in range(sub.shape[0]):
+        w(f"mov.f32 %acc{j}, 0f00000000")
+    for n, col in enumerate(cols):
+        cin, tap = divmod(int(col), khw)
+        off = cin * lay.h * lay.w * es
+        if act_half:
+            w(f"ld.global.nc.b16 %hx{n % 65536}, [%tap{tap}+{off}]")
+            w(f"cvt.f32.f16 %x{n % 65536}, %hx{n % 65536}")
+        else:
+            w(f"ld.global.nc.f32 %x{n % 65536}, [%tap{tap}+{off}]")
+        for j in np.nonzero(sub[:, col])[0]:
+            w(f"fma.rn.f32 %acc{j}, %x{n % 65536}, {_imm(sub[j, col])}, %acc{j}")
+
+
+def _exchange(w: _Writer, kg: int, threads: int, splits: int, si: int, rows: int):
+    """Splits 1..S-1 leave their partial sums in shared memory; split 0 adds them after the
+    barrier. Layout [channel][row][thread], a row per (group, split > 0) of the block: a warp's
+    32 stores hit 32 banks."""
+    stride = 4 * threads * rows  # bytes between one thread's channels
+    if si > 0:
+        for j in range(kg):
+            w(f"st.shared.f32 [%slot+{j * stride}], %acc{j}")
+    w("bar.sync 0")
+    if si == 0:
+        for s_ in range(1, splits):
+            for j in range(kg):
+                w(f"ld.shared.f32 %v3, [%slot+{j * stride + s_ * 4 * threads}]")
+                w(f"add.f32 %acc{j}, %acc{j}, %v3")
+
+
+def _epilogue(w: _Writer, scale, chans, lay: Layout, es: int, act_half: bool):
+    """scale * acc + bias (+ residual) (ReLU), stored by threads of a real pixel."""
+    oh, ow = lay.out_hw
+    for j, ch in enumerate(chans):
+        off = ch * oh * ow * es
+        w(f"ld.global.nc.f32 %v1, [%bias+{ch * 4}]")
+        w(f"fma.rn.f32 %v0, %acc{j}, {_imm(scale[ch])}, %v1")
+        if act_half:
+            w(f"@%pres ld.global.b16 %hv0, [%rb+{off}]")
+            w("@%pres cvt.f32.f16 %v2, %hv0")
+        else:
+            w(f"@%pres ld.global.f32 %v2, [%rb+{off}]")
+        w("@%pres add.f32 %v0, %v0, %v2")
+        w("@%prelu max.f32 %v0, %v0, 0f00000000")
+        if act_half:
+            w("cvt.rn.f16.f32 %hv1, %v0")
+            w(f"@%pvalid st.global.b16 [%yb+{off}], %hv1")
+        else:
+            w(f"@%pvalid st.global.f32 [%yb+{off}], %v0")

@@ -1,0 +1,124 @@
+"""csrgen, the family generated per layer, on the CPU: the PTX holds exactly the layer's weights
+(read back from the text), the channel groups and column splits are balanced, and the source
+compiles for sm_80 and sm_90. Its output on a GPU is checked in test_gpu.py."""
+
+import re
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from farm.compress.sparse_tensor import SparseTensor
+from farm.kernels import tuning
+from farm.kernels.compile import compile_cubin, nvcc_path
+from farm.kernels.conv import SparseConv2d
+from farm.kernels.csrgen.family import MAX_NONZEROS, GenConfig, gen_candidates
+from farm.kernels.csrgen.generate import Layout, balance_groups, generate, split_columns
+from farm.kernels.testing import pruned_weight, quantize
+
+LOAD = re.compile(r"ld\.global\.nc\.(f32|b16) %h?x(\d+), \[%tap(\d+)\+(\d+)\]")
+FMA = re.compile(r"fma\.rn\.f32 %acc(\d+), %x(\d+), 0f([0-9A-F]{8}), %acc\d+")
+LABEL = re.compile(r"^G(\d+)S(\d+):$")
+
+
+def read_back(ptx: str, groups, lay: Layout, es: int) -> np.ndarray:
+    """The dense weights the generated code multiplies by: each FMA's immediate, placed at the
+    (channel of its accumulator, input channel and tap of the value it multiplies)."""
+    out = np.zeros((lay.k, lay.c, lay.kh * lay.kw), dtype=np.float32)
+    seen = np.zeros(out.shape, dtype=bool)
+    group, loaded = None, {}
+    for line in ptx.splitlines():
+        line = line.strip().rstrip(";")
+        if m := LABEL.match(line):
+            group = int(m.group(1))
+        elif m := LOAD.match(line):
+            reg, tap, off = int(m.group(2)), int(m.group(3)), int(m.group(4))
+            loaded[reg] = (off // (lay.h * lay.w * es), tap)
+        elif m := FMA.match(line):
+            ch = groups[group][int(m.group(1))]
+            cin, tap = loaded[int(m.group(2))]
+            assert not seen[ch, cin, tap], "a weight is applied twice"
+            seen[ch, cin, tap] = True
+            out[ch, cin, tap] = struct.unpack("<f", bytes.fromhex(m.group(3))[::-1])[0]
+    return out.reshape(lay.k, lay.c, lay.kh, lay.kw)
+
+
+def _layout(cin, cout, k, s, p, d, h, w):
+    return Layout(cin, h, w, cout, k, k, (s, s), (p, p), (d, d))
+
+
+CASES = [  # cin, cout, k, stride, pad, dil, h, w, sparsity, (kg, threads, splits, groups per block)
+    (13, 37, 3, 1, 1, 1, 11, 9, 0.8, (16, 64, 2, 2)),
+    (30, 70, 3, 2, 1, 1, 12, 17, 0.5, (32, 128, 1, 1)),
+    (33, 20, 3, 1, 2, 2, 15, 15, 0.95, (8, 32, 4, 1)),
+    (64, 256, 1, 1, 0, 1, 14, 14, 0.9, (64, 128, 1, 2)),
+    (3, 16, 7, 2, 3, 1, 32, 32, 0.5, (8, 64, 8, 2)),
+]
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"c{c[0]}-k{c[1]}-k{c[2]}s{c[3]}d{c[5]}-{c[9]}")
+def test_code_holds_exactly_the_weights(case, half):
+    cin, cout, k, s, p, d, h, w, sp, cfg = case
+    dense = pruned_weight((cout, cin, k, k), sp, seed=3, empty_rows=2).numpy()
+    lay = _layout(cin, cout, k, s, p, d, h, w)
+    ptx, groups = generate(dense, np.ones(cout, np.float32), lay, *cfg[:2], half, *cfg[2:])
+    assert sorted(sum(groups, [])) == list(range(cout))
+    assert np.array_equal(read_back(ptx, groups, lay, 2 if half else 4), dense)
+
+
+def test_quantized_weights_are_baked_decoded():
+    """A 4-bit k-means layer's code holds the codebook values, the scale stays in the epilogue."""
+    st = quantize(SparseTensor.from_dense(pruned_weight((24, 16, 3, 3), 0.9, seed=1)), "kmeans", 4)
+    layer = SparseConv2d(st, padding=(1, 1), scale=torch.rand(24) + 0.5)
+    cs = layer.conv_shape((32, 16, 10, 10))
+    ptx, groups = layer.gen_code(cs, GenConfig(8, 64, 2, 1), False)
+    lay = _layout(16, 24, 3, 1, 1, 1, 10, 10)
+    back = read_back(ptx, groups, lay, 4)
+    assert np.array_equal(back, st.to_dense().numpy())
+    assert len(np.unique(back[back != 0])) <= 16
+
+
+def test_groups_are_balanced():
+    rng = np.random.default_rng(0)
+    nnz = rng.integers(0, 300, size=250)
+    groups = balance_groups(nnz, 32)
+    assert all(len(g) <= 32 for g in groups) and len(groups) == 8
+    assert sorted(sum(groups, [])) == list(range(250))
+    loads = [nnz[g].sum() for g in groups]
+    assert max(loads) - min(loads) <= nnz.max()
+
+
+def test_column_splits_cover_in_order_with_even_cost():
+    cost = np.random.default_rng(1).integers(1, 8, size=1000)
+    ranges = split_columns(cost, 4)
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    shares = [cost[a:b].sum() for a, b in ranges]
+    assert max(shares) - min(shares) <= 2 * cost.max()
+
+
+def test_offered_only_for_large_batches_and_small_enough_layers():
+    layer = SparseConv2d(SparseTensor.from_dense(pruned_weight((64, 64, 3, 3), 0.9)), padding=(1, 1))
+    assert not any(isinstance(c, GenConfig) for c in layer.candidate_configs((1, 64, 14, 14)))
+    assert any(isinstance(c, GenConfig) for c in layer.candidate_configs((32, 64, 14, 14)))
+    assert gen_candidates(MAX_NONZEROS + 1, 10**6) == []
+
+
+def test_config_survives_the_tuning_cache():
+    cfg = GenConfig(64, 128, 1, 2)
+    assert tuning.config_from({"config": cfg.to_dict()}) == cfg
+    with pytest.raises(ValueError):
+        GenConfig(64, 256, 8, 1)  # 2,048 threads a block
+
+
+@pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4]], ids=["3x3-split-groups", "1x1", "7x7s2-split8"])
+def test_generated_ptx_compiles(case, half, arch):
+    cin, cout, k, s, p, d, h, w, sp, cfg = case
+    dense = pruned_weight((cout, cin, k, k), sp, seed=3).numpy()
+    ptx, _ = generate(dense, np.ones(cout, np.float32), _layout(cin, cout, k, s, p, d, h, w), *cfg[:2], half, *cfg[2:])
+    assert len(compile_cubin(ptx, arch, use_cache=False)) > 1000

@@ -30,7 +30,7 @@ def configs_for(layer, shape, wanted):
         return [GenConfig(*map(int, w.split("x"))) for w in wanted]
     cs = layer.conv_shape(shape)
     oh, ow = cs.out_hw
-    return gen_candidates(layer.weight_record.nnz, cs.n * oh * ow)
+    return gen_candidates(layer.weight_record.nnz, cs.n * oh * ow, cs.kh * cs.kw)
 
 
 def cases(args):

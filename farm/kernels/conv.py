@@ -212,7 +212,7 @@ class SparseConv2d(FusedConv):
         cs = self.conv_shape(shape)
         oh, ow = cs.out_hw
         wfmt = weight_format(self.weight_record)
-        return (gen_candidates(self.weight_record.nnz, cs.n * oh * ow)
+        return (gen_candidates(self.weight_record.nnz, cs.n * oh * ow, cs.kh * cs.kw)
                 + gather_candidates(cs.geometry, cs.n, cs.c, cs.h, cs.w, oh, ow)
                 + batch_candidates(cs.geometry, cs.k, cs.c, cs.n, oh, ow, wfmt)
                 + stage_candidates(cs.geometry, cs.k, cs.c, oh, ow, wfmt)

@@ -103,7 +103,8 @@ def test_offered_only_for_large_batches_and_small_enough_layers():
     layer = SparseConv2d(SparseTensor.from_dense(pruned_weight((64, 64, 3, 3), 0.9)), padding=(1, 1))
     assert not any(isinstance(c, GenConfig) for c in layer.candidate_configs((1, 64, 14, 14)))
     assert any(isinstance(c, GenConfig) for c in layer.candidate_configs((32, 64, 14, 14)))
-    assert gen_candidates(MAX_NONZEROS + 1, 10**6) == []
+    assert gen_candidates(MAX_NONZEROS + 1, 10**6, 9) == []
+    assert gen_candidates(1000, 10**6, 81) == []  # 9x9: more taps than base registers
 
 
 def test_config_survives_the_tuning_cache():

@@ -103,6 +103,9 @@ def shared_bytes(kg: int, threads: int, splits: int, gs: int = 1) -> int:
     return 4 * kg * threads * gs * (splits - 1)
 
 
+MAX_TAPS = 64  # a base address register per tap
+
+
 def generate(dense: np.ndarray, scale: np.ndarray, lay: Layout, kg: int, threads: int,
              act_half: bool, splits: int = 1, gs: int = 1) -> tuple[str, list[list[int]]]:
     """PTX for the decoded weights `dense` (K, C, KH, KW; zeros are skipped) with `scale` per
@@ -113,6 +116,8 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: Layout, kg: int, threads
     time, so all but the first find it in L1. Kernel arguments: x, y, residual (0: none), bias,
     zero buffer (at least C*H*W elements), pixels (batch * OH * OW), relu flag."""
     k = dense.shape[0]
+    if lay.kh * lay.kw > MAX_TAPS:
+        raise ValueError(f"csrgen takes kernels of at most {MAX_TAPS} taps, not {lay.kh}x{lay.kw}")
     es = 2 if act_half else 4
     row_nnz = (dense.reshape(k, -1) != 0).sum(1)
     groups = balance_groups(row_nnz, kg)
@@ -151,7 +156,7 @@ def _header(threads: int, shared: bool) -> str:
             f".visible .entry {KERNEL}({params})\n.maxntid {threads}, 1, 1\n{{\n"
             "\t.reg .pred %p<40>;\n\t.reg .pred %pg, %pres, %prelu, %pvalid;\n"
             "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot;\n\t.reg .b64 %rd<40>;\n"
-            "\t.reg .b64 %tap<64>;\n\t.reg .b64 %zero, %yb, %rb, %bias;\n"
+            f"\t.reg .b64 %tap<{MAX_TAPS}>;\n\t.reg .b64 %zero, %yb, %rb, %bias;\n"
             "\t.reg .f32 %acc<256>;\n\t.reg .f32 %x<65536>;\n\t.reg .b16 %hx<65536>;\n"
             "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n")
 

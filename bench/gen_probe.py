@@ -28,9 +28,7 @@ from farm.kernels.csrgen.family import GenConfig, gen_candidates  # noqa: E402
 def configs_for(layer, shape, wanted):
     if wanted:
         return [GenConfig(*map(int, w.split("x"))) for w in wanted]
-    cs = layer.conv_shape(shape)
-    oh, ow = cs.out_hw
-    return gen_candidates(layer.weight_record.nnz, cs.n * oh * ow, cs.kh * cs.kw)
+    return gen_candidates(layer.weight_record.nnz, layer.conv_shape(shape))
 
 
 def cases(args):

@@ -43,7 +43,7 @@ def pruned_resnet50(sparsity: float = 0.9, seed: int = 0) -> nn.Module:
     return m
 
 
-def sources() -> list[str]:
+def sources(batches=BATCHES) -> list[str]:
     from farm.kernels.conv import SparseConv2d
     from farm.kernels.csrconv.config import variant_for
     from farm.kernels.csrconv.table import weight_format
@@ -55,7 +55,7 @@ def sources() -> list[str]:
     for m, shape in shapes.items():
         if not isinstance(m, SparseConv2d):
             continue
-        for n in BATCHES:
+        for n in batches:
             out += m.kernel_sources((n, *shape[1:]), torch.float32)
     return list(dict.fromkeys(out))
 
@@ -95,6 +95,8 @@ def main():
     ap.add_argument("--skip-generated", action="store_true",
                     help="with --precompile: leave csrgen's per-layer PTX to the GPU machine")
     ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--skip-agreement", action="store_true")
+    ap.add_argument("--batches", type=lambda v: [int(b) for b in v.split(",")], default=list(BATCHES))
     args = ap.parse_args()
     from farm.kernels.compile import precompile
 
@@ -112,17 +114,23 @@ def main():
     runtime.require_gpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    precompile(sources(), runtime.arch())
+    errors = precompile(sources(args.batches), runtime.arch())
+    print(f"precompiled in {time.time() - t0:.0f} s, {len(errors)} errors {errors[:2]}", flush=True)
     result = {"env": environment(), "command": " ".join(sys.argv)}
     try:
+        if args.skip_agreement:
+            raise RuntimeError("skipped (--skip-agreement)")
         result["agreement"] = agreement("cuda")
         print("agreement", result["agreement"], flush=True)
     except Exception as exc:  # noqa: BLE001
         result["agreement"] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         print("agreement failed", result["agreement"], flush=True)
     model = pruned_resnet50()
-    result["resnet50"] = benchmark_model(model, (1, 3, 224, 224), BATCHES, device="cuda")
-    (out / "whole_model.json").write_text(json.dumps(result, indent=1))
+    result["resnet50"] = []
+    for n in args.batches:
+        result["resnet50"] += benchmark_model(model, (1, 3, 224, 224), [n], device="cuda")
+        (out / "whole_model.json").write_text(json.dumps(result, indent=1))
+        print(f"batch {n} done at {time.time() - t0:.0f} s", flush=True)
     for r in result["resnet50"]:
         print(f"resnet50 n{r['batch']}: dense fp32 {r['dense_fp32_ms']:.3f} tf32 {r['dense_tf32_ms']:.3f} "
               f"fp16 {r['dense_fp16_ms']:.3f} | sparse {r['sparse_ms']:.3f} (tf32 rest {r['sparse_tf32_ms']:.3f}) "

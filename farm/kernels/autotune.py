@@ -31,14 +31,21 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 def _compile_ahead(layer, shape, dtype, configs) -> None:
     """Compile every candidate's source at once, on all cores (nvcc runs outside the GIL): the
-    generated family takes seconds per candidate, which one after another would add up.
-    Sources that fail are left for the measuring loop to reject with nvcc's message."""
+    generated family takes seconds per candidate, which one after another would add up. Any
+    failure here is left for the measuring loop, which rejects that config with the reason."""
     from farm.kernels.compile import precompile
 
-    wanted = set(configs)
-    sources = [src for c, src in zip(layer.candidate_configs(shape), layer.kernel_sources(shape, dtype))
-               if c in wanted]
-    precompile(sources, runtime.arch())
+    sources = []
+    for config in configs:
+        try:
+            sources.append(layer.kernel_source(shape, dtype, config))
+        except Exception:  # noqa: BLE001 - the measuring loop meets it again and records it
+            pass
+    try:
+        precompile(sources, runtime.arch())
+    except Exception as exc:  # noqa: BLE001
+        if type(exc).__name__ == "SoftTimeLimitExceeded":  # Celery's: must stop the job
+            raise
 
 
 def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,

@@ -55,9 +55,19 @@ def cubin_key(source: str, arch: str, options=NVCC_OPTIONS) -> str:
     return hashlib.sha256("\0".join([source, arch, *options]).encode()).hexdigest()[:32]
 
 
+def options_for(source: str, options=NVCC_OPTIONS) -> tuple:
+    """PTX (generated per layer, farm.kernels.csrgen) goes to ptxas alone: no C++ options."""
+    return PTX_OPTIONS if is_ptx(source) else tuple(options)
+
+
+def cubin_path(source: str, arch: str, options=NVCC_OPTIONS) -> Path:
+    """Where the cubin of this source lives in the cache; the key holds the options used."""
+    return cache_dir() / f"{cubin_key(source, arch, options_for(source, options))}-{arch}.cubin"
+
+
 def compile_cubin(source: str, arch: str, options=NVCC_OPTIONS, *, use_cache: bool = True) -> bytes:
     """Compile CUDA C to a cubin for arch ('sm_90'); cached. Raises CompileError with nvcc's words."""
-    path = cache_dir() / f"{cubin_key(source, arch, options)}-{arch}.cubin"
+    path = cubin_path(source, arch, options)
     if use_cache and path.exists():
         return path.read_bytes()
     nvcc = nvcc_path()
@@ -67,8 +77,7 @@ def compile_cubin(source: str, arch: str, options=NVCC_OPTIONS, *, use_cache: bo
         ptx = is_ptx(source)
         src, out = Path(tmp, "k.ptx" if ptx else "k.cu"), Path(tmp, "k.cubin")
         src.write_text(source.replace(PTX_TARGET, arch) if ptx else source)
-        # PTX (generated per layer, farm.kernels.csrgen) goes to ptxas alone: no C++ options
-        opts = PTX_OPTIONS if ptx else options
+        opts = options_for(source, options)
         cmd = [nvcc, "--cubin", f"-arch={arch}", *opts, "-o", str(out), str(src)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -85,8 +94,7 @@ def precompile(sources: list[str], arch: str, workers: int | None = None) -> lis
     """Compile many sources in parallel (nvcc runs outside the GIL); returns the errors."""
     from concurrent.futures import ThreadPoolExecutor
 
-    todo = [s for s in dict.fromkeys(sources)
-            if not (cache_dir() / f"{cubin_key(s, arch)}-{arch}.cubin").exists()]
+    todo = [s for s in dict.fromkeys(sources) if not cubin_path(s, arch).exists()]
     errors = []
 
     def one(src):

@@ -170,12 +170,10 @@ class SparseConv2d(FusedConv):
         return self._tables[key]
 
     def gen_code(self, cs, config: GenConfig, half: bool):
-        """(PTX, channel groups) generated for this layer's weights; the batch is a launch argument."""
-        key = ("gen", cs.c, cs.h, cs.w, config, half)
-        if key not in self._tables:
-            dense = self.weight_record.to_dense().numpy()
-            self._tables[key] = gen_source(dense, self.scale.cpu().numpy(), cs, config, half)
-        return self._tables[key]
+        """(PTX, channel groups) generated for this layer's weights; the batch is a launch argument.
+        Not kept: the text is ~60 bytes per nonzero (140 MB for ResNet-50 at 90%), and
+        generating it again takes a fraction of a second."""
+        return gen_source(self.weight_record.to_dense().numpy(), self.scale.cpu().numpy(), cs, config, half)
 
     def make_plan(self, shape, dtype, config, device):
         cs = self.conv_shape(shape)
@@ -212,29 +210,37 @@ class SparseConv2d(FusedConv):
         cs = self.conv_shape(shape)
         oh, ow = cs.out_hw
         wfmt = weight_format(self.weight_record)
-        return (gen_candidates(self.weight_record.nnz, cs.n * oh * ow, cs.kh * cs.kw)
+        return (gen_candidates(self.weight_record.nnz, cs)
                 + gather_candidates(cs.geometry, cs.n, cs.c, cs.h, cs.w, oh, ow)
                 + batch_candidates(cs.geometry, cs.k, cs.c, cs.n, oh, ow, wfmt)
                 + stage_candidates(cs.geometry, cs.k, cs.c, oh, ow, wfmt)
                 + candidates(cs.geometry, cs.k, cs.n * oh * ow))
 
+    def kernel_source(self, shape, dtype, config) -> str:
+        """The source one config compiles for this layer at this input shape."""
+        cs = self.conv_shape(shape)
+        wfmt, half = weight_format(self.weight_record), dtype == torch.float16
+        if isinstance(config, GenConfig):
+            return self.gen_code(cs, config, half)[0]
+        if isinstance(config, (StageConfig, BatchConfig, GatherConfig)):
+            return config.source(cs.geometry, half, wfmt)
+        return variant_for(cs.geometry, config, half, wfmt).source()
+
     def kernel_sources(self, shape, dtype) -> list[str]:
         """Every source the candidates of this shape compile (to precompile without a GPU)."""
-        cs = self.conv_shape(shape)
-        g = cs.geometry
-        wfmt, half = weight_format(self.weight_record), dtype == torch.float16
-        return [self.gen_code(cs, c, half)[0] if isinstance(c, GenConfig) else
-                c.source(g, half, wfmt) if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
-                variant_for(g, c, half, wfmt).source() for c in self.candidate_configs(shape)]
+        return [self.kernel_source(shape, dtype, c) for c in self.candidate_configs(shape)]
 
     def plan_for(self, shape, dtype, device) -> Plan:
         key = (tuple(shape), dtype)
         if key not in self._plans:
             hit = tuning.lookup(self.tuning_key(shape, dtype))
-            if hit is not None:
+            capturing = torch.cuda.is_current_stream_capturing()
+            if hit is not None and not (capturing and hit["config"].get("family") == "gen"):
                 config = tuning.config_from(hit)
-            elif torch.cuda.is_current_stream_capturing():
-                config = self.candidate_configs(shape)[0]  # cannot measure inside a capture
+            elif capturing:
+                # cannot measure inside a capture, nor build csrgen's plan (ptxas, and a zeroed
+                # buffer that a capture would only record): a fixed kernel
+                config = next(c for c in self.candidate_configs(shape) if not isinstance(c, GenConfig))
             else:
                 from farm.kernels.autotune import tune
 

@@ -98,6 +98,19 @@ def load_function(source: str, name: str):
     return fn
 
 
+def load_function_uncached(source: str, name: str):
+    """load_function without the in-memory cache, for sources too big to keep as cache keys
+    (csrgen's per-layer PTX); the cubin still comes from the disk cache. The module lives as
+    long as the function."""
+    from farm.kernels.compile import compile_cubin
+
+    st = _init()
+    module = st["cuda"].module_from_buffer(compile_cubin(source, arch()))
+    fn = module.get_function(name)
+    fn._farm_module = module
+    return fn
+
+
 @lru_cache(maxsize=None)
 def load_handle(source: str, name: str) -> int:
     """Like load_function, but the raw CUfunction handle, for launches with attributes

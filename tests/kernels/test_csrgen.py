@@ -13,12 +13,19 @@ from farm.compress.sparse_tensor import SparseTensor
 from farm.kernels import tuning
 from farm.kernels.compile import compile_cubin, nvcc_path
 from farm.kernels.conv import SparseConv2d
+from farm.kernels.csrconv.launch import ConvShape
 from farm.kernels.csrgen.family import MAX_NONZEROS, GenConfig, gen_candidates
 from farm.kernels.csrgen.generate import Layout, balance_groups, generate, split_columns
 from farm.kernels.testing import pruned_weight, quantize
 
 LOAD = re.compile(r"ld\.global\.nc\.(f32|b16) %h?x(\d+), \[%tap(\d+)\+(\d+)\]")
-FMA = re.compile(r"fma\.rn\.f32 %acc(\d+), %x(\d+), 0f([0-9A-F]{8}), %acc\d+")
+FMA = re.compile(r"fma\.rn\.f32 %acc(\d+), %x(\d+), 0f([0-9A-F]{8}), %acc(\d+)")
+EPILOGUE = re.compile(r"fma\.rn\.f32 %v0, %acc(\d+), 0f([0-9A-F]{8}), %v1")
+STORE = re.compile(r"@%pvalid st\.global\.(f32|b16) \[%yb\+(\d+)\], %h?v\d")
+
+
+def _float(hex8: str) -> float:
+    return struct.unpack("<f", bytes.fromhex(hex8)[::-1])[0]
 LABEL = re.compile(r"^G(\d+)S(\d+):$")
 
 
@@ -36,12 +43,31 @@ def read_back(ptx: str, groups, lay: Layout, es: int) -> np.ndarray:
             reg, tap, off = int(m.group(2)), int(m.group(3)), int(m.group(4))
             loaded[reg] = (off // (lay.h * lay.w * es), tap)
         elif m := FMA.match(line):
+            assert m.group(1) == m.group(4), "an FMA must add into its own accumulator"
             ch = groups[group][int(m.group(1))]
             cin, tap = loaded[int(m.group(2))]
             assert not seen[ch, cin, tap], "a weight is applied twice"
             seen[ch, cin, tap] = True
-            out[ch, cin, tap] = struct.unpack("<f", bytes.fromhex(m.group(3))[::-1])[0]
+            out[ch, cin, tap] = _float(m.group(3))
     return out.reshape(lay.k, lay.c, lay.kh, lay.kw)
+
+
+def read_epilogue(ptx: str, groups, lay: Layout, es: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel: the scale its accumulator is multiplied by, and the channel its result
+    is stored to (by the byte offset of the store), as the epilogues of split 0 write them."""
+    oh, ow = lay.out_hw
+    scale, stored = np.full(lay.k, np.nan, np.float32), np.full(lay.k, -1)
+    group, acc = None, None
+    for line in ptx.splitlines():
+        line = line.strip().rstrip(";")
+        if m := LABEL.match(line):
+            group = int(m.group(1))
+        elif m := EPILOGUE.match(line):
+            acc = groups[group][int(m.group(1))]
+            scale[acc] = _float(m.group(2))
+        elif m := STORE.match(line):
+            stored[acc] = int(m.group(2)) // (oh * ow * es)
+    return scale, stored
 
 
 def _layout(cin, cout, k, s, p, d, h, w):
@@ -66,6 +92,18 @@ def test_code_holds_exactly_the_weights(case, half):
     ptx, groups = generate(dense, np.ones(cout, np.float32), lay, *cfg[:2], half, *cfg[2:])
     assert sorted(sum(groups, [])) == list(range(cout))
     assert np.array_equal(read_back(ptx, groups, lay, 2 if half else 4), dense)
+
+
+@pytest.mark.parametrize("case", CASES[:2] + CASES[4:], ids=lambda c: f"c{c[0]}-k{c[1]}-{c[9]}")
+def test_each_channel_is_scaled_and_stored_once_to_its_own_place(case):
+    cin, cout, k, s, p, d, h, w, sp, cfg = case
+    dense = pruned_weight((cout, cin, k, k), sp, seed=4, empty_rows=2).numpy()
+    lay = _layout(cin, cout, k, s, p, d, h, w)
+    scale = (np.arange(cout) + 1).astype(np.float32) / 8
+    ptx, groups = generate(dense, scale, lay, *cfg[:2], False, *cfg[2:])
+    got_scale, stored = read_epilogue(ptx, groups, lay, 4)
+    assert np.array_equal(got_scale, scale)
+    assert np.array_equal(stored, np.arange(cout))
 
 
 def test_quantized_weights_are_baked_decoded():
@@ -103,8 +141,11 @@ def test_offered_only_for_large_batches_and_small_enough_layers():
     layer = SparseConv2d(SparseTensor.from_dense(pruned_weight((64, 64, 3, 3), 0.9)), padding=(1, 1))
     assert not any(isinstance(c, GenConfig) for c in layer.candidate_configs((1, 64, 14, 14)))
     assert any(isinstance(c, GenConfig) for c in layer.candidate_configs((32, 64, 14, 14)))
-    assert gen_candidates(MAX_NONZEROS + 1, 10**6, 9) == []
-    assert gen_candidates(1000, 10**6, 81) == []  # 9x9: more taps than base registers
+    big = ConvShape(32, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))
+    assert gen_candidates(1000, big)
+    assert gen_candidates(MAX_NONZEROS + 1, big) == []
+    assert gen_candidates(1000, ConvShape(32, 64, 56, 56, 64, 9, 9, (1, 1), (4, 4), (1, 1))) == []  # 81 taps
+    assert gen_candidates(1000, ConvShape(2, 4096, 512, 512, 64, 3, 3, (1, 1), (1, 1), (1, 1))) == []  # 4 GB images
 
 
 def test_config_survives_the_tuning_cache():

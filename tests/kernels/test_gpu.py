@@ -69,6 +69,32 @@ def test_cuda_graph_replay_matches_eager():
     assert torch.equal(y, eager)
 
 
+@pytest.mark.parametrize("config", [GenConfig(8, 32, 8, 1), GenConfig(16, 32, 2, 4)], ids=lambda c: c.name)
+def test_generated_kernel_without_residual_or_relu(config):
+    layer = _layer(40, 72, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32, relu=False)
+    shape = (6, 40, 13, 11)
+    plan = layer.make_plan(shape, torch.float32, config, torch.device("cuda"))
+    assert check(layer, plan, shape, torch.float32, "cuda", residual=False) <= TOLERANCE[torch.float32]
+
+
+def test_tuning_offers_times_and_restores_the_generated_family(tmp_path, monkeypatch):
+    """tune() at a batch where csrgen is a candidate: every gen candidate compiled ahead and
+    timed; a GenConfig read back from the tuning cache builds a plan that computes the layer."""
+    from farm.kernels import tuning
+    from farm.kernels.autotune import tune
+
+    monkeypatch.setenv("FARM_KERNEL_CACHE", str(tmp_path))
+    layer = _layer(64, 64, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)
+    shape = (16, 64, 14, 14)
+    gens = [c for c in layer.candidate_configs(shape) if isinstance(c, GenConfig)]
+    result = tune(layer, shape, torch.float32, torch.device("cuda"), configs=gens + [TileConfig(8, 4, 1)])
+    timed = [r for r in result.tried if r["config"].startswith("gn-") and "ms" in r]
+    assert len(timed) == len(gens) == 4
+    config = tuning.config_from({"config": GenConfig(32, 128, 2, 2).to_dict()})
+    plan = layer.make_plan(shape, torch.float32, config, torch.device("cuda"))
+    assert check(layer, plan, shape, torch.float32, "cuda", residual=True) <= TOLERANCE[torch.float32]
+
+
 def test_generated_kernel_in_a_cuda_graph():
     """csrgen at a batch the tuner would offer it for, replayed from a graph with new input."""
     layer = _layer(64, 96, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)

@@ -29,7 +29,7 @@ CANDIDATES = ((32, 128, 2, 1), (32, 128, 1, 2), (32, 128, 2, 2), (64, 128, 1, 2)
 @dataclass(frozen=True)
 class GenConfig:
     kg: int  # output channels per thread
-    threads: int = 128  # threads (output pixels) per set
+    threads: int = 128  # threads (output pixels) per set; a block is threads * s * gs
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
     family = "gen"
@@ -56,12 +56,16 @@ class GenConfig:
         return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs}
 
 
-def applicable(nnz: int, npix: int, taps: int) -> bool:
-    return 0 < nnz <= MAX_NONZEROS and npix >= MIN_PIXELS and taps <= MAX_TAPS
+def applicable(nnz: int, shape) -> bool:
+    """shape: a ConvShape. Offsets in the code are 32-bit: one image in or out under 2 GB."""
+    oh, ow = shape.out_hw
+    npix = shape.n * oh * ow
+    return (0 < nnz <= MAX_NONZEROS and MIN_PIXELS <= npix < 2**31 and shape.kh * shape.kw <= MAX_TAPS
+            and 4 * shape.c * shape.h * shape.w < 2**31 and 4 * shape.k * oh * ow < 2**31)
 
 
-def gen_candidates(nnz: int, npix: int, taps: int) -> list[GenConfig]:
-    if not applicable(nnz, npix, taps):
+def gen_candidates(nnz: int, shape) -> list[GenConfig]:
+    if not applicable(nnz, shape):
         return []
     return [GenConfig(*c) for c in CANDIDATES]
 
@@ -76,15 +80,12 @@ class GenPlan:
 
     def __init__(self, source: str, groups: list[list[int]], shape, cfg: GenConfig, act_half: bool, device):
         self.shape, self.config, self.groups = shape, cfg, groups
-        self.fn = runtime.load_function(source, KERNEL)
-        if not hasattr(self.fn, "_farm_prepared"):
-            self.fn.prepare(ARG_TYPES)
-            if cfg.shared_bytes > 48 * 1024:  # past the default limit only on request
-                import pycuda.driver as cuda
+        self.fn = runtime.load_function_uncached(source, KERNEL)
+        self.fn.prepare(ARG_TYPES)
+        if cfg.shared_bytes > 48 * 1024:  # past the default limit only on request
+            import pycuda.driver as cuda
 
-                self.fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                                      cfg.shared_bytes)
-            self.fn._farm_prepared = True
+            self.fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, cfg.shared_bytes)
         # Taps that fall outside the image read from here: one image of zeros.
         self.zero = torch.zeros(shape.c * shape.h * shape.w, dtype=torch.float16 if act_half else torch.float32,
                                 device=device)

@@ -119,6 +119,9 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: Layout, kg: int, threads
     if lay.kh * lay.kw > MAX_TAPS:
         raise ValueError(f"csrgen takes kernels of at most {MAX_TAPS} taps, not {lay.kh}x{lay.kw}")
     es = 2 if act_half else 4
+    oh, ow = lay.out_hw
+    if max(lay.c * lay.h * lay.w, k * oh * ow) * es >= 2**31:  # immediates and offsets are 32-bit
+        raise ValueError(f"csrgen needs one image (in and out) under 2 GB, not {lay}")
     row_nnz = (dense.reshape(k, -1) != 0).sum(1)
     groups = balance_groups(row_nnz, kg)
     blocks_y = -(-len(groups) // gs)

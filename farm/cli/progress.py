@@ -47,8 +47,10 @@ class StageProgress:
             self.task = self.progress.add_task(f"{self.prefix}{data['name']}", total=None, note="")
         elif kind == "epoch" and self.task is not None:
             note = " ".join(f"{k} {data[k]:.3f}" for k in ("loss", "accuracy") if isinstance(data.get(k), float))
-            # The guarded search's sensitivity scan counts layers, not epochs.
-            step = (f"epoch {data.get('epoch')}/{data.get('epochs')}" if data.get("epochs")
+            # The guarded search's sensitivity scan counts layers, not epochs; the benchmark
+            # stage says what it just timed.
+            step = (data["step"] if data.get("step") else
+                    f"epoch {data.get('epoch')}/{data.get('epochs')}" if data.get("epochs")
                     else f"{data.get('stage', '')} {data.get('layer', data.get('epoch', ''))}")
             self.progress.update(self.task, total=data.get("epochs") or None,
                                  completed=data.get("epoch", 0), note=f"{step} {note}")

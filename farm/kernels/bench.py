@@ -155,23 +155,27 @@ def _sparse_model(model, dtype, weights=None):
 
 
 def benchmark_layers(model: nn.Module, input_shape, batch_sizes, *, device="cuda",
-                     dtype: torch.dtype = torch.float32, weights: dict | None = None) -> list[dict]:
+                     dtype: torch.dtype = torch.float32, weights: dict | None = None,
+                     callback=None) -> list[dict]:
     """Per sparse layer of `model` (sparsified here if it is not yet; `weights`: compressed
     records by parameter name, e.g. load_compressed(path).tensors), at each batch size. A layer
-    whose kernel output does not match F.conv2d gets no row."""
+    whose kernel output does not match F.conv2d gets no row. `callback` gets
+    {"layer", "batch", "done", "of"} after each layer (tuning one can take seconds: compiling)."""
     runtime.require_gpu()
     from farm.kernels.sparsify import layer_inputs
 
     sm = _sparse_model(model, dtype, weights).to(device)
     ceil, env, rows = ceilings(device), environment(), []
     names = {m: n for n, m in sm.named_modules()}
-    for b in batch_sizes:
-        shapes = layer_inputs(sm, (b, *input_shape[1:]), dtype, device)
-        for m, shape in shapes.items():
-            if isinstance(m, SparseConv2d):
-                row = bench_layer(m, shape, dtype, device, ceil, name=names[m])
-                if "ours_ms" in row:
-                    rows.append({**row, "env": env, "ceilings": ceil})
+    todo = [(b, m, shape) for b in batch_sizes
+            for m, shape in layer_inputs(sm, (b, *input_shape[1:]), dtype, device).items()
+            if isinstance(m, SparseConv2d)]
+    for i, (b, m, shape) in enumerate(todo):
+        row = bench_layer(m, shape, dtype, device, ceil, name=names[m])
+        if "ours_ms" in row:
+            rows.append({**row, "env": env, "ceilings": ceil})
+        if callback:
+            callback({"layer": names[m], "batch": b, "done": i + 1, "of": len(todo)})
     return rows
 
 
@@ -181,9 +185,11 @@ def time_model(model, x, stream=None) -> float:
 
 
 def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda",
-                    dtype: torch.dtype = torch.float32, weights: dict | None = None) -> list[dict]:
+                    dtype: torch.dtype = torch.float32, weights: dict | None = None,
+                    callback=None) -> list[dict]:
     """Whole-model latency, CUDA graphs on both sides: dense fp32 / TF32 / fp16 vs sparsified.
-    max_rel_err compares the sparse model with the model's own forward in float64."""
+    max_rel_err compares the sparse model with the model's own forward in float64. `callback`
+    gets {"layer": None, "batch", "done", "of"} after each batch size."""
     runtime.require_gpu()
     from farm.kernels.sparsify import sparsify
 
@@ -224,4 +230,6 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         row["sparse_layers_tf32"] = sum(isinstance(m, SparseConv2d) for m in sm_tf32.modules())
         row["decisions"] = getattr(sm, "_farm_decisions", [])
         rows.append(row)
+        if callback:
+            callback({"layer": None, "batch": b, "done": len(rows), "of": len(batch_sizes)})
     return rows

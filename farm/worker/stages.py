@@ -147,6 +147,19 @@ def _gpu_index() -> int | None:
     return int(first) if first.isdigit() else None
 
 
+def bench_progress(callback: Callable[[dict], None], start: float, share: float) -> Callable[[dict], None]:
+    """The kernels' per-layer / per-batch events as the stage's progress events: one bar for
+    the stage (layers first, then the whole model), in per-mille "epochs", and a note saying
+    what was just timed."""
+
+    def event(ev: dict) -> None:
+        what = ev["layer"] or "whole model"
+        callback({"stage": "benchmark", "epoch": round(1000 * (start + share * ev["done"] / ev["of"])),
+                  "epochs": 1000, "step": f"{what}, batch {ev['batch']} ({ev['done']}/{ev['of']})"})
+
+    return event
+
+
 def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:
     """Time every sparse layer and the whole model against cuDNN; no GPU means skipped, not failed."""
     if ctx.device != "cuda":
@@ -162,10 +175,10 @@ def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:
     weights = stored.tensors
     shape = (1, ctx.data.in_channels, *ctx.data.input_size)  # (N, C, H, W); N is each of batches
     try:
-        layers = _require(kernels, "benchmark_layers", "benchmark")(model, shape, list(ctx.spec.batches),
-                                                                   weights=weights)
-        whole = _require(kernels, "benchmark_model", "benchmark")(model, shape, list(ctx.spec.batches),
-                                                                 weights=weights)
+        layers = _require(kernels, "benchmark_layers", "benchmark")(
+            model, shape, list(ctx.spec.batches), weights=weights, callback=bench_progress(ctx.callback, 0.0, 0.8))
+        whole = _require(kernels, "benchmark_model", "benchmark")(
+            model, shape, list(ctx.spec.batches), weights=weights, callback=bench_progress(ctx.callback, 0.8, 0.2))
         env = _require(kernels, "environment", "benchmark")()
     except GPUUnavailable as e:
         return StageOutput({}, skipped=f"skipped: no GPU ({e})")

@@ -1,0 +1,41 @@
+"""The benchmark stage's progress: the kernels' per-layer events become one rising bar for the
+stage (layers, then the whole model) with a note naming what was timed, shown by the CLI."""
+
+import io
+
+from rich.console import Console
+
+from farm.cli import progress as cli_progress
+from farm.worker.stages import bench_progress
+
+
+def _stage_events(layers: int, batches: int) -> list[dict]:
+    seen = []
+    on_layer = bench_progress(seen.append, 0.0, 0.8)
+    on_model = bench_progress(seen.append, 0.8, 0.2)
+    for i in range(layers):
+        on_layer({"layer": f"layer{i}.conv", "batch": 32, "done": i + 1, "of": layers})
+    for j in range(batches):
+        on_model({"layer": None, "batch": 32, "done": j + 1, "of": batches})
+    return seen
+
+
+def test_one_bar_rises_to_the_end():
+    events = _stage_events(19, 2)
+    done = [e["epoch"] / e["epochs"] for e in events]
+    assert done == sorted(done) and done[-1] == 1.0 and 0 < done[0] < 0.1
+    assert all(e["stage"] == "benchmark" for e in events)
+    assert events[3]["step"] == "layer3.conv, batch 32 (4/19)"
+    assert events[-1]["step"] == "whole model, batch 32 (2/2)"
+
+
+def test_the_cli_shows_what_was_timed(monkeypatch):
+    out = io.StringIO()
+    console = Console(file=out, width=160, force_terminal=False)
+    monkeypatch.setattr(cli_progress, "err", console)
+    with cli_progress.StageProgress() as bars:
+        bars("stage", {"name": "benchmark"})
+        for event in _stage_events(3, 1)[:2]:
+            bars("epoch", event)
+        bars.progress.refresh()
+    assert "layer1.conv, batch 32 (2/3)" in out.getvalue()

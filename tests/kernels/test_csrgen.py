@@ -15,7 +15,7 @@ from farm.kernels.compile import compile_cubin, nvcc_path
 from farm.kernels.conv import SparseConv2d
 from farm.kernels.csrconv.launch import ConvShape
 from farm.kernels.csrgen.family import MAX_NONZEROS, GenConfig, gen_candidates
-from farm.kernels.csrgen.generate import Layout, balance_groups, generate, split_columns
+from farm.kernels.csrgen.generate import balance_groups, generate, split_columns
 from farm.kernels.testing import pruned_weight, quantize
 
 LOAD = re.compile(r"ld\.global\.nc\.(f32|b16) %h?x(\d+), \[%tap(\d+)\+(\d+)\]")
@@ -29,7 +29,7 @@ def _float(hex8: str) -> float:
 LABEL = re.compile(r"^G(\d+)S(\d+):$")
 
 
-def read_back(ptx: str, groups, lay: Layout, es: int) -> np.ndarray:
+def read_back(ptx: str, groups, lay: ConvShape, es: int) -> np.ndarray:
     """The dense weights the generated code multiplies by: each FMA's immediate, placed at the
     (channel of its accumulator, input channel and tap of the value it multiplies)."""
     out = np.zeros((lay.k, lay.c, lay.kh * lay.kw), dtype=np.float32)
@@ -52,7 +52,7 @@ def read_back(ptx: str, groups, lay: Layout, es: int) -> np.ndarray:
     return out.reshape(lay.k, lay.c, lay.kh, lay.kw)
 
 
-def read_epilogue(ptx: str, groups, lay: Layout, es: int) -> tuple[np.ndarray, np.ndarray]:
+def read_epilogue(ptx: str, groups, lay: ConvShape, es: int) -> tuple[np.ndarray, np.ndarray]:
     """Per output channel: the scale its accumulator is multiplied by, and the channel its result
     is stored to (by the byte offset of the store), as the epilogues of split 0 write them."""
     oh, ow = lay.out_hw
@@ -71,7 +71,7 @@ def read_epilogue(ptx: str, groups, lay: Layout, es: int) -> tuple[np.ndarray, n
 
 
 def _layout(cin, cout, k, s, p, d, h, w):
-    return Layout(cin, h, w, cout, k, k, (s, s), (p, p), (d, d))
+    return ConvShape(1, cin, h, w, cout, k, k, (s, s), (p, p), (d, d))  # the batch is not in the code
 
 
 CASES = [  # cin, cout, k, stride, pad, dil, h, w, sparsity, (kg, threads, splits, groups per block)

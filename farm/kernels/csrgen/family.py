@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from farm.kernels import runtime
-from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, Layout, generate, shared_bytes
+from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, generate, shared_bytes
 
 ARG_TYPES = "PPPPPii"
 MIN_PIXELS = 1024  # below this, too few threads per group to fill the GPU (csrgather's ground)
@@ -70,11 +70,6 @@ def gen_candidates(nnz: int, shape) -> list[GenConfig]:
     return [GenConfig(*c) for c in CANDIDATES]
 
 
-def layout_of(shape) -> Layout:
-    return Layout(shape.c, shape.h, shape.w, shape.k, shape.kh, shape.kw, tuple(shape.stride),
-                  tuple(shape.padding), tuple(shape.dilation))
-
-
 class GenPlan:
     """One layer at one input shape with one GenConfig: call it to run the generated kernel."""
 
@@ -104,4 +99,4 @@ class GenPlan:
 
 def gen_source(dense: np.ndarray, scale: np.ndarray, shape, cfg: GenConfig, act_half: bool):
     """(PTX, channel groups) of a layer's decoded weights at this input shape."""
-    return generate(dense, scale, layout_of(shape), cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs)
+    return generate(dense, scale, shape, cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs)

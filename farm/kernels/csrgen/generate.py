@@ -20,42 +20,23 @@ on (straight-line code with tens of thousands of statements).
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 
 import numpy as np
+
+from farm.kernels.csrconv.launch import ConvShape
 
 PTX_VERSION = "8.0"  # CUDA 12.0+ ptxas; sm_80 and sm_90 both need no later ISA here
 TARGET = "@TARGET@"  # replaced by the arch at compile time (farm.kernels.compile)
 KERNEL = "csrgen"
 
 
-@dataclass(frozen=True)
-class Layout:
-    """What the generated code bakes in besides the weights: the input and output geometry."""
-
-    c: int
-    h: int
-    w: int
-    k: int
-    kh: int
-    kw: int
-    stride: tuple[int, int]
-    padding: tuple[int, int]
-    dilation: tuple[int, int]
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
-        return ((self.h + 2 * ph - dh * (self.kh - 1) - 1) // sh + 1,
-                (self.w + 2 * pw - dw * (self.kw - 1) - 1) // sw + 1)
-
-    def tap_always_inside(self, r: int, s: int) -> bool:
-        """True when tap (r, s) lands inside the image for every output pixel."""
-        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
-        oh, ow = self.out_hw
-        rows = (-ph + r * dh, (oh - 1) * sh - ph + r * dh)
-        cols = (-pw + s * dw, (ow - 1) * sw - pw + s * dw)
-        return rows[0] >= 0 and rows[1] < self.h and cols[0] >= 0 and cols[1] < self.w
+def tap_always_inside(lay: ConvShape, r: int, s: int) -> bool:
+    """True when tap (r, s) lands inside the image for every output pixel."""
+    (sh, sw), (ph, pw), (dh, dw) = lay.stride, lay.padding, lay.dilation
+    oh, ow = lay.out_hw
+    rows = (-ph + r * dh, (oh - 1) * sh - ph + r * dh)
+    cols = (-pw + s * dw, (ow - 1) * sw - pw + s * dw)
+    return rows[0] >= 0 and rows[1] < lay.h and cols[0] >= 0 and cols[1] < lay.w
 
 
 def balance_groups(row_nnz: np.ndarray, kg: int) -> list[list[int]]:
@@ -106,7 +87,7 @@ def shared_bytes(kg: int, threads: int, splits: int, gs: int = 1) -> int:
 MAX_TAPS = 64  # a base address register per tap
 
 
-def generate(dense: np.ndarray, scale: np.ndarray, lay: Layout, kg: int, threads: int,
+def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, threads: int,
              act_half: bool, splits: int = 1, gs: int = 1) -> tuple[str, list[list[int]]]:
     """PTX for the decoded weights `dense` (K, C, KH, KW; zeros are skipped) with `scale` per
     output channel applied in the epilogue; returns the source and the channel groups.
@@ -164,7 +145,7 @@ def _header(threads: int, shared: bool) -> str:
             "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n")
 
 
-def _prologue(w: _Writer, lay: Layout, es: int, threads: int, splits: int, gs: int):
+def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int):
     """pix -> (n, oh, ow); per tap the base address (input or the zero buffer); output base.
     %grp = group * splits + split; %slot = this thread's partial-sum column in shared memory."""
     oh, ow = lay.out_hw
@@ -216,7 +197,7 @@ def _prologue(w: _Writer, lay: Layout, es: int, threads: int, splits: int, gs: i
             w(f"mad.lo.s32 %r15, %r13, {lay.w}, %r14")
             w(f"mul.wide.s32 %rd4, %r15, {es}")
             w(f"add.u64 %tap{t}, %rd3, %rd4")
-            if not lay.tap_always_inside(r, s):
+            if not tap_always_inside(lay, r, s):
                 # unsigned compares: a negative row or column is a huge one
                 w(f"setp.lt.u32 %p1, %r13, {lay.h}")
                 w(f"setp.lt.and.u32 %p1, %r14, {lay.w}, %p1")
@@ -235,7 +216,7 @@ def _prologue(w: _Writer, lay: Layout, es: int, threads: int, splits: int, gs: i
     w("setp.ne.u32 %prelu, %r16, 0")
 
 
-def _columns(w: _Writer, sub: np.ndarray, cols, lay: Layout, es: int, act_half: bool):
+def _columns(w: _Writer, sub: np.ndarray, cols, lay: ConvShape, es: int, act_half: bool):
     """Loads and FMAs of some columns of one channel group, in input order."""
     khw = lay.kh * lay.kw
     for j in range(sub.shape[0]):
@@ -268,7 +249,7 @@ def _exchange(w: _Writer, kg: int, threads: int, splits: int, si: int, rows: int
                 w(f"add.f32 %acc{j}, %acc{j}, %v3")
 
 
-def _epilogue(w: _Writer, scale, chans, lay: Layout, es: int, act_half: bool):
+def _epilogue(w: _Writer, scale, chans, lay: ConvShape, es: int, act_half: bool):
     """scale * acc + bias (+ residual) (ReLU), stored by threads of a real pixel."""
     oh, ow = lay.out_hw
     for j, ch in enumerate(chans):

@@ -75,9 +75,9 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
     net = _pruned_model(model, sparsity, c, h, num_classes)
     torch_dtype = torch.float16 if dtype == DType.fp16 else torch.float32
     with err.status(f"tuning and timing {model}'s sparse layers at batch {batches} ...") as status:
-        def step(ev):  # tuning a layer can take seconds (csrgen compiles per layer): say which
-            status.update(f"tuning and timing {model}'s sparse layers: {ev['layer']}, batch {ev['batch']} "
-                          f"({ev['done']}/{ev['of']}) ...")
+        def step(ev):  # tuning a layer can take seconds (csrgen compiles per layer): show the count
+            status.update(f"tuning and timing {model}'s sparse layers: {ev['done']}/{ev['of']} done "
+                          f"(last {ev['layer']}, batch {ev['batch']}) ...")
 
         layers = benchmark_layers(net, (1, c, h, w), sizes, dtype=torch_dtype, callback=step)
     render.rows(layers, fmt, columns=LAYER_COLUMNS, title=f"{model} at {sparsity:.0%}: per layer (ms)")

@@ -5,6 +5,9 @@ the dense-decoded weights where there is no GPU or no PyCUDA (the CPU reference 
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -22,6 +25,25 @@ from farm.kernels.csrtile.family import (
     StageConfig, StagePlan, build_stage_table, max_chunk_entries, stage_candidates)
 
 DTYPES = {torch.float32: "fp32", torch.float16: "fp16"}
+
+
+class _Untuned(threading.local):
+    on = False
+
+
+_untuned = _Untuned()
+
+
+@contextmanager
+def untuned():
+    """SparseConv2d layers run their reference path (F.conv2d of the decoded weights) inside:
+    for a forward pass that is only there to learn shapes, which must not tune or compile
+    (minutes for a big model at a large batch, before any progress could be shown)."""
+    before, _untuned.on = _untuned.on, True
+    try:
+        yield
+    finally:
+        _untuned.on = before
 
 
 def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,7 +157,7 @@ class SparseConv2d(FusedConv):
         return F.relu(y) if self.relu else y
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        if x.is_cuda and x.dtype in DTYPES and runtime.available():
+        if x.is_cuda and x.dtype in DTYPES and runtime.available() and not _untuned.on:
             return self._forward_gpu(x, residual)
         return self.reference(x, residual).to(x.dtype)
 

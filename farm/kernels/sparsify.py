@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from farm.compress.sparse_tensor import SparseTensor
 from farm.kernels import runtime
-from farm.kernels.conv import DTYPES, DenseConv2d, FusedConv, SparseConv2d
+from farm.kernels.conv import DTYPES, DenseConv2d, FusedConv, SparseConv2d, untuned
 from farm.kernels.timing import time_graph
 
 MIN_SPARSITY = 0.5  # below this a sparse kernel has no chance against cuDNN
@@ -147,7 +147,8 @@ def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense
 
 
 def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module, tuple]:
-    """Input shape of every FusedConv, from one forward pass."""
+    """Input shape of every FusedConv, from one forward pass with the sparse layers on their
+    reference path (nothing tuned or compiled here; callers tune layer by layer)."""
     shapes = {}
 
     def record(mod, args):  # a pre-hook must return None, or it replaces the arguments
@@ -155,7 +156,7 @@ def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module
 
     hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, FusedConv)]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), untuned():
             model(torch.randn(input_shape, device=device, dtype=dtype))
     finally:
         for h in hooks:

@@ -146,3 +146,25 @@ def test_benchmarks_need_a_gpu():
         benchmark_layers(m, (1, 4, 8, 8), [1])
     with pytest.raises(GPUUnavailable):
         benchmark_model(m, (1, 4, 8, 8), [1])
+
+
+def test_shapes_come_from_an_untuned_forward():
+    """layer_inputs runs its forward with the sparse layers on their reference path (so on a
+    GPU it tunes and compiles nothing), and leaves that switch as it found it."""
+    from farm.kernels import conv
+    from farm.kernels.sparsify import layer_inputs
+    from farm.models import get_model
+
+    m = sparsify(_prune(get_model("resnet20", in_channels=1, num_classes=10)))
+    during = []
+    for mod in m.modules():
+        if isinstance(mod, SparseConv2d):
+            mod.register_forward_pre_hook(lambda *_: during.append(conv._untuned.on))
+    shapes = layer_inputs(m, (4, 1, 28, 28), torch.float32, "cpu")
+    assert during and all(during) and not conv._untuned.on
+    assert {s[0] for s in shapes.values()} == {4}
+    with conv.untuned():
+        with conv.untuned():
+            pass
+        assert conv._untuned.on
+    assert not conv._untuned.on

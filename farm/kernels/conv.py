@@ -21,6 +21,7 @@ from farm.kernels.csrconv.launch import ConvShape, GpuTable, Plan
 from farm.kernels.csrconv.table import build_table, pattern_hash, weight_format
 from farm.kernels.csrgather.family import GatherConfig, GatherPlan, build_gather_table, gather_candidates
 from farm.kernels.csrgen.family import GenConfig, GenPlan, gen_candidates, gen_source
+from farm.kernels.csrgen.family import enabled as gen_enabled  # FARM_KERNEL_CSRGEN
 from farm.kernels.csrtile.family import (
     StageConfig, StagePlan, build_stage_table, max_chunk_entries, stage_candidates)
 
@@ -256,6 +257,8 @@ class SparseConv2d(FusedConv):
         key = (tuple(shape), dtype)
         if key not in self._plans:
             hit = tuning.lookup(self.tuning_key(shape, dtype))
+            if hit is not None and hit["config"].get("family") == "gen" and not gen_enabled():
+                hit = None  # measured with csrgen, which the setting now leaves out: measure again
             capturing = torch.cuda.is_current_stream_capturing()
             if hit is not None and not (capturing and hit["config"].get("family") == "gen"):
                 config = tuning.config_from(hit)

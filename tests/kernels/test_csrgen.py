@@ -148,6 +148,14 @@ def test_offered_only_for_large_batches_and_small_enough_layers():
     assert gen_candidates(1000, ConvShape(2, 4096, 512, 512, 64, 3, 3, (1, 1), (1, 1), (1, 1))) == []  # 4 GB images
 
 
+def test_a_setting_leaves_it_out(monkeypatch):
+    big = ConvShape(32, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))
+    monkeypatch.setenv("FARM_KERNEL_CSRGEN", "0")
+    assert gen_candidates(1000, big) == []
+    monkeypatch.setenv("FARM_KERNEL_CSRGEN", "1")
+    assert gen_candidates(1000, big)
+
+
 def test_config_survives_the_tuning_cache():
     cfg = GenConfig(64, 128, 1, 2)
     assert tuning.config_from({"config": cfg.to_dict()}) == cfg

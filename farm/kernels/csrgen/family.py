@@ -7,6 +7,7 @@ on the weights, so a layer compiles its own cubins (seconds each; cached on disk
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,8 +65,15 @@ def applicable(nnz: int, shape) -> bool:
             and 4 * shape.c * shape.h * shape.w < 2**31 and 4 * shape.k * oh * ow < 2**31)
 
 
+def enabled() -> bool:
+    """FARM_KERNEL_CSRGEN=0 leaves csrgen out of tuning: its code holds the weights, so every
+    newly trained model compiles again (seconds a layer); a sweep of many small jobs may prefer
+    the fixed families' cubins, compiled once."""
+    return os.environ.get("FARM_KERNEL_CSRGEN", "1") != "0"
+
+
 def gen_candidates(nnz: int, shape) -> list[GenConfig]:
-    if not applicable(nnz, shape):
+    if not enabled() or not applicable(nnz, shape):
         return []
     return [GenConfig(*c) for c in CANDIDATES]
 

@@ -1,8 +1,9 @@
 """The csrgen kernel family: code generated for one layer's weights (generate.py), for batches
 large enough to give every group of output channels thousands of pixels.
 
-Config: KG output channels per thread (its accumulators), threads per block. The source depends
-on the weights, so a layer compiles its own cubins (seconds each; cached on disk by the text).
+Config: KG output channels per thread (its accumulators), T threads (pixels) per set, S sets
+splitting a group's columns, GS groups per block. The source depends on the weights, so a layer
+compiles its own cubins (seconds each; cached on disk by the text).
 """
 
 from __future__ import annotations

@@ -257,10 +257,10 @@ class SparseConv2d(FusedConv):
         key = (tuple(shape), dtype)
         if key not in self._plans:
             hit = tuning.lookup(self.tuning_key(shape, dtype))
-            if hit is not None and hit["config"].get("family") == "gen" and not gen_enabled():
-                hit = None  # measured with csrgen, which the setting now leaves out: measure again
             capturing = torch.cuda.is_current_stream_capturing()
-            if hit is not None and not (capturing and hit["config"].get("family") == "gen"):
+            if hit is not None and hit["config"].get("family") == "gen" and (capturing or not gen_enabled()):
+                hit = None  # csrgen left out by the setting (measure again) or unbuildable in a capture
+            if hit is not None:
                 config = tuning.config_from(hit)
             elif capturing:
                 # cannot measure inside a capture, nor build csrgen's plan (ptxas, and a zeroed

@@ -85,30 +85,23 @@ def arch() -> str:
     return f"sm_{major}{minor}"
 
 
-@lru_cache(maxsize=None)
-def load_function(source: str, name: str):
-    """Compile (or take from the disk cache) and load one kernel into torch's context."""
-    from farm.kernels.compile import compile_cubin
-
-    st = _init()
-    cubin = compile_cubin(source, arch())
-    module = st["cuda"].module_from_buffer(cubin)
-    fn = module.get_function(name)
-    fn._farm_module = module  # keep the module alive with the function
-    return fn
-
-
 def load_function_uncached(source: str, name: str):
-    """load_function without the in-memory cache, for sources too big to keep as cache keys
-    (csrgen's per-layer PTX); the cubin still comes from the disk cache. The module lives as
-    long as the function."""
+    """Compile (or take from the disk cache) and load one kernel into torch's context. Called
+    directly for sources too big to keep as cache keys (csrgen's per-layer PTX); the module
+    lives as long as the function."""
     from farm.kernels.compile import compile_cubin
 
     st = _init()
     module = st["cuda"].module_from_buffer(compile_cubin(source, arch()))
     fn = module.get_function(name)
-    fn._farm_module = module
+    fn._farm_module = module  # keep the module alive with the function
     return fn
+
+
+@lru_cache(maxsize=None)
+def load_function(source: str, name: str):
+    """load_function_uncached, kept in memory: the fixed families' sources are small and shared."""
+    return load_function_uncached(source, name)
 
 
 @lru_cache(maxsize=None)

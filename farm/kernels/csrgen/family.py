@@ -83,7 +83,7 @@ class GenPlan:
     """One layer at one input shape with one GenConfig: call it to run the generated kernel."""
 
     def __init__(self, source: str, groups: list[list[int]], shape, cfg: GenConfig, act_half: bool, device):
-        self.shape, self.config, self.groups = shape, cfg, groups
+        self.shape, self.config = shape, cfg
         self.fn = runtime.load_function_uncached(source, KERNEL)
         self.fn.prepare(ARG_TYPES)
         if cfg.shared_bytes > 48 * 1024:  # past the default limit only on request

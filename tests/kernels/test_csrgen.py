@@ -14,7 +14,7 @@ from farm.kernels import tuning
 from farm.kernels.compile import compile_cubin, nvcc_path
 from farm.kernels.conv import SparseConv2d
 from farm.kernels.csrconv.launch import ConvShape
-from farm.kernels.csrgen.family import MAX_NONZEROS, GenConfig, gen_candidates
+from farm.kernels.csrgen.family import MAX_NONZEROS, GenConfig, fit_threads, gen_candidates
 from farm.kernels.csrgen.generate import balance_groups, generate, split_columns
 from farm.kernels.testing import pruned_weight, quantize
 
@@ -80,6 +80,7 @@ CASES = [  # cin, cout, k, stride, pad, dil, h, w, sparsity, (kg, threads, split
     (33, 20, 3, 1, 2, 2, 15, 15, 0.95, (8, 32, 4, 1)),
     (64, 256, 1, 1, 0, 1, 14, 14, 0.9, (64, 128, 1, 2)),
     (3, 16, 7, 2, 3, 1, 32, 32, 0.5, (8, 64, 8, 2)),
+    (48, 64, 3, 1, 1, 1, 7, 7, 0.9, (32, 224, 4, 1)),
 ]
 
 
@@ -148,6 +149,16 @@ def test_offered_only_for_large_batches_and_small_enough_layers():
     assert gen_candidates(1000, ConvShape(2, 4096, 512, 512, 64, 3, 3, (1, 1), (1, 1), (1, 1))) == []  # 4 GB images
 
 
+def test_fitted_blocks_leave_no_pixel_slot_empty_where_they_can():
+    assert fit_threads(32 * 7 * 7) == 224  # ResNet-50 layer4 at batch 32: 7 blocks, all full
+    assert fit_threads(32 * 56 * 56) == 256  # 224 and 256 both divide it: the larger
+    assert fit_threads(1000) == 256  # 24 empty slots, against 152 for 192 and 120 for 224
+    big = ConvShape(32, 512, 7, 7, 512, 3, 3, (1, 1), (1, 1), (1, 1))
+    configs = gen_candidates(1000, big)
+    assert {c.threads for c in configs} == {128, 224}
+    assert all(c.block_threads <= 1024 for c in configs)
+
+
 def test_a_setting_leaves_it_out(monkeypatch):
     big = ConvShape(32, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))
     monkeypatch.setenv("FARM_KERNEL_CSRGEN", "0")
@@ -166,7 +177,8 @@ def test_config_survives_the_tuning_cache():
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4]], ids=["3x3-split-groups", "1x1", "7x7s2-split8"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[5]],
+                         ids=["3x3-split-groups", "1x1", "7x7s2-split8", "3x3-896-threads"])
 def test_generated_ptx_compiles(case, half, arch):
     cin, cout, k, s, p, d, h, w, sp, cfg = case
     dense = pruned_weight((cout, cin, k, k), sp, seed=3).numpy()

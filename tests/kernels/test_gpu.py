@@ -11,7 +11,7 @@ from farm.kernels.bench import TOLERANCE, check
 from farm.kernels.conv import SparseConv2d
 from farm.kernels.csrconv.config import TileConfig
 from farm.kernels.csrgather.family import GatherConfig, GatherPlan
-from farm.kernels.csrgen.family import GenConfig
+from farm.kernels.csrgen.family import CANDIDATES, GenConfig
 from farm.kernels.testing import pruned_weight, quantize
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
@@ -33,6 +33,9 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     (30, 70, 12, 17, 3, 2, 1, 1, 5, 0.5, GenConfig(32, 128, 1, 1)),
     (33, 20, 15, 15, 3, 1, 2, 2, 4, 0.95, GenConfig(8, 32, 4, 1)),
     (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, GenConfig(32, 128, 2, 2)),
+    # blocks fitted to the pixel count: 7 warps a set, 4 sets (896 threads); 1,024 threads
+    (30, 70, 12, 17, 3, 2, 1, 1, 5, 0.5, GenConfig(32, 224, 4, 1)),
+    (33, 20, 15, 15, 3, 1, 2, 2, 4, 0.9, GenConfig(32, 256, 4, 1)),
 ]
 
 
@@ -89,7 +92,7 @@ def test_tuning_offers_times_and_restores_the_generated_family(tmp_path, monkeyp
     gens = [c for c in layer.candidate_configs(shape) if isinstance(c, GenConfig)]
     result = tune(layer, shape, torch.float32, torch.device("cuda"), configs=gens + [TileConfig(8, 4, 1)])
     timed = [r for r in result.tried if r["config"].startswith("gn-") and "ms" in r]
-    assert len(timed) == len(gens) == 4
+    assert len(timed) == len(gens) == len(CANDIDATES)
     config = tuning.config_from({"config": GenConfig(32, 128, 2, 2).to_dict()})
     plan = layer.make_plan(shape, torch.float32, config, torch.device("cuda"))
     assert check(layer, plan, shape, torch.float32, "cuda", residual=True) <= TOLERANCE[torch.float32]

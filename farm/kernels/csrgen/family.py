@@ -22,10 +22,13 @@ MIN_PIXELS = 1024  # below this, too few threads per group to fill the GPU (csrg
 # ptxas takes about 0.1-0.25 ms per nonzero (l3 3x3 at 90%, 59 k: 9 s; l4 3x3, 236 k: 56 s);
 # beyond this a candidate would take minutes to compile.
 MAX_NONZEROS = 300_000
-# Measured on the H200 at batch 32 (bench/gen_probe.py): every ResNet-50 layer's best config is
-# one of these or within 4% of it. Writing each load 16 or 32 columns ahead of its FMAs (against
-# ptxas's own schedule) measured within 3% either way, so the generator leaves that to ptxas.
-CANDIDATES = ((32, 128, 2, 1), (32, 128, 1, 2), (32, 128, 2, 2), (64, 128, 1, 2))
+# Measured on the H200 at batch 32 (bench/gen_probe.py, gen_probe-h200-2026-11-26*.json): every
+# ResNet-50 layer's best config is one of these or within 5% of it. T = None is a block of 192-256
+# threads fitted to the pixel count (fit_threads): on 14x14 and 7x7 layers the code of a group is
+# 100-300 KB and ncu shows warps waiting for instructions, so what helps there is more warps of
+# one instruction stream per block (l4 3x3: 0.089 -> 0.053 ms) with no padded last block.
+CANDIDATES = ((32, 128, 2, 2), (64, 128, 1, 2), (32, None, 1, 2), (32, None, 4, 1), (64, None, 2, 1))
+FIT_THREADS = (192, 256)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class GenConfig:
     family = "gen"
 
     def __post_init__(self):
-        if (self.kg not in (8, 16, 32, 64) or self.threads not in (32, 64, 128, 256)
+        if (self.kg not in (8, 16, 32, 64) or self.threads % 32 or not 32 <= self.threads <= 1024
                 or self.s not in (1, 2, 4, 8) or self.gs not in (1, 2, 4, 8)
                 or self.block_threads > 1024 or self.shared_bytes > 227 * 1024):
             raise ValueError(f"bad gen config {self}")
@@ -76,7 +79,15 @@ def enabled() -> bool:
 def gen_candidates(nnz: int, shape) -> list[GenConfig]:
     if not enabled() or not applicable(nnz, shape):
         return []
-    return [GenConfig(*c) for c in CANDIDATES]
+    oh, ow = shape.out_hw
+    fitted = fit_threads(shape.n * oh * ow)
+    return [GenConfig(kg, threads or fitted, s, gs) for kg, threads, s, gs in CANDIDATES]
+
+
+def fit_threads(npix: int, lo: int = FIT_THREADS[0], hi: int = FIT_THREADS[1]) -> int:
+    """The warp multiple in [lo, hi] that leaves the last block of pixels least empty (ties: the
+    larger). ResNet pixel counts are multiples of 49 * 32, so 224 leaves none empty there."""
+    return min(range(lo, hi + 1, 32), key=lambda t: (-npix % t, -t))
 
 
 class GenPlan:

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 
 from farm.kernels import runtime
-from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, generate, shared_bytes, workspace_floats
+from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, generate, shared_bytes
 
-ARG_TYPES = "PPPPPiiPP"
+ARG_TYPES = "PPPPPii"
 MIN_PIXELS = 1024  # below this, too few threads per group to fill the GPU (csrgather's ground)
 # ptxas takes about 0.1-0.25 ms per nonzero (l3 3x3 at 90%, 59 k: 9 s; l4 3x3, 236 k: 56 s);
 # beyond this a candidate would take minutes to compile.
@@ -37,12 +37,9 @@ class GenConfig:
     threads: int = 128  # threads (output pixels) per set; a block is threads * s * gs
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
-    xs: bool = False  # splits in blocks of their own, added up through global memory
     family = "gen"
 
     def __post_init__(self):
-        if self.xs and self.gs != 1:
-            raise ValueError(f"bad gen config {self}: cross-block splits take one group a block")
         if (self.kg not in (8, 16, 32, 64) or self.threads % 32 or not 32 <= self.threads <= 1024
                 or self.s not in (1, 2, 4, 8) or self.gs not in (1, 2, 4, 8)
                 or self.block_threads > 1024 or self.shared_bytes > 227 * 1024):
@@ -50,19 +47,18 @@ class GenConfig:
 
     @property
     def block_threads(self) -> int:
-        return self.threads if self.xs else self.threads * self.s * self.gs
+        return self.threads * self.s * self.gs
 
     @property
     def shared_bytes(self) -> int:
-        return 0 if self.xs else shared_bytes(self.kg, self.threads, self.s, self.gs)
+        return shared_bytes(self.kg, self.threads, self.s, self.gs)
 
     @property
     def name(self) -> str:
-        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}" + ("-x" if self.xs else "")
+        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}"
 
     def to_dict(self) -> dict:
-        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs,
-                "xs": self.xs}
+        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs}
 
 
 def applicable(nnz: int, shape) -> bool:
@@ -110,26 +106,17 @@ class GenPlan:
                                 device=device)
         oh, ow = shape.out_hw
         self.npix = shape.n * oh * ow
-        chunks = -(-self.npix // cfg.threads)
-        blocks_y = len(groups) * cfg.s if cfg.xs else -(-len(groups) // cfg.gs)
-        self.grid = (chunks, blocks_y, 1)
+        self.grid = (-(-self.npix // cfg.threads), -(-len(groups) // cfg.gs), 1)
         self.block = (cfg.block_threads, 1, 1)
-        # cross-block splits: partial sums, and a counter per chunk and group that the last
-        # block to arrive sets back to zero (so a captured graph needs no reset)
-        self.ws = self.counters = None
-        if cfg.xs and cfg.s > 1:
-            self.ws = torch.empty(workspace_floats(cfg.kg, cfg.threads, chunks, blocks_y), device=device)
-            self.counters = torch.zeros(chunks * len(groups), dtype=torch.int32, device=device)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), bias.data_ptr(), self.zero.data_ptr(),
-            self.npix, int(relu), 0 if self.ws is None else self.ws.data_ptr(),
-            0 if self.counters is None else self.counters.data_ptr(), shared_size=self.config.shared_bytes)
+            self.npix, int(relu), shared_size=self.config.shared_bytes)
         return y
 
 
 def gen_source(dense: np.ndarray, scale: np.ndarray, shape, cfg: GenConfig, act_half: bool):
     """(PTX, channel groups) of a layer's decoded weights at this input shape."""
-    return generate(dense, scale, shape, cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs, cfg.xs)
+    return generate(dense, scale, shape, cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs)

@@ -87,27 +87,15 @@ def shared_bytes(kg: int, threads: int, splits: int, gs: int = 1) -> int:
 MAX_TAPS = 64  # a base address register per tap
 
 
-def workspace_floats(kg: int, threads: int, chunks: int, blocks_y: int) -> int:
-    """Cross-block splits: KG partial sums per thread of every block (see _workspace)."""
-    return kg * threads * chunks * blocks_y
-
-
 def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, threads: int,
-             act_half: bool, splits: int = 1, gs: int = 1, xs: bool = False) -> tuple[str, list[list[int]]]:
+             act_half: bool, splits: int = 1, gs: int = 1) -> tuple[str, list[list[int]]]:
     """PTX for the decoded weights `dense` (K, C, KH, KW; zeros are skipped) with `scale` per
     output channel applied in the epilogue; returns the source and the channel groups.
 
     A block is GS * S sets of `threads` threads over the same pixels: GS groups (blockIdx.y * GS
     onwards), each split S ways. The GS groups of a block read the same input at about the same
-    time, so all but the first find it in L1.
-
-    With `xs` (cross-block splits; GS must be 1) a block is one set, blockIdx.y = group * S +
-    split: every block runs a single instruction stream, and the S blocks of a pixel chunk add
-    up through global memory, the last to arrive (a counter per chunk and group) summing the
-    partials in split order (deterministic) and running the epilogue.
-
-    Kernel arguments: x, y, residual (0: none), bias, zero buffer (at least C*H*W elements),
-    pixels (batch * OH * OW), relu flag, partials workspace and counters (xs only; else 0)."""
+    time, so all but the first find it in L1. Kernel arguments: x, y, residual (0: none), bias,
+    zero buffer (at least C*H*W elements), pixels (batch * OH * OW), relu flag."""
     k = dense.shape[0]
     if lay.kh * lay.kw > MAX_TAPS:
         raise ValueError(f"csrgen takes kernels of at most {MAX_TAPS} taps, not {lay.kh}x{lay.kw}")
@@ -115,13 +103,11 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
     oh, ow = lay.out_hw
     if max(lay.c * lay.h * lay.w, k * oh * ow) * es >= 2**31:  # immediates and offsets are 32-bit
         raise ValueError(f"csrgen needs one image (in and out) under 2 GB, not {lay}")
-    if xs and gs != 1:
-        raise ValueError("cross-block splits take one group a block")
     row_nnz = (dense.reshape(k, -1) != 0).sum(1)
     groups = balance_groups(row_nnz, kg)
     blocks_y = -(-len(groups) // gs)
     w = _Writer()
-    _prologue(w, lay, es, threads, splits, gs, xs, kg)
+    _prologue(w, lay, es, threads, splits, gs)
     targets = [f"G{gi}S{si}" if gi < len(groups) else "EMPTY"
                for gi in range(blocks_y * gs) for si in range(splits)]
     w.lines.append(f"\tbodies: .branchtargets {', '.join(targets)};")
@@ -133,41 +119,35 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
         for si, (a, b) in enumerate(ranges):
             w.label(f"G{gi}S{si}")
             _columns(w, sub, used[a:b], lay, es, act_half)
-            if splits > 1 and xs:
-                _exchange_global(w, len(chans), threads, splits, si)
-            elif splits > 1:
+            if splits > 1:
                 _exchange(w, len(chans), threads, splits, si, gs * (splits - 1))
-            if si == 0 or xs:
+            if si == 0:
                 _epilogue(w, scale, chans, lay, es, act_half)
             w("bra DONE")
     w.label("EMPTY")  # a block's share past the last group: only the barrier
-    if splits > 1 and not xs:
+    if splits > 1:
         w("bar.sync 0")
     w.label("DONE")
     w("ret")
-    block = threads if xs else threads * splits * gs
-    return _header(block, splits > 1 and not xs, xs and splits > 1) + w.text() + "\n}\n", groups
+    return _header(threads * splits * gs, splits > 1) + w.text() + "\n}\n", groups
 
 
-def _header(threads: int, shared: bool, flag: bool = False) -> str:
+def _header(threads: int, shared: bool) -> str:
     params = ", ".join([f".param .u64 p_{n}" for n in ("x", "y", "res", "bias", "zero")]
-                       + [".param .u32 p_npix", ".param .u32 p_relu", ".param .u64 p_ws", ".param .u64 p_cnt"])
+                       + [".param .u32 p_npix", ".param .u32 p_relu"])
     smem = ".extern .shared .align 16 .b8 partial[];\n" if shared else ""
-    smem += ".shared .align 4 .u32 arrived;\n" if flag else ""
     return (f"//PTX csrgen\n.version {PTX_VERSION}\n.target {TARGET}\n.address_size 64\n{smem}\n"
             f".visible .entry {KERNEL}({params})\n.maxntid {threads}, 1, 1\n{{\n"
             "\t.reg .pred %p<40>;\n\t.reg .pred %pg, %pres, %prelu, %pvalid;\n"
             "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot;\n\t.reg .b64 %rd<40>;\n"
             f"\t.reg .b64 %tap<{MAX_TAPS}>;\n\t.reg .b64 %zero, %yb, %rb, %bias;\n"
-            "\t.reg .f32 %acc<256>;\n\t.reg .f32 %sum<256>;\n\t.reg .b64 %wsb, %wsd, %cntp;\n\t.reg .f32 %x<65536>;\n\t.reg .b16 %hx<65536>;\n"
+            "\t.reg .f32 %acc<256>;\n\t.reg .f32 %x<65536>;\n\t.reg .b16 %hx<65536>;\n"
             "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n")
 
 
-def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int, xs: bool = False,
-              kg: int = 0):
+def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int):
     """pix -> (n, oh, ow); per tap the base address (input or the zero buffer); output base.
-    %grp = group * splits + split; %slot = this thread's partial-sum column in shared memory
-    (xs: %wsb its partial sums in the workspace, %cntp its chunk's counter)."""
+    %grp = group * splits + split; %slot = this thread's partial-sum column in shared memory."""
     oh, ow = lay.out_hw
     (sh, sw), (ph, pw), (dh, dw) = lay.stride, lay.padding, lay.dilation
     w("mov.u32 %r1, %ctaid.x")
@@ -184,9 +164,6 @@ def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs
         # and does not store it
         w("sub.u32 %r19, %r4, 1")
         w("min.u32 %r3, %r3, %r19")
-    if splits > 1 and xs:
-        _workspace(w, threads, splits, kg)
-    elif splits > 1:
         # split s > 0 of the block's group q writes row q * (S - 1) + s - 1; split 0 reads
         # rows q * (S - 1) + s' - 1 from its own slot (row q * (S - 1) - 1) plus s' rows
         w(f"div.u32 %r21, %r18, {splits}")
@@ -197,10 +174,7 @@ def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs
         w(f"mad.lo.u32 %slot, %r23, {4 * threads}, %slot")
         w("mad.lo.u32 %slot, %r2, 4, %slot")
     w("mov.u32 %r20, %ctaid.y")
-    if xs:
-        w("mov.u32 %grp, %r20")
-    else:
-        w(f"mad.lo.u32 %grp, %r20, {splits * gs}, %r18")
+    w(f"mad.lo.u32 %grp, %r20, {splits * gs}, %r18")
     w(f"div.u32 %r5, %r3, {oh * ow}")  # n
     w(f"mul.lo.u32 %r6, %r5, {oh * ow}")
     w("sub.u32 %r7, %r3, %r6")  # pixel within the image
@@ -273,58 +247,6 @@ def _exchange(w: _Writer, kg: int, threads: int, splits: int, si: int, rows: int
             for j in range(kg):
                 w(f"ld.shared.f32 %v3, [%slot+{j * stride + s_ * 4 * threads}]")
                 w(f"add.f32 %acc{j}, %acc{j}, %v3")
-
-
-def _workspace(w: _Writer, threads: int, splits: int, kg: int):
-    """Cross-block splits: block (chunk, group * S + split) keeps its partial sums at
-    ws + ((blockIdx.y * gridDim.x + chunk) * KG + j) * T + thread (in floats; a short last
-    group leaves slots unused), so split s' of the same chunk is
-    (s' - s) * gridDim.x * KG * T floats away; the chunk's counter is cnt[group * gridDim.x + chunk]."""
-    w("mov.u32 %r24, %nctaid.x")
-    w("mov.u32 %r25, %ctaid.y")
-    w("mad.lo.u32 %r26, %r25, %r24, %r1")  # this block's slab
-    w(f"mul.wide.u32 %rd10, %r26, {4 * kg * threads}")
-    w("mul.wide.u32 %rd11, %r2, 4")
-    w("ld.param.u64 %wsb, [p_ws]")
-    w("add.u64 %wsb, %wsb, %rd10")
-    w("add.u64 %wsb, %wsb, %rd11")
-    w(f"mul.wide.u32 %wsd, %r24, {4 * kg * threads}")  # bytes from one split's slab to the next
-    w(f"div.u32 %r27, %r25, {splits}")  # group
-    w("mad.lo.u32 %r28, %r27, %r24, %r1")
-    w("mul.wide.u32 %rd12, %r28, 4")
-    w("ld.param.u64 %cntp, [p_cnt]")
-    w("add.u64 %cntp, %cntp, %rd12")
-
-
-def _exchange_global(w: _Writer, kg: int, threads: int, splits: int, si: int):
-    """Cross-block splits: store the partials, count arrivals; the last of the chunk's S blocks
-    adds all S in split order (its own from registers) and goes on to the epilogue, the others
-    are done. The last also resets the counter, so a graph replays with no memset."""
-    row = 4 * threads
-    for j in range(kg):
-        w(f"st.global.f32 [%wsb+{j * row}], %acc{j}")
-    w("membar.gl")  # the partials are visible GPU-wide before the count says so
-    w("bar.sync 0")
-    w("setp.eq.u32 %p2, %r2, 0")
-    w("@%p2 atom.global.add.u32 %r29, [%cntp], 1")
-    w("@%p2 st.shared.u32 [arrived], %r29")
-    w("bar.sync 0")
-    w("ld.shared.u32 %r29, [arrived]")
-    w(f"setp.ne.u32 %p3, %r29, {splits - 1}")
-    w("@%p3 bra DONE")
-    w("@%p2 st.global.u32 [%cntp], 0")
-    w("membar.gl")
-    for s_ in range(splits):
-        if s_ != si:
-            w(f"mad.lo.s64 %rd13, %wsd, {s_ - si}, %wsb")
-        for j in range(kg):
-            src = f"%acc{j}"
-            if s_ != si:
-                w(f"ld.global.cg.f32 %v3, [%rd13+{j * row}]")  # from L2: another SM wrote it
-                src = "%v3"
-            w(f"mov.f32 %sum{j}, {src}" if s_ == 0 else f"add.f32 %sum{j}, %sum{j}, {src}")
-    for j in range(kg):
-        w(f"mov.f32 %acc{j}, %sum{j}")
 
 
 def _epilogue(w: _Writer, scale, chans, lay: ConvShape, es: int, act_half: bool):

@@ -128,10 +128,11 @@ def bench_layers():
             yield name, sp, vname, make_layer(cin, cout, k, s, p, 1, sp, scheme, bits, dtype, seed=7), dtype, cin, hw
 
 
-def sources() -> list[str]:
-    """Every kernel source this script can need (for precompiling without a GPU)."""
+def sources(only: frozenset = frozenset(), checks: bool = True) -> list[str]:
+    """Every kernel source this script can need (for precompiling without a GPU): the checks'
+    (unless left out) and the benchmarked layers' (`only`: these layers; empty: all)."""
     out = []
-    for case in check_cases():
+    for case in check_cases() if checks else ():
         cs = case.layer.conv_shape(case.shape)
         g = cs.geometry
         for c in case.configs:
@@ -140,6 +141,8 @@ def sources() -> list[str]:
                        if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
                        variant_for(g, c, case.dtype == torch.float16, weight_format(case.layer.weight_record)).source())
     for name, sp, vname, layer, dtype, cin, hw in bench_layers():
+        if only and name not in only:
+            continue
         for n in BATCHES:
             out += layer.kernel_sources((n, cin, hw, hw), dtype)
     return list(dict.fromkeys(out))
@@ -202,10 +205,11 @@ def main():
     from farm.kernels.compile import precompile
 
     t0 = time.time()
+    only = frozenset(filter(None, args.layers.split(",")))
     if args.precompile:
         from farm.kernels.compile import is_ptx
 
-        srcs = [s for s in sources() if not (args.skip_generated and is_ptx(s))]
+        srcs = [s for s in sources(only, not args.skip_checks) if not (args.skip_generated and is_ptx(s))]
         errors = precompile(srcs, args.arch)
         print(f"{len(srcs)} sources, {len(errors)} errors, {time.time() - t0:.0f} s")
         for e in errors[:5]:
@@ -227,7 +231,8 @@ def main():
 
     runtime.require_gpu()
     device = torch.device("cuda")
-    errs = precompile(sources(), runtime.arch())
+    # only what this run needs: a one-layer run should not wait for every layer's csrgen code
+    errs = precompile(sources(only, not args.skip_checks), runtime.arch())
     log(f"precompiled in {time.time() - t0:.0f} s, {len(errs)} compile errors {errs[:2]}")
     dump_sass(out / "sass.txt", runtime.arch())
     result = {"env": environment(), "command": " ".join(sys.argv), "ceilings": ceilings(device)}
@@ -239,7 +244,6 @@ def main():
     (out / "layers.json").write_text(json.dumps(result, indent=1))
     result["layers"] = []
     base_cache = {}
-    only = set(filter(None, args.layers.split(",")))
     for name, sp, vname, layer, dtype, cin, hw in bench_layers():
         if only and name not in only:
             continue

@@ -2,6 +2,7 @@
 
     python bench/compress_targets.py --out results.json          # on the GPU (the targets' setting)
     python bench/compress_targets.py --quick                     # a few hundred images, to check on a CPU
+    python bench/compress_targets.py --seeds 0,1,2 --skip-vgg --out results.json   # spread over seeds
 
 Order: dense ResNet-20 (epochs chosen so training fits the time target, from a timed warm-up
 epoch) -> 90% -> 95% -> 98% (each gradually pruned from the one before, with retraining)
@@ -165,31 +166,35 @@ def run(args) -> dict:
 
 
 def targets(s: dict) -> list[dict]:
-    """Each target of issue 4 with the measured value and whether it was met."""
+    """Each target of issue 4 with the measured value, its limit and whether it was met."""
     dense = s["resnet20_dense"]["accuracy"]
-    rows = [("dense ResNet-20 accuracy >= 94.0%", 100 * dense, 100 * dense >= 94.0),
-            ("dense ResNet-20 training <= 30 s", s["resnet20_dense"]["train_seconds"],
-             s["resnet20_dense"]["train_seconds"] <= 30)]
+    rows = [("dense ResNet-20 accuracy >= 94.0%", 100 * dense, ">=", 94.0),
+            ("dense ResNet-20 training <= 30 s", s["resnet20_dense"]["train_seconds"], "<=", 30)]
     for sp, limit in ((90, 0.0), (95, 0.3), (98, 1.0)):
-        drop = s[f"resnet20_prune_{sp}"]["drop_points"]
-        rows.append((f"ResNet-20 {sp}% drop <= {limit} pt", drop, drop <= limit + 1e-9))
+        rows.append((f"ResNet-20 {sp}% drop <= {limit} pt", s[f"resnet20_prune_{sp}"]["drop_points"], "<=", limit))
     if "vgg16_prune_98" in s:
-        rows.append(("VGG-16 98% drop <= 0.5 pt", s["vgg16_prune_98"]["drop_points"],
-                     s["vgg16_prune_98"]["drop_points"] <= 0.5))
+        rows.append(("VGG-16 98% drop <= 0.5 pt", s["vgg16_prune_98"]["drop_points"], "<=", 0.5))
     for sp, limit, ratio in ((90, 0.3, 35), (95, 0.5, 50)):
         q = s[f"resnet20_prune_{sp}_kmeans4"]
-        rows.append((f"{sp}% + 4-bit k-means drop <= {limit} pt", q["drop_points"], q["drop_points"] <= limit))
-        rows.append((f"{sp}% + 4-bit k-means >= {ratio}x smaller", q["ratio"], q["ratio"] >= ratio))
-    p = s["resnet20_pipeline"]["train_seconds"]
-    rows.append(("ResNet-20 pipeline <= 90 s (training loops)", p, p <= 90))
-    rows.append(("ResNet-20 pipeline <= 90 s (wall, with evals)", s["resnet20_pipeline"]["wall_seconds"],
-                 s["resnet20_pipeline"]["wall_seconds"] <= 90))
-    return [{"target": t, "measured": round(v, 3), "met": bool(ok)} for t, v, ok in rows]
+        rows.append((f"{sp}% + 4-bit k-means drop <= {limit} pt", q["drop_points"], "<=", limit))
+        rows.append((f"{sp}% + 4-bit k-means >= {ratio}x smaller", q["ratio"], ">=", ratio))
+    rows.append(("ResNet-20 pipeline <= 90 s (training loops)", s["resnet20_pipeline"]["train_seconds"], "<=", 90))
+    rows.append(("ResNet-20 pipeline <= 90 s (wall, with evals)", s["resnet20_pipeline"]["wall_seconds"], "<=", 90))
+    return [{"target": t, "measured": round(v, 3), "limit": limit, "op": op, "met": meets(v, op, limit)}
+            for t, v, op, limit in rows]
+
+
+def meets(value: float, op: str, limit: float) -> bool:
+    # a drop of exactly the limit is met; the tolerance absorbs float noise in the subtraction
+    return bool(value >= limit if op == ">=" else value <= limit + 1e-9)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="run the whole measurement once per seed, one after the other (e.g. 0,1,2): "
+                             "the JSON gets every run and each target's mean, spread and times met")
     parser.add_argument("--subset", type=int, default=None, help="first n train and test images")
     parser.add_argument("--epoch-scale", type=float, default=1.0, help="multiply every stage's epochs")
     parser.add_argument("--distill", type=float, default=0.0,
@@ -210,13 +215,50 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.subset, args.epoch_scale, args.dense_epochs = args.subset or 500, 0.01, args.dense_epochs or 1
+    if args.seeds:
+        return run_seeds(args)
     result = run(args)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+    _write(args.out, result)
     print(f"\n{result['env']['gpu'] or 'CPU'}, torch {result['env']['torch']}, seed {result['seed']}")
     for row in result["targets"]:
         print(f"{'MET ' if row['met'] else 'MISS'}  {row['target']:<48} {row['measured']:>10.3f}")
+
+
+def _write(path: Path | None, result: dict) -> None:
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+
+
+def run_seeds(args) -> None:
+    """One run per seed; the JSON is rewritten after each, so a run cut short keeps the seeds done.
+    One seed's figures differ from the next by 0.1-0.2 points (docs/RESULTS.md): a target is
+    worth calling met only if its mean is, and how often it is says how safe that is."""
+    result = {"seeds": args.seeds, "runs": [], "summary": []}
+    for seed in args.seeds:
+        args.seed = seed
+        result["runs"].append(run(args))
+        result["summary"] = summarize(result["runs"])
+        _write(args.out, result)
+    print(f"\n{result['runs'][0]['env']['gpu'] or 'CPU'}, seeds {args.seeds}: mean, spread (sd), times met")
+    for row in result["summary"]:
+        print(f"{'MET ' if row['mean_met'] else 'MISS'}  {row['target']:<48} {row['mean']:>9.3f} "
+              f"sd {row['sd']:.3f}  {row['times_met']}/{row['runs']}")
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per target over the runs: mean, sample sd, min, max, how many runs met it, and whether the
+    mean meets its limit."""
+    out = []
+    for i, first in enumerate(runs[0]["targets"]):
+        rows = [r["targets"][i] for r in runs]
+        values = torch.tensor([r["measured"] for r in rows], dtype=torch.float64)
+        sd = float(values.std()) if len(rows) > 1 else 0.0
+        out.append({"target": first["target"], "mean": round(float(values.mean()), 3), "sd": round(sd, 3),
+                    "min": float(values.min()), "max": float(values.max()), "runs": len(rows),
+                    "times_met": sum(r["met"] for r in rows),
+                    "mean_met": meets(float(values.mean()), first["op"], first["limit"])})
+    return out
 
 
 if __name__ == "__main__":

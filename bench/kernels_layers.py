@@ -206,6 +206,8 @@ def main():
 
     t0 = time.time()
     only = frozenset(filter(None, args.layers.split(",")))
+    if only - {row[0] for row in LAYERS}:
+        ap.error(f"unknown layers {sorted(only - {row[0] for row in LAYERS})}; known: {[row[0] for row in LAYERS]}")
     if args.precompile:
         from farm.kernels.compile import is_ptx
 

@@ -186,7 +186,7 @@ def test_cancel_waiting_and_running_jobs(workers, farm_cluster):
     workers.start(1)
     long = [*SLOW[:5], "400", *SLOW[6:]]  # it gets cancelled: long enough never to finish first
     running = _submit(farm_cluster, *long, "--seed", "32")
-    wait_for(lambda: _running_in_train(running), timeout=60, what="the job to be training")
+    wait_for(lambda: _running_in_train(running), timeout=120, what="the job to be training")
     # Celery's own tools see the worker and its job.
     env = {k: v for k, v in os.environ.items()}
     inspect = subprocess.run([sys.executable, "-m", "celery", "-A", "farm.worker.celery_app", "inspect",

@@ -172,6 +172,8 @@ def test_config_survives_the_tuning_cache():
     assert tuning.config_from({"config": cfg.to_dict()}) == cfg
     with pytest.raises(ValueError):
         GenConfig(64, 256, 8, 1)  # 2,048 threads a block
+    with pytest.raises(ValueError):
+        GenConfig(64, 256, 4, 1)  # 1,024 threads of ~120 registers: more than a block has
 
 
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")

@@ -45,7 +45,9 @@ class GenConfig:
     def __post_init__(self):
         if (self.kg not in (8, 16, 32, 64) or self.threads % 32 or not 32 <= self.threads <= 1024
                 or self.s not in (1, 2, 4, 8) or self.gs not in (1, 2, 4, 8)
-                or self.block_threads > 1024 or self.shared_bytes > 227 * 1024):
+                or self.block_threads > 1024 or self.shared_bytes > 227 * 1024
+                # a KG-64 thread takes ~120 registers: 512 of them fill the 65,536 of a block
+                or (self.kg == 64 and self.block_threads > 512)):
             raise ValueError(f"bad gen config {self}")
 
     @property
@@ -89,7 +91,9 @@ def gen_candidates(nnz: int, shape) -> list[GenConfig]:
 
 def fit_threads(npix: int, lo: int = FIT_THREADS[0], hi: int = FIT_THREADS[1]) -> int:
     """The warp multiple in [lo, hi] that leaves the last block of pixels least empty (ties: the
-    larger). ResNet pixel counts are multiples of 49 * 32, so 224 leaves none empty there."""
+    larger). ResNet-50's pixel counts at batch 32 are multiples of 49 * 32: 224 divides them all
+    and is chosen on the 14x14 and 7x7 layers; 256 also divides those of the 56x56 and 28x28
+    layers and wins the tie there."""
     return min(range(lo, hi + 1, 32), key=lambda t: (-npix % t, -t))
 
 

@@ -23,12 +23,13 @@ MIN_PIXELS = 1024  # below this, too few threads per group to fill the GPU (csrg
 # beyond this a candidate would take minutes to compile.
 MAX_NONZEROS = 300_000
 # Measured on the H200 at batch 32 (bench/gen_probe.py, gen_probe-h200-2026-11-26*.json,
-# kernels_layers-h200-2026-11-26f.json): every ResNet-50 layer's best config is one of these or
-# within 5% of it. T = None is a block of 192-256 threads fitted to the pixel count
-# (fit_threads): on 14x14 and 7x7 layers a group's code is 100-300 KB and ncu shows warps
-# waiting for instructions, so what helps there is more warps of one instruction stream per
-# block (l4 3x3: 0.087 -> 0.053 ms) with no padded last block. (32, 128, 2, 1) stays for l3
-# 1x1down and the 14x14 3x3 layer with fp16 activations (10-20% slower without it).
+# kernels_layers-h200-2026-11-26f.json). T = None is a block of 192-256 threads fitted to the
+# pixel count (fit_threads): on the 14x14 and 7x7 3x3 layers a group's code is 100-300 KB and
+# ncu shows warps waiting for instructions, so what helps there is more warps of one
+# instruction stream per block (l4 3x3: 0.087 -> 0.053 ms) with no padded last block; on those
+# layers every best config swept is one of these or within 5% of it. (32, 128, 2, 1) stays for
+# l3 1x1down and the 14x14 3x3 layer with fp16 activations or quantized weights (13-25% slower
+# without it).
 CANDIDATES = ((32, 128, 2, 1), (32, 128, 2, 2), (64, 128, 1, 2), (32, None, 1, 2), (32, None, 4, 1),
               (64, None, 2, 1))
 FIT_THREADS = (192, 256)

@@ -19,6 +19,8 @@ from farm.kernels.csrgen.generate import balance_groups, generate, split_columns
 from farm.kernels.testing import pruned_weight, quantize
 
 LOAD = re.compile(r"ld\.global\.nc\.(f32|b16) %h?x(\d+), \[%tap(\d+)\+(\d+)\]")
+STAGED = re.compile(r"ld\.shared\.f32 %x(\d+), \[%sbase\+(\d+)\]")  # staged 1x1 input
+CHUNK = re.compile(r"^// chunk (\d+)$")
 FMA = re.compile(r"fma\.rn\.f32 %acc(\d+), %x(\d+), 0f([0-9A-F]{8}), %acc(\d+)")
 EPILOGUE = re.compile(r"fma\.rn\.f32 %v0, %acc(\d+), 0f([0-9A-F]{8}), %v1")
 STORE = re.compile(r"@%pvalid st\.global\.(f32|b16) \[%yb\+(\d+)\], %h?v\d")
@@ -29,16 +31,21 @@ def _float(hex8: str) -> float:
 LABEL = re.compile(r"^G(\d+)S(\d+):$")
 
 
-def read_back(ptx: str, groups, lay: ConvShape, es: int) -> np.ndarray:
+def read_back(ptx: str, groups, lay: ConvShape, es: int, threads: int = 0) -> np.ndarray:
     """The dense weights the generated code multiplies by: each FMA's immediate, placed at the
-    (channel of its accumulator, input channel and tap of the value it multiplies)."""
+    (channel of its accumulator, input channel and tap of the value it multiplies). Staged code
+    (`threads` given) reads channel chunk + offset / (4 * threads) from shared memory."""
     out = np.zeros((lay.k, lay.c, lay.kh * lay.kw), dtype=np.float32)
     seen = np.zeros(out.shape, dtype=bool)
-    group, loaded = None, {}
+    group, loaded, chunk = None, {}, 0
     for line in ptx.splitlines():
         line = line.strip().rstrip(";")
         if m := LABEL.match(line):
             group = int(m.group(1))
+        elif m := CHUNK.match(line):
+            chunk = int(m.group(1))
+        elif m := STAGED.match(line):
+            loaded[int(m.group(1))] = (chunk + int(m.group(2)) // (4 * threads), 0)
         elif m := LOAD.match(line):
             reg, tap, off = int(m.group(2)), int(m.group(3)), int(m.group(4))
             loaded[reg] = (off // (lay.h * lay.w * es), tap)
@@ -81,6 +88,8 @@ CASES = [  # cin, cout, k, stride, pad, dil, h, w, sparsity, (kg, threads, split
     (64, 256, 1, 1, 0, 1, 14, 14, 0.9, (64, 128, 1, 2)),
     (3, 16, 7, 2, 3, 1, 32, 32, 0.5, (8, 64, 8, 2)),
     (48, 64, 3, 1, 1, 1, 7, 7, 0.9, (32, 224, 4, 1)),
+    # staged 1x1 input: 4 chunks of 64 channels (the last of 8), an empty group slot, stride 2
+    (200, 70, 1, 2, 0, 1, 9, 7, 0.9, (32, 128, 2, 2, True)),
 ]
 
 
@@ -92,7 +101,22 @@ def test_code_holds_exactly_the_weights(case, half):
     lay = _layout(cin, cout, k, s, p, d, h, w)
     ptx, groups = generate(dense, np.ones(cout, np.float32), lay, *cfg[:2], half, *cfg[2:])
     assert sorted(sum(groups, [])) == list(range(cout))
-    assert np.array_equal(read_back(ptx, groups, lay, 2 if half else 4), dense)
+    assert np.array_equal(read_back(ptx, groups, lay, 2 if half else 4, cfg[1]), dense)
+
+
+def test_staged_input_is_for_1x1_and_each_set_loads_its_share():
+    dense = pruned_weight((70, 200, 1, 1), 0.9, seed=3).numpy()
+    ptx, groups = generate(dense, np.ones(70, np.float32), _layout(200, 70, 1, 2, 0, 1, 9, 7), 32, 128,
+                           False, 2, 2, True)
+    # 4 sets a block and 3 groups in 2 blocks: every one of the 8 bodies (one empty group's 2
+    # included) stages its quarter of the 200 channels, and all pass the same barriers
+    bodies = re.split(r"\n(?=[GE]\d+S\d+:)", ptx.split("brx.idx")[1])[1:]
+    assert len(bodies) == 8
+    assert {b.count("st.shared.f32 [%sbase") for b in bodies} == {50}
+    assert len({b.count("bar.sync 0") for b in bodies}) == 1
+    with pytest.raises(ValueError):
+        generate(pruned_weight((8, 8, 3, 3), 0.5).numpy(), np.ones(8, np.float32), _layout(8, 8, 3, 1, 1, 1, 6, 6),
+                 8, 32, False, 1, 1, True)
 
 
 @pytest.mark.parametrize("case", CASES[:2] + CASES[4:], ids=lambda c: f"c{c[0]}-k{c[1]}-{c[9]}")
@@ -179,8 +203,8 @@ def test_config_survives_the_tuning_cache():
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[5]],
-                         ids=["3x3-split-groups", "1x1", "7x7s2-split8", "3x3-896-threads"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[5], CASES[6]],
+                         ids=["3x3-split-groups", "1x1", "7x7s2-split8", "3x3-896-threads", "1x1-staged"])
 def test_generated_ptx_compiles(case, half, arch):
     cin, cout, k, s, p, d, h, w, sp, cfg = case
     dense = pruned_weight((cout, cin, k, k), sp, seed=3).numpy()

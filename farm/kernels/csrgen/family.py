@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from farm.kernels import runtime
-from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, generate, shared_bytes
+from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, STAGE_BYTES, generate, shared_bytes
 
 ARG_TYPES = "PPPPPii"
 MIN_PIXELS = 1024  # below this, too few threads per group to fill the GPU (csrgather's ground)
@@ -41,12 +41,13 @@ class GenConfig:
     threads: int = 128  # threads (output pixels) per set; a block is threads * s * gs
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
+    st: bool = False  # 1x1 only: the block stages its input in shared memory (experimental)
     family = "gen"
 
     def __post_init__(self):
         if (self.kg not in (8, 16, 32, 64) or self.threads % 32 or not 32 <= self.threads <= 1024
                 or self.s not in (1, 2, 4, 8) or self.gs not in (1, 2, 4, 8)
-                or self.block_threads > 1024 or self.shared_bytes > 227 * 1024
+                or self.block_threads > 1024 or self.shared_bytes + STAGE_BYTES * self.st > 227 * 1024
                 # a KG-64 thread takes ~120 registers: 512 of them fill the 65,536 of a block
                 or (self.kg == 64 and self.block_threads > 512)):
             raise ValueError(f"bad gen config {self}")
@@ -61,10 +62,10 @@ class GenConfig:
 
     @property
     def name(self) -> str:
-        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}"
+        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}" + ("-st" if self.st else "")
 
     def to_dict(self) -> dict:
-        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs}
+        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs, "st": self.st}
 
 
 def applicable(nnz: int, shape) -> bool:
@@ -105,7 +106,8 @@ class GenPlan:
         self.shape, self.config = shape, cfg
         self.fn = runtime.load_function_uncached(source, KERNEL)
         self.fn.prepare(ARG_TYPES)
-        if cfg.shared_bytes > 48 * 1024:  # past the default limit only on request
+        # past 48 KB a block (partial sums, plus the staged input's static 32 KB) only on request
+        if cfg.shared_bytes + STAGE_BYTES * cfg.st > 48 * 1024:
             import pycuda.driver as cuda
 
             self.fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, cfg.shared_bytes)
@@ -127,4 +129,4 @@ class GenPlan:
 
 def gen_source(dense: np.ndarray, scale: np.ndarray, shape, cfg: GenConfig, act_half: bool):
     """(PTX, channel groups) of a layer's decoded weights at this input shape."""
-    return generate(dense, scale, shape, cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs)
+    return generate(dense, scale, shape, cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs, cfg.st)

@@ -85,17 +85,33 @@ def shared_bytes(kg: int, threads: int, splits: int, gs: int = 1) -> int:
 
 
 MAX_TAPS = 64  # a base address register per tap
+STAGE_BYTES = 32 * 1024  # staged 1x1 input: a chunk of channels x the block's pixels, as fp32
+
+
+def stage_channels(c: int, threads: int, sets: int) -> int:
+    """Input channels per staged chunk: as many as STAGE_BYTES holds, a multiple of the block's
+    sets (each set loads every sets-th channel of the chunk), no more than the layer has."""
+    fit = max(sets, STAGE_BYTES // (4 * threads) // sets * sets)
+    return min(fit, -(-c // sets) * sets)
 
 
 def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, threads: int,
-             act_half: bool, splits: int = 1, gs: int = 1) -> tuple[str, list[list[int]]]:
+             act_half: bool, splits: int = 1, gs: int = 1, staged: bool = False) -> tuple[str, list[list[int]]]:
     """PTX for the decoded weights `dense` (K, C, KH, KW; zeros are skipped) with `scale` per
     output channel applied in the epilogue; returns the source and the channel groups.
 
     A block is GS * S sets of `threads` threads over the same pixels: GS groups (blockIdx.y * GS
     onwards), each split S ways. The GS groups of a block read the same input at about the same
-    time, so all but the first find it in L1. Kernel arguments: x, y, residual (0: none), bias,
-    zero buffer (at least C*H*W elements), pixels (batch * OH * OW), relu flag."""
+    time, so all but the first find it in L1.
+
+    `staged` (1x1 kernels; experimental, not among the tuner's candidates until measured): the
+    block's threads first copy a chunk of input channels of its pixels into shared memory
+    together, each set every (S * GS)-th channel, and after a barrier every set reads its columns
+    of the chunk from there: the input is read from L2 once per block, not once per group, and
+    each group's split sets share every chunk's columns.
+
+    Kernel arguments: x, y, residual (0: none), bias, zero buffer (at least C*H*W elements),
+    pixels (batch * OH * OW), relu flag."""
     k = dense.shape[0]
     if lay.kh * lay.kw > MAX_TAPS:
         raise ValueError(f"csrgen takes kernels of at most {MAX_TAPS} taps, not {lay.kh}x{lay.kw}")
@@ -103,51 +119,72 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
     oh, ow = lay.out_hw
     if max(lay.c * lay.h * lay.w, k * oh * ow) * es >= 2**31:  # immediates and offsets are 32-bit
         raise ValueError(f"csrgen needs one image (in and out) under 2 GB, not {lay}")
+    if staged and lay.kh * lay.kw != 1:
+        raise ValueError(f"staged input is for 1x1 kernels, not {lay.kh}x{lay.kw}")
     row_nnz = (dense.reshape(k, -1) != 0).sum(1)
     groups = balance_groups(row_nnz, kg)
     blocks_y = -(-len(groups) // gs)
+    sets = splits * gs
+    cc = stage_channels(lay.c, threads, sets) if staged else 0
     w = _Writer()
-    _prologue(w, lay, es, threads, splits, gs)
-    targets = [f"G{gi}S{si}" if gi < len(groups) else "EMPTY"
+    _prologue(w, lay, es, threads, splits, gs, staged)
+    # staged: an empty group's sets still load their share of every chunk, so each has a body
+    targets = [f"G{gi}S{si}" if gi < len(groups) else (f"E{gi}S{si}" if staged else "EMPTY")
                for gi in range(blocks_y * gs) for si in range(splits)]
     w.lines.append(f"\tbodies: .branchtargets {', '.join(targets)};")
     w("brx.idx %grp, bodies")
     for gi, chans in enumerate(groups):
         sub = dense[chans].reshape(len(chans), -1)  # (group, C*KH*KW)
         used = np.nonzero((sub != 0).any(0))[0]
-        ranges = split_columns(1 + (sub[:, used] != 0).sum(0), splits)
-        for si, (a, b) in enumerate(ranges):
+        if staged:
+            shares = _chunk_shares(sub, used, lay.c, cc, splits)
+        else:
+            shares = [used[a:b] for a, b in split_columns(1 + (sub[:, used] != 0).sum(0), splits)]
+        for si, share in enumerate(shares):
             w.label(f"G{gi}S{si}")
-            _columns(w, sub, used[a:b], lay, es, act_half)
+            if staged:
+                _staged_columns(w, sub, share, lay, es, act_half, threads, (gi % gs) * splits + si, sets, cc)
+            else:
+                _columns(w, sub, share, lay, es, act_half)
             if splits > 1:
                 _exchange(w, len(chans), threads, splits, si, gs * (splits - 1))
             if si == 0:
                 _epilogue(w, scale, chans, lay, es, act_half)
             w("bra DONE")
+    for gi in range(len(groups), blocks_y * gs if staged else 0):
+        for si in range(splits):
+            w.label(f"E{gi}S{si}")
+            _staged_columns(w, np.zeros((0, lay.c)), [(c0, []) for c0 in range(0, lay.c, cc)], lay, es, act_half,
+                            threads, (gi % gs) * splits + si, sets, cc)
+            if splits > 1:
+                w("bar.sync 0")
+            w("bra DONE")
     w.label("EMPTY")  # a block's share past the last group: only the barrier
-    if splits > 1:
+    if splits > 1 and not staged:
         w("bar.sync 0")
     w.label("DONE")
     w("ret")
-    return _header(threads * splits * gs, splits > 1) + w.text() + "\n}\n", groups
+    return _header(threads * sets, splits > 1, cc * threads * 4) + w.text() + "\n}\n", groups
 
 
-def _header(threads: int, shared: bool) -> str:
+def _header(threads: int, shared: bool, stage_bytes: int = 0) -> str:
     params = ", ".join([f".param .u64 p_{n}" for n in ("x", "y", "res", "bias", "zero")]
                        + [".param .u32 p_npix", ".param .u32 p_relu"])
     smem = ".extern .shared .align 16 .b8 partial[];\n" if shared else ""
+    smem += f".shared .align 16 .b8 stage[{stage_bytes}];\n" if stage_bytes else ""
     return (f"//PTX csrgen\n.version {PTX_VERSION}\n.target {TARGET}\n.address_size 64\n{smem}\n"
             f".visible .entry {KERNEL}({params})\n.maxntid {threads}, 1, 1\n{{\n"
             "\t.reg .pred %p<40>;\n\t.reg .pred %pg, %pres, %prelu, %pvalid;\n"
-            "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot;\n\t.reg .b64 %rd<40>;\n"
+            "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot, %sbase;\n\t.reg .b64 %rd<40>;\n"
             f"\t.reg .b64 %tap<{MAX_TAPS}>;\n\t.reg .b64 %zero, %yb, %rb, %bias;\n"
             "\t.reg .f32 %acc<256>;\n\t.reg .f32 %x<65536>;\n\t.reg .b16 %hx<65536>;\n"
             "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n")
 
 
-def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int):
+def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int, staged: bool = False):
     """pix -> (n, oh, ow); per tap the base address (input or the zero buffer); output base.
-    %grp = group * splits + split; %slot = this thread's partial-sum column in shared memory."""
+    %grp = group * splits + split; %slot = this thread's partial-sum column in shared memory;
+    %sbase (staged) its pixel's column of the staged input."""
     oh, ow = lay.out_hw
     (sh, sw), (ph, pw), (dh, dw) = lay.stride, lay.padding, lay.dilation
     w("mov.u32 %r1, %ctaid.x")
@@ -157,13 +194,17 @@ def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs
     w(f"mad.lo.u32 %r3, %r1, {threads}, %r2")  # output pixel, image-major
     w("ld.param.u32 %r4, [p_npix]")
     w("setp.lt.u32 %pvalid, %r3, %r4")
-    if splits == 1:
+    if splits == 1 and not staged:
         w("@!%pvalid bra DONE")
     else:
-        # every thread must reach the barrier: one past the end computes the last pixel again
+        # every thread must reach the barriers: one past the end computes the last pixel again
         # and does not store it
         w("sub.u32 %r19, %r4, 1")
         w("min.u32 %r3, %r3, %r19")
+    if staged:
+        w("mov.u32 %sbase, stage")
+        w("mad.lo.u32 %sbase, %r2, 4, %sbase")
+    if splits > 1:
         # split s > 0 of the block's group q writes row q * (S - 1) + s - 1; split 0 reads
         # rows q * (S - 1) + s' - 1 from its own slot (row q * (S - 1) - 1) plus s' rows
         w(f"div.u32 %r21, %r18, {splits}")
@@ -231,6 +272,47 @@ def _columns(w: _Writer, sub: np.ndarray, cols, lay: ConvShape, es: int, act_hal
             w(f"ld.global.nc.f32 %x{n % 65536}, [%tap{tap}+{off}]")
         for j in np.nonzero(sub[:, col])[0]:
             w(f"fma.rn.f32 %acc{j}, %x{n % 65536}, {_imm(sub[j, col])}, %acc{j}")
+
+
+def _chunk_shares(sub: np.ndarray, used: np.ndarray, c: int, cc: int, splits: int) -> list[list]:
+    """Staged: per split, [(first channel of the chunk, its columns of the chunk)] for every
+    chunk: each chunk's columns split S ways by cost, so the sets of a group stay busy together
+    between the barriers."""
+    cost = 1 + (sub[:, used] != 0).sum(0)
+    shares: list[list] = [[] for _ in range(splits)]
+    for c0 in range(0, c, cc):
+        inside = (used >= c0) & (used < c0 + cc)
+        cols = used[inside]
+        for si, (a, b) in enumerate(split_columns(cost[inside], splits) if len(cols) else [(0, 0)] * splits):
+            shares[si].append((c0, cols[a:b]))
+    return shares
+
+
+def _staged_columns(w: _Writer, sub: np.ndarray, share, lay: ConvShape, es: int, act_half: bool,
+                    threads: int, set_index: int, sets: int, cc: int):
+    """Staged: per chunk, load this set's channels of it for this thread's pixel into shared
+    memory, wait for the block, multiply this set's columns of the chunk from there, wait again
+    (the next chunk overwrites it)."""
+    hw, row = lay.h * lay.w * es, 4 * threads
+    for j in range(sub.shape[0]):
+        w(f"mov.f32 %acc{j}, 0f00000000")
+    n = 0
+    for c0, cols in share:
+        w.lines.append(f"\t// chunk {c0}")
+        for ch in range(c0 + set_index, min(c0 + cc, lay.c), sets):
+            if act_half:
+                w(f"ld.global.nc.b16 %hv2, [%tap0+{ch * hw}]")
+                w("cvt.f32.f16 %v4, %hv2")
+            else:
+                w(f"ld.global.nc.f32 %v4, [%tap0+{ch * hw}]")
+            w(f"st.shared.f32 [%sbase+{(ch - c0) * row}], %v4")
+        w("bar.sync 0")
+        for col in cols:
+            w(f"ld.shared.f32 %x{n % 65536}, [%sbase+{(int(col) - c0) * row}]")
+            for j in np.nonzero(sub[:, col])[0]:
+                w(f"fma.rn.f32 %acc{j}, %x{n % 65536}, {_imm(sub[j, col])}, %acc{j}")
+            n += 1
+        w("bar.sync 0")
 
 
 def _exchange(w: _Writer, kg: int, threads: int, splits: int, si: int, rows: int):

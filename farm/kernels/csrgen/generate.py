@@ -159,9 +159,10 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
             if splits > 1:
                 w("bar.sync 0")
             w("bra DONE")
-    w.label("EMPTY")  # a block's share past the last group: only the barrier
-    if splits > 1 and not staged:
-        w("bar.sync 0")
+    if not staged:
+        w.label("EMPTY")  # a block's share past the last group: only the barrier
+        if splits > 1:
+            w("bar.sync 0")
     w.label("DONE")
     w("ret")
     return _header(threads * sets, splits > 1, cc * threads * 4) + w.text() + "\n}\n", groups

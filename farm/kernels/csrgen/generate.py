@@ -173,13 +173,15 @@ def _header(threads: int, shared: bool, stage_bytes: int = 0) -> str:
                        + [".param .u32 p_npix", ".param .u32 p_relu"])
     smem = ".extern .shared .align 16 .b8 partial[];\n" if shared else ""
     smem += f".shared .align 16 .b8 stage[{stage_bytes}];\n" if stage_bytes else ""
+    # staged input's register only there: other configs' code (and cache keys) stay as they were
+    sbase = "\t.reg .b32 %sbase;\n" if stage_bytes else ""
     return (f"//PTX csrgen\n.version {PTX_VERSION}\n.target {TARGET}\n.address_size 64\n{smem}\n"
             f".visible .entry {KERNEL}({params})\n.maxntid {threads}, 1, 1\n{{\n"
             "\t.reg .pred %p<40>;\n\t.reg .pred %pg, %pres, %prelu, %pvalid;\n"
-            "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot, %sbase;\n\t.reg .b64 %rd<40>;\n"
+            "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot;\n\t.reg .b64 %rd<40>;\n"
             f"\t.reg .b64 %tap<{MAX_TAPS}>;\n\t.reg .b64 %zero, %yb, %rb, %bias;\n"
             "\t.reg .f32 %acc<256>;\n\t.reg .f32 %x<65536>;\n\t.reg .b16 %hx<65536>;\n"
-            "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n")
+            "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n" + sbase)
 
 
 def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int, staged: bool = False):
@@ -271,8 +273,13 @@ def _columns(w: _Writer, sub: np.ndarray, cols, lay: ConvShape, es: int, act_hal
             w(f"cvt.f32.f16 %x{n % 65536}, %hx{n % 65536}")
         else:
             w(f"ld.global.nc.f32 %x{n % 65536}, [%tap{tap}+{off}]")
-        for j in np.nonzero(sub[:, col])[0]:
-            w(f"fma.rn.f32 %acc{j}, %x{n % 65536}, {_imm(sub[j, col])}, %acc{j}")
+        _fmas(w, sub, col, n % 65536)
+
+
+def _fmas(w: _Writer, sub: np.ndarray, col, reg: int):
+    """One FMA per nonzero of the column, the weight an immediate, into its channel's accumulator."""
+    for j in np.nonzero(sub[:, col])[0]:
+        w(f"fma.rn.f32 %acc{j}, %x{reg}, {_imm(sub[j, col])}, %acc{j}")
 
 
 def _chunk_shares(sub: np.ndarray, used: np.ndarray, c: int, cc: int, splits: int) -> list[list]:
@@ -310,8 +317,7 @@ def _staged_columns(w: _Writer, sub: np.ndarray, share, lay: ConvShape, es: int,
         w("bar.sync 0")
         for col in cols:
             w(f"ld.shared.f32 %x{n % 65536}, [%sbase+{(int(col) - c0) * row}]")
-            for j in np.nonzero(sub[:, col])[0]:
-                w(f"fma.rn.f32 %acc{j}, %x{n % 65536}, {_imm(sub[j, col])}, %acc{j}")
+            _fmas(w, sub, col, n % 65536)
             n += 1
         w("bar.sync 0")
 

@@ -206,8 +206,9 @@ def main():
 
     t0 = time.time()
     only = frozenset(filter(None, args.layers.split(",")))
-    if only - {row[0] for row in LAYERS}:
-        ap.error(f"unknown layers {sorted(only - {row[0] for row in LAYERS})}; known: {[row[0] for row in LAYERS]}")
+    names = [row[0] for row in LAYERS]
+    if only - set(names):
+        ap.error(f"unknown layers {sorted(only - set(names))}; known: {names}")
     if args.precompile:
         from farm.kernels.compile import is_ptx
 

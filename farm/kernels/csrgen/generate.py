@@ -151,15 +151,15 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
             if si == 0:
                 _epilogue(w, scale, chans, lay, es, act_half)
             w("bra DONE")
-    for gi in range(len(groups), blocks_y * gs if staged else 0):
-        for si in range(splits):
+    if staged:  # a slot past the last group: its share of every chunk, and the barriers
+        for gi, si in ((gi, si) for gi in range(len(groups), blocks_y * gs) for si in range(splits)):
             w.label(f"E{gi}S{si}")
             _staged_columns(w, np.zeros((0, lay.c)), [(c0, []) for c0 in range(0, lay.c, cc)], lay, es, act_half,
                             threads, (gi % gs) * splits + si, sets, cc)
             if splits > 1:
                 w("bar.sync 0")
             w("bra DONE")
-    if not staged:
+    else:
         w.label("EMPTY")  # a block's share past the last group: only the barrier
         if splits > 1:
             w("bar.sync 0")
@@ -267,13 +267,17 @@ def _columns(w: _Writer, sub: np.ndarray, cols, lay: ConvShape, es: int, act_hal
         w(f"mov.f32 %acc{j}, 0f00000000")
     for n, col in enumerate(cols):
         cin, tap = divmod(int(col), khw)
-        off = cin * lay.h * lay.w * es
-        if act_half:
-            w(f"ld.global.nc.b16 %hx{n % 65536}, [%tap{tap}+{off}]")
-            w(f"cvt.f32.f16 %x{n % 65536}, %hx{n % 65536}")
-        else:
-            w(f"ld.global.nc.f32 %x{n % 65536}, [%tap{tap}+{off}]")
+        _load(w, f"%x{n % 65536}", f"%hx{n % 65536}", f"[%tap{tap}+{cin * lay.h * lay.w * es}]", act_half)
         _fmas(w, sub, col, n % 65536)
+
+
+def _load(w: _Writer, dst: str, half_reg: str, addr: str, act_half: bool):
+    """An input value into f32 register dst (fp16 activations: through half_reg, converted)."""
+    if act_half:
+        w(f"ld.global.nc.b16 {half_reg}, {addr}")
+        w(f"cvt.f32.f16 {dst}, {half_reg}")
+    else:
+        w(f"ld.global.nc.f32 {dst}, {addr}")
 
 
 def _fmas(w: _Writer, sub: np.ndarray, col, reg: int):
@@ -291,7 +295,7 @@ def _chunk_shares(sub: np.ndarray, used: np.ndarray, c: int, cc: int, splits: in
     for c0 in range(0, c, cc):
         inside = (used >= c0) & (used < c0 + cc)
         cols = used[inside]
-        for si, (a, b) in enumerate(split_columns(cost[inside], splits) if len(cols) else [(0, 0)] * splits):
+        for si, (a, b) in enumerate(split_columns(cost[inside], splits)):  # no columns: empty shares
             shares[si].append((c0, cols[a:b]))
     return shares
 
@@ -308,11 +312,7 @@ def _staged_columns(w: _Writer, sub: np.ndarray, share, lay: ConvShape, es: int,
     for c0, cols in share:
         w.lines.append(f"\t// chunk {c0}")
         for ch in range(c0 + set_index, min(c0 + cc, lay.c), sets):
-            if act_half:
-                w(f"ld.global.nc.b16 %hv2, [%tap0+{ch * hw}]")
-                w("cvt.f32.f16 %v4, %hv2")
-            else:
-                w(f"ld.global.nc.f32 %v4, [%tap0+{ch * hw}]")
+            _load(w, "%v4", "%hv2", f"[%tap0+{ch * hw}]", act_half)
             w(f"st.shared.f32 [%sbase+{(ch - c0) * row}], %v4")
         w("bar.sync 0")
         for col in cols:

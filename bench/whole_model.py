@@ -104,7 +104,7 @@ def main():
     if args.precompile:
         from farm.kernels.compile import is_ptx
 
-        srcs = [s for s in sources() if not (args.skip_generated and is_ptx(s))]
+        srcs = [s for s in sources(args.batches) if not (args.skip_generated and is_ptx(s))]
         errors = precompile(srcs, args.arch)
         print(f"{len(srcs)} sources, {len(errors)} errors, {time.time() - t0:.0f} s")
         return 1 if errors else 0

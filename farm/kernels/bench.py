@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from farm.kernels import runtime
+from farm.kernels import runtime, tuning
 from farm.kernels.autotune import rel_err
 from farm.kernels.conv import DTYPES, FusedConv, SparseConv2d
 from farm.kernels.env import environment
@@ -127,6 +127,11 @@ def bench_layer(layer: SparseConv2d, shape, dtype, device, ceil: dict, *, name: 
            "batch": shape[0], "dtype": DTYPES[dtype], "weight_scheme": layer.weight_record.scheme,
            "weight_bits": layer.weight_record.bits, "sparsity": round(layer.sparsity, 4),
            "config": plan.config.name, "max_rel_err": err}
+    # what the tuner measured (every candidate, or none when the cache answered): a surprising
+    # choice can be read from the file rather than guessed at
+    hit = tuning.lookup(layer.tuning_key(tuple(shape), dtype))
+    if hit and "tried" in hit:
+        row["tuning"] = hit["tried"]
     if not err <= TOLERANCE[dtype]:
         row["failed"] = f"rel err {err:.3g} > {TOLERANCE[dtype]}"
         return row

@@ -183,6 +183,16 @@ def test_fitted_blocks_leave_no_pixel_slot_empty_where_they_can():
     assert all(c.block_threads <= 1024 for c in configs)
 
 
+def test_staged_input_is_offered_on_channel_reducing_1x1_layers_only():
+    def staged(c, k, kh):
+        return [cfg for cfg in gen_candidates(1000, ConvShape(32, c, 14, 14, k, kh, kh, (1, 1), (kh // 2,) * 2, (1, 1)))
+                if cfg.st]
+
+    assert [(c.kg, c.threads, c.s, c.gs) for c in staged(1024, 256, 1)] == [(32, 128, 2, 2), (32, 224, 2, 2)]
+    assert staged(256, 1024, 1) == []  # expanding: measured slower there
+    assert staged(256, 256, 3) == []  # the staged code is for 1x1 kernels
+
+
 def test_a_setting_leaves_it_out(monkeypatch):
     big = ConvShape(32, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))
     monkeypatch.setenv("FARM_KERNEL_CSRGEN", "0")

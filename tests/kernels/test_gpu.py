@@ -36,7 +36,7 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     # blocks fitted to the pixel count: 7 warps a set, 4 sets (896 threads); 1,024 threads
     (30, 70, 12, 17, 3, 2, 1, 1, 5, 0.5, GenConfig(32, 224, 4, 1)),
     (33, 20, 15, 15, 3, 1, 2, 2, 4, 0.9, GenConfig(32, 256, 4, 1)),
-    # staged 1x1 input (experimental): 64 KB of shared memory a block; an empty group slot
+    # staged 1x1 input: 64 KB of shared memory a block; an empty group slot
     (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, GenConfig(32, 128, 2, 2, True)),
     (200, 70, 9, 7, 1, 2, 0, 1, 5, 0.9, GenConfig(32, 64, 1, 2, True)),
 ]

@@ -32,6 +32,12 @@ MAX_NONZEROS = 300_000
 # without it).
 CANDIDATES = ((32, 128, 2, 1), (32, 128, 2, 2), (64, 128, 1, 2), (32, None, 1, 2), (32, None, 4, 1),
               (64, None, 2, 1))
+# 1x1 kernels that reduce the channels (C > K) also try the block staging its input in shared
+# memory (gen_probe-st-h200-2026-11-26.json, kernels_layers-h200-2026-11-26g.json): l1 1x1down
+# 0.048 -> 0.041 ms (fp32) with (32, 128, 2, 2), l3 1x1down with fp16 activations 0.035 -> 0.027
+# ms with (32, 224, 2, 2). On the expanding 1x1 layers it lost (l3 1x1up 0.030 vs 0.025 ms) or
+# was never chosen, and each candidate costs ResNet-50 seconds of compiling per layer.
+STAGED_CANDIDATES = ((32, 128, 2, 2), (32, None, 2, 2))
 FIT_THREADS = (192, 256)
 
 
@@ -41,7 +47,7 @@ class GenConfig:
     threads: int = 128  # threads (output pixels) per set; a block is threads * s * gs
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
-    st: bool = False  # 1x1 only: the block stages its input in shared memory (experimental)
+    st: bool = False  # 1x1 only: the block stages its input in shared memory
     family = "gen"
 
     def __post_init__(self):
@@ -88,7 +94,9 @@ def gen_candidates(nnz: int, shape) -> list[GenConfig]:
         return []
     oh, ow = shape.out_hw
     fitted = fit_threads(shape.n * oh * ow)
-    return [GenConfig(kg, threads or fitted, s, gs) for kg, threads, s, gs in CANDIDATES]
+    staged = STAGED_CANDIDATES if shape.kh * shape.kw == 1 and shape.c > shape.k else ()
+    return ([GenConfig(kg, threads or fitted, s, gs) for kg, threads, s, gs in CANDIDATES]
+            + [GenConfig(kg, threads or fitted, s, gs, True) for kg, threads, s, gs in staged])
 
 
 def fit_threads(npix: int, lo: int = FIT_THREADS[0], hi: int = FIT_THREADS[1]) -> int:

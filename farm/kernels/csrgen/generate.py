@@ -104,7 +104,7 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
     onwards), each split S ways. The GS groups of a block read the same input at about the same
     time, so all but the first find it in L1.
 
-    `staged` (1x1 kernels; experimental, not among the tuner's candidates until measured): the
+    `staged` (1x1 kernels): the
     block's threads first copy a chunk of input channels of its pixels into shared memory
     together, each set every (S * GS)-th channel, and after a barrier every set reads its columns
     of the chunk from there: the input is read from L2 once per block, not once per group, and

@@ -96,6 +96,10 @@ def test_tuning_offers_times_and_restores_the_generated_family(tmp_path, monkeyp
     result = tune(layer, shape, torch.float32, torch.device("cuda"), configs=gens + [TileConfig(8, 4, 1)])
     timed = [r for r in result.tried if r["config"].startswith("gn-") and "ms" in r]
     assert len(timed) == len(gens) == len(CANDIDATES)
+    # the winner is the fastest of the confirming round (or the only finalist)
+    chosen = next(r for r in result.tried if r["config"] == result.config.name)
+    assert result.ms == chosen.get("ms_confirm", chosen["ms"])
+    assert all(r["ms_confirm"] >= result.ms for r in result.tried if "ms_confirm" in r)
     config = tuning.config_from({"config": GenConfig(32, 128, 2, 2).to_dict()})
     plan = layer.make_plan(shape, torch.float32, config, torch.device("cuda"))
     assert check(layer, plan, shape, torch.float32, "cuda", residual=True) <= TOLERANCE[torch.float32]

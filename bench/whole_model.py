@@ -88,6 +88,15 @@ def agreement(device) -> dict:
             "logits_rel_err": rel_err(out, ref)}
 
 
+def _progress(t0):
+    def show(ev):  # every 10th layer tuned (the first batch size compiles and measures each)
+        if "stage" in ev and (ev["done"] % 10 == 0 or ev["done"] == ev["of"]):
+            print(f"  batch {ev['batch']} {ev['stage']}: {ev['done']}/{ev['of']} layers decided at "
+                  f"{time.time() - t0:.0f} s", flush=True)
+
+    return show
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench-out")
@@ -128,7 +137,7 @@ def main():
     model = pruned_resnet50()
     result["resnet50"] = []
     for n in args.batches:
-        result["resnet50"] += benchmark_model(model, (1, 3, 224, 224), [n], device="cuda")
+        result["resnet50"] += benchmark_model(model, (1, 3, 224, 224), [n], device="cuda", callback=_progress(t0))
         (out / "whole_model.json").write_text(json.dumps(result, indent=1))
         print(f"batch {n} done at {time.time() - t0:.0f} s", flush=True)
     for r in result["resnet50"]:

@@ -82,6 +82,11 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
         layers = benchmark_layers(net, (1, c, h, w), sizes, dtype=torch_dtype, callback=step)
     render.rows(layers, fmt, columns=LAYER_COLUMNS, title=f"{model} at {sparsity:.0%}: per layer (ms)")
     if whole_model:
-        with err.status("timing the whole model, CUDA graphs on both sides ..."):
-            whole = benchmark_model(net, (1, c, h, w), sizes, dtype=torch_dtype)
+        with err.status("timing the whole model, CUDA graphs on both sides ...") as status:
+            def decided(ev):  # each layer is decided sparse or dense again, against fp32 and TF32
+                if "stage" in ev:
+                    status.update(f"whole model, batch {ev['batch']}: layers decided against {ev['stage']} "
+                                  f"{ev['done']}/{ev['of']} ...")
+
+            whole = benchmark_model(net, (1, c, h, w), sizes, dtype=torch_dtype, callback=decided)
         render.rows(whole, fmt, columns=MODEL_COLUMNS, title=f"{model} at {sparsity:.0%}: whole model (ms)")

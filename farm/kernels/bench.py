@@ -194,7 +194,8 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
                     callback=None) -> list[dict]:
     """Whole-model latency, CUDA graphs on both sides: dense fp32 / TF32 / fp16 vs sparsified.
     max_rel_err compares the sparse model with the model's own forward in float64. `callback`
-    gets {"layer": None, "batch", "done", "of"} after each batch size."""
+    gets {"layer": None, "batch", "done", "of"} after each batch size, and {"stage": "fp32" or
+    "tf32", "layer", "batch", "done", "of"} after each layer is tuned and decided."""
     runtime.require_gpu()
     from farm.kernels.sparsify import sparsify
 
@@ -214,8 +215,11 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         dense16 = copy.deepcopy(dense).half().to(memory_format=torch.channels_last)
         row["dense_fp16_ms"] = time_model(dense16, x.half().to(memory_format=torch.channels_last))
         del dense16
+        def tuned(stage):
+            return None if callback is None else lambda ev: callback({**ev, "stage": stage, "batch": b})
+
         with tf32(False):  # each layer kept sparse only where it beats cuDNN fp32 at its shape
-            sm = sparsify(dense, dtype=dtype, input_shape=shape, weights=weights)
+            sm = sparsify(dense, dtype=dtype, input_shape=shape, weights=weights, progress=tuned("fp32"))
         xs = x.to(dtype)
         with torch.no_grad(), tf32(False):
             ref = dense.double()(x.double())
@@ -230,7 +234,7 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         with tf32(False):
             row["sparse_ms"] = time_model(sm, xs, stream=runtime.stream())
         with tf32(True):  # decided again against TF32: a layer stays sparse only if it beats TF32
-            sm_tf32 = sparsify(dense, dtype=dtype, input_shape=shape, weights=weights)
+            sm_tf32 = sparsify(dense, dtype=dtype, input_shape=shape, weights=weights, progress=tuned("tf32"))
             row["sparse_tf32_ms"] = time_model(sm_tf32, xs, stream=runtime.stream())
         row["sparse_layers_tf32"] = sum(isinstance(m, SparseConv2d) for m in sm_tf32.modules())
         row["decisions"] = getattr(sm, "_farm_decisions", [])

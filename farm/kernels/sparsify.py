@@ -126,12 +126,14 @@ def _cast_rest(model: nn.Module, dtype: torch.dtype) -> None:
 
 def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense_if_slower: bool = True,
              input_shape: tuple[int, ...] | None = None, min_sparsity: float = MIN_SPARSITY,
-             weights: dict[str, SparseTensor] | None = None) -> nn.Module:
+             weights: dict[str, SparseTensor] | None = None, progress=None) -> nn.Module:
     """A copy of `model` (eval mode) with its pruned convs replaced by SparseConv2d.
 
     weights: compressed records by parameter name ("layer1.0.conv1.weight"), e.g.
     load_compressed(path).tensors, so quantized weights run as stored. input_shape (with a GPU):
-    measure each sparse layer against cuDNN at that shape and keep the faster.
+    measure each sparse layer against cuDNN at that shape and keep the faster; `progress` then
+    gets {"layer", "done", "of", "sparse"} after each layer (a first tuning compiles: minutes
+    for a large model).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be float32 or float16, got {dtype}")
@@ -142,7 +144,7 @@ def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense
     if dtype != torch.float32:
         _cast_rest(model, dtype)
     if keep_dense_if_slower and input_shape is not None and runtime.available():
-        keep_faster(model, input_shape, dtype, make.made)
+        keep_faster(model, input_shape, dtype, make.made, progress)
     return model
 
 
@@ -164,16 +166,15 @@ def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module
     return shapes
 
 
-def keep_faster(model, input_shape, dtype, made) -> list[dict]:
+def keep_faster(model, input_shape, dtype, made, progress=None) -> list[dict]:
     """Time each sparse layer against its dense twin at its real input shape; swap in the faster."""
     device = next(model.parameters(), torch.empty(0, device="cuda")).device
     model.to(device=device)
     shapes = layer_inputs(model, input_shape, dtype, device)
     decisions = []
     stream = runtime.stream()
-    for name, m, conv, bn in made:
-        if not isinstance(m, SparseConv2d) or m not in shapes:
-            continue
+    todo = [(name, m, conv, bn) for name, m, conv, bn in made if isinstance(m, SparseConv2d) and m in shapes]
+    for name, m, conv, bn in todo:
         x = torch.randn(shapes[m], device=device, dtype=dtype)
         dense = DenseConv2d(conv, bn, relu=m.relu).to(device)
         with torch.no_grad():
@@ -183,6 +184,8 @@ def keep_faster(model, input_shape, dtype, made) -> list[dict]:
         decisions.append({"layer": name, "sparse_ms": t_sparse, "dense_ms": t_dense})
         if t_dense < t_sparse:
             _replace(model, m, dense)
+        if progress:
+            progress({"layer": name, "done": len(decisions), "of": len(todo), "sparse": t_sparse <= t_dense})
     model._farm_decisions = decisions
     return decisions
 

@@ -152,10 +152,16 @@ def bench_progress(callback: Callable[[dict], None], start: float, share: float)
     the stage (layers first, then the whole model), in per-mille "epochs", and a note saying
     what was just timed."""
 
+    last = round(1000 * start)
+
     def event(ev: dict) -> None:
-        what = ev["layer"] or "whole model"
-        callback({"stage": "benchmark", "epoch": round(1000 * (start + share * ev["done"] / ev["of"])),
-                  "epochs": 1000, "step": f"{what}, batch {ev['batch']} ({ev['done']}/{ev['of']})"})
+        nonlocal last
+        if "stage" in ev:  # whole model: a layer tuned and decided inside one batch size's step
+            step = f"whole model, batch {ev['batch']}: {ev['layer']} decided against {ev['stage']} ({ev['done']}/{ev['of']})"
+        else:
+            last = round(1000 * (start + share * ev["done"] / ev["of"]))
+            step = f"{ev['layer'] or 'whole model'}, batch {ev['batch']} ({ev['done']}/{ev['of']})"
+        callback({"stage": "benchmark", "epoch": last, "epochs": 1000, "step": step})
 
     return event
 

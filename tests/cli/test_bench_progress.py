@@ -16,6 +16,9 @@ def _stage_events(layers: int, batches: int) -> list[dict]:
     for i in range(layers):
         on_layer({"layer": f"layer{i}.conv", "batch": 32, "done": i + 1, "of": layers})
     for j in range(batches):
+        for stage in ("fp32", "tf32"):  # inside each batch size: every layer tuned and decided
+            for i in range(layers):
+                on_model({"stage": stage, "layer": f"layer{i}.conv", "batch": 32, "done": i + 1, "of": layers})
         on_model({"layer": None, "batch": 32, "done": j + 1, "of": batches})
     return seen
 
@@ -27,6 +30,8 @@ def test_one_bar_rises_to_the_end():
     assert all(e["stage"] == "benchmark" for e in events)
     assert events[3]["step"] == "layer3.conv, batch 32 (4/19)"
     assert events[-1]["step"] == "whole model, batch 32 (2/2)"
+    assert events[19]["step"] == "whole model, batch 32: layer0.conv decided against fp32 (1/19)"
+    assert events[19]["epoch"] == events[18]["epoch"]  # the bar waits for the batch size's end
 
 
 def test_the_cli_shows_what_was_timed(monkeypatch):

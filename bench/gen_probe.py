@@ -27,7 +27,7 @@ from farm.kernels.csrgen.family import GenConfig, gen_candidates  # noqa: E402
 
 def configs_for(layer, shape, wanted):
     if wanted:
-        return [GenConfig(*map(int, w.split("x")[:4]), *(bool(int(v)) for v in w.split("x")[4:])) for w in wanted]
+        return [GenConfig(*map(int, w.split("x"))) for w in wanted]
     return gen_candidates(layer.weight_record.nnz, layer.conv_shape(shape))
 
 
@@ -50,7 +50,8 @@ def main() -> int:
     ap.add_argument("--layers", default="")
     ap.add_argument("--variants", default="fp32,fp16")
     ap.add_argument("--sparsity", type=float, default=0.9)
-    ap.add_argument("--configs", default="", help="KGxTHREADSxSPLITSxGROUPS[x1: staged 1x1 input],... (default: the candidates)")
+    ap.add_argument("--configs", default="", help="KGxTHREADSxSPLITSxGROUPS[x1: staged 1x1 input, x2: staged and prefetched],... "
+                    "(default: the candidates)")
     ap.add_argument("--precompile", action="store_true", help="compile only (any machine)")
     ap.add_argument("--arch", default="sm_90")
     args = ap.parse_args()

@@ -90,6 +90,8 @@ CASES = [  # cin, cout, k, stride, pad, dil, h, w, sparsity, (kg, threads, split
     (48, 64, 3, 1, 1, 1, 7, 7, 0.9, (32, 224, 4, 1)),
     # staged 1x1 input: 4 chunks of 64 channels (the last of 8), an empty group slot, stride 2
     (200, 70, 1, 2, 0, 1, 9, 7, 0.9, (32, 128, 2, 2, True)),
+    # ... prefetching the next chunk into registers (staged=2), one group a block
+    (200, 70, 1, 2, 0, 1, 9, 7, 0.9, (32, 64, 2, 1, 2)),
 ]
 
 
@@ -117,6 +119,25 @@ def test_staged_input_is_for_1x1_and_each_set_loads_its_share():
     with pytest.raises(ValueError):
         generate(pruned_weight((8, 8, 3, 3), 0.5).numpy(), np.ones(8, np.float32), _layout(8, 8, 3, 1, 1, 1, 6, 6),
                  8, 32, False, 1, 1, True)
+
+
+@pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
+def test_prefetch_loads_each_chunk_before_the_previous_one_is_multiplied(half):
+    """staged=2: a body's global loads of chunk i + 1 sit between chunk i's two barriers, ahead
+    of its FMAs; every channel of the set's share is loaded once and stored once."""
+    dense = pruned_weight((70, 200, 1, 1), 0.9, seed=3).numpy()
+    ptx, _ = generate(dense, np.ones(70, np.float32), _layout(200, 70, 1, 2, 0, 1, 9, 7), 32, 64, half, 2, 1, 2)
+    body = re.split(r"\n(?=[GE]\d+S\d+:)", ptx.split("brx.idx")[1])[1]
+    chunks = body.split("// chunk ")[1:]
+    assert len(chunks) == 2  # 200 channels, 128 a chunk at 64 threads
+    first, second = (c.split("bar.sync 0") for c in chunks)
+    assert "ld.global" not in first[0] and "ld.global" not in second[1]  # stores from registers
+    between = first[1]  # chunk 0: after its data is in shared memory, before the second barrier
+    assert between.index("ld.global.nc") < between.index("fma.rn.f32")
+    loads = re.findall(r"ld\.global\.nc\.(?:f32 %pf|b16 %hpf)\d+, \[%tap0\+(\d+)\]", body)
+    es = 2 if half else 4
+    assert sorted(int(o) // (9 * 7 * es) for o in loads) == list(range(0, 200, 2))  # set 0 of 2: even channels
+    assert body.count("st.shared.f32 [%sbase") == 100
 
 
 @pytest.mark.parametrize("case", CASES[:2] + CASES[4:], ids=lambda c: f"c{c[0]}-k{c[1]}-{c[9]}")
@@ -213,8 +234,9 @@ def test_config_survives_the_tuning_cache():
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[5], CASES[6]],
-                         ids=["3x3-split-groups", "1x1", "7x7s2-split8", "3x3-896-threads", "1x1-staged"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[5], CASES[6], CASES[7]],
+                         ids=["3x3-split-groups", "1x1", "7x7s2-split8", "3x3-896-threads", "1x1-staged",
+                              "1x1-prefetch"])
 def test_generated_ptx_compiles(case, half, arch):
     cin, cout, k, s, p, d, h, w, sp, cfg = case
     dense = pruned_weight((cout, cin, k, k), sp, seed=3).numpy()

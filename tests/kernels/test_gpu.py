@@ -39,6 +39,9 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     # staged 1x1 input: 64 KB of shared memory a block; an empty group slot
     (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, GenConfig(32, 128, 2, 2, True)),
     (200, 70, 9, 7, 1, 2, 0, 1, 5, 0.9, GenConfig(32, 64, 1, 2, True)),
+    # ... prefetching each next chunk into registers (experimental): fp16 through %hpf
+    (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, GenConfig(32, 128, 2, 2, 2)),
+    (200, 70, 9, 7, 1, 2, 0, 1, 5, 0.9, GenConfig(32, 64, 2, 1, 2)),
 ]
 
 

@@ -47,13 +47,14 @@ class GenConfig:
     threads: int = 128  # threads (output pixels) per set; a block is threads * s * gs
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
-    st: bool = False  # 1x1 only: the block stages its input in shared memory
+    st: int = 0  # 1x1 only: 1 the block stages its input in shared memory, 2 also prefetching
     family = "gen"
 
     def __post_init__(self):
         if (self.kg not in (8, 16, 32, 64) or self.threads % 32 or not 32 <= self.threads <= 1024
                 or self.s not in (1, 2, 4, 8) or self.gs not in (1, 2, 4, 8)
-                or self.block_threads > 1024 or self.shared_bytes + STAGE_BYTES * self.st > 227 * 1024
+                or self.st not in (0, 1, 2)
+                or self.block_threads > 1024 or self.shared_bytes + STAGE_BYTES * bool(self.st) > 227 * 1024
                 # a KG-64 thread takes ~120 registers: 512 of them fill the 65,536 of a block
                 or (self.kg == 64 and self.block_threads > 512)):
             raise ValueError(f"bad gen config {self}")
@@ -68,10 +69,10 @@ class GenConfig:
 
     @property
     def name(self) -> str:
-        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}" + ("-st" if self.st else "")
+        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}" + ("", "-st", "-stp")[self.st]
 
     def to_dict(self) -> dict:
-        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs, "st": self.st}
+        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs, "st": int(self.st)}
 
 
 def applicable(nnz: int, shape) -> bool:
@@ -96,7 +97,7 @@ def gen_candidates(nnz: int, shape) -> list[GenConfig]:
     fitted = fit_threads(shape.n * oh * ow)
     staged = STAGED_CANDIDATES if shape.kh * shape.kw == 1 and shape.c > shape.k else ()
     return ([GenConfig(kg, threads or fitted, s, gs) for kg, threads, s, gs in CANDIDATES]
-            + [GenConfig(kg, threads or fitted, s, gs, True) for kg, threads, s, gs in staged])
+            + [GenConfig(kg, threads or fitted, s, gs, 1) for kg, threads, s, gs in staged])
 
 
 def fit_threads(npix: int, lo: int = FIT_THREADS[0], hi: int = FIT_THREADS[1]) -> int:
@@ -115,7 +116,7 @@ class GenPlan:
         self.fn = runtime.load_function_uncached(source, KERNEL)
         self.fn.prepare(ARG_TYPES)
         # past 48 KB a block (partial sums, plus the staged input's static 32 KB) only on request
-        if cfg.shared_bytes + STAGE_BYTES * cfg.st > 48 * 1024:
+        if cfg.shared_bytes + STAGE_BYTES * bool(cfg.st) > 48 * 1024:
             import pycuda.driver as cuda
 
             self.fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, cfg.shared_bytes)

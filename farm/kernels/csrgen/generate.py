@@ -96,7 +96,7 @@ def stage_channels(c: int, threads: int, sets: int) -> int:
 
 
 def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, threads: int,
-             act_half: bool, splits: int = 1, gs: int = 1, staged: bool = False) -> tuple[str, list[list[int]]]:
+             act_half: bool, splits: int = 1, gs: int = 1, staged: int = 0) -> tuple[str, list[list[int]]]:
     """PTX for the decoded weights `dense` (K, C, KH, KW; zeros are skipped) with `scale` per
     output channel applied in the epilogue; returns the source and the channel groups.
 
@@ -108,7 +108,10 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
     block's threads first copy a chunk of input channels of its pixels into shared memory
     together, each set every (S * GS)-th channel, and after a barrier every set reads its columns
     of the chunk from there: the input is read from L2 once per block, not once per group, and
-    each group's split sets share every chunk's columns.
+    each group's split sets share every chunk's columns. `staged=2` also prefetches: each thread
+    loads its share of the next chunk into registers before multiplying the current one, so the
+    trip to L2 overlaps the FMAs instead of standing between two barriers (experimental, not
+    among the tuner's candidates until measured).
 
     Kernel arguments: x, y, residual (0: none), bias, zero buffer (at least C*H*W elements),
     pixels (batch * OH * OW), relu flag."""
@@ -143,7 +146,8 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
         for si, share in enumerate(shares):
             w.label(f"G{gi}S{si}")
             if staged:
-                _staged_columns(w, sub, share, lay, es, act_half, threads, (gi % gs) * splits + si, sets, cc)
+                _staged_columns(w, sub, share, lay, es, act_half, threads, (gi % gs) * splits + si, sets, cc,
+                                staged == 2)
             else:
                 _columns(w, sub, share, lay, es, act_half)
             if splits > 1:
@@ -155,7 +159,7 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
         for gi, si in ((gi, si) for gi in range(len(groups), blocks_y * gs) for si in range(splits)):
             w.label(f"E{gi}S{si}")
             _staged_columns(w, np.zeros((0, lay.c)), [(c0, []) for c0 in range(0, lay.c, cc)], lay, es, act_half,
-                            threads, (gi % gs) * splits + si, sets, cc)
+                            threads, (gi % gs) * splits + si, sets, cc, staged == 2)
             if splits > 1:
                 w("bar.sync 0")
             w("bra DONE")
@@ -165,16 +169,18 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
             w("bar.sync 0")
     w.label("DONE")
     w("ret")
-    return _header(threads * sets, splits > 1, cc * threads * 4) + w.text() + "\n}\n", groups
+    prefetch = -(-cc // sets) if staged == 2 else 0  # registers for a set's share of a chunk
+    return _header(threads * sets, splits > 1, cc * threads * 4, prefetch) + w.text() + "\n}\n", groups
 
 
-def _header(threads: int, shared: bool, stage_bytes: int = 0) -> str:
+def _header(threads: int, shared: bool, stage_bytes: int = 0, prefetch: int = 0) -> str:
     params = ", ".join([f".param .u64 p_{n}" for n in ("x", "y", "res", "bias", "zero")]
                        + [".param .u32 p_npix", ".param .u32 p_relu"])
     smem = ".extern .shared .align 16 .b8 partial[];\n" if shared else ""
     smem += f".shared .align 16 .b8 stage[{stage_bytes}];\n" if stage_bytes else ""
     # staged input's register only there: other configs' code (and cache keys) stay as they were
     sbase = "\t.reg .b32 %sbase;\n" if stage_bytes else ""
+    sbase += f"\t.reg .f32 %pf<{prefetch}>;\n\t.reg .b16 %hpf<{prefetch}>;\n" if prefetch else ""
     return (f"//PTX csrgen\n.version {PTX_VERSION}\n.target {TARGET}\n.address_size 64\n{smem}\n"
             f".visible .entry {KERNEL}({params})\n.maxntid {threads}, 1, 1\n{{\n"
             "\t.reg .pred %p<40>;\n\t.reg .pred %pg, %pres, %prelu, %pvalid;\n"
@@ -301,25 +307,47 @@ def _chunk_shares(sub: np.ndarray, used: np.ndarray, c: int, cc: int, splits: in
 
 
 def _staged_columns(w: _Writer, sub: np.ndarray, share, lay: ConvShape, es: int, act_half: bool,
-                    threads: int, set_index: int, sets: int, cc: int):
+                    threads: int, set_index: int, sets: int, cc: int, prefetch: bool = False):
     """Staged: per chunk, load this set's channels of it for this thread's pixel into shared
     memory, wait for the block, multiply this set's columns of the chunk from there, wait again
-    (the next chunk overwrites it)."""
+    (the next chunk overwrites it). `prefetch`: the loads of chunk i + 1 go to registers right
+    after the first barrier of chunk i and are stored after its second."""
     hw, row = lay.h * lay.w * es, 4 * threads
+
+    def mine(c0):  # this set's channels of the chunk starting at c0
+        return range(c0 + set_index, min(c0 + cc, lay.c), sets)
+
     for j in range(sub.shape[0]):
         w(f"mov.f32 %acc{j}, 0f00000000")
+    if prefetch and share:
+        _fetch(w, mine(share[0][0]), hw, act_half)
     n = 0
-    for c0, cols in share:
+    for t, (c0, cols) in enumerate(share):
         w.lines.append(f"\t// chunk {c0}")
-        for ch in range(c0 + set_index, min(c0 + cc, lay.c), sets):
-            _load(w, "%v4", "%hv2", f"[%tap0+{ch * hw}]", act_half)
-            w(f"st.shared.f32 [%sbase+{(ch - c0) * row}], %v4")
+        for i, ch in enumerate(mine(c0)):
+            if prefetch:
+                src = "%pf" + str(i)
+                if act_half:
+                    w(f"cvt.f32.f16 %pf{i}, %hpf{i}")
+            else:
+                _load(w, "%v4", "%hv2", f"[%tap0+{ch * hw}]", act_half)
+                src = "%v4"
+            w(f"st.shared.f32 [%sbase+{(ch - c0) * row}], {src}")
         w("bar.sync 0")
+        if prefetch and t + 1 < len(share):
+            _fetch(w, mine(share[t + 1][0]), hw, act_half)
         for col in cols:
             w(f"ld.shared.f32 %x{n % 65536}, [%sbase+{(int(col) - c0) * row}]")
             _fmas(w, sub, col, n % 65536)
             n += 1
         w("bar.sync 0")
+
+
+def _fetch(w: _Writer, chans, hw: int, act_half: bool):
+    """Prefetch: a set's channels of the next chunk into registers %pf (fp16: %hpf, converted
+    when stored)."""
+    for i, ch in enumerate(chans):
+        w(f"ld.global.nc.{'b16 %hpf' if act_half else 'f32 %pf'}{i}, [%tap0+{ch * hw}]")
 
 
 def _exchange(w: _Writer, kg: int, threads: int, splits: int, si: int, rows: int):

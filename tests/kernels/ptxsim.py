@@ -298,7 +298,7 @@ def _dec_arith(k, parts, ops):
             raise UnknownInstruction(f"{'.'.join(parts)}")
         f = {"add": np.add, "sub": np.subtract, "mul": np.multiply,
              "min": np.fmin, "max": np.fmax}[name]  # PTX min/max return the non-NaN operand
-        return _op(k, ty, ops, lambda a, b: f(np.float32(a) if np.isscalar(a) else a, b).astype(np.float32))
+        return _op(k, ty, ops, lambda a, b: np.asarray(f(a, b), np.float32))
     ty = _int_type(parts)
     if name == "mul" and mods == ["wide"]:
         if _SIZE[ty] != 4:
@@ -582,8 +582,12 @@ class Machine:
         """(array, keys = block * words + word) for lanes' 4-byte shared accesses at [reg+off]."""
         addr = (self.read(reg, lanes).astype(np.int64) + off) & _MASK[4]  # 32-bit addresses wrap
         which, byte = addr // SHARED_STRIDE - 1, addr % SHARED_STRIDE
-        if np.unique(which).size != 1 or not 0 <= which[0] < len(self.shared):
-            raise OutOfBounds(f"shared address {int(addr[0]):#x} outside one array ({self.where(lanes[0])})")
+        stray = (which < 0) | (which >= len(self.shared))
+        if stray.any():
+            i = np.nonzero(stray)[0][0]
+            raise OutOfBounds(f"shared address {int(addr[i]):#x} is in no shared array ({self.where(lanes[i])})")
+        if np.unique(which).size != 1:
+            raise SimError("one shared access spanning several arrays is not modeled")
         sh = self.shared[which[0]]
         bad = (byte + 4 > sh.nbytes) | (byte % 4 != 0)
         if bad.any():

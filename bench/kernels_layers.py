@@ -112,7 +112,7 @@ def check_cases():
             if (dtype, scheme) in ((torch.float32, "fp32"), (torch.float16, "fp16")):
                 configs += split + stage[1:] + batch[1:] + gather[:-1] + ([TileConfig(4, 2, 2, 1, 2)] if k <= 3 else [])
                 configs += [GenConfig(8, 32, 1, 1), GenConfig(32, 128, 1, 4), GenConfig(64, 32, 4, 1),
-                            GenConfig(32, 224, 4, 1)] + ([GenConfig(32, 128, 2, 2, True)] if k == 1 else [])
+                            GenConfig(32, 224, 4, 1)] + ([GenConfig(32, 128, 2, 2, 1)] if k == 1 else [])
             name = f"c{cin}-k{cout}-{h}x{w}-k{k}s{s}p{p}d{d}-n{n}-sp{sp}-{str(dtype)[6:]}-{scheme}{bits}"
             yield CheckCase(name, layer, (n, cin, h, w), dtype, configs, residual=i % 3 == 0)
 

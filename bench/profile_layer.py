@@ -49,8 +49,10 @@ def main() -> int:
     else:
         result = tune(layer, shape, dtype, torch.device("cuda"))
         for row in sorted(result.tried, key=lambda r: r.get("ms", 1e9)):
+            confirm = f" confirmed {row['ms_confirm']:.4f}" if "ms_confirm" in row else ""
+            chosen = " <- chosen" if row["config"] == result.config.name else ""
             print(f"{name} n{args.batch} {args.variant} {row['config']:24s} "
-                  f"{row.get('ms', float('nan')):.4f} ms {row.get('rejected', '')}")
+                  f"{row.get('ms', float('nan')):.4f} ms{confirm} {row.get('rejected', '')}{chosen}")
         return 0
     y = torch.empty((args.batch, cout, *plan.shape.out_hw), device="cuda", dtype=dtype)
     for _ in range(10):

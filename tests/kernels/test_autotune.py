@@ -19,3 +19,24 @@ def test_finalists_are_capped():
 
 def test_a_lone_fast_candidate_is_its_own_finalist():
     assert [t[0] for t in finalists(_timed(0.040, 0.090))] == ["c0"]
+
+
+def test_the_confirming_round_decides_and_drops_a_finalist_that_fails(monkeypatch):
+    """The timer here is a table (the real one needs a GPU): c1 was fastest in the first pass,
+    c0 is in the confirming round; c2 fails when timed again and is left out."""
+    from farm.kernels import autotune
+
+    confirm = {"c0": 0.040, "c1": 0.045, "c2": RuntimeError("launch failed")}
+
+    def timer(fn, **kw):
+        v = confirm[fn()]
+        if isinstance(v, Exception):
+            raise v
+        return v
+
+    monkeypatch.setattr(autotune, "time_graph", timer)
+    monkeypatch.setattr(autotune, "_call", lambda layer, plan, x, y: lambda: plan)
+    timed = [(name, name, {"config": name, "ms": ms}) for name, ms in (("c0", 0.044), ("c1", 0.041), ("c2", 0.042))]
+    config, ms = autotune._confirm(None, None, None, timed, 5, None)
+    assert (config, ms) == ("c0", 0.040)
+    assert "rejected" in timed[2][-1] and "ms_confirm" not in timed[2][-1]

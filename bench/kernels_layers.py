@@ -2,6 +2,8 @@
 
     python bench/kernels_layers.py --out DIR            # checks, then ResNet-50 layer benchmarks
     python bench/kernels_layers.py --precompile         # CPU only: fill the kernel cache (sm_90)
+    python bench/kernels_layers.py --out DIR --skip-checks --bench 0.95:fp32 --layers r50.l4.3x3
+        # a part: the whole run (checks and every row) no longer fits one 10-minute device call
 
 Phase 1 checks every weight format x activation dtype x tile kind on awkward shapes against
 F.conv2d in float64 (fresh inputs, NaN-poisoned outputs). Phase 2 tunes and times ResNet-50's
@@ -121,14 +123,14 @@ def check_cases():
 BENCH_ORDER = [(0.9, "fp32"), (0.9, "fp16"), (0.95, "cb4"), (0.95, "int8"), (0.95, "fp16"), (0.95, "fp32")]
 
 
-def bench_layers():
-    for sp, vname in BENCH_ORDER:
+def bench_layers(order=BENCH_ORDER):
+    for sp, vname in order:
         dtype, scheme, bits = VARIANTS[vname]
         for name, cin, cout, hw, k, s, p in LAYERS:
             yield name, sp, vname, make_layer(cin, cout, k, s, p, 1, sp, scheme, bits, dtype, seed=7), dtype, cin, hw
 
 
-def sources(only: frozenset = frozenset(), checks: bool = True) -> list[str]:
+def sources(only: frozenset = frozenset(), checks: bool = True, order=BENCH_ORDER) -> list[str]:
     """Every kernel source this script can need (for precompiling without a GPU): the checks'
     (unless left out) and the benchmarked layers' (`only`: these layers; empty: all)."""
     out = []
@@ -140,7 +142,7 @@ def sources(only: frozenset = frozenset(), checks: bool = True) -> list[str]:
                        c.source(g, case.dtype == torch.float16, weight_format(case.layer.weight_record))
                        if isinstance(c, (StageConfig, BatchConfig, GatherConfig)) else
                        variant_for(g, c, case.dtype == torch.float16, weight_format(case.layer.weight_record)).source())
-    for name, sp, vname, layer, dtype, cin, hw in bench_layers():
+    for name, sp, vname, layer, dtype, cin, hw in bench_layers(order):
         if only and name not in only:
             continue
         for n in BATCHES:
@@ -192,6 +194,20 @@ def run_checks(device, log) -> list[dict]:
     return rows
 
 
+def bench_order(spec: str, error) -> list:
+    """--bench: a subset of BENCH_ORDER (one call's ten minutes no longer hold the checks and
+    every benchmark row)."""
+    if not spec:
+        return BENCH_ORDER
+    if spec == "none":
+        return []
+    known = {f"{sp}:{v}": (sp, v) for sp, v in BENCH_ORDER}
+    wanted = [w.strip() for w in spec.split(",") if w.strip()]
+    if bad := [w for w in wanted if w not in known]:
+        error(f"unknown --bench entries {bad}; known: {list(known)}")
+    return [known[w] for w in wanted]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="bench-out")
@@ -201,6 +217,8 @@ def main():
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--layers", default="", help="comma-separated layer names (default: all)")
     ap.add_argument("--skip-checks", action="store_true")
+    ap.add_argument("--bench", default="", help="sparsity:variant pairs to benchmark, e.g. 0.95:fp32,0.9:fp16 "
+                    "(default: all, in the order the targets need them); none: --bench none")
     args = ap.parse_args()
     from farm.kernels.compile import precompile
 
@@ -209,10 +227,11 @@ def main():
     names = [row[0] for row in LAYERS]
     if only - set(names):
         ap.error(f"unknown layers {sorted(only - set(names))}; known: {names}")
+    order = bench_order(args.bench, ap.error)
     if args.precompile:
         from farm.kernels.compile import is_ptx
 
-        srcs = [s for s in sources(only, not args.skip_checks) if not (args.skip_generated and is_ptx(s))]
+        srcs = [s for s in sources(only, not args.skip_checks, order) if not (args.skip_generated and is_ptx(s))]
         errors = precompile(srcs, args.arch)
         print(f"{len(srcs)} sources, {len(errors)} errors, {time.time() - t0:.0f} s")
         for e in errors[:5]:
@@ -235,7 +254,7 @@ def main():
     runtime.require_gpu()
     device = torch.device("cuda")
     # only what this run needs: a one-layer run should not wait for every layer's csrgen code
-    errs = precompile(sources(only, not args.skip_checks), runtime.arch())
+    errs = precompile(sources(only, not args.skip_checks, order), runtime.arch())
     log(f"precompiled in {time.time() - t0:.0f} s, {len(errs)} compile errors {errs[:2]}")
     dump_sass(out / "sass.txt", runtime.arch())
     result = {"env": environment(), "command": " ".join(sys.argv), "ceilings": ceilings(device)}
@@ -247,7 +266,7 @@ def main():
     (out / "layers.json").write_text(json.dumps(result, indent=1))
     result["layers"] = []
     base_cache = {}
-    for name, sp, vname, layer, dtype, cin, hw in bench_layers():
+    for name, sp, vname, layer, dtype, cin, hw in bench_layers(order):
         if only and name not in only:
             continue
         layer = layer.to(device)

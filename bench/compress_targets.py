@@ -71,7 +71,7 @@ def run(args) -> dict:
     data = load_dataset("fashion-mnist", subset=args.subset, device=device)
     scale = lambda e: max(1, round(e * args.epoch_scale))  # noqa: E731
     out = {"env": environment(), "seed": args.seed, "distill": args.distill, "retrain_lr": args.retrain_lr, "retrain_wd": args.retrain_wd,
-           "ramp": args.ramp, "steps": args.steps, "scope": args.scope, "device": str(device), "subset": args.subset,
+           "ramp": args.ramp, "steps": args.steps, "scope": args.scope, "regrow": args.regrow, "device": str(device), "subset": args.subset,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "stages": {}}
     stages = out["stages"]
     log = lambda name, d: (stages.__setitem__(name, d), print(f"[{time.perf_counter() - wall0:6.1f}s] {name}: "  # noqa: E731
@@ -100,7 +100,7 @@ def run(args) -> dict:
     teacher = frozen_copy(model) if args.distill else None  # the dense model teaches every level
     for sparsity in (0.9, 0.95, 0.98):
         pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=args.steps,
-                                   ramp=args.ramp, scope=args.scope)
+                                   ramp=args.ramp, scope=args.scope, regrow=args.regrow)
         retrain = {**DENSE, "lr": args.retrain_lr, "weight_decay": args.retrain_wd}
         cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **retrain, seed=args.seed, eval_every=1000,
                           distill=args.distill)
@@ -154,7 +154,7 @@ def run(args) -> dict:
         v = train(vgg, data, TrainConfig(epochs=scale(VGG_EPOCHS), **DENSE, seed=args.seed, eval_every=1000),
                   device=device, tta=True)
         log("vgg16_dense", {"accuracy": v.accuracy, "epochs": scale(VGG_EPOCHS), "train_seconds": v.train_seconds})
-        p = prune_and_retrain(vgg, data, MagnitudePruning(0.98, steps=10, ramp=0.5, scope=args.scope),
+        p = prune_and_retrain(vgg, data, MagnitudePruning(0.98, steps=10, ramp=0.5, scope=args.scope, regrow=args.regrow),
                               TrainConfig(epochs=scale(VGG_EPOCHS), **DENSE, seed=args.seed, eval_every=1000),
                               device=device, tta=True)
         log("vgg16_prune_98", {"accuracy": p.accuracy, "drop_points": 100 * (v.accuracy - p.accuracy),
@@ -203,6 +203,9 @@ def main() -> None:
     parser.add_argument("--retrain-wd", type=float, default=DENSE["weight_decay"], help="weight decay while pruning")
     parser.add_argument("--ramp", type=float, default=0.5, help="fraction of retraining over which sparsity rises")
     parser.add_argument("--steps", type=int, default=10, help="pruning events along the ramp")
+    parser.add_argument("--regrow", type=float, default=0.0,
+                        help="fraction of each retraining in which pruned weights keep learning and can come back "
+                             "(dynamic pruning with feedback; 0: off)")
     parser.add_argument("--scope", default="global", choices=("global", "layer", "lamp"),
                         help="how sparsity is spread over the layers")
     parser.add_argument("--dense-epochs", type=int, default=None, help="instead of fitting the time target")

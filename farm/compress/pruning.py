@@ -38,6 +38,11 @@ class MagnitudePruning:
     steps: int = 10              # gradual: number of pruning events
     ramp: float = 0.5            # gradual: fraction of the retraining steps over which sparsity rises
     initial_sparsity: float = 0.0
+    # Dynamic pruning with feedback (Lin et al., ICLR 2020): for this fraction of the retraining,
+    # pruned weights keep a dense copy that the gradients of the pruned model still update, and
+    # the masks are recomputed from that copy, so a weight pruned early can come back. 0: off
+    # (a weight once pruned stays pruned). The rest of the retraining fine-tunes a fixed mask.
+    regrow: float = 0.0
 
     def __post_init__(self):
         check_sparsity(self.sparsity)
@@ -48,6 +53,8 @@ class MagnitudePruning:
             raise InvalidSpec(f"unknown pruning scope {self.scope!r}; choose from {', '.join(SCOPES)}")
         if self.steps < 1 or not 0 < self.ramp <= 1:
             raise InvalidSpec("gradual pruning needs steps >= 1 and ramp in (0, 1]")
+        if not 0 <= self.regrow <= 1:
+            raise InvalidSpec(f"regrow is a fraction of the retraining in [0, 1], got {self.regrow!r}")
         self.keep_dense = tuple(self.keep_dense)
         for name, s in (self.layer_sparsity or {}).items():
             check_sparsity(s, f"sparsity of layer {name}")
@@ -145,12 +152,23 @@ def prune_(model: nn.Module, pruning: MagnitudePruning) -> dict[str, Tensor]:
 
 class MaskHooks(StepHooks):
     """Keeps pruned weights at exactly zero during retraining and, for the gradual schedule,
-    raises the sparsity along the cubic ramp at fixed steps."""
+    raises the sparsity along the cubic ramp at fixed steps. With `pruning.regrow`, for that
+    fraction of the steps every prunable weight also has a dense copy: the update (the gradient
+    of the pruned model, momentum, weight decay) goes to the copy, the forward pass sees the copy
+    masked, and the masks are recomputed from the copy every REGROW_EVERY steps."""
+
+    REGROW_EVERY = 32  # steps between mask updates while regrowing (a fraction of an epoch)
 
     def __init__(self, model: nn.Module, pruning: MagnitudePruning, total_steps: int):
         self.model, self.pruning = model, pruning
         self.params = dict(model.named_parameters())
         self.events: dict[int, float] = {}
+        self.regrow_until = round(pruning.regrow * total_steps)
+        self.shadow: dict[str, Tensor] = {}
+        self.regrowing = self.regrow_until > 0  # mirrors self.on on the host: no sync per step
+        if self.regrowing:  # before any pruning: the copies start from the dense weights
+            self.shadow = {n: w.detach().clone() for n, w in prunable(model, pruning.keep_dense).items()}
+            self.on = torch.ones((), dtype=torch.bool, device=next(iter(self.shadow.values())).device)
         if pruning.schedule == "gradual" and total_steps > 0:
             fractions = gradual_schedule(1.0, pruning.steps, pruning.initial_sparsity / max(pruning.sparsity, 1e-12)
                                          if pruning.sparsity else 0.0)
@@ -158,39 +176,64 @@ class MaskHooks(StepHooks):
             # Event k of n at k/(n-1) of the ramp: the last one lands where the ramp ends.
             for k, f in enumerate(fractions):
                 self.events[min(total_steps - 1, round(k * span / max(1, pruning.steps - 1)))] = f
-            self.masks = self._prune(0.0) if pruning.initial_sparsity == 0 else self._prune(fractions[0])
+            self.fraction = 0.0 if pruning.initial_sparsity == 0 else fractions[0]
         else:
-            self.masks = self._prune(1.0)
+            self.fraction = 1.0
+        self.masks = self._prune(self.fraction)
         self.schedule = []  # (step, overall prunable sparsity) as it happened
 
     def _prune(self, fraction: float) -> dict[str, Tensor]:
-        masks = compute_masks(self.model, self.pruning, fraction)
         old = getattr(self, "masks", None)
-        if old:  # a weight once pruned stays pruned; in place, for the captured training step
+        regrowing = self.regrowing
+        if regrowing:  # rank the dense copies: a pruned weight that grew back can win its place
+            with torch.no_grad():
+                for n, w in self.shadow.items():
+                    self.params[n].copy_(w)
+        masks = compute_masks(self.model, self.pruning, fraction)
+        if old:  # in place, for the captured training step
             for n, m in masks.items():
-                old[n].logical_and_(m)
+                old[n].copy_(m) if regrowing else old[n].logical_and_(m)  # else: once pruned stays pruned
             masks = old
         apply_masks(self.model, masks)
         return masks
 
     def before_forward(self, step: int) -> None:
+        if self.regrowing and step >= self.regrow_until:
+            self._stop_regrowing()  # from here on the mask is fixed and fine-tuned
         if step in self.events:
-            self.masks = self._prune(self.events[step])
+            self.fraction = self.events[step]
+            self.masks = self._prune(self.fraction)
             zeros = sum(int((~m).sum()) for m in self.masks.values())
             self.schedule.append((step, zeros / max(1, sum(m.numel() for m in self.masks.values()))))
+        elif self.regrowing and step % self.REGROW_EVERY == 0 and step > 0:
+            self.masks = self._prune(self.fraction)
 
+    def _stop_regrowing(self) -> None:
+        self.regrowing = False
+        self.on.fill_(False)
+
+    @torch.no_grad()
     def before_update(self, step: int) -> None:
-        # Zero the gradients of pruned weights too, so momentum does not build up behind the mask.
+        # Zero the gradients of pruned weights too, so momentum does not build up behind the mask
+        # (while regrowing every gradient counts: it updates the dense copies).
         for name, mask in self.masks.items():
-            if self.params[name].grad is not None:
-                self.params[name].grad.mul_(mask)
+            grad = self.params[name].grad
+            if grad is not None:
+                grad.mul_(mask | self.on if self.shadow else mask)
+        for name, w in self.shadow.items():  # the update goes to the dense copy while regrowing
+            self.params[name].copy_(torch.where(self.on, w, self.params[name]))
 
+    @torch.no_grad()
     def after_update(self, step: int) -> None:
+        for name, w in self.shadow.items():
+            w.copy_(torch.where(self.on, self.params[name], w))
         apply_masks(self.model, self.masks)
 
     def finish(self) -> None:
         # Reach the final targets even if a schedule event fell past the end.
         self.masks = self._prune(1.0)
+        if self.regrowing:
+            self._stop_regrowing()
 
 
 @dataclass

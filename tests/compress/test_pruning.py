@@ -133,3 +133,44 @@ def test_no_retraining_measures_the_pruned_model(trained, synthetic):
     zeros, total = _zero_count(trained)
     assert zeros == round(0.95 * total)
     assert result.accuracy == evaluate(trained, synthetic) != result.accuracy_before
+
+
+def test_regrowing_lets_pruned_weights_come_back_then_fixes_the_mask(trained, synthetic):
+    """regrow=0.5: for half of the retraining the pruned weights' dense copies keep learning and
+    the masks are recomputed from them (some weights pruned at first come back); then the mask
+    is fixed, and the end is exactly as sparse as asked."""
+    from farm.compress.pruning import MaskHooks
+    from farm.compress.training import fit
+
+    config = TrainConfig(epochs=8, batch_size=64, lr=0.05)  # 16 steps an epoch, 128 in all
+    hooks = MaskHooks(trained, MagnitudePruning(0.8, schedule="oneshot", regrow=0.5), total_steps=128)
+    first = {n: m.clone() for n, m in hooks.masks.items()}
+    copies = {n: w.clone() for n, w in hooks.shadow.items()}
+    seen = []
+
+    def check(event):  # every epoch, what the forward pass sees is exactly 80% zeros
+        seen.append((_zero_count(trained), {n: m.clone() for n, m in hooks.masks.items()}))
+
+    fit(trained, synthetic, config, hooks=hooks, callback=check)
+    zeros, total = _zero_count(trained)
+    assert zeros == round(0.8 * total) and all(z == (zeros, total) for z, _ in seen)
+    came_back = sum(int((m & ~first[n]).sum()) for n, m in hooks.masks.items())
+    assert came_back > 0
+    assert not hooks.regrowing and not bool(hooks.on)
+    # the pruned weights' copies were updated while regrowing (their gradients were not dropped)
+    assert any(not torch.equal(copies[n][~first[n]], w[~first[n]]) for n, w in hooks.shadow.items())
+    # after half of the steps (epoch 4 on) the mask no longer moves
+    later = [masks for _, masks in seen[4:]]
+    assert all(torch.equal(m[n], later[0][n]) for m in later for n in m)
+    assert all(torch.equal(later[-1][n], hooks.masks[n]) for n in hooks.masks)
+
+
+def test_without_regrowing_a_pruned_weight_stays_pruned(trained, synthetic):
+    from farm.compress.pruning import MaskHooks
+    from farm.compress.training import fit
+
+    hooks = MaskHooks(trained, MagnitudePruning(0.8, steps=4, ramp=0.5), total_steps=64)
+    fit(trained, synthetic, TrainConfig(epochs=4, batch_size=64, lr=0.05), hooks=hooks)
+    assert not hooks.shadow
+    with pytest.raises(InvalidSpec, match="regrow"):
+        MagnitudePruning(0.8, regrow=1.5)

@@ -189,6 +189,14 @@ def meets(value: float, op: str, limit: float) -> bool:
     return bool(value >= limit if op == ">=" else value <= limit + 1e-9)
 
 
+
+def _fraction(v: str) -> float:
+    """argparse type: a number in [0, 1], refused before any training starts."""
+    f = float(v)
+    if not 0 <= f <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
+    return f
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -203,9 +211,9 @@ def main() -> None:
     parser.add_argument("--retrain-wd", type=float, default=DENSE["weight_decay"], help="weight decay while pruning")
     parser.add_argument("--ramp", type=float, default=0.5, help="fraction of retraining over which sparsity rises")
     parser.add_argument("--steps", type=int, default=10, help="pruning events along the ramp")
-    parser.add_argument("--regrow", type=float, default=0.0,
+    parser.add_argument("--regrow", type=_fraction, default=0.0,
                         help="fraction of each retraining in which pruned weights keep learning and can come back "
-                             "(dynamic pruning with feedback; 0: off)")
+                             "(dynamic pruning with feedback; 0: off); every level (90, 95, 98%, VGG) uses it")
     parser.add_argument("--scope", default="global", choices=("global", "layer", "lamp"),
                         help="how sparsity is spread over the layers")
     parser.add_argument("--dense-epochs", type=int, default=None, help="instead of fitting the time target")

@@ -41,7 +41,8 @@ class MagnitudePruning:
     # Dynamic pruning with feedback (Lin et al., ICLR 2020): for this fraction of the retraining,
     # pruned weights keep a dense copy that the gradients of the pruned model still update, and
     # the masks are recomputed from that copy, so a weight pruned early can come back. 0: off
-    # (a weight once pruned stays pruned). The rest of the retraining fine-tunes a fixed mask.
+    # (a weight once pruned stays pruned). Afterwards pruned weights stay pruned again (gradual
+    # events still due can prune more; past the ramp the mask is fixed and fine-tuned).
     regrow: float = 0.0
 
     def __post_init__(self):
@@ -165,10 +166,11 @@ class MaskHooks(StepHooks):
         self.events: dict[int, float] = {}
         self.regrow_until = round(pruning.regrow * total_steps)
         self.shadow: dict[str, Tensor] = {}
-        self.regrowing = self.regrow_until > 0  # mirrors self.on on the host: no sync per step
-        if self.regrowing:  # before any pruning: the copies start from the dense weights
-            self.shadow = {n: w.detach().clone() for n, w in prunable(model, pruning.keep_dense).items()}
-            self.on = torch.ones((), dtype=torch.bool, device=next(iter(self.shadow.values())).device)
+        weights = prunable(model, pruning.keep_dense)
+        self.regrowing = self.regrow_until > 0 and bool(weights)  # self.on on the host: no sync a step
+        if self.regrowing:  # before this level prunes: copies of the weights as they come in
+            self.shadow = {n: w.detach().clone() for n, w in weights.items()}
+            self.on = torch.ones((), dtype=torch.bool, device=next(iter(weights.values())).device)
         if pruning.schedule == "gradual" and total_steps > 0:
             fractions = gradual_schedule(1.0, pruning.steps, pruning.initial_sparsity / max(pruning.sparsity, 1e-12)
                                          if pruning.sparsity else 0.0)
@@ -199,7 +201,8 @@ class MaskHooks(StepHooks):
 
     def before_forward(self, step: int) -> None:
         if self.regrowing and step >= self.regrow_until:
-            self._stop_regrowing()  # from here on the mask is fixed and fine-tuned
+            self.masks = self._prune(self.fraction)  # the copies' last word, then pruned stays pruned
+            self._stop_regrowing()
         if step in self.events:
             self.fraction = self.events[step]
             self.masks = self._prune(self.fraction)
@@ -212,6 +215,9 @@ class MaskHooks(StepHooks):
         self.regrowing = False
         self.on.fill_(False)
 
+    # While regrowing, the copies' work is in the step; a graph captured then keeps it and
+    # self.on turns it off. Regrowing never restarts, so eager steps after it (or a graph captured
+    # after it) can leave it out: a pass over every prunable weight less per step.
     @torch.no_grad()
     def before_update(self, step: int) -> None:
         # Zero the gradients of pruned weights too, so momentum does not build up behind the mask
@@ -219,14 +225,16 @@ class MaskHooks(StepHooks):
         for name, mask in self.masks.items():
             grad = self.params[name].grad
             if grad is not None:
-                grad.mul_(mask | self.on if self.shadow else mask)
-        for name, w in self.shadow.items():  # the update goes to the dense copy while regrowing
-            self.params[name].copy_(torch.where(self.on, w, self.params[name]))
+                grad.mul_(mask | self.on if self.regrowing else mask)
+        if self.regrowing:  # the update goes to the dense copies
+            for name, w in self.shadow.items():
+                self.params[name].copy_(torch.where(self.on, w, self.params[name]))
 
     @torch.no_grad()
     def after_update(self, step: int) -> None:
-        for name, w in self.shadow.items():
-            w.copy_(torch.where(self.on, self.params[name], w))
+        if self.regrowing:
+            for name, w in self.shadow.items():
+                w.copy_(torch.where(self.on, self.params[name], w))
         apply_masks(self.model, self.masks)
 
     def finish(self) -> None:

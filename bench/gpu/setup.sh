@@ -7,11 +7,9 @@
 #
 #     bash bench/gpu/setup.sh            # then: run(command="bash bench/gpu/run.sh SCRIPT", carry=CARRY)
 #
-# CARRY = [".gpu", ".kc/kcache.tar.xz"] (both ignored by git through .git/info/exclude).
+# CARRY = [".gpu", ".kc/kcache.tar.xz"] (both in .gitignore: they travel only when carried).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-mkdir -p .git/info
-for p in /.gpu/ /.kcache/ /.kc/; do grep -qxF "$p" .git/info/exclude 2>/dev/null || echo "$p" >> .git/info/exclude; done
 mkdir -p .gpu/wheels .gpu/pywheels .gpu/data/fashion-mnist .gpu/redis .kc
 cp ../shared/wheels/*.whl .gpu/wheels/
 cp /usr/share/datasets/fashion-mnist/*.gz .gpu/data/fashion-mnist/

@@ -214,6 +214,14 @@ def test_staged_input_is_offered_on_channel_reducing_1x1_layers_only():
     assert staged(256, 256, 3) == []  # the staged code is for 1x1 kernels
 
 
+def test_few_pixels_also_get_small_blocks():
+    one = ConvShape(1, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))  # batch 1: 28 blocks of 32 x 224
+    many = ConvShape(32, 512, 7, 7, 512, 3, 3, (1, 1), (1, 1), (1, 1))  # l4 at batch 32: 112 blocks
+    small = {(16, 64, 2, 1), (16, 64, 4, 1)}
+    assert small <= {(c.kg, c.threads, c.s, c.gs) for c in gen_candidates(1000, one)}
+    assert not small & {(c.kg, c.threads, c.s, c.gs) for c in gen_candidates(1000, many)}
+
+
 def test_a_setting_leaves_it_out(monkeypatch):
     big = ConvShape(32, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))
     monkeypatch.setenv("FARM_KERNEL_CSRGEN", "0")

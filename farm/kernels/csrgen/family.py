@@ -39,6 +39,12 @@ CANDIDATES = ((32, 128, 2, 1), (32, 128, 2, 2), (64, 128, 1, 2), (32, None, 1, 2
 # best, against 0.025 for the usual pick (64, 128, 1, 2)), and each candidate costs ResNet-50
 # seconds of compiling per layer.
 STAGED_CANDIDATES = ((32, 128, 2, 2), (32, None, 2, 2))
+# Few pixels and few channels (batch 1 on ResNet-50's 56x56 layers with 64 outputs): the
+# candidates above make under 64 blocks for 132 SMs (l1 3x3: 14 pixel blocks x 2 groups of 32
+# = 28). Groups of 16 in blocks of 64 pixels give 196. Not yet measured: offered so the tuner
+# can (it keeps them only where faster); layers with more blocks (l4 at batch 32: 112) are left
+# alone, their code takes up to a minute to compile per candidate.
+FEW_BLOCKS, SMALL_CANDIDATES = 64, ((16, 64, 2, 1), (16, 64, 4, 1))
 FIT_THREADS = (192, 256)
 
 
@@ -97,7 +103,9 @@ def gen_candidates(nnz: int, shape) -> list[GenConfig]:
     oh, ow = shape.out_hw
     fitted = fit_threads(shape.n * oh * ow)
     staged = STAGED_CANDIDATES if shape.kh * shape.kw == 1 and shape.c > shape.k else ()
-    return ([GenConfig(kg, threads or fitted, s, gs) for kg, threads, s, gs in CANDIDATES]
+    blocks = -(-shape.n * oh * ow // fitted) * -(-shape.k // 32)
+    small = SMALL_CANDIDATES if blocks < FEW_BLOCKS else ()
+    return ([GenConfig(kg, threads or fitted, s, gs) for kg, threads, s, gs in CANDIDATES + small]
             + [GenConfig(kg, threads or fitted, s, gs, 1) for kg, threads, s, gs in staged])
 
 

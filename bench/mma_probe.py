@@ -1,0 +1,126 @@
+"""csrmma (tensor cores over column unions, farm/kernels/csrmma) on ResNet-50's 1x1 layers with
+fp16 activations: checked against float64 F.conv2d, then timed against cuDNN in the same run.
+The probe that says whether a tensor-core family is worth building (docs/BENCHMARKS.md, next
+steps); not a tuner candidate.
+
+    python bench/mma_probe.py --out $OUT/mma.json [--batches 32] [--sparsities 0.9,0.95]
+        [--variants fp16,cb4] [--configs 8x4x64,4x8x128,...]   # NTxWARPSxCC
+
+Timing as the benchmark's (CUDA graph of 10 calls, median of 50 replays).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from kernels_layers import LAYERS, VARIANTS, make_layer  # noqa: E402
+
+from farm.kernels.csrmma.family import MmaConfig  # noqa: E402
+
+DEFAULT_CONFIGS = "8x4x64,8x4x128,4x8x128,16x4x32,8x8x64"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[32])
+    ap.add_argument("--sparsities", type=lambda s: [float(v) for v in s.split(",")], default=[0.9, 0.95])
+    ap.add_argument("--variants", default="fp16,cb4")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS)
+    ap.add_argument("--precompile", action="store_true", help="compile only (any machine)")
+    args = ap.parse_args()
+    configs = [MmaConfig(*map(int, c.split("x"))) for c in args.configs.split(",") if c]
+    from farm.kernels.compile import precompile
+
+    if args.precompile:
+        errors = precompile([c.source() for c in configs], "sm_90")
+        print(f"{len(configs)} sources, {len(errors)} errors {errors[:1]}")
+        return 1 if errors else 0
+
+    from farm.kernels import runtime
+    from farm.kernels.bench import RUNS, TOLERANCE, dense_baselines
+    from farm.kernels.autotune import rel_err
+    from farm.kernels.csrmma.family import MmaPlan
+    from farm.kernels.env import environment
+    from farm.kernels.timing import time_graph
+
+    runtime.require_gpu()
+    precompile([c.source() for c in configs], runtime.arch())
+    device = torch.device("cuda")
+    result = {"env": environment(), "command": " ".join(sys.argv), "rows": []}
+    t0 = time.time()
+    for sp in args.sparsities:
+        for vname in args.variants.split(","):
+            dtype, scheme, bits = VARIANTS[vname]
+            if dtype != torch.float16:
+                continue  # tensor cores take fp16 activations here
+            for name, cin, cout, hw, k, s, p in LAYERS:
+                if k != 1 or s != 1:
+                    continue
+                layer = make_layer(cin, cout, 1, 1, 0, 1, sp, scheme, bits, dtype, seed=7).to(device)
+                dense = layer.weight_record.to_dense().numpy()
+                for n in args.batches:
+                    shape = (n, cin, hw, hw)
+                    base = dense_baselines(layer.dense_weight(), {"stride": (1, 1), "padding": (0, 0),
+                                                                  "dilation": (1, 1)}, shape, device, cusparse=False)
+                    for cfg in configs:
+                        row = {"layer": name, "sparsity": sp, "variant": vname, "batch": n, "config": cfg.name, **base}
+                        try:
+                            row.update(_measure(layer, dense, shape, cfg, device, MmaPlan, rel_err, time_graph,
+                                                RUNS, TOLERANCE[torch.float16]))
+                            for b in ("fp32", "tf32", "fp16"):
+                                if "ms" in row:
+                                    row["x_" + b] = base[f"cudnn_{b}_ms"] / row["ms"]
+                        except Exception as exc:  # noqa: BLE001 - a row, the run goes on
+                            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                        result["rows"].append(row)
+                        Path(args.out).write_text(json.dumps(result, indent=1))
+                        print(_line(row), flush=True)
+    print(f"done in {time.time() - t0:.0f} s")
+    return 0
+
+
+def _measure(layer, dense, shape, cfg, device, MmaPlan, rel_err, time_graph, runs, tol) -> dict:
+    from farm.kernels import runtime
+
+    plan = MmaPlan(dense, layer.scale, shape, cfg, device)
+    stream = runtime.stream()
+    out = {"union_share": plan.tables.share}
+    errs = []
+    for draw in range(2):  # fresh inputs, NaN-poisoned output, residual on the second
+        x = torch.randn(shape, device=device).half()
+        res = torch.randn((shape[0], dense.shape[0], shape[2], shape[3]), device=device).half() if draw else None
+        y = torch.full((shape[0], dense.shape[0], shape[2], shape[3]), float("nan"), device=device,
+                       dtype=torch.float16)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            plan(x, y, layer.bias, res, layer.relu)
+        stream.synchronize()
+        errs.append(rel_err(y, layer.reference(x.double(), None if res is None else res.double(), torch.float64)))
+    out["rel_err"] = max(errs)
+    if out["rel_err"] <= tol:
+        x = torch.randn(shape, device=device).half()
+        y = torch.empty((shape[0], dense.shape[0], shape[2], shape[3]), device=device, dtype=torch.float16)
+        out["ms"] = time_graph(lambda: plan(x, y, layer.bias, None, layer.relu), runs=runs, stream=stream)
+    return out
+
+
+def _line(r: dict) -> str:
+    head = f"{r['layer']:15s} sp{r['sparsity']} {r['variant']:5s} n{r['batch']:<3d} {r['config']:14s}"
+    if "ms" not in r:
+        return f"{head} FAILED {r.get('error') or r.get('rel_err')}"
+    return (f"{head} {r['ms']:.4f} ms union {r['union_share']:.2f} fp16 {r['cudnn_fp16_ms']:.4f} "
+            f"tf32 {r['cudnn_tf32_ms']:.4f} x16 {r['x_fp16']:.2f} xtf {r['x_tf32']:.2f} err {r['rel_err']:.1e}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

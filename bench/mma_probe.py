@@ -1,5 +1,5 @@
-"""csrmma (tensor cores over column unions, farm/kernels/csrmma) on ResNet-50's 1x1 layers with
-fp16 activations: checked against float64 F.conv2d, then timed against cuDNN in the same run.
+"""csrmma (tensor cores over column unions, farm/kernels/csrmma) on ResNet-50's 3x3 and 1x1
+layers with fp16 activations: checked against float64 F.conv2d, then timed against cuDNN in the same run.
 The probe that says whether a tensor-core family is worth building (docs/BENCHMARKS.md, next
 steps); not a tuner candidate.
 
@@ -42,8 +42,9 @@ def main() -> int:
     from farm.kernels.compile import precompile
 
     if args.precompile:
-        errors = precompile([c.source() for c in configs], "sm_90")
-        print(f"{len(configs)} sources, {len(errors)} errors {errors[:1]}")
+        srcs = [c.source(k, k) for c in configs for k in (1, 3) if c.fits(k, k)]
+        errors = precompile(srcs, "sm_90")
+        print(f"{len(srcs)} sources, {len(errors)} errors {errors[:1]}")
         return 1 if errors else 0
 
     from farm.kernels import runtime
@@ -54,7 +55,7 @@ def main() -> int:
     from farm.kernels.timing import time_graph
 
     runtime.require_gpu()
-    precompile([c.source() for c in configs], runtime.arch())
+    precompile([c.source(k, k) for c in configs for k in (1, 3) if c.fits(k, k)], runtime.arch())
     device = torch.device("cuda")
     result = {"env": environment(), "command": " ".join(sys.argv), "rows": []}
     t0 = time.time()
@@ -64,15 +65,15 @@ def main() -> int:
             if dtype != torch.float16:
                 continue  # tensor cores take fp16 activations here
             for name, cin, cout, hw, k, s, p in LAYERS:
-                if k != 1 or s != 1:
-                    continue
-                layer = make_layer(cin, cout, 1, 1, 0, 1, sp, scheme, bits, dtype, seed=7).to(device)
+                if s != 1:
+                    continue  # csrmma is stride 1
+                layer = make_layer(cin, cout, k, 1, p, 1, sp, scheme, bits, dtype, seed=7).to(device)
                 dense = layer.weight_record.to_dense().numpy()
                 for n in args.batches:
                     shape = (n, cin, hw, hw)
-                    base = dense_baselines(layer.dense_weight(), {"stride": (1, 1), "padding": (0, 0),
+                    base = dense_baselines(layer.dense_weight(), {"stride": (1, 1), "padding": (p, p),
                                                                   "dilation": (1, 1)}, shape, device, cusparse=False)
-                    for cfg in configs:
+                    for cfg in (c for c in configs if c.fits(k, k)):
                         row = {"layer": name, "sparsity": sp, "variant": vname, "batch": n, "config": cfg.name, **base}
                         try:
                             row.update(_measure(layer, dense, shape, cfg, device, MmaPlan, rel_err, time_graph,
@@ -92,15 +93,15 @@ def main() -> int:
 def _measure(layer, dense, shape, cfg, device, MmaPlan, rel_err, time_graph, runs, tol) -> dict:
     from farm.kernels import runtime
 
-    plan = MmaPlan(dense, layer.scale, shape, cfg, device)
+    plan = MmaPlan(dense, layer.scale, shape, layer.padding, cfg, device)
     stream = runtime.stream()
     out = {"union_share": plan.tables.share}
     errs = []
+    oshape = (shape[0], dense.shape[0], *plan.out_hw)
     for draw in range(2):  # fresh inputs, NaN-poisoned output, residual on the second
         x = torch.randn(shape, device=device).half()
-        res = torch.randn((shape[0], dense.shape[0], shape[2], shape[3]), device=device).half() if draw else None
-        y = torch.full((shape[0], dense.shape[0], shape[2], shape[3]), float("nan"), device=device,
-                       dtype=torch.float16)
+        res = torch.randn(oshape, device=device).half() if draw else None
+        y = torch.full(oshape, float("nan"), device=device, dtype=torch.float16)
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             plan(x, y, layer.bias, res, layer.relu)
@@ -109,7 +110,7 @@ def _measure(layer, dense, shape, cfg, device, MmaPlan, rel_err, time_graph, run
     out["rel_err"] = max(errs)
     if out["rel_err"] <= tol:
         x = torch.randn(shape, device=device).half()
-        y = torch.empty((shape[0], dense.shape[0], shape[2], shape[3]), device=device, dtype=torch.float16)
+        y = torch.empty(oshape, device=device, dtype=torch.float16)
         out["ms"] = time_graph(lambda: plan(x, y, layer.bias, None, layer.relu), runs=runs, stream=stream)
     return out
 

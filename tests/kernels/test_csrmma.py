@@ -5,74 +5,82 @@ matches F.conv2d in float64."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from farm.kernels.compile import compile_cubin, nvcc_path
 from farm.kernels.csrmma.family import MmaConfig, build_tables, emulate
 from farm.kernels.runtime import available
 from farm.kernels.testing import pruned_weight
 
-CASES = [  # cout, cin, sparsity, staged channels: a short last group and chunk, empty rows
-    (37, 70, 0.9, 32),
-    (64, 256, 0.95, 64),
-    (16, 16, 0.5, 16),
-    (20, 130, 0.8, 128),
+CASES = [  # cout, cin, kernel, padding, h, w, sparsity, config: short last groups and chunks, empty rows
+    (37, 70, 1, 0, 9, 11, 0.9, MmaConfig(8, 4, 32)),
+    (64, 256, 1, 0, 7, 7, 0.95, MmaConfig(4, 4, 64)),
+    (16, 16, 1, 0, 5, 13, 0.5, MmaConfig(2, 1, 16)),
+    (20, 130, 3, 1, 9, 10, 0.8, MmaConfig(8, 4, 64)),
+    (24, 40, 3, 0, 12, 9, 0.9, MmaConfig(4, 2, 32)),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: f"k{c[0]}-c{c[1]}-sp{c[2]}-cc{c[3]}")
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"k{c[0]}-c{c[1]}-{c[2]}x{c[2]}p{c[3]}-sp{c[6]}-{c[7].name}")
 def test_tables_compute_the_layer_through_the_fragments(case):
-    k, c, sp, cc = case
-    w = pruned_weight((k, c, 1, 1), sp, seed=1, empty_rows=2).numpy().reshape(k, c)
-    t = build_tables(w, cc)
-    x = np.random.default_rng(0).standard_normal((c, 24)).astype(np.float32)
-    ref = w.astype(np.float16).astype(np.float64) @ x.astype(np.float16).astype(np.float64)
-    assert np.array_equal(emulate(t, x, cc, k), ref)
-    assert t.kstart.shape == (-(-k // 16), -(-c // cc) + 1)
+    k, c, ks, p, h, w, sp, cfg = case
+    wt = pruned_weight((k, c, ks, ks), sp, seed=1, empty_rows=2)
+    t = build_tables(wt.numpy(), cfg)
+    x = torch.randn(c, h, w)
+    ref = F.conv2d(x.half().double()[None], wt.half().double(), padding=p)[0].numpy()
+    assert np.allclose(emulate(t, x.numpy(), cfg, k, ks, ks, (p, p)), ref, rtol=0, atol=1e-9)
+    assert t.kstart.shape == (-(-k // 16), -(-c // cfg.cc) + 1)
     assert np.all(np.diff(t.kstart.ravel()) >= 0) and t.kstart[-1, -1] == len(t.afrag)
-    assert t.cols.max() < cc
+    assert t.cols.max() < cfg.cc * cfg.plane(ks, ks)
 
 
 def test_only_the_union_is_multiplied():
-    """At 95% a group of 16 rows uses about 1 - 0.95^16 = 56% of the channels: the k-steps are
+    """At 95% a group of 16 rows uses about 1 - 0.95^16 = 56% of the columns: the k-steps are
     that share of a dense layer's (plus padding to 16 per chunk)."""
-    w = pruned_weight((256, 1024, 1, 1), 0.95, seed=2).numpy().reshape(256, 1024)
-    share = build_tables(w, 128).share
-    assert 0.56 < share < 0.66
-    assert build_tables(np.ones((16, 64), np.float32), 64).share == 1.0
+    w = pruned_weight((256, 1024, 1, 1), 0.95, seed=2).numpy()
+    assert 0.56 < build_tables(w, MmaConfig(8, 4, 128)).share < 0.66
+    w3 = pruned_weight((256, 256, 3, 3), 0.95, seed=2).numpy()
+    assert 0.56 < build_tables(w3, MmaConfig(8, 4, 32)).share < 0.62
+    assert build_tables(np.ones((16, 64, 1, 1), np.float32), MmaConfig(8, 4, 64)).share == 1.0
 
 
 def test_configs_are_checked():
     assert MmaConfig(8, 4, 64).name == "mm-n8-w4-c64"
-    for bad in ((3, 4, 64), (8, 3, 64), (8, 4, 48), (16, 8, 128 * 4)):
+    for bad in ((3, 4, 64), (8, 3, 64), (8, 4, 48)):
         with pytest.raises(ValueError):
             MmaConfig(*bad)
+    assert MmaConfig(8, 4, 64).fits(3, 3) and not MmaConfig(16, 4, 128).fits(7, 7)
 
 
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_source_compiles(arch):
-    for cfg in (MmaConfig(8, 4, 64), MmaConfig(16, 4, 32)):
-        assert len(compile_cubin(cfg.source(), arch, use_cache=False)) > 1000
+    for cfg, ks in ((MmaConfig(8, 4, 64), 1), (MmaConfig(16, 4, 32), 1), (MmaConfig(8, 4, 64), 3)):
+        assert len(compile_cubin(cfg.source(ks, ks), arch, use_cache=False)) > 1000
 
 
 @pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
-@pytest.mark.parametrize("cfg", [MmaConfig(8, 4, 64), MmaConfig(4, 8, 32), MmaConfig(16, 2, 128)],
-                         ids=lambda c: c.name)
-def test_kernel_matches_conv_on_the_gpu(cfg):
+@pytest.mark.parametrize("case", [(1, 0, MmaConfig(8, 4, 64)), (1, 0, MmaConfig(4, 8, 32)),
+                                  (3, 1, MmaConfig(8, 4, 32)), (3, 1, MmaConfig(16, 2, 16))],
+                         ids=lambda c: f"{c[0]}x{c[0]}-{c[2].name}")
+def test_kernel_matches_conv_on_the_gpu(case):
     from farm.compress.sparse_tensor import SparseTensor
     from farm.kernels import runtime
     from farm.kernels.autotune import rel_err
     from farm.kernels.conv import SparseConv2d
     from farm.kernels.csrmma.family import MmaPlan
 
-    k, c, h, w = 40, 150, 9, 11  # pixels per image not a multiple of the tile, 3 groups
-    st = SparseTensor.from_dense(pruned_weight((k, c, 1, 1), 0.9, seed=5, empty_rows=2))
-    layer = SparseConv2d(st, scale=torch.rand(k) + 0.5, bias=torch.randn(k), dtype=torch.float16, relu=True).cuda()
+    ks, p, cfg = case
+    k, c, h, w = 40, 150, 9, 11  # a partial last tile both ways, 3 groups, a short last chunk
+    st = SparseTensor.from_dense(pruned_weight((k, c, ks, ks), 0.9, seed=5, empty_rows=2))
+    layer = SparseConv2d(st, padding=(p, p), scale=torch.rand(k) + 0.5, bias=torch.randn(k),
+                         dtype=torch.float16, relu=True).cuda()
     shape = (3, c, h, w)
-    plan = MmaPlan(st.to_dense().numpy(), layer.scale, shape, cfg, torch.device("cuda"))
+    plan = MmaPlan(st.to_dense().numpy(), layer.scale, shape, (p, p), cfg, torch.device("cuda"))
+    oh, ow = plan.out_hw
     x = torch.randn(shape, device="cuda").half()
-    res = torch.randn((3, k, h, w), device="cuda").half()
-    y = torch.full((3, k, h, w), float("nan"), device="cuda", dtype=torch.float16)
+    res = torch.randn((3, k, oh, ow), device="cuda").half()
+    y = torch.full((3, k, oh, ow), float("nan"), device="cuda", dtype=torch.float16)
     s = runtime.stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):

@@ -1,10 +1,12 @@
-"""csrmma (experimental probe, not a tuner candidate): pruned 1x1 convolutions on tensor cores
-over column unions (see csrmma.cu). The tables: per group of 16 output channels and chunk of CC
-input channels, the channels any of the 16 rows uses, padded to a multiple of 16 with zero
-weights; A fragments in lane order and each lane's four column channels per k-step.
+"""csrmma (experimental probe, not a tuner candidate): pruned stride-1 convolutions on tensor
+cores over column unions (see csrmma.cu). The tables: per group of 16 output channels and chunk
+of CC input channels, the columns (channel, kh, kw) any of the 16 rows uses, padded to a
+multiple of 16 with zero weights; A fragments in lane order, and each lane's four columns per
+k-step as offsets into the staged chunk (NT + KH - 1 rows x 8 + KW - 1 columns a channel).
 
-`emulate` runs the tables through the fragment arithmetic in numpy (the kernel's own layout),
-so the packing is tested on a CPU; the GPU check against F.conv2d is bench/mma_probe.py's."""
+`emulate` runs the tables through the fragment arithmetic in numpy (the kernel's own layout and
+offsets), so the packing is tested on a CPU; the GPU check against F.conv2d is
+tests/kernels/test_csrmma.py's and bench/mma_probe.py's."""
 
 from __future__ import annotations
 
@@ -18,28 +20,34 @@ from farm.kernels import runtime
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrmma.cu")
-ARG_TYPES = "PPPPPPPP" + "iiiiii"
+ARG_TYPES = "PPPPPPPP" + "i" * 11  # C K H W OH OW PH PW chunks groups relu
 ROWS = 16  # output channels per group: mma.m16n8k16's M
 
 
 @dataclass(frozen=True)
 class MmaConfig:
-    nt: int = 8  # n-tiles of 8 pixels per warp (a block covers 8 * nt pixels of one image)
+    nt: int = 8  # output rows per block (n-tiles of 8 pixels); a block is nt x 8 pixels of one image
     warps: int = 4  # groups of 16 output channels per block, a warp each
     cc: int = 64  # input channels staged at a time
 
     def __post_init__(self):
         if self.nt not in (2, 4, 8, 16) or self.warps not in (1, 2, 4, 8) or self.cc not in (16, 32, 64, 128):
             raise ValueError(f"bad mma config {self}")
-        if self.cc * (8 * self.nt + 8) * 2 > 48 * 1024:
-            raise ValueError(f"mma config {self} stages more than 48 KB")
 
     @property
     def name(self) -> str:
         return f"mm-n{self.nt}-w{self.warps}-c{self.cc}"
 
-    def source(self) -> str:
-        d = {"NT": self.nt, "WARPS": self.warps, "CC": self.cc}
+    def plane(self, kh: int, kw: int) -> int:
+        """Staged halves per input channel."""
+        return (self.nt + kh - 1) * (8 + kw - 1)
+
+    def fits(self, kh: int, kw: int) -> bool:
+        """The staged chunk in 48 KB of static shared memory, its offsets in 16 bits."""
+        return self.cc * self.plane(kh, kw) * 2 <= 48 * 1024 and self.cc * self.plane(kh, kw) < 1 << 16
+
+    def source(self, kh: int = 1, kw: int = 1) -> str:
+        d = {"NT": self.nt, "WARPS": self.warps, "CC": self.cc, "KH": kh, "KW": kw}
         return "".join(f"#define {k} {v}\n" for k, v in d.items()) + read_source(SOURCE)
 
 
@@ -55,31 +63,33 @@ class MmaTables:
         return len(self.afrag) / max(1, self.ksteps_dense)
 
 
-def build_tables(dense: np.ndarray, cc: int) -> MmaTables:
-    """dense: decoded weights (K, C) or (K, C, 1, 1); zeros are pruned weights."""
-    w = np.asarray(dense, dtype=np.float32).reshape(dense.shape[0], -1)
-    k, c = w.shape
-    chunks = -(-c // cc)
-    groups = -(-k // ROWS)
+def build_tables(dense: np.ndarray, cfg: MmaConfig) -> MmaTables:
+    """dense: decoded weights (K, C, KH, KW); zeros are pruned weights."""
+    k, c, kh, kw = dense.shape
+    w = np.asarray(dense, dtype=np.float32).reshape(k, c * kh * kw)  # column = (c * KH + r) * KW + s
+    plane, rw, cc = cfg.plane(kh, kw), 8 + kw - 1, cfg.cc
+    chunks, groups = -(-c // cc), -(-k // ROWS)
+    col_c, col_r, col_s = np.unravel_index(np.arange(c * kh * kw), (c, kh, kw))
     afrag, cols, kstart = [], [], np.zeros((groups, chunks + 1), dtype=np.int32)
     for gi in range(groups):
-        rows = np.zeros((ROWS, c), dtype=np.float32)
+        rows = np.zeros((ROWS, w.shape[1]), dtype=np.float32)
         part = w[gi * ROWS:(gi + 1) * ROWS]
         rows[:len(part)] = part
         for ch in range(chunks):
             kstart[gi, ch] = len(afrag)
-            lo, hi = ch * cc, min(c, (ch + 1) * cc)
+            lo, hi = ch * cc * kh * kw, min(c, (ch + 1) * cc) * kh * kw
             used = lo + np.nonzero((rows[:, lo:hi] != 0).any(0))[0]
-            pad = -len(used) % 16  # padding columns: channel lo with zero weights
+            pad = -len(used) % 16  # padding: the chunk's first column, with zero weights
+            real = len(used)
             used = np.concatenate([used, np.full(pad, lo, dtype=used.dtype)]).astype(np.int64)
+            offs = (col_c[used] - ch * cc) * plane + col_r[used] * rw + col_s[used]
             for s in range(0, len(used), 16):
-                sel = used[s:s + 16]
-                a = rows[:, sel].copy()
-                a[:, 16 - pad if s + 16 == len(used) and pad else 16:] = 0.0
+                a = rows[:, used[s:s + 16]].copy()
+                a[:, max(0, real - s):] = 0.0
                 afrag.append(_a_fragment(a))
-                cols.append(_columns(sel - lo))
+                cols.append(_columns(offs[s:s + 16]))
         kstart[gi, chunks] = len(afrag)
-    dense_steps = groups * sum(-(-(min(c, (i + 1) * cc) - i * cc) // 16) for i in range(chunks))
+    dense_steps = groups * sum(-(-(min(c, (i + 1) * cc) - i * cc) * kh * kw // 16) for i in range(chunks))
     return MmaTables(np.array(afrag, dtype=np.uint32).reshape(-1, 32, 4),
                      np.array(cols, dtype=np.uint16).reshape(-1, 4, 4), kstart, dense_steps)
 
@@ -106,19 +116,23 @@ def _columns(sel: np.ndarray) -> np.ndarray:
     return np.array([[sel[2 * t], sel[2 * t + 1], sel[2 * t + 8], sel[2 * t + 9]] for t in range(4)])
 
 
-def emulate(t: MmaTables, x: np.ndarray, cc: int, k: int) -> np.ndarray:
-    """x: (C, P) input of some pixels; the (K, P) the kernel's fragments compute (no epilogue),
-    in float64 from the fp16 values, lane by lane as mma.m16n8k16 defines them."""
-    c, p = x.shape
-    xh = x.astype(np.float16).astype(np.float64)
+def emulate(t: MmaTables, x: np.ndarray, cfg: MmaConfig, k: int, kh: int, kw: int,
+            padding: tuple[int, int]) -> np.ndarray:
+    """x: one image (C, H, W); the (K, OH, OW) the kernel's fragments compute (no epilogue), in
+    float64 from the fp16 values, lane by lane as mma.m16n8k16 defines them, each column read
+    back from its staged offset."""
+    c, h, w = x.shape
+    ph, pw = padding
+    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    xp = np.zeros((c, h + 2 * ph, w + 2 * pw))
+    xp[:, ph:ph + h, pw:pw + w] = x.astype(np.float16).astype(np.float64)
+    plane, rw = cfg.plane(kh, kw), 8 + kw - 1
     groups, chunks = t.kstart.shape[0], t.kstart.shape[1] - 1
-    out = np.zeros((groups * ROWS, p))
+    out = np.zeros((groups * ROWS, oh * ow))
     for gi in range(groups):
         for ch in range(chunks):
-            lo = ch * cc
             for ks in range(t.kstart[gi, ch], t.kstart[gi, ch + 1]):
-                a = np.zeros((ROWS, 16))
-                b_cols = np.zeros(16, dtype=np.int64)
+                a, b = np.zeros((ROWS, 16)), np.zeros((16, oh * ow))
                 for lane in range(32):
                     g, tt = divmod(lane, 4)
                     regs = t.afrag[ks, lane]
@@ -126,33 +140,38 @@ def emulate(t: MmaTables, x: np.ndarray, cc: int, k: int) -> np.ndarray:
                                                     (g + 8, 2 * tt + 8))):
                         a[row, col] = np.uint16(regs[r] & 0xFFFF).view(np.float16)
                         a[row, col + 1] = np.uint16(regs[r] >> 16).view(np.float16)
-                    c4 = t.cols[ks, tt]
-                    b_cols[[2 * tt, 2 * tt + 1, 2 * tt + 8, 2 * tt + 9]] = lo + c4.astype(np.int64)
-                out[gi * ROWS:(gi + 1) * ROWS] += a @ xh[b_cols]
-    return out[:k]
+                    for j, off in zip((2 * tt, 2 * tt + 1, 2 * tt + 8, 2 * tt + 9), t.cols[ks, tt]):
+                        cl, rem = divmod(int(off), plane)
+                        r_, s_ = divmod(rem, rw)
+                        b[j] = xp[ch * cfg.cc + cl, r_:r_ + oh, s_:s_ + ow].ravel()
+                out[gi * ROWS:(gi + 1) * ROWS] += a @ b
+    return out[:k].reshape(k, oh, ow)
 
 
 class MmaPlan:
-    """One 1x1 layer (stride 1, no padding) at one input shape: call it to run csrmma."""
+    """One stride-1 layer at one input shape: call it to run csrmma."""
 
-    def __init__(self, dense: np.ndarray, scale: torch.Tensor, shape, cfg: MmaConfig, device):
+    def __init__(self, dense: np.ndarray, scale: torch.Tensor, shape, padding, cfg: MmaConfig, device):
         n, c, h, w = shape
-        self.shape, self.config = shape, cfg
-        t = build_tables(dense, cfg.cc)
+        k, _, kh, kw = dense.shape
+        if not cfg.fits(kh, kw):
+            raise ValueError(f"{cfg.name} stages too much for a {kh}x{kw} kernel")
+        self.shape, self.config, self.k, self.padding = shape, cfg, k, padding
+        self.out_hw = (h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1)
+        t = build_tables(dense, cfg)
         self.tables = t
         self.afrag = torch.from_numpy(t.afrag.view(np.int32)).to(device)
         self.cols = torch.from_numpy(t.cols.view(np.int16)).to(device)
         self.kstart = torch.from_numpy(t.kstart).to(device)
         self.scale = scale.float().to(device)
-        self.k = dense.shape[0]
         self.groups, self.chunks = t.kstart.shape[0], t.kstart.shape[1] - 1
-        fn = runtime.load_function(cfg.source(), "csrmma")
+        fn = runtime.load_function(cfg.source(kh, kw), "csrmma")
         if not hasattr(fn, "_farm_prepared"):
             fn.prepare(ARG_TYPES)
             fn._farm_prepared = True
         self.fn = fn
-        tiles = -(-(h * w) // (8 * cfg.nt))
-        self.grid = (n * tiles, -(-self.groups // cfg.warps), 1)
+        oh, ow = self.out_hw
+        self.grid = (n * -(-oh // cfg.nt) * -(-ow // 8), -(-self.groups // cfg.warps), 1)
         self.block = (32 * cfg.warps, 1, 1)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
@@ -161,5 +180,5 @@ class MmaPlan:
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), self.scale.data_ptr(), bias.data_ptr(),
             self.afrag.data_ptr(), self.cols.data_ptr(), self.kstart.data_ptr(),
-            c, self.k, h * w, self.chunks, self.groups, int(relu))
+            c, self.k, h, w, *self.out_hw, *self.padding, self.chunks, self.groups, int(relu))
         return y

@@ -26,7 +26,7 @@ from kernels_layers import LAYERS, VARIANTS, make_layer  # noqa: E402
 
 from farm.kernels.csrmma.family import MmaConfig  # noqa: E402
 
-DEFAULT_CONFIGS = "8x4x64,8x4x128,4x8x128,16x4x32,8x8x64"
+DEFAULT_CONFIGS = "8x4x64,8x4x128,4x8x128,16x4x32,8x8x64,8x8x128"
 
 
 def main() -> int:

@@ -31,7 +31,8 @@ def test_tables_compute_the_layer_through_the_fragments(case):
     assert np.allclose(emulate(t, x.numpy(), cfg, k, ks, ks, (p, p)), ref, rtol=0, atol=1e-9)
     assert t.kstart.shape == (-(-k // 16), -(-c // cfg.cc) + 1)
     assert np.all(np.diff(t.kstart.ravel()) >= 0) and t.kstart[-1, -1] == len(t.afrag)
-    assert t.cols.max() < cfg.cc * cfg.plane(ks, ks)
+    assert t.cols.max() < cfg.cc * cfg.stride(ks, ks)
+    assert cfg.stride(ks, ks) % 16 == 8 and cfg.stride(ks, ks) - cfg.plane(ks, ks) < 16
 
 
 def test_only_the_union_is_multiplied():
@@ -60,9 +61,9 @@ def test_source_compiles(arch):
 
 
 @pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
-@pytest.mark.parametrize("case", [(1, 0, MmaConfig(8, 4, 64)), (1, 0, MmaConfig(4, 8, 32)),
-                                  (3, 1, MmaConfig(8, 4, 32)), (3, 1, MmaConfig(16, 2, 16))],
-                         ids=lambda c: f"{c[0]}x{c[0]}-{c[2].name}")
+@pytest.mark.parametrize("case", [(1, 0, MmaConfig(8, 4, 64), True), (1, 0, MmaConfig(4, 8, 32), False),
+                                  (3, 1, MmaConfig(8, 4, 32), True), (3, 1, MmaConfig(16, 2, 16), False)],
+                         ids=lambda c: f"{c[0]}x{c[0]}-{c[2].name}-{'res-relu' if c[3] else 'plain'}")
 def test_kernel_matches_conv_on_the_gpu(case):
     from farm.compress.sparse_tensor import SparseTensor
     from farm.kernels import runtime
@@ -70,20 +71,21 @@ def test_kernel_matches_conv_on_the_gpu(case):
     from farm.kernels.conv import SparseConv2d
     from farm.kernels.csrmma.family import MmaPlan
 
-    ks, p, cfg = case
+    ks, p, cfg, extras = case
     k, c, h, w = 40, 150, 9, 11  # a partial last tile both ways, 3 groups, a short last chunk
     st = SparseTensor.from_dense(pruned_weight((k, c, ks, ks), 0.9, seed=5, empty_rows=2))
     layer = SparseConv2d(st, padding=(p, p), scale=torch.rand(k) + 0.5, bias=torch.randn(k),
-                         dtype=torch.float16, relu=True).cuda()
+                         dtype=torch.float16, relu=extras).cuda()
     shape = (3, c, h, w)
     plan = MmaPlan(st.to_dense().numpy(), layer.scale, shape, (p, p), cfg, torch.device("cuda"))
     oh, ow = plan.out_hw
     x = torch.randn(shape, device="cuda").half()
-    res = torch.randn((3, k, oh, ow), device="cuda").half()
+    res = torch.randn((3, k, oh, ow), device="cuda").half() if extras else None
     y = torch.full((3, k, oh, ow), float("nan"), device="cuda", dtype=torch.float16)
     s = runtime.stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        plan(x, y, layer.bias, res, True)
+        plan(x, y, layer.bias, res, extras)
     s.synchronize()
-    assert rel_err(y, layer.reference(x.double(), res.double(), torch.float64)) < 2e-3
+    ref = layer.reference(x.double(), None if res is None else res.double(), torch.float64)
+    assert rel_err(y, ref) < 2e-3

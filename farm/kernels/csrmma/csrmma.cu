@@ -31,6 +31,10 @@
 #endif
 #define RW (8 + KW - 1)             // staged columns per row
 #define PLANE ((NT + KH - 1) * RW)  // staged halves per channel
+// Channels lie CS halves apart, CS = 8 (mod 16): the four columns a 16-bit load gathers (one per
+// t) then start in different banks more often than not (at CS = PLANE = 64, a 1x1 tile, they all
+// started at bank 0: ~3.6-way conflicts).
+#define CS (PLANE + (8 - PLANE % 16 + 16) % 16)
 
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint4& a, unsigned b0, unsigned b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -51,7 +55,7 @@ csrmma(const __half* __restrict__ x, __half* __restrict__ y, const __half* __res
        const int* __restrict__ kstart,      // [group][chunks + 1]: each chunk's first k-step
        int C, int K, int H, int W, int OH, int OW, int PH, int PW, int chunks, int groups, int relu)
 {
-    __shared__ __half tile[CC * PLANE];
+    __shared__ __half tile[CC * CS];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int tw = (OW + 7) / 8, th = (OH + NT - 1) / NT;
@@ -66,17 +70,29 @@ csrmma(const __half* __restrict__ x, __half* __restrict__ y, const __half* __res
     const int* ks = kstart + (size_t)min(group, groups - 1) * (chunks + 1);
     for (int chunk = 0; chunk < chunks; ++chunk) {
         const int c0 = chunk * CC;
-        for (int i = threadIdx.x; i < CC * PLANE; i += WARPS * 32) {  // zeros outside the image or C
+        // zeros outside the image; channels past C are never read (no column points there)
+        const int staged = min(CC, C - c0) * PLANE;
+        for (int i = threadIdx.x; i < staged; i += WARPS * 32) {
             const int c = i / PLANE, r = (i - c * PLANE) / RW, q = i - c * PLANE - r * RW;
             const int ih = oh0 + r - PH, iw = ow0 + q - PW;
-            tile[i] = (c0 + c < C && ih >= 0 && ih < H && iw >= 0 && iw < W)
-                          ? xin[((size_t)(c0 + c) * H + ih) * W + iw] : __float2half(0.f);
+            tile[c * CS + r * RW + q] = (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                            ? xin[((size_t)(c0 + c) * H + ih) * W + iw] : __float2half(0.f);
         }
         __syncthreads();
         if (group < groups) {
-            for (int k = ks[chunk]; k < ks[chunk + 1]; ++k) {
-                const uint4 a = afrag[(size_t)k * 32 + lane];
-                const ushort4 cc = cols[(size_t)k * 4 + t];
+            const int kend = ks[chunk + 1];
+            int k = ks[chunk];
+            uint4 a = make_uint4(0, 0, 0, 0), an = a;
+            ushort4 cc = make_ushort4(0, 0, 0, 0), ccn = cc;
+            if (k < kend) {
+                a = afrag[(size_t)k * 32 + lane];
+                cc = cols[(size_t)k * 4 + t];
+            }
+            for (; k < kend; ++k, a = an, cc = ccn) {
+                if (k + 1 < kend) {  // the next k-step's tables in flight while this one multiplies
+                    an = afrag[(size_t)(k + 1) * 32 + lane];
+                    ccn = cols[(size_t)(k + 1) * 4 + t];
+                }
                 const __half* r0 = tile + cc.x + g;
                 const __half* r1 = tile + cc.y + g;
                 const __half* r2 = tile + cc.z + g;

@@ -42,9 +42,15 @@ class MmaConfig:
         """Staged halves per input channel."""
         return (self.nt + kh - 1) * (8 + kw - 1)
 
+    def stride(self, kh: int, kw: int) -> int:
+        """Halves between staged channels: the plane padded to 8 mod 16 (csrmma.cu's CS), so a
+        load's four columns fall in different banks more often."""
+        plane = self.plane(kh, kw)
+        return plane + (8 - plane % 16) % 16
+
     def fits(self, kh: int, kw: int) -> bool:
         """The staged chunk in 48 KB of static shared memory, its offsets in 16 bits."""
-        return self.cc * self.plane(kh, kw) * 2 <= 48 * 1024 and self.cc * self.plane(kh, kw) < 1 << 16
+        return self.cc * self.stride(kh, kw) * 2 <= 48 * 1024 and self.cc * self.stride(kh, kw) < 1 << 16
 
     def source(self, kh: int = 1, kw: int = 1) -> str:
         d = {"NT": self.nt, "WARPS": self.warps, "CC": self.cc, "KH": kh, "KW": kw}
@@ -67,7 +73,7 @@ def build_tables(dense: np.ndarray, cfg: MmaConfig) -> MmaTables:
     """dense: decoded weights (K, C, KH, KW); zeros are pruned weights."""
     k, c, kh, kw = dense.shape
     w = np.asarray(dense, dtype=np.float32).reshape(k, c * kh * kw)  # column = (c * KH + r) * KW + s
-    plane, rw, cc = cfg.plane(kh, kw), 8 + kw - 1, cfg.cc
+    cs, rw, cc = cfg.stride(kh, kw), 8 + kw - 1, cfg.cc
     chunks, groups = -(-c // cc), -(-k // ROWS)
     col_c, col_r, col_s = np.unravel_index(np.arange(c * kh * kw), (c, kh, kw))
     afrag, cols, kstart = [], [], np.zeros((groups, chunks + 1), dtype=np.int32)
@@ -82,7 +88,7 @@ def build_tables(dense: np.ndarray, cfg: MmaConfig) -> MmaTables:
             pad = -len(used) % 16  # padding: the chunk's first column, with zero weights
             real = len(used)
             used = np.concatenate([used, np.full(pad, lo, dtype=used.dtype)]).astype(np.int64)
-            offs = (col_c[used] - ch * cc) * plane + col_r[used] * rw + col_s[used]
+            offs = (col_c[used] - ch * cc) * cs + col_r[used] * rw + col_s[used]
             for s in range(0, len(used), 16):
                 a = rows[:, used[s:s + 16]].copy()
                 a[:, max(0, real - s):] = 0.0
@@ -126,7 +132,7 @@ def emulate(t: MmaTables, x: np.ndarray, cfg: MmaConfig, k: int, kh: int, kw: in
     oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
     xp = np.zeros((c, h + 2 * ph, w + 2 * pw))
     xp[:, ph:ph + h, pw:pw + w] = x.astype(np.float16).astype(np.float64)
-    plane, rw = cfg.plane(kh, kw), 8 + kw - 1
+    cs, rw = cfg.stride(kh, kw), 8 + kw - 1
     groups, chunks = t.kstart.shape[0], t.kstart.shape[1] - 1
     out = np.zeros((groups * ROWS, oh * ow))
     for gi in range(groups):
@@ -141,7 +147,7 @@ def emulate(t: MmaTables, x: np.ndarray, cfg: MmaConfig, k: int, kh: int, kw: in
                         a[row, col] = np.uint16(regs[r] & 0xFFFF).view(np.float16)
                         a[row, col + 1] = np.uint16(regs[r] >> 16).view(np.float16)
                     for j, off in zip((2 * tt, 2 * tt + 1, 2 * tt + 8, 2 * tt + 9), t.cols[ks, tt]):
-                        cl, rem = divmod(int(off), plane)
+                        cl, rem = divmod(int(off), cs)
                         r_, s_ = divmod(rem, rw)
                         b[j] = xp[ch * cfg.cc + cl, r_:r_ + oh, s_:s_ + ow].ravel()
                 out[gi * ROWS:(gi + 1) * ROWS] += a @ b
@@ -176,6 +182,13 @@ class MmaPlan:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
         n, c, h, w = self.shape
+        out = (n, self.k, *self.out_hw)
+        # the kernel reads raw pointers: a wrong tensor would be read wrongly, not refused
+        if (x.dtype != torch.float16 or tuple(x.shape) != self.shape or not x.is_contiguous() or not x.is_cuda
+                or y.dtype != torch.float16 or tuple(y.shape) != out or not y.is_contiguous()
+                or (residual is not None and (tuple(residual.shape) != out or residual.dtype != torch.float16
+                                              or not residual.is_contiguous()))):
+            raise ValueError(f"csrmma takes contiguous fp16 CUDA tensors, x {self.shape} and y {out}")
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), self.scale.data_ptr(), bias.data_ptr(),

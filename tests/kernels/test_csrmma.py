@@ -45,6 +45,17 @@ def test_only_the_union_is_multiplied():
     assert build_tables(np.ones((16, 64, 1, 1), np.float32), MmaConfig(8, 4, 64)).share == 1.0
 
 
+def test_the_launch_passes_what_the_kernel_takes():
+    import re
+
+    from farm.kernels.csrmma.family import ARG_TYPES, SOURCE
+
+    text = re.sub(r"//[^\n]*", "", SOURCE.read_text())  # the comments hold commas
+    (params,) = re.findall(r"csrmma\(([^)]*)\)\s*\{", text, re.S)
+    kinds = ["P" if "*" in p else "i" for p in params.split(",")]
+    assert "".join(kinds) == ARG_TYPES
+
+
 def test_configs_are_checked():
     assert MmaConfig(8, 4, 64).name == "mm-n8-w4-c64"
     for bad in ((3, 4, 64), (8, 3, 64), (8, 4, 48)):

@@ -76,28 +76,28 @@ def build_tables(dense: np.ndarray, cfg: MmaConfig) -> MmaTables:
     cs, rw, cc = cfg.stride(kh, kw), 8 + kw - 1, cfg.cc
     chunks, groups = -(-c // cc), -(-k // ROWS)
     col_c, col_r, col_s = np.unravel_index(np.arange(c * kh * kw), (c, kh, kw))
-    afrag, cols, kstart = [], [], np.zeros((groups, chunks + 1), dtype=np.int32)
+    tiles, offsets, kstart, n = [], [], np.zeros((groups, chunks + 1), dtype=np.int32), 0
     for gi in range(groups):
         rows = np.zeros((ROWS, w.shape[1]), dtype=np.float32)
         part = w[gi * ROWS:(gi + 1) * ROWS]
         rows[:len(part)] = part
         for ch in range(chunks):
-            kstart[gi, ch] = len(afrag)
+            kstart[gi, ch] = n
             lo, hi = ch * cc * kh * kw, min(c, (ch + 1) * cc) * kh * kw
             used = lo + np.nonzero((rows[:, lo:hi] != 0).any(0))[0]
             pad = -len(used) % 16  # padding: the chunk's first column, with zero weights
             real = len(used)
             used = np.concatenate([used, np.full(pad, lo, dtype=used.dtype)]).astype(np.int64)
-            offs = (col_c[used] - ch * cc) * cs + col_r[used] * rw + col_s[used]
-            for s in range(0, len(used), 16):
-                a = rows[:, used[s:s + 16]].copy()
-                a[:, max(0, real - s):] = 0.0
-                afrag.append(_a_fragment(a))
-                cols.append(_columns(offs[s:s + 16]))
-        kstart[gi, chunks] = len(afrag)
+            a = rows[:, used]
+            a[:, real:] = 0.0
+            tiles.append(a.reshape(ROWS, -1, 16).transpose(1, 0, 2))  # (k-steps, 16 rows, 16 columns)
+            offsets.append(((col_c[used] - ch * cc) * cs + col_r[used] * rw + col_s[used]).reshape(-1, 16))
+            n += len(used) // 16
+        kstart[gi, chunks] = n
     dense_steps = groups * sum(-(-(min(c, (i + 1) * cc) - i * cc) * kh * kw // 16) for i in range(chunks))
-    return MmaTables(np.array(afrag, dtype=np.uint32).reshape(-1, 32, 4),
-                     np.array(cols, dtype=np.uint16).reshape(-1, 4, 4), kstart, dense_steps)
+    a = np.concatenate(tiles) if tiles else np.zeros((0, ROWS, 16), np.float32)
+    offs = np.concatenate(offsets) if offsets else np.zeros((0, 16), np.int64)
+    return MmaTables(_a_fragments(a), offs[:, _COLUMNS].astype(np.uint16), kstart, dense_steps)
 
 
 def _halves(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -106,20 +106,18 @@ def _halves(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
             | (hi.astype(np.float16).view(np.uint16).astype(np.uint32) << 16))
 
 
-def _a_fragment(a: np.ndarray) -> np.ndarray:
-    """A (16 rows x 16 columns) as each lane's four registers: lane 4g + t holds
-    {A[g][2t], A[g][2t+1]}, {A[g+8][2t], ..}, {A[g][2t+8], ..}, {A[g+8][2t+8], ..}."""
-    out = np.zeros((32, 4), dtype=np.uint32)
-    for lane in range(32):
-        g, t = divmod(lane, 4)
-        for r, (row, col) in enumerate(((g, 2 * t), (g + 8, 2 * t), (g, 2 * t + 8), (g + 8, 2 * t + 8))):
-            out[lane, r] = _halves(a[row, col:col + 1], a[row, col + 1:col + 2])[0]
-    return out
+# Lane 4g + t's four A registers hold {A[g][2t], A[g][2t+1]}, {A[g+8][2t], ..}, {A[g][2t+8], ..},
+# {A[g+8][2t+8], ..}: the (row, first column) of each, by lane.
+_LANE_G, _LANE_T = np.divmod(np.arange(32), 4)
+_A_ROW = np.stack([_LANE_G, _LANE_G + 8, _LANE_G, _LANE_G + 8], 1)
+_A_COL = np.stack([2 * _LANE_T, 2 * _LANE_T, 2 * _LANE_T + 8, 2 * _LANE_T + 8], 1)
+# B: lane t's four columns of a k-step, 2t, 2t+1, 2t+8, 2t+9 (the same for every g)
+_COLUMNS = np.array([[2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9] for t in range(4)])
 
 
-def _columns(sel: np.ndarray) -> np.ndarray:
-    """Per t (0..3): the chunk channels of columns 2t, 2t+1, 2t+8, 2t+9 of the k-step."""
-    return np.array([[sel[2 * t], sel[2 * t + 1], sel[2 * t + 8], sel[2 * t + 9]] for t in range(4)])
+def _a_fragments(a: np.ndarray) -> np.ndarray:
+    """A tiles (k-steps, 16 rows, 16 columns) as each lane's four registers (k-steps, 32, 4)."""
+    return _halves(a[:, _A_ROW, _A_COL], a[:, _A_ROW, _A_COL + 1])
 
 
 def emulate(t: MmaTables, x: np.ndarray, cfg: MmaConfig, k: int, kh: int, kw: int,

@@ -100,3 +100,32 @@ def test_kernel_matches_conv_on_the_gpu(case):
     s.synchronize()
     ref = layer.reference(x.double(), None if res is None else res.double(), torch.float64)
     assert rel_err(y, ref) < 2e-3
+
+
+@pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
+def test_one_hot_weights_say_which_operand_is_laid_out_wrong():
+    """16 channels, one weight of 1 a row (row k reads channel perm[k]), input value 8 c + p at
+    channel c, pixel p: each output names the channel and pixel it was computed from, so a wrong
+    A, B or C fragment layout shows as a readable map rather than a large error."""
+    from farm.compress.sparse_tensor import SparseTensor
+    from farm.kernels import runtime
+    from farm.kernels.csrmma.family import MmaPlan
+
+    perm = np.random.default_rng(0).permutation(16)
+    w = torch.zeros(16, 16, 1, 1)
+    w[torch.arange(16), torch.from_numpy(perm)] = 1.0
+    st = SparseTensor.from_dense(w)
+    plan = MmaPlan(st.to_dense().numpy(), torch.ones(16), (1, 16, 1, 8), (0, 0), MmaConfig(2, 1, 16),
+                   torch.device("cuda"))
+    x = (8 * torch.arange(16)[:, None] + torch.arange(8)).reshape(1, 16, 1, 8).half().cuda()
+    y = torch.full((1, 16, 1, 8), float("nan"), device="cuda", dtype=torch.float16)
+    s = runtime.stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        plan(x, y, torch.zeros(16, device="cuda"), None, False)
+    s.synchronize()
+    got = y.float().cpu().numpy().reshape(16, 8)
+    want = 8 * perm[:, None] + np.arange(8)
+    wrong = [f"out ch {k} px {p}: from ch {int(v) // 8} px {int(v) % 8}" if v == v else f"out ch {k} px {p}: NaN"
+             for k in range(16) for p in range(8) for v in [got[k, p]] if v != want[k, p]]
+    assert not wrong, f"{len(wrong)} wrong (row k should read channel {list(perm)}): " + "; ".join(wrong[:12])

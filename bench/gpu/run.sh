@@ -5,10 +5,13 @@
 source .gpu/env.sh
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 start=$(date +%s)
+i=0
 for cmd in "$@"; do
   left=$((580 - $(date +%s) + start))
   if [ "$left" -lt 20 ]; then echo "skipped (no time left): $cmd"; continue; fi
+  i=$((i + 1))
   echo "== $cmd (at most ${left} s)"
-  timeout "$left" bash -c "$cmd" 2>&1 | grep -v '^$' | tail -200
+  # the whole output stays in $OUT (the tool returns only the last 12,000 characters)
+  timeout "$left" bash -c "$cmd" 2>&1 | tee "${OUT:-/tmp}/run-$i.log" | grep -v '^$' | tail -200
   echo "== exit ${PIPESTATUS[0]} after $(( $(date +%s) - start )) s"
 done

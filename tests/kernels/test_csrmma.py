@@ -77,7 +77,6 @@ def test_source_compiles(arch):
                          ids=lambda c: f"{c[0]}x{c[0]}-{c[2].name}-{'res-relu' if c[3] else 'plain'}")
 def test_kernel_matches_conv_on_the_gpu(case):
     from farm.compress.sparse_tensor import SparseTensor
-    from farm.kernels import runtime
     from farm.kernels.autotune import rel_err
     from farm.kernels.conv import SparseConv2d
     from farm.kernels.csrmma.family import MmaPlan
@@ -93,11 +92,8 @@ def test_kernel_matches_conv_on_the_gpu(case):
     x = torch.randn(shape, device="cuda").half()
     res = torch.randn((3, k, oh, ow), device="cuda").half() if extras else None
     y = torch.full((3, k, oh, ow), float("nan"), device="cuda", dtype=torch.float16)
-    s = runtime.stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        plan(x, y, layer.bias, res, extras)
-    s.synchronize()
+    plan.run(x, y, layer.bias, res, extras)
+    torch.cuda.synchronize()
     ref = layer.reference(x.double(), None if res is None else res.double(), torch.float64)
     assert rel_err(y, ref) < 2e-3
 
@@ -108,7 +104,6 @@ def test_one_hot_weights_say_which_operand_is_laid_out_wrong():
     channel c, pixel p: each output names the channel and pixel it was computed from, so a wrong
     A, B or C fragment layout shows as a readable map rather than a large error."""
     from farm.compress.sparse_tensor import SparseTensor
-    from farm.kernels import runtime
     from farm.kernels.csrmma.family import MmaPlan
 
     perm = np.random.default_rng(0).permutation(16)
@@ -119,11 +114,8 @@ def test_one_hot_weights_say_which_operand_is_laid_out_wrong():
                    torch.device("cuda"))
     x = (8 * torch.arange(16)[:, None] + torch.arange(8)).reshape(1, 16, 1, 8).half().cuda()
     y = torch.full((1, 16, 1, 8), float("nan"), device="cuda", dtype=torch.float16)
-    s = runtime.stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        plan(x, y, torch.zeros(16, device="cuda"), None, False)
-    s.synchronize()
+    plan.run(x, y, torch.zeros(16, device="cuda"), None, False)
+    torch.cuda.synchronize()
     got = y.float().cpu().numpy().reshape(16, 8)
     want = 8 * perm[:, None] + np.arange(8)
     wrong = [f"out ch {k} px {p}: from ch {int(v) // 8} px {int(v) % 8}" if v == v else f"out ch {k} px {p}: NaN"

@@ -212,3 +212,13 @@ class MmaPlan:
             self.afrag.data_ptr(), self.cols.data_ptr(), self.kstart.data_ptr(),
             c, self.k, h, w, *self.out_hw, *self.padding, self.chunks, self.groups, int(relu))
         return y
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
+        """As SparseConv2d.run: on our stream, ordered after the caller's stream and back."""
+        ours, cur = runtime.stream(), torch.cuda.current_stream()
+        if cur.cuda_stream != ours.cuda_stream:
+            ours.wait_stream(cur)
+        self(x, y, bias, residual, relu)
+        if cur.cuda_stream != ours.cuda_stream:
+            cur.wait_stream(ours)
+        return y

@@ -33,6 +33,9 @@ def test_tables_compute_the_layer_through_the_fragments(case):
     assert np.all(np.diff(t.kstart.ravel()) >= 0) and t.kstart[-1, -1] == len(t.afrag)
     assert t.cols.max() < cfg.cc * cfg.stride(ks, ks)
     assert cfg.stride(ks, ks) % 16 == 8 and cfg.stride(ks, ks) - cfg.plane(ks, ks) < 16
+    # the kernel reads the tables' raw bytes in k-step order (a strided afrag once passed every
+    # numpy check here and computed garbage on the GPU wherever a layer had two k-steps)
+    assert t.afrag.flags.c_contiguous and t.cols.flags.c_contiguous and t.kstart.flags.c_contiguous
 
 
 def test_only_the_union_is_multiplied():
@@ -121,3 +124,37 @@ def test_one_hot_weights_say_which_operand_is_laid_out_wrong():
     wrong = [f"out ch {k} px {p}: from ch {int(v) // 8} px {int(v) % 8}" if v == v else f"out ch {k} px {p}: NaN"
              for k in range(16) for p in range(8) for v in [got[k, p]] if v != want[k, p]]
     assert not wrong, f"{len(wrong)} wrong (row k should read channel {list(perm)}): " + "; ".join(wrong[:12])
+
+
+# One factor at a time from the one-hot case (1 image, 16 channels, one 1 x 8 tile, one chunk,
+# one k-step, one group, one block): which step away from it breaks, if one does.
+STEPS = {  # name: (k, c, h, w, n, kernel, padding, config)
+    "base": (16, 16, 1, 8, 1, 1, 0, MmaConfig(2, 1, 16)),
+    "two-rows": (16, 16, 2, 8, 1, 1, 0, MmaConfig(2, 1, 16)),
+    "two-tiles-x": (16, 16, 1, 16, 1, 1, 0, MmaConfig(2, 1, 16)),
+    "two-tiles-y": (16, 16, 4, 8, 1, 1, 0, MmaConfig(2, 1, 16)),
+    "two-images": (16, 16, 1, 8, 2, 1, 0, MmaConfig(2, 1, 16)),
+    "two-ksteps": (16, 32, 1, 8, 1, 1, 0, MmaConfig(2, 1, 32)),
+    "two-chunks": (16, 32, 1, 8, 1, 1, 0, MmaConfig(2, 1, 16)),
+    "two-groups-one-block": (32, 16, 1, 8, 1, 1, 0, MmaConfig(2, 2, 16)),
+    "two-groups-two-blocks": (32, 16, 1, 8, 1, 1, 0, MmaConfig(2, 1, 16)),
+    "idle-warp": (16, 16, 1, 8, 1, 1, 0, MmaConfig(2, 2, 16)),
+    "3x3-pad": (16, 16, 1, 8, 1, 3, 1, MmaConfig(2, 1, 16)),
+}
+
+
+@pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
+@pytest.mark.parametrize("step", list(STEPS))
+def test_one_step_from_the_one_hot_case(step):
+    from farm.kernels.csrmma.family import MmaPlan
+
+    k, c, h, w, n, ks, p, cfg = STEPS[step]
+    wt = torch.randn(k, c, ks, ks).half().float()  # dense: every column in the union
+    plan = MmaPlan(wt.numpy(), torch.ones(k), (n, c, h, w), (p, p), cfg, torch.device("cuda"))
+    x = torch.randn(n, c, h, w).half()
+    y = torch.full((n, k, *plan.out_hw), float("nan"), device="cuda", dtype=torch.float16)
+    plan.run(x.cuda(), y, torch.zeros(k, device="cuda"), None, False)
+    torch.cuda.synchronize()
+    got, want = y.double().cpu(), F.conv2d(x.double(), wt.double(), padding=p)
+    bad = ((got - want).abs() > 1e-2 * (want.abs() + 1)).nonzero().tolist()
+    assert not bad, f"{len(bad)} of {want.numel()} wrong (img, ch, oh, ow): {bad[:16]}"

@@ -11,7 +11,7 @@ from farm.kernels.bench import TOLERANCE, check
 from farm.kernels.conv import SparseConv2d
 from farm.kernels.csrconv.config import TileConfig
 from farm.kernels.csrgather.family import GatherConfig, GatherPlan
-from farm.kernels.csrgen.family import CANDIDATES, GenConfig
+from farm.kernels.csrgen.family import CANDIDATES, SMALL_CANDIDATES, GenConfig
 from farm.kernels.testing import pruned_weight, quantize
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs a CUDA GPU and PyCUDA")
@@ -98,7 +98,8 @@ def test_tuning_offers_times_and_restores_the_generated_family(tmp_path, monkeyp
     gens = [c for c in layer.candidate_configs(shape) if isinstance(c, GenConfig)]
     result = tune(layer, shape, torch.float32, torch.device("cuda"), configs=gens + [TileConfig(8, 4, 1)])
     timed = [r for r in result.tried if r["config"].startswith("gn-") and "ms" in r]
-    assert len(timed) == len(gens) == len(CANDIDATES)
+    # 28 blocks of batch-32-sized work here: the small-block candidates come too
+    assert len(timed) == len(gens) == len(CANDIDATES) + len(SMALL_CANDIDATES)
     # the winner is the fastest of the confirming round (or the only finalist)
     chosen = next(r for r in result.tried if r["config"] == result.config.name)
     assert result.ms == chosen.get("ms_confirm", chosen["ms"])

@@ -98,7 +98,10 @@ def build_tables(dense: np.ndarray, cfg: MmaConfig) -> MmaTables:
     a = np.concatenate(tiles) if tiles else np.zeros((0, ROWS, 16), np.float32)
     offs = np.concatenate(offsets) if offsets else np.zeros((0, 16), np.int64)
     a, offs = _spread_banks(a, offs)
-    return MmaTables(_a_fragments(a), offs[:, _COLUMNS].astype(np.uint16), kstart, dense_steps)
+    # numpy lays out a[:, rows, cols]-style results with the indexed axes outermost: the kernel
+    # reads the raw bytes in k-step order, so the tables are made C-contiguous here
+    return MmaTables(np.ascontiguousarray(_a_fragments(a)),
+                     np.ascontiguousarray(offs[:, _COLUMNS].astype(np.uint16)), kstart, dense_steps)
 
 
 def _spread_banks(a: np.ndarray, offs: np.ndarray):
@@ -183,9 +186,10 @@ class MmaPlan:
         self.out_hw = (h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - kw + 1)
         t = build_tables(dense, cfg)
         self.tables = t
-        self.afrag = torch.from_numpy(t.afrag.view(np.int32)).to(device)
-        self.cols = torch.from_numpy(t.cols.view(np.int16)).to(device)
-        self.kstart = torch.from_numpy(t.kstart).to(device)
+        # .contiguous(): the kernel reads raw pointers, a strided copy would be read wrongly
+        self.afrag = torch.from_numpy(t.afrag.view(np.int32)).to(device).contiguous()
+        self.cols = torch.from_numpy(t.cols.view(np.int16)).to(device).contiguous()
+        self.kstart = torch.from_numpy(t.kstart).to(device).contiguous()
         self.scale = scale.float().to(device)
         self.groups, self.chunks = t.kstart.shape[0], t.kstart.shape[1] - 1
         fn = runtime.load_function(cfg.source(kh, kw), "csrmma")

@@ -26,8 +26,9 @@ from farm.kernels.csrgen.family import GenConfig, gen_candidates  # noqa: E402
 
 
 def configs_for(layer, shape, wanted):
-    if wanted:
-        return [GenConfig(*map(int, w.split("x"))) for w in wanted]
+    if wanted:  # staged configs only where they apply (1x1 kernels)
+        one_by_one = layer.weight_record.shape[2:] == (1, 1)
+        return [c for c in (GenConfig(*map(int, w.split("x"))) for w in wanted) if one_by_one or not c.st]
     return gen_candidates(layer.weight_record.nnz, layer.conv_shape(shape))
 
 

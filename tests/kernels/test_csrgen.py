@@ -185,8 +185,10 @@ def test_column_splits_cover_in_order_with_even_cost():
 
 def test_offered_only_for_large_batches_and_small_enough_layers():
     layer = SparseConv2d(SparseTensor.from_dense(pruned_weight((64, 64, 3, 3), 0.9)), padding=(1, 1))
-    assert not any(isinstance(c, GenConfig) for c in layer.candidate_configs((1, 64, 14, 14)))
+    assert not any(isinstance(c, GenConfig) for c in layer.candidate_configs((1, 64, 7, 7)))
     assert any(isinstance(c, GenConfig) for c in layer.candidate_configs((32, 64, 14, 14)))
+    one_by_one = SparseConv2d(SparseTensor.from_dense(pruned_weight((64, 64, 1, 1), 0.9)))
+    assert not any(isinstance(c, GenConfig) for c in one_by_one.candidate_configs((1, 64, 28, 28)))
     big = ConvShape(32, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))
     assert gen_candidates(1000, big)
     assert gen_candidates(MAX_NONZEROS + 1, big) == []
@@ -217,9 +219,14 @@ def test_staged_input_is_offered_on_channel_reducing_1x1_layers_only():
 def test_few_pixels_also_get_small_blocks():
     one = ConvShape(1, 64, 56, 56, 64, 3, 3, (1, 1), (1, 1), (1, 1))  # batch 1: 28 blocks of 32 x 224
     many = ConvShape(32, 512, 7, 7, 512, 3, 3, (1, 1), (1, 1), (1, 1))  # l4 at batch 32: 112 blocks
-    small = {(16, 64, 2, 1), (16, 64, 4, 1)}
+    small = {(16, 64, 4, 1), (8, 64, 4, 1), (8, 64, 8, 1)}
     assert small <= {(c.kg, c.threads, c.s, c.gs) for c in gen_candidates(1000, one)}
     assert not small & {(c.kg, c.threads, c.s, c.gs) for c in gen_candidates(1000, many)}
+    # batch 1 at 28x28 and 14x14 (under MIN_PIXELS): the small blocks alone, 3x3 only
+    for hw in (28, 14):
+        l2 = ConvShape(1, 128, hw, hw, 128, 3, 3, (1, 1), (1, 1), (1, 1))
+        assert {(c.kg, c.threads, c.s, c.gs) for c in gen_candidates(1000, l2)} == small
+    assert gen_candidates(1000, ConvShape(1, 128, 28, 28, 512, 1, 1, (1, 1), (0, 0), (1, 1))) == []
 
 
 def test_a_setting_leaves_it_out(monkeypatch):
@@ -250,3 +257,4 @@ def test_generated_ptx_compiles(case, half, arch):
     dense = pruned_weight((cout, cin, k, k), sp, seed=3).numpy()
     ptx, _ = generate(dense, np.ones(cout, np.float32), _layout(cin, cout, k, s, p, d, h, w), *cfg[:2], half, *cfg[2:])
     assert len(compile_cubin(ptx, arch, use_cache=False)) > 1000
+

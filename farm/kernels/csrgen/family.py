@@ -41,10 +41,15 @@ CANDIDATES = ((32, 128, 2, 1), (32, 128, 2, 2), (64, 128, 1, 2), (32, None, 1, 2
 STAGED_CANDIDATES = ((32, 128, 2, 2), (32, None, 2, 2))
 # Few pixels and few channels (batch 1 on ResNet-50's 56x56 layers with 64 outputs): the
 # candidates above make under 64 blocks for 132 SMs (l1 3x3: 14 pixel blocks x 2 groups of 32
-# = 28). Groups of 16 in blocks of 64 pixels give 196. Not yet measured: offered so the tuner
-# can (it keeps them only where faster); layers with more blocks (l4 at batch 32: 112) are left
-# alone, their code takes up to a minute to compile per candidate.
-FEW_BLOCKS, SMALL_CANDIDATES = 64, ((16, 64, 2, 1), (16, 64, 4, 1))
+# = 28). Groups of 8 or 16 in blocks of 64 pixels give 196-392 (gen_probe-b1-h100-2026-11-26.json,
+# batch 1 at 90%, fp32 activations, H100: l1 3x3 0.0059 ms with (8, 64, 4, 1) against 0.0064
+# with (16, 64, 4, 1) and ~0.010 with the batch-32 candidates, on the H200). Below MIN_PIXELS only these are offered, and only on
+# kernels with taps (3x3): l2 3x3 at 28x28 0.0085 ms and l3 3x3 at 14x14 0.0086 ms against
+# csrgather's 0.0105 and 0.0096 in the same session; on 1x1 layers at batch 1 csrgen merely tied
+# csrgather (l2 1x1up 0.0053 vs 0.0054), not worth the compiling. At 7x7 (49 pixels) one block
+# of 64 holds the image: csrgather's ground.
+FEW_BLOCKS, SMALL_CANDIDATES = 64, ((16, 64, 4, 1), (8, 64, 4, 1), (8, 64, 8, 1))
+SMALL_MIN_PIXELS = 196
 FIT_THREADS = (192, 256)
 
 
@@ -86,7 +91,8 @@ def applicable(nnz: int, shape) -> bool:
     """shape: a ConvShape. Offsets in the code are 32-bit: one image in or out under 2 GB."""
     oh, ow = shape.out_hw
     npix = shape.n * oh * ow
-    return (0 < nnz <= MAX_NONZEROS and MIN_PIXELS <= npix < 2**31 and shape.kh * shape.kw <= MAX_TAPS
+    few = SMALL_MIN_PIXELS <= npix < MIN_PIXELS and shape.kh * shape.kw > 1  # small blocks only, see above
+    return (0 < nnz <= MAX_NONZEROS and (MIN_PIXELS <= npix < 2**31 or few) and shape.kh * shape.kw <= MAX_TAPS
             and 4 * shape.c * shape.h * shape.w < 2**31 and 4 * shape.k * oh * ow < 2**31)
 
 
@@ -101,6 +107,8 @@ def gen_candidates(nnz: int, shape) -> list[GenConfig]:
     if not enabled() or not applicable(nnz, shape):
         return []
     oh, ow = shape.out_hw
+    if shape.n * oh * ow < MIN_PIXELS:
+        return [GenConfig(kg, threads, s, gs) for kg, threads, s, gs in SMALL_CANDIDATES]
     fitted = fit_threads(shape.n * oh * ow)
     staged = STAGED_CANDIDATES if shape.kh * shape.kw == 1 and shape.c > shape.k else ()
     blocks = -(-shape.n * oh * ow // fitted) * -(-shape.k // 32)

@@ -213,7 +213,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="pruning events along the ramp")
     parser.add_argument("--regrow", type=_fraction, default=0.0,
                         help="fraction of each retraining in which pruned weights keep learning and can come back "
-                             "(dynamic pruning with feedback; 0: off); every level (90, 95, 98%, VGG) uses it. "
+                             "(dynamic pruning with feedback; 0: off); every level (90, 95, 98%%, VGG) uses it. "
                              "0.75 hurt every level in docs/RESULTS.md run 17")
     parser.add_argument("--scope", default="global", choices=("global", "layer", "lamp"),
                         help="how sparsity is spread over the layers")

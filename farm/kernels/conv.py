@@ -229,7 +229,8 @@ class SparseConv2d(FusedConv):
         (staged input, broadcast weights), csrconv (register tiles over output channels with a
         case switch; split-K for small batches), csrgather (a block per output channel,
         independent loads; small batches only) and csrgen (code generated for this layer's
-        weights; large batches only)."""
+        weights; from 1,024 output pixels, or with small blocks on 3x3 layers of 14x14 images and
+        larger)."""
         cs = self.conv_shape(shape)
         oh, ow = cs.out_hw
         wfmt = weight_format(self.weight_record)

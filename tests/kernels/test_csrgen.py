@@ -183,7 +183,7 @@ def test_column_splits_cover_in_order_with_even_cost():
     assert max(shares) - min(shares) <= 2 * cost.max()
 
 
-def test_offered_only_for_large_batches_and_small_enough_layers():
+def test_offered_where_there_are_pixels_enough_and_small_enough_layers():
     layer = SparseConv2d(SparseTensor.from_dense(pruned_weight((64, 64, 3, 3), 0.9)), padding=(1, 1))
     assert not any(isinstance(c, GenConfig) for c in layer.candidate_configs((1, 64, 7, 7)))
     assert any(isinstance(c, GenConfig) for c in layer.candidate_configs((32, 64, 14, 14)))
@@ -227,6 +227,11 @@ def test_few_pixels_also_get_small_blocks():
         l2 = ConvShape(1, 128, hw, hw, 128, 3, 3, (1, 1), (1, 1), (1, 1))
         assert {(c.kg, c.threads, c.s, c.gs) for c in gen_candidates(1000, l2)} == small
     assert gen_candidates(1000, ConvShape(1, 128, 28, 28, 512, 1, 1, (1, 1), (0, 0), (1, 1))) == []
+    # the small-block path counts pixels per image: 7x7 stays csrgather's at batches 4-20, and
+    # 14x14 (196, the smallest image offered) is in at batch 1
+    assert gen_candidates(1000, ConvShape(8, 512, 7, 7, 512, 3, 3, (1, 1), (1, 1), (1, 1))) == []
+    assert gen_candidates(1000, ConvShape(1, 64, 13, 15, 64, 3, 3, (1, 1), (1, 1), (1, 1))) == []  # 195
+    assert gen_candidates(1000, ConvShape(1, 64, 14, 14, 64, 3, 3, (1, 1), (1, 1), (1, 1)))
 
 
 def test_a_setting_leaves_it_out(monkeypatch):

@@ -42,6 +42,9 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     # ... prefetching each next chunk into registers (experimental): fp16 through %hpf
     (50, 31, 13, 13, 1, 2, 0, 1, 32, 0.99, GenConfig(32, 128, 2, 2, 2)),
     (200, 70, 9, 7, 1, 2, 0, 1, 5, 0.9, GenConfig(32, 64, 2, 1, 2)),
+    # the batch-1 small blocks, at a 14x14 image (196 pixels: a partial last block of 64)
+    (64, 40, 14, 14, 3, 1, 1, 1, 1, 0.9, GenConfig(8, 64, 8, 1)),
+    (64, 40, 14, 14, 3, 1, 1, 1, 1, 0.9, GenConfig(8, 64, 4, 1)),
 ]
 
 

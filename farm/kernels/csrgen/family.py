@@ -18,7 +18,7 @@ from farm.kernels import runtime
 from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, STAGE_BYTES, generate, shared_bytes
 
 ARG_TYPES = "PPPPPii"
-MIN_PIXELS = 1024  # below this, too few threads per group to fill the GPU (csrgather's ground)
+MIN_PIXELS = 1024  # below this, too few threads per group for the usual blocks: small ones only (below)
 # ptxas takes about 0.1-0.25 ms per nonzero (l3 3x3 at 90%, 59 k: 9 s; l4 3x3, 236 k: 56 s);
 # beyond this a candidate would take minutes to compile.
 MAX_NONZEROS = 300_000
@@ -43,11 +43,13 @@ STAGED_CANDIDATES = ((32, 128, 2, 2), (32, None, 2, 2))
 # candidates above make under 64 blocks for 132 SMs (l1 3x3: 14 pixel blocks x 2 groups of 32
 # = 28). Groups of 8 or 16 in blocks of 64 pixels give 196-392 (gen_probe-b1-h100-2026-11-26.json,
 # batch 1 at 90%, fp32 activations, H100: l1 3x3 0.0059 ms with (8, 64, 4, 1) against 0.0064
-# with (16, 64, 4, 1) and ~0.010 with the batch-32 candidates, on the H200). Below MIN_PIXELS only these are offered, and only on
-# kernels with taps (3x3): l2 3x3 at 28x28 0.0085 ms and l3 3x3 at 14x14 0.0086 ms against
-# csrgather's 0.0105 and 0.0096 in the same session; on 1x1 layers at batch 1 csrgen merely tied
-# csrgather (l2 1x1up 0.0053 vs 0.0054), not worth the compiling. At 7x7 (49 pixels) one block
-# of 64 holds the image: csrgather's ground.
+# with (16, 64, 4, 1), the best of the previous candidate set). Below MIN_PIXELS only these are
+# offered, and only on kernels with taps (3x3) whose images have at least SMALL_MIN_PIXELS
+# pixels: l2 3x3 at 28x28 0.0085 ms and l3 3x3 at 14x14 0.0086 ms against csrgather's 0.0105 and
+# 0.0096 in the same session; on 1x1 layers at batch 1 csrgen merely tied csrgather (l2 1x1up
+# 0.0053 vs 0.0054), not worth the compiling. 7x7 images (l4 3x3, whose code takes ~1 minute of
+# ptxas a candidate) stay csrgather's below MIN_PIXELS: a block of 64 holds the whole image, and
+# nothing was measured there.
 FEW_BLOCKS, SMALL_CANDIDATES = 64, ((16, 64, 4, 1), (8, 64, 4, 1), (8, 64, 8, 1))
 SMALL_MIN_PIXELS = 196
 FIT_THREADS = (192, 256)
@@ -91,7 +93,8 @@ def applicable(nnz: int, shape) -> bool:
     """shape: a ConvShape. Offsets in the code are 32-bit: one image in or out under 2 GB."""
     oh, ow = shape.out_hw
     npix = shape.n * oh * ow
-    few = SMALL_MIN_PIXELS <= npix < MIN_PIXELS and shape.kh * shape.kw > 1  # small blocks only, see above
+    # small blocks only, see above: per image, so 7x7 layers at batch 4-20 are not offered them
+    few = npix < MIN_PIXELS and oh * ow >= SMALL_MIN_PIXELS and shape.kh * shape.kw > 1
     return (0 < nnz <= MAX_NONZEROS and (MIN_PIXELS <= npix < 2**31 or few) and shape.kh * shape.kw <= MAX_TAPS
             and 4 * shape.c * shape.h * shape.w < 2**31 and 4 * shape.k * oh * ow < 2**31)
 

@@ -33,12 +33,16 @@ def layer_table(rows, sparsity, variants) -> str:
 
 
 def model_table(rows) -> str:
-    out = ["| batch | dense fp32 | dense TF32 | dense fp16 | sparse (rest fp32) | sparse (rest TF32) | sparse layers | rel err |",
-           "|---|---|---|---|---|---|---|---|"]
+    out = ["| batch | dense fp32 | dense TF32 | dense fp16 | BN folded: fp32 | TF32 | fp16 | sparse (rest fp32) "
+           "| sparse (rest TF32) | sparse layers (fp32 / TF32 decision) | rel err |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['batch']} | {fmt(r['dense_fp32_ms'], 3)} | {fmt(r['dense_tf32_ms'], 3)} | "
-                   f"{fmt(r['dense_fp16_ms'], 3)} | {fmt(r['sparse_ms'], 3)} | {fmt(r['sparse_tf32_ms'], 3)} | "
-                   f"{r['sparse_layers']} of {r['sparse_layers'] + r['dense_layers']} | {r['max_rel_err']:.1e} |")
+                   f"{fmt(r['dense_fp16_ms'], 3)} | {fmt(r.get('dense_folded_fp32_ms'), 3)} | "
+                   f"{fmt(r.get('dense_folded_tf32_ms'), 3)} | {fmt(r.get('dense_folded_fp16_ms'), 3)} | "
+                   f"{fmt(r['sparse_ms'], 3)} | {fmt(r['sparse_tf32_ms'], 3)} | "
+                   f"{r['sparse_layers']} / {r.get('sparse_layers_tf32', '-')} of {r['sparse_layers'] + r['dense_layers']} | "
+                   f"{r['max_rel_err']:.1e} |")
     return "\n".join(out)
 
 

@@ -193,7 +193,10 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
                     dtype: torch.dtype = torch.float32, weights: dict | None = None,
                     callback=None) -> list[dict]:
     """Whole-model latency, CUDA graphs on both sides: dense fp32 / TF32 / fp16 vs sparsified.
-    max_rel_err compares the sparse model with the model's own forward in float64. `callback`
+    `dense_*_ms` time the model as given (BatchNorm as separate kernels, as PyTorch runs it);
+    `dense_folded_*_ms` the same model with BN folded and the blocks fused as sparsify fuses
+    them, every conv left to cuDNN, so that sparse_ms against it is what the sparse kernels
+    alone buy. max_rel_err compares the sparse model with the model's own forward in float64. `callback`
     gets {"layer": None, "batch", "done", "of"} after each batch size, and {"stage": "fp32" or
     "tf32", "layer", "batch", "done", "of"} after each layer is tuned and decided."""
     runtime.require_gpu()
@@ -215,6 +218,14 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         dense16 = copy.deepcopy(dense).half().to(memory_format=torch.channels_last)
         row["dense_fp16_ms"] = time_model(dense16, x.half().to(memory_format=torch.channels_last))
         del dense16
+        folded = sparsify(dense, min_sparsity=2.0)  # no conv qualifies: all dense, BN folded
+        with tf32(False):
+            row["dense_folded_fp32_ms"] = time_model(folded, x)
+        with tf32(True):
+            row["dense_folded_tf32_ms"] = time_model(folded, x)
+        folded = folded.half().to(memory_format=torch.channels_last)  # its own copy: convert in place
+        row["dense_folded_fp16_ms"] = time_model(folded, x.half().to(memory_format=torch.channels_last))
+        del folded
         def tuned(stage):
             return None if callback is None else lambda ev: callback({**ev, "stage": stage, "batch": b})
 

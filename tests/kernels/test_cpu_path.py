@@ -100,6 +100,22 @@ def test_sparsify_torchvision_resnet_matches():
     assert not any(isinstance(z, nn.BatchNorm2d) for z in sm.modules())
 
 
+def test_all_dense_fold_is_the_fair_dense_baseline():
+    """benchmark_model's `dense_folded_*` baseline: sparsify with no conv sparse enough gives the
+    same model, BN folded and blocks fused, every conv on cuDNN; what remains is only the
+    sparse kernels' own difference."""
+    import torchvision
+
+    m = _prune(torchvision.models.resnet18(num_classes=10))
+    folded = sparsify(m, min_sparsity=2.0)
+    kinds = [type(z) for z in folded.modules()]
+    assert kinds.count(SparseConv2d) == 0 and kinds.count(DenseConv2d) == 20
+    assert not any(isinstance(z, nn.BatchNorm2d) for z in folded.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), m(x), atol=1e-4, rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", ["resnet20", "vgg11", "tiny"])
 def test_sparsify_farm_models_match(name):
     from farm.models import get_model

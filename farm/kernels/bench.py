@@ -196,9 +196,9 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
     `dense_*_ms` time the model as given (BatchNorm as separate kernels, as PyTorch runs it);
     `dense_folded_*_ms` the same model with BN folded and the blocks fused as sparsify fuses
     them, every conv left to cuDNN, so that sparse_ms against it is what the sparse kernels
-    alone buy. max_rel_err compares the sparse model with the model's own forward in float64. `callback`
-    gets {"layer": None, "batch", "done", "of"} after each batch size, and {"stage": "fp32" or
-    "tf32", "layer", "batch", "done", "of"} after each layer is tuned and decided."""
+    alone buy. max_rel_err compares the sparse model with the model's own forward in float64.
+    `callback` gets {"layer": None, "batch", "done", "of"} after each batch size, and {"stage":
+    "fp32" or "tf32", "layer", "batch", "done", "of"} after each layer is tuned and decided."""
     runtime.require_gpu()
     from farm.kernels.sparsify import sparsify
 

@@ -24,7 +24,8 @@ def cache_file() -> Path:
 # Bumped when the candidate set changes (2: csrbatch, 3: csrgather, 4: csrgather rows mode,
 # 5: csrgen, 6-7: csrgen blocks fitted to the pixel count, 8: csrgen staged 1x1 input, 9: small
 # csrgen blocks for few pixels, 10: those with 8 channels a group, and on 3x3 layers under 1,024
-# pixels), so a cache filled before is measured again rather than trusted to hold the best of candidates it never saw.
+# pixels), so a cache filled before is measured again rather than trusted to hold the best of
+# candidates it never saw.
 CANDIDATES_VERSION = 10
 
 

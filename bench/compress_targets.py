@@ -247,8 +247,11 @@ def run_seeds(args) -> None:
     One seed's figures differ from the next by 0.1-0.2 points (docs/RESULTS.md): a target is
     worth calling met only if its mean is, and how often it is says how safe that is."""
     result = {"seeds": args.seeds, "runs": [], "summary": []}
+    save_dir = args.save_dir
     for seed in args.seeds:
         args.seed = seed
+        if save_dir:  # one folder per seed (bench/extreme_sparsity.py starts from them)
+            args.save_dir = save_dir / f"seed{seed}"
         result["runs"].append(run(args))
         result["summary"] = summarize(result["runs"])
         _write(args.out, result)

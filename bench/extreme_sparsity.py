@@ -8,7 +8,9 @@ on the mean of three seeds).
 Each seed's folder holds resnet20_dense.pt and resnet20_prune_95.pt; the dense model is
 evaluated again (flip TTA, as everywhere) and every recipe starts from the same 95% weights, so
 the recipes differ only in how the last level is reached. About 35 s per recipe and seed on an
-H100 (70 epochs); 'long' twice that.
+H100 (70 epochs); 'long' twice that. 'reference' is compress_targets.py's own 98% level with its
+default settings: files saved by a run with other --retrain-lr / --ramp / --scope / ... options
+are not told apart.
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ def main() -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     data = load_dataset("fashion-mnist", subset=args.subset, device=device)
-    out = {"env": environment(), "command": " ".join(sys.argv), "runs": []}
+    out = {"env": environment(), "command": " ".join(sys.argv), "runs": [], "summary": {}}
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     for seed, folder in folders.items():
         dense = get_model("resnet20", in_channels=data.in_channels, num_classes=data.num_classes)
@@ -87,7 +91,10 @@ def main() -> int:
     print("\nrecipe      mean drop (points, 98% target <= 1.0)  per seed")
     for name in recipes:
         drops = [r["drop_points"] for r in out["runs"] if r["recipe"] == name]
+        out["summary"][name] = {"mean_drop_points": sum(drops) / len(drops), "drops": drops}
         print(f"{name:10s}  {sum(drops) / len(drops):6.2f}  {' '.join(f'{d:.2f}' for d in drops)}")
+    if args.out:
+        args.out.write_text(json.dumps(out, indent=1))
     return 0
 
 

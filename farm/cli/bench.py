@@ -19,8 +19,8 @@ from farm.errors import InvalidSpec
 LAYER_COLUMNS = ["layer", "shape", "batch", "dtype", "sparsity", "config", "ours_ms", "cudnn_fp32_ms",
                  "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "x_cudnn_fp32", "x_cudnn_tf32",
                  "x_cudnn_fp16", "floor_ms", "max_rel_err", "failed"]
-# dense_*: the model as PyTorch runs it; dense_folded_*: BN folded, blocks fused, every conv on
-# cuDNN (what the sparse kernels alone are measured against)
+# dense_*: the model as PyTorch runs it; dense_folded_*: the same with BN folded into the convs
+# (every conv on cuDNN; bias, ReLU and add still separate kernels)
 MODEL_COLUMNS = ["batch", "dtype", "sparse_ms", "sparse_tf32_ms", "dense_fp32_ms", "dense_tf32_ms",
                  "dense_fp16_ms", "dense_folded_fp32_ms", "dense_folded_tf32_ms", "dense_folded_fp16_ms",
                  "sparse_layers", "dense_layers", "max_rel_err"]

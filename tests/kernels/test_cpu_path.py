@@ -102,8 +102,7 @@ def test_sparsify_torchvision_resnet_matches():
 
 def test_all_dense_fold_is_the_fair_dense_baseline():
     """benchmark_model's `dense_folded_*` baseline: sparsify with no conv sparse enough gives the
-    same model, BN folded and blocks fused, every conv on cuDNN; what remains is only the
-    sparse kernels' own difference."""
+    same model with BN folded into the convs, every conv dense (cuDNN on a GPU)."""
     import torchvision
 
     m = _prune(torchvision.models.resnet18(num_classes=10))

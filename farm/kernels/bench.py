@@ -196,9 +196,10 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
     `dense_*_ms` time the model as given (BatchNorm as separate kernels, as PyTorch runs it);
     `dense_folded_*_ms` the same model with BN folded into the convs, in the blocks sparsify
     builds, every conv left to cuDNN (bias, ReLU and the residual add stay separate kernels, as
-    PyTorch eager runs them; our sparse layers fuse them into the epilogue). max_rel_err compares the sparse model with the model's own forward in float64.
-    `callback` gets {"layer": None, "batch", "done", "of"} after each batch size, and {"stage":
-    "fp32" or "tf32", "layer", "batch", "done", "of"} after each layer is tuned and decided."""
+    PyTorch eager runs them; our sparse layers fuse them into the epilogue). max_rel_err
+    compares the sparse model with the model's own forward in float64. `callback` gets
+    {"layer": None, "batch", "done", "of"} after each batch size, and {"stage": "fp32" or
+    "tf32", "layer", "batch", "done", "of"} after each layer is tuned and decided."""
     runtime.require_gpu()
     from farm.kernels.sparsify import sparsify
 

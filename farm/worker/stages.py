@@ -157,7 +157,8 @@ def bench_progress(callback: Callable[[dict], None], start: float, share: float)
     def event(ev: dict) -> None:
         nonlocal last
         if "stage" in ev:  # whole model: a layer tuned and decided inside one batch size's step
-            step = f"whole model, batch {ev['batch']}: {ev['layer']} decided against {ev['stage']} ({ev['done']}/{ev['of']})"
+            step = (f"whole model, batch {ev['batch']}: {ev['layer']} decided against {ev['stage']} "
+                    f"({ev['done']}/{ev['of']})")
         else:
             last = round(1000 * (start + share * ev["done"] / ev["of"]))
             step = f"{ev['layer'] or 'whole model'}, batch {ev['batch']} ({ev['done']}/{ev['of']})"

@@ -61,7 +61,7 @@ class GenConfig:
     threads: int = 128  # threads (output pixels) per set; a block is threads * s * gs
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
-    st: int = 0  # 1x1 only: 1 the block stages its input in shared memory, 2 also prefetching
+    st: int = 0  # 1x1 only: 1 the block stages its input in shared memory, 2 also prefetching (not a candidate)
     family = "gen"
 
     def __post_init__(self):

@@ -104,14 +104,13 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
     onwards), each split S ways. The GS groups of a block read the same input at about the same
     time, so all but the first find it in L1.
 
-    `staged` (1x1 kernels): the
-    block's threads first copy a chunk of input channels of its pixels into shared memory
+    `staged` (1x1 kernels): the block's threads first copy a chunk of input channels of its pixels into shared memory
     together, each set every (S * GS)-th channel, and after a barrier every set reads its columns
     of the chunk from there: the input is read from L2 once per block, not once per group, and
     each group's split sets share every chunk's columns. `staged=2` also prefetches: each thread
     loads its share of the next chunk into registers before multiplying the current one, so the
-    trip to L2 overlaps the FMAs instead of standing between two barriers (experimental, not
-    among the tuner's candidates until measured).
+    trip to L2 overlaps the FMAs instead of standing between two barriers (measured no faster,
+    docs/BENCHMARKS.md session 8: not among the tuner's candidates).
 
     Kernel arguments: x, y, residual (0: none), bias, zero buffer (at least C*H*W elements),
     pixels (batch * OH * OW), relu flag."""

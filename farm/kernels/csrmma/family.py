@@ -1,4 +1,5 @@
-"""csrmma (experimental probe, not a tuner candidate): pruned stride-1 convolutions on tensor
+"""csrmma (experimental probe, not a tuner candidate: measured at 0.08x-0.41x cuDNN fp16, slower
+than csrgen / csrgather everywhere, docs/BENCHMARKS.md session 8): pruned stride-1 convolutions on tensor
 cores over column unions (see csrmma.cu). The tables: per group of 16 output channels and chunk
 of CC input channels, the columns (channel, kh, kw) any of the 16 rows uses, padded to a
 multiple of 16 with zero weights; A fragments in lane order, and each lane's four columns per

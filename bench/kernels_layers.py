@@ -287,9 +287,11 @@ def main():
             (out / "layers.json").write_text(json.dumps(result, indent=1))
             if "ours_ms" in row:
                 log(f"{name:15s} sp{sp} n{n:<3d} {vname:5s} ours {row['ours_ms']:.4f} ms "
-                    f"fp32 {row['cudnn_fp32_ms']:.4f} tf32 {row['cudnn_tf32_ms']:.4f} fp16 {row['cudnn_fp16_ms']:.4f} "
+                    f"fp32 {row['cudnn_fp32_ms']:.4f} tf32 {row['cudnn_tf32_ms']:.4f} "
+                    f"(cl {row.get('cudnn_tf32_cl_ms', float('nan')):.4f}) fp16 {row['cudnn_fp16_ms']:.4f} "
                     f"cusp {row.get('cusparse_ms', float('nan')):.4f} floor {row['floor_ms']:.4f} "
-                    f"x32 {row['x_cudnn_fp32']:.2f} xtf {row['x_cudnn_tf32']:.2f} x16 {row['x_cudnn_fp16']:.2f} "
+                    f"x32 {row['x_cudnn_fp32']:.2f} xtf {row['x_cudnn_tf32']:.2f} "
+                    f"(cl {row.get('x_cudnn_tf32_cl', float('nan')):.2f}) x16 {row['x_cudnn_fp16']:.2f} "
                     f"err {row['max_rel_err']:.1e} {row['config']}")
             else:
                 log(f"{name} sp{sp} n{n} {vname} FAILED {row.get('failed')} err {row.get('max_rel_err')}")

@@ -16,8 +16,9 @@ def fmt(v, nd=4):
 
 
 def layer_table(rows, sparsity, variants) -> str:
-    out = ["| layer | batch | weights | ours ms | config | cuDNN fp32 | TF32 | fp16 | cuSPARSE+im2col | floor | x fp32 | x TF32 | x fp16 | rel err |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| layer | batch | weights | ours ms | config | cuDNN fp32 | TF32 | TF32 channels_last | fp16 | cuSPARSE+im2col "
+           "| floor | x fp32 | x TF32 | x TF32 cl | x fp16 | rel err |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r.get("target_sparsity") != sparsity or r.get("variant") not in variants:
             continue
@@ -26,20 +27,28 @@ def layer_table(rows, sparsity, variants) -> str:
             continue
         out.append(
             f"| {r['layer']} | {r['batch']} | {r['variant']} | {fmt(r['ours_ms'])} | {r['config']} | "
-            f"{fmt(r['cudnn_fp32_ms'])} | {fmt(r['cudnn_tf32_ms'])} | {fmt(r['cudnn_fp16_ms'])} | "
-            f"{fmt(r.get('cusparse_ms'))} | {fmt(r['floor_ms'])} | {r['x_cudnn_fp32']:.2f} | "
-            f"{r['x_cudnn_tf32']:.2f} | {r['x_cudnn_fp16']:.2f} | {r['max_rel_err']:.1e} |")
+            f"{fmt(r['cudnn_fp32_ms'])} | {fmt(r['cudnn_tf32_ms'])} | {fmt(r.get('cudnn_tf32_cl_ms'))} | "
+            f"{fmt(r['cudnn_fp16_ms'])} | {fmt(r.get('cusparse_ms'))} | {fmt(r['floor_ms'])} | {r['x_cudnn_fp32']:.2f} | "
+            f"{r['x_cudnn_tf32']:.2f} | {fmt(r.get('x_cudnn_tf32_cl'), 2)} | {r['x_cudnn_fp16']:.2f} | {r['max_rel_err']:.1e} |")
     return "\n".join(out)
 
 
+def _best(r: dict, precision: str):
+    """The fused dense baseline at its faster layout (NCHW or channels_last)."""
+    times = [r.get(f"dense_fused_{precision}_ms"), r.get(f"dense_fused_cl_{precision}_ms")]
+    return min((t for t in times if t is not None), default=None)
+
+
 def model_table(rows) -> str:
-    out = ["| batch | dense fp32 | dense TF32 | dense fp16 | BN folded: fp32 | TF32 | fp16 | sparse (rest fp32) "
-           "| sparse (rest TF32) | sparse layers (fp32 / TF32 decision) | rel err |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| batch | dense fp32 | dense TF32 | dense fp16 | BN folded: fp32 | TF32 | fp16 | cuDNN-fused (best layout): fp32 "
+           "| TF32 | fp16 | sparse (rest fp32) | sparse (rest TF32) | sparse layers (fp32 / TF32 decision) | rel err |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['batch']} | {fmt(r['dense_fp32_ms'], 3)} | {fmt(r['dense_tf32_ms'], 3)} | "
                    f"{fmt(r['dense_fp16_ms'], 3)} | {fmt(r.get('dense_folded_fp32_ms'), 3)} | "
                    f"{fmt(r.get('dense_folded_tf32_ms'), 3)} | {fmt(r.get('dense_folded_fp16_ms'), 3)} | "
+                   f"{fmt(_best(r, 'fp32'), 3)} | {fmt(_best(r, 'tf32'), 3)} | "
+                   f"{fmt(r.get('dense_fused_fp16_ms'), 3)} | "
                    f"{fmt(r['sparse_ms'], 3)} | {fmt(r['sparse_tf32_ms'], 3)} | "
                    f"{r['sparse_layers']} / {r.get('sparse_layers_tf32', '-')} of {r['sparse_layers'] + r['dense_layers']} | "
                    f"{r['max_rel_err']:.1e} |")

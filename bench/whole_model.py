@@ -143,7 +143,9 @@ def main():
     for r in result["resnet50"]:
         print(f"resnet50 n{r['batch']}: dense fp32 {r['dense_fp32_ms']:.3f} tf32 {r['dense_tf32_ms']:.3f} "
               f"fp16 {r['dense_fp16_ms']:.3f} | BN folded: fp32 {r['dense_folded_fp32_ms']:.3f} "
-              f"tf32 {r['dense_folded_tf32_ms']:.3f} fp16 {r['dense_folded_fp16_ms']:.3f} | "
+              f"tf32 {r['dense_folded_tf32_ms']:.3f} fp16 {r['dense_folded_fp16_ms']:.3f} | cuDNN-fused: "
+              f"fp32 {r['dense_fused_fp32_ms']:.3f} tf32 {r['dense_fused_tf32_ms']:.3f} (channels_last "
+              f"{r['dense_fused_cl_fp32_ms']:.3f} {r['dense_fused_cl_tf32_ms']:.3f}) fp16 {r['dense_fused_fp16_ms']:.3f} | "
               f"sparse {r['sparse_ms']:.3f} (tf32 rest {r['sparse_tf32_ms']:.3f}) "
               f"err {r['max_rel_err']:.1e} sparse layers {r['sparse_layers']} dense {r['dense_layers']}")
     print(f"done in {time.time() - t0:.0f} s")

@@ -17,12 +17,15 @@ from farm.cli.render import Format, err
 from farm.errors import InvalidSpec
 
 LAYER_COLUMNS = ["layer", "shape", "batch", "dtype", "sparsity", "config", "ours_ms", "cudnn_fp32_ms",
-                 "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "x_cudnn_fp32", "x_cudnn_tf32",
+                 "cudnn_tf32_ms", "cudnn_tf32_cl_ms", "cudnn_fp16_ms", "cusparse_ms", "x_cudnn_fp32", "x_cudnn_tf32",
                  "x_cudnn_fp16", "floor_ms", "max_rel_err", "failed"]
 # dense_*: the model as PyTorch runs it; dense_folded_*: the same with BN folded into the convs
-# (every conv on cuDNN; bias, ReLU and add still separate kernels)
+# (every conv on cuDNN; bias, ReLU and add still separate kernels); dense_fused_*: the same with
+# conv + bias (+ add) + ReLU as one cuDNN call where cuDNN has one (_cl_: channels_last)
 MODEL_COLUMNS = ["batch", "dtype", "sparse_ms", "sparse_tf32_ms", "dense_fp32_ms", "dense_tf32_ms",
                  "dense_fp16_ms", "dense_folded_fp32_ms", "dense_folded_tf32_ms", "dense_folded_fp16_ms",
+                 "dense_fused_fp32_ms", "dense_fused_tf32_ms", "dense_fused_cl_fp32_ms", "dense_fused_cl_tf32_ms",
+                 "dense_fused_fp16_ms",
                  "sparse_layers", "dense_layers", "max_rel_err"]
 
 

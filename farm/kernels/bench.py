@@ -74,7 +74,8 @@ def floor_ms(layer: SparseConv2d, shape, dtype, ceil: dict, table_bytes: int) ->
 
 
 def dense_baselines(conv_w: torch.Tensor, params: dict, shape, device, *, cusparse: bool = True) -> dict:
-    """cuDNN fp32 / TF32 / fp16 channels_last and cuSPARSE CSR SpMM on im2col, same layer."""
+    """cuDNN fp32 / TF32 (NCHW and channels_last) / fp16 channels_last and cuSPARSE CSR SpMM on
+    im2col, same layer."""
     torch.backends.cudnn.benchmark = True  # give cuDNN its best algorithm for this shape
     w = conv_w.to(device)
     x = torch.randn(shape, device=device)
@@ -84,6 +85,10 @@ def dense_baselines(conv_w: torch.Tensor, params: dict, shape, device, *, cuspar
             out["cudnn_fp32_ms"] = time_graph(lambda: F.conv2d(x, w, **params), runs=RUNS)
         with tf32(True):
             out["cudnn_tf32_ms"] = time_graph(lambda: F.conv2d(x, w, **params), runs=RUNS)
+            # cuDNN's TF32 kernels are NHWC at heart: in channels_last it skips its transposes,
+            # and a whole model in channels_last can be much faster (docs/BENCHMARKS.md)
+            xc, wc = x.to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
+            out["cudnn_tf32_cl_ms"] = time_graph(lambda: F.conv2d(xc, wc, **params), runs=RUNS)
         xh = x.half().to(memory_format=torch.channels_last)
         wh = w.half().to(memory_format=torch.channels_last)
         out["cudnn_fp16_ms"] = time_graph(lambda: F.conv2d(xh, wh, **params), runs=RUNS)
@@ -146,7 +151,7 @@ def bench_layer(layer: SparseConv2d, shape, dtype, device, ceil: dict, *, name: 
         baselines = dense_baselines(w, {"stride": layer.stride, "padding": layer.padding,
                                         "dilation": layer.dilation}, shape, device)
     row.update(baselines)
-    for k in ("cudnn_fp32_ms", "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms"):
+    for k in ("cudnn_fp32_ms", "cudnn_tf32_ms", "cudnn_tf32_cl_ms", "cudnn_fp16_ms", "cusparse_ms"):
         if k in row:
             row["x_" + k[:-3]] = row[k] / row["ours_ms"]
     return row
@@ -196,7 +201,11 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
     `dense_*_ms` time the model as given (BatchNorm as separate kernels, as PyTorch runs it);
     `dense_folded_*_ms` the same model with BN folded into the convs, in the blocks sparsify
     builds, every conv left to cuDNN (bias, ReLU and the residual add stay separate kernels, as
-    PyTorch eager runs them; our sparse layers fuse them into the epilogue). max_rel_err
+    PyTorch eager runs them; our sparse layers fuse them into the epilogue); `dense_fused_*_ms`
+    the same again with conv + bias (+ add) + ReLU as one cuDNN call wherever cuDNN has one (the
+    sparse models' kept-dense layers run that way too), `dense_fused_cl_*_ms` that in channels_last
+    (cuDNN's fused kernels are NHWC; on NCHW tensors it transposes around them): the strictest
+    dense baselines here are the faster of the fused two at each precision. max_rel_err
     compares the sparse model with the model's own forward in float64. `callback` gets
     {"layer": None, "batch", "done", "of"} after each batch size, and {"stage": "fp32" or
     "tf32", "layer", "batch", "done", "of"} after each layer is tuned and decided."""
@@ -219,14 +228,23 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         dense16 = copy.deepcopy(dense).half().to(memory_format=torch.channels_last)
         row["dense_fp16_ms"] = time_model(dense16, x.half().to(memory_format=torch.channels_last))
         del dense16
-        folded = sparsify(dense, min_sparsity=2.0)  # no conv qualifies: all dense, BN folded
-        with tf32(False):
-            row["dense_folded_fp32_ms"] = time_model(folded, x)
-        with tf32(True):
-            row["dense_folded_tf32_ms"] = time_model(folded, x)
-        folded = folded.half().to(memory_format=torch.channels_last)  # its own copy: convert in place
-        row["dense_folded_fp16_ms"] = time_model(folded, x.half().to(memory_format=torch.channels_last))
-        del folded
+        for kind, fuse in (("folded", False), ("fused", True)):
+            # min_sparsity 2: no conv qualifies, every one stays dense (cuDNN) with BN folded
+            folded = sparsify(dense, min_sparsity=2.0, fuse_dense=fuse)
+            with tf32(False):
+                row[f"dense_{kind}_fp32_ms"] = time_model(folded, x)
+            with tf32(True):
+                row[f"dense_{kind}_tf32_ms"] = time_model(folded, x)
+            if fuse:  # cuDNN's fused kernels are NHWC: on NCHW tensors it adds layout transposes
+                folded = folded.to(memory_format=torch.channels_last)  # its own copy: convert in place
+                xc = x.to(memory_format=torch.channels_last)
+                with tf32(False):
+                    row["dense_fused_cl_fp32_ms"] = time_model(folded, xc)
+                with tf32(True):
+                    row["dense_fused_cl_tf32_ms"] = time_model(folded, xc)
+            folded = folded.half().to(memory_format=torch.channels_last)
+            row[f"dense_{kind}_fp16_ms"] = time_model(folded, x.half().to(memory_format=torch.channels_last))
+            del folded
         def tuned(stage):
             return None if callback is None else lambda ev: callback({**ev, "stage": stage, "batch": b})
 

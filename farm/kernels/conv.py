@@ -81,9 +81,14 @@ class FusedConv(nn.Module):
 
 
 class DenseConv2d(FusedConv):
-    """A layer kept dense (cuDNN) because it measured faster, with BN folded into its weights."""
+    """A layer kept dense (cuDNN) because it measured faster, with BN folded into its weights.
 
-    def __init__(self, conv: nn.Conv2d, bn=None, *, relu: bool = False):
+    fuse=True (on CUDA, for a conv followed by ReLU): one cuDNN call runs conv + bias (+ residual
+    add) + ReLU (torch.cudnn_convolution_relu / _add_relu, cuDNN's fused operation graph), as our
+    sparse epilogue does; fuse=False leaves bias, add and ReLU to separate kernels, as eager
+    PyTorch runs a conv. A conv without ReLU has no such op and always takes the second road."""
+
+    def __init__(self, conv: nn.Conv2d, bn=None, *, relu: bool = False, fuse: bool = True):
         super().__init__()
         scale, bias = fold_bn(conv, bn)
         w = conv.weight.detach().float().cpu() * scale[:, None, None, None]
@@ -91,10 +96,32 @@ class DenseConv2d(FusedConv):
         self.bias = nn.Parameter(bias.to(conv.weight.device), requires_grad=False)
         self.params = conv_params(conv) if conv.groups == 1 else {
             "stride": conv.stride, "padding": conv.padding, "dilation": conv.dilation}
-        self.groups, self.relu = conv.groups, relu
+        self.groups, self.relu, self.fuse = conv.groups, relu, fuse
+        self._cast: tuple = ()
+
+    def extra_repr(self) -> str:
+        return f"{tuple(self.weight.shape)}, {self.params}, relu={self.relu}, fuse={self.fuse}"
+
+    def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        # Cast once, not on every call: in an fp16 model the kept layers hold fp32 parameters,
+        # and a cast per forward is two extra kernels per layer in the graph.
+        w, b = self.weight, self.bias
+        if w.dtype == dtype:
+            return w, b
+        key = (dtype, w.data_ptr(), w._version)
+        if not self._cast or self._cast[0] != key:
+            self._cast = (key, w.to(dtype), b.to(dtype))
+        return self._cast[1], self._cast[2]
 
     def forward(self, x, residual=None):
-        y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), groups=self.groups, **self.params)
+        w, b = self._weights(x.dtype)
+        p = self.params
+        if self.fuse and self.relu and x.is_cuda and isinstance(p["padding"], tuple):
+            if residual is None:
+                return torch.cudnn_convolution_relu(x, w, b, p["stride"], p["padding"], p["dilation"], self.groups)
+            return torch.cudnn_convolution_add_relu(x, w, residual, 1.0, b, p["stride"], p["padding"],
+                                                    p["dilation"], self.groups)
+        y = F.conv2d(x, w, b, groups=self.groups, **p)
         if residual is not None:
             y = y + residual
         return F.relu(y) if self.relu else y

@@ -43,8 +43,9 @@ def _sparsity(conv: nn.Conv2d) -> float:
 
 
 class _Maker:
-    def __init__(self, dtype, min_sparsity, weights: dict[str, SparseTensor] | None):
+    def __init__(self, dtype, min_sparsity, weights: dict[str, SparseTensor] | None, fuse_dense: bool = True):
         self.dtype, self.min_sparsity, self.weights = dtype, min_sparsity, weights or {}
+        self.fuse_dense = fuse_dense
         self.made: list[tuple[str, FusedConv, nn.Conv2d, nn.Module | None]] = []
 
     def __call__(self, name: str, conv: nn.Conv2d, bn, relu: bool) -> FusedConv:
@@ -54,7 +55,7 @@ class _Maker:
         if sparse_ok:
             m = SparseConv2d.from_conv(conv, bn, weight=record, dtype=self.dtype, relu=relu)
         else:
-            m = DenseConv2d(conv, bn, relu=relu)
+            m = DenseConv2d(conv, bn, relu=relu, fuse=self.fuse_dense)
         self.made.append((name, m, conv, bn))
         return m
 
@@ -77,6 +78,14 @@ def _fuse_block(prefix: str, blk: nn.Module, make: _Maker) -> FusedBlock:
         conv, bn = blk.downsample[0], blk.downsample[1] if len(blk.downsample) > 1 else None
         down = make(f"{prefix}downsample.0", conv, bn, False)
     return FusedBlock(convs, down)
+
+
+def _stem_relu(module: nn.Module, name: str) -> bool:
+    """torchvision's ResNet applies its own `relu` once, right after conv1 + bn1 (the blocks have
+    their own): that ReLU can join the stem's epilogue. At batch 32 on an H100 the stem's separate
+    bias and ReLU passes over a 32x64x112x112 tensor cost ~0.14 ms (bench/profile_model.py)."""
+    return (type(module).__name__ == "ResNet" and name == "conv1"
+            and isinstance(getattr(module, "relu", None), nn.ReLU))
 
 
 def _walk(module: nn.Module, prefix: str, make: _Maker) -> None:
@@ -104,9 +113,12 @@ def _walk(module: nn.Module, prefix: str, make: _Maker) -> None:
             bn_name = name.replace("conv", "bn", 1) if name.startswith("conv") else None
             bn = getattr(module, bn_name, None) if bn_name else None
             bn = bn if isinstance(bn, nn.BatchNorm2d) else None
-            module._modules[name] = make(prefix + name, child, bn, False)
+            relu = bn is not None and _stem_relu(module, name)
+            module._modules[name] = make(prefix + name, child, bn, relu)
             if bn is not None:
                 module._modules[bn_name] = nn.Identity()
+            if relu:
+                module._modules["relu"] = nn.Identity()
         elif not isinstance(child, FusedConv):
             _walk(child, f"{prefix}{name}.", make)
 
@@ -126,25 +138,26 @@ def _cast_rest(model: nn.Module, dtype: torch.dtype) -> None:
 
 def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense_if_slower: bool = True,
              input_shape: tuple[int, ...] | None = None, min_sparsity: float = MIN_SPARSITY,
-             weights: dict[str, SparseTensor] | None = None, progress=None) -> nn.Module:
+             weights: dict[str, SparseTensor] | None = None, progress=None, fuse_dense: bool = True) -> nn.Module:
     """A copy of `model` (eval mode) with its pruned convs replaced by SparseConv2d.
 
     weights: compressed records by parameter name ("layer1.0.conv1.weight"), e.g.
     load_compressed(path).tensors, so quantized weights run as stored. input_shape (with a GPU):
     measure each sparse layer against cuDNN at that shape and keep the faster; `progress` then
     gets {"layer", "done", "of", "sparse"} after each layer (a first tuning compiles: minutes
-    for a large model).
+    for a large model). fuse_dense: the layers kept dense run conv + bias (+ add) + ReLU as one
+    cuDNN call where cuDNN has one (DenseConv2d); False leaves the epilogue to eager kernels.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be float32 or float16, got {dtype}")
     model = copy.deepcopy(model).eval()
-    make = _Maker(dtype, min_sparsity, weights)
+    make = _Maker(dtype, min_sparsity, weights, fuse_dense)
     with torch.no_grad():
         _walk(model, "", make)
     if dtype != torch.float32:
         _cast_rest(model, dtype)
     if keep_dense_if_slower and input_shape is not None and runtime.available():
-        keep_faster(model, input_shape, dtype, make.made, progress)
+        keep_faster(model, input_shape, dtype, make.made, progress, fuse_dense)
     return model
 
 
@@ -166,7 +179,7 @@ def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module
     return shapes
 
 
-def keep_faster(model, input_shape, dtype, made, progress=None) -> list[dict]:
+def keep_faster(model, input_shape, dtype, made, progress=None, fuse_dense: bool = True) -> list[dict]:
     """Time each sparse layer against its dense twin at its real input shape; swap in the faster."""
     device = next(model.parameters(), torch.empty(0, device="cuda")).device
     model.to(device=device)
@@ -176,7 +189,7 @@ def keep_faster(model, input_shape, dtype, made, progress=None) -> list[dict]:
     todo = [(name, m, conv, bn) for name, m, conv, bn in made if isinstance(m, SparseConv2d) and m in shapes]
     for name, m, conv, bn in todo:
         x = torch.randn(shapes[m], device=device, dtype=dtype)
-        dense = DenseConv2d(conv, bn, relu=m.relu).to(device)
+        dense = DenseConv2d(conv, bn, relu=m.relu, fuse=fuse_dense).to(device)
         with torch.no_grad():
             plan = m.plan_for(shapes[m], dtype, device)
             t_sparse = time_graph(lambda: m.run(plan, x), stream=stream)

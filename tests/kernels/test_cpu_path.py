@@ -110,6 +110,9 @@ def test_all_dense_fold_is_the_fair_dense_baseline():
     kinds = [type(z) for z in folded.modules()]
     assert kinds.count(SparseConv2d) == 0 and kinds.count(DenseConv2d) == 20
     assert not any(isinstance(z, nn.BatchNorm2d) for z in folded.modules())
+    # the stem's ReLU joined its epilogue (one cuDNN call on a GPU), and left the model
+    assert folded.conv1.relu and isinstance(folded.relu, nn.Identity)
+    assert not any(isinstance(z, nn.ReLU) for z in folded.modules())  # the blocks' went into FusedBlock
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(folded(x), m(x), atol=1e-4, rtol=1e-3)

@@ -190,3 +190,36 @@ def test_dependent_launches_wait_for_the_previous_kernel():
             x0.copy_(torch.randn_like(x0))
             g.replay()
             assert torch.equal(y, plain(x0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("stride,pad,dil,k", [(1, 1, 1, 3), (2, 0, 1, 1), (1, 2, 2, 3)])
+def test_fused_dense_layer_matches_the_unfused(dtype, residual, stride, pad, dil, k):
+    """A kept-dense layer through cuDNN's fused conv + bias (+ add) + ReLU gives what the eager
+    conv, add and ReLU give (float64 reference), in NCHW and in channels_last, in a CUDA graph."""
+    from torch import nn
+
+    from farm.kernels.conv import DenseConv2d
+    from farm.kernels.timing import time_graph
+
+    torch.backends.cudnn.allow_tf32 = False
+    conv = nn.Conv2d(30, 70, k, stride=stride, padding=pad, dilation=dil, bias=False)
+    bn = nn.BatchNorm2d(70).eval()
+    with torch.no_grad():
+        bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2.0), bn.weight.normal_(), bn.bias.normal_()
+    fused = DenseConv2d(conv, bn, relu=True).cuda()
+    ref_layer = DenseConv2d(conv, bn, relu=True, fuse=False).cuda().double()
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 30, 17, 12, device="cuda").to(memory_format=layout)
+        oh = (17 + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        ow = (12 + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        res = torch.randn(3, 70, oh, ow, device="cuda").to(memory_format=layout) if residual else None
+        with torch.no_grad():
+            ref = ref_layer(x.double(), None if res is None else res.double())
+            y = fused(x.to(dtype), None if res is None else res.to(dtype))
+            out = torch.full_like(y, float("nan"))
+            time_graph(lambda: out.copy_(fused(x.to(dtype), None if res is None else res.to(dtype))), runs=3)
+        for got in (y, out):
+            assert got.dtype == dtype and (got >= 0).all()
+            assert float((got.double() - ref).norm() / ref.norm()) <= TOLERANCE[dtype]

@@ -13,10 +13,10 @@ from farm.compress.quantization import (
     KMeansQuant, LinearQuant, LogQuant, QuantResult, quant_config, quantize_, quantize_and_finetune)
 from farm.compress.search import GuardedResult, SensitivityResult, guarded_prune, sensitivity_scan
 from farm.compress.sparse_tensor import SparseTensor
-from farm.compress.training import TrainConfig, TrainResult, evaluate, train
+from farm.compress.training import TrainConfig, TrainResult, evaluate, recalibrate_bn, train
 
 __all__ = [
-    "SparseTensor", "TrainConfig", "TrainResult", "evaluate", "train",
+    "SparseTensor", "TrainConfig", "TrainResult", "evaluate", "recalibrate_bn", "train",
     "CompressedModel", "SizeReport", "load_compressed", "save_compressed",
     "MagnitudePruning", "PruneResult", "gradual_schedule", "prune_", "prune_and_retrain",
     "KMeansQuant", "LinearQuant", "LogQuant", "QuantResult", "quant_config", "quantize_",

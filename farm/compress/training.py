@@ -137,6 +137,41 @@ def evaluate(model: nn.Module, data: Dataset, *, device=None, tta: bool = False,
     return correct / max(1, len(data.test_x))
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: Dataset, *, batches: int = 20, batch_size: int = 512,
+                   device=None, seed: int = 0) -> int:
+    """Re-estimate every BatchNorm's running statistics from `batches` batches of training images
+    (no augmentation, no gradients, nothing else in training mode); returns the images used.
+
+    After weights change in one go (one-shot quantization or pruning), the stored statistics
+    describe another network: a channel whose output has a large mean next to a small spread is
+    normalised by statistics that no longer fit, and eval-mode accuracy can collapse (a 95%-sparse
+    ResNet-20 fell from 94.7% to 21.5% after one-shot 4-bit k-means, docs/RESULTS.md run 18)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    n = min(len(data.train_x), batches * batch_size)
+    if not bns or n == 0:
+        return 0
+    device = pick_device(device)
+    _prepare(model, device)
+    was_training, momenta = model.training, [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches, not an exponential one
+        m.train()
+    order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[:n]
+    try:
+        for i in range(0, n, batch_size):
+            x = data.train_x[order[i: i + batch_size].to(data.train_x.device)].to(device, non_blocking=True)
+            with _autocast(device, True):  # as in training: the statistics of the same arithmetic
+                model(_layout(x, device))
+    finally:
+        for m, momentum in zip(bns, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return n
+
+
 def _augment(x: Tensor, config: TrainConfig, g: torch.Generator) -> Tensor:
     """Random flips and per-image translations by up to crop_pad pixels, on x's device."""
     n = len(x)

@@ -114,6 +114,42 @@ def test_fold_bn_keeps_the_function_and_leaves_constant_statistics(synthetic, tm
     assert torch.equal(load_compressed(tmp_path / "folded.farm").state_dict()["bn2.running_var"], bn.running_var)
 
 
+def test_recalibrate_bn_gives_the_batch_statistics(trained, synthetic):
+    """One batch of every training image: the running statistics become that batch's mean and
+    (unbiased) variance of each BatchNorm's input; momenta and modes are left as they were."""
+    from farm.compress import recalibrate_bn
+
+    seen = {}
+    hook = trained.bn2.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0].detach().clone()))
+    trained.bn2.running_mean.fill_(5.0), trained.bn2.running_var.fill_(100.0)
+    trained.eval()
+    n = recalibrate_bn(trained, synthetic, batches=1, batch_size=len(synthetic.train_x))
+    hook.remove()
+    x = seen["x"].transpose(0, 1).reshape(x_channels := seen["x"].shape[1], -1)
+    assert n == len(synthetic.train_x) and x_channels == trained.bn2.num_features
+    assert torch.allclose(trained.bn2.running_mean, x.mean(1), atol=1e-5)
+    assert torch.allclose(trained.bn2.running_var, x.var(1), rtol=1e-4)
+    assert trained.bn2.momentum == 0.1 and not trained.training and not trained.bn2.training
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_one_shot_quantization_reestimates_batchnorm(trained, synthetic, bits):
+    """Right after the one-shot quantization (before any fine-tuning), BatchNorm statistics are
+    re-estimated: with no fine-tuning at all the quantized 70%-sparse model keeps its accuracy,
+    which it loses with the step off (38% against 99% at 2 bits on this model)."""
+    import copy
+
+    prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
+    cfg = TrainConfig(epochs=0, batch_size=64)
+    off = quantize_and_finetune(copy.deepcopy(trained), synthetic, KMeansQuant(bits, bn_recalibration=0), cfg)
+    on = quantize_and_finetune(trained, synthetic, KMeansQuant(bits), cfg)
+    assert on.accuracy_quantized == on.accuracy > 0.95
+    assert on.accuracy > off.accuracy or off.accuracy > 0.95
+    assert on.to_dict()["quantization"]["bn_recalibration"] == 20
+    with pytest.raises(InvalidSpec, match="bn_recalibration"):
+        KMeansQuant(4, bn_recalibration=-1)
+
+
 def test_fold_and_fp16_come_after_finetuning(trained, synthetic):
     import copy
 

@@ -43,20 +43,20 @@ def pruned_resnet50(sparsity: float = 0.9, seed: int = 0) -> nn.Module:
     return m
 
 
-def sources(batches=BATCHES) -> list[str]:
+def sources(batches=BATCHES, dtype=torch.float32) -> list[str]:
     from farm.kernels.conv import SparseConv2d
     from farm.kernels.csrconv.config import variant_for
     from farm.kernels.csrconv.table import weight_format
     from farm.kernels.sparsify import layer_inputs, sparsify
 
-    sm = sparsify(pruned_resnet50(), keep_dense_if_slower=False)
-    shapes = layer_inputs(sm, (1, 3, 224, 224), torch.float32, "cpu")
+    sm = sparsify(pruned_resnet50(), dtype=dtype, keep_dense_if_slower=False)
+    shapes = layer_inputs(sm, (1, 3, 224, 224), dtype, "cpu")
     out = []
     for m, shape in shapes.items():
         if not isinstance(m, SparseConv2d):
             continue
         for n in batches:
-            out += m.kernel_sources((n, *shape[1:]), torch.float32)
+            out += m.kernel_sources((n, *shape[1:]), dtype)
     return list(dict.fromkeys(out))
 
 
@@ -106,14 +106,17 @@ def main():
     ap.add_argument("--arch", default="sm_90")
     ap.add_argument("--skip-agreement", action="store_true")
     ap.add_argument("--batches", type=lambda v: [int(b) for b in v.split(",")], default=list(BATCHES))
+    ap.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32",
+                    help="activations (and stored weights) of the sparse model; the dense baselines are the same")
     args = ap.parse_args()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
     from farm.kernels.compile import precompile
 
     t0 = time.time()
     if args.precompile:
         from farm.kernels.compile import is_ptx
 
-        srcs = [s for s in sources(args.batches) if not (args.skip_generated and is_ptx(s))]
+        srcs = [s for s in sources(args.batches, dtype) if not (args.skip_generated and is_ptx(s))]
         errors = precompile(srcs, args.arch)
         print(f"{len(srcs)} sources, {len(errors)} errors, {time.time() - t0:.0f} s")
         return 1 if errors else 0
@@ -123,7 +126,7 @@ def main():
     runtime.require_gpu()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    errors = precompile(sources(args.batches), runtime.arch())
+    errors = precompile(sources(args.batches, dtype), runtime.arch())
     print(f"precompiled in {time.time() - t0:.0f} s, {len(errors)} errors {errors[:2]}", flush=True)
     result = {"env": environment(), "command": " ".join(sys.argv)}
     try:
@@ -137,7 +140,8 @@ def main():
     model = pruned_resnet50()
     result["resnet50"] = []
     for n in args.batches:
-        result["resnet50"] += benchmark_model(model, (1, 3, 224, 224), [n], device="cuda", callback=_progress(t0))
+        result["resnet50"] += benchmark_model(model, (1, 3, 224, 224), [n], device="cuda", dtype=dtype,
+                                              callback=_progress(t0))
         (out / "whole_model.json").write_text(json.dumps(result, indent=1))
         print(f"batch {n} done at {time.time() - t0:.0f} s", flush=True)
     for r in result["resnet50"]:

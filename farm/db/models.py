@@ -256,6 +256,8 @@ class ModelTiming(Base):
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     gpu_index: Mapped[int | None]
     batch: Mapped[int]
+    # the fastest dense model measured at each precision (as given, BN folded, cuDNN-fused,
+    # fused channels_last; all of them in `extra`, the as-given ones as dense_as_given_*_ms)
     dense_fp32_ms: Mapped[ms]
     dense_tf32_ms: Mapped[ms]
     dense_fp16_ms: Mapped[ms]

@@ -17,8 +17,15 @@ ENV_FIELDS = ("gpu", "driver", "cuda", "cudnn", "torch", "pycuda", "python", "ho
 LAYER_FIELDS = ("layer", "batch", "dtype", "weight_scheme", "sparsity", "ours_ms", "cudnn_fp32_ms",
                 "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "max_rel_err", "floor_ms")
 MODEL_FIELDS = ("batch", "dense_fp32_ms", "dense_tf32_ms", "dense_fp16_ms", "sparse_ms")
+PRECISIONS = ("fp32", "tf32", "fp16")
 # Repeated in every row by farm.kernels; stored once (environments), not per row in `extra`.
 PER_RUN = ("env", "ceilings")
+
+
+def _fastest_dense(r: dict, precision: str) -> float | None:
+    """The fastest of the dense models benchmark_model timed at this precision."""
+    times = [r.get(f"dense_{kind}{precision}_ms") for kind in ("", "folded_", "fused_", "fused_cl_")]
+    return min((t for t in times if t), default=None)
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -80,12 +87,16 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
             speedup_cusparse=r.get("speedup_cusparse") or _ratio(r.get("cusparse_ms"), r.get("ours_ms")),
             extra={k: v for k, v in r.items() if k not in (*LAYER_FIELDS, *PER_RUN, "shape")} or None))
     for r in timings.get("model", []):
-        known = {k: r.get(k) for k in MODEL_FIELDS}
+        # dense_*_ms: the fastest dense model measured at that precision (as given, BN folded,
+        # cuDNN-fused, fused in channels_last), so the speedups are against the strongest one;
+        # the as-given times stay in `extra`.
+        known = {k: r.get(k) for k in MODEL_FIELDS} | {f"dense_{p}_ms": _fastest_dense(r, p) for p in PRECISIONS}
         session.add(ModelTiming(
             job_id=job.id, environment_id=env_id, gpu_index=r.get("gpu_index", gpu), **known,
-            speedup_fp32=r.get("speedup_fp32") or _ratio(r.get("dense_fp32_ms"), r.get("sparse_ms")),
+            speedup_fp32=r.get("speedup_fp32") or _ratio(known["dense_fp32_ms"], r.get("sparse_ms")),
             # Against TF32 the sparse model runs its dense-kept layers in TF32 too (sparse_tf32_ms).
-            speedup_tf32=r.get("speedup_tf32") or _ratio(r.get("dense_tf32_ms"),
+            speedup_tf32=r.get("speedup_tf32") or _ratio(known["dense_tf32_ms"],
                                                          r.get("sparse_tf32_ms") or r.get("sparse_ms")),
-            speedup_fp16=r.get("speedup_fp16") or _ratio(r.get("dense_fp16_ms"), r.get("sparse_ms")),
-            extra={k: v for k, v in r.items() if k not in (*MODEL_FIELDS, *PER_RUN)} or None))
+            speedup_fp16=r.get("speedup_fp16") or _ratio(known["dense_fp16_ms"], r.get("sparse_ms")),
+            extra={k: v for k, v in r.items() if k not in (*MODEL_FIELDS, *PER_RUN)}
+            | {f"dense_as_given_{p}_ms": r[f"dense_{p}_ms"] for p in PRECISIONS if r.get(f"dense_{p}_ms")} or None))

@@ -1,7 +1,9 @@
 """Benchmark rows as farm.kernels returns them become timings, environments and queries."""
 
+from sqlalchemy import select
+
 from farm import db
-from farm.db.models import Job
+from farm.db.models import Job, ModelTiming
 from farm.scheduler.spec import JobSpec
 from farm.scheduler.submission import record
 from farm.worker.results import write_results
@@ -42,3 +44,22 @@ def test_kernel_rows_land_in_timings_and_queries(farm_home):
     [env] = detail.environments
     assert env.cudnn == "91900" and env.extra == {"sms": 132}
     assert detail.metrics["compressed_bytes"] == 500
+
+
+def test_model_speedups_are_against_the_fastest_dense_model(farm_home):
+    """With the folded / cuDNN-fused / channels_last dense baselines measured, the stored dense
+    times and speedups are the fastest one's; the as-given times stay in `extra`."""
+    spec = JobSpec(model="tiny", dataset="synthetic", device="gpu", sparsity=0.9).resolve()
+    with db.session() as s:
+        [sub] = record(s, [spec])
+    model = {**MODEL, "sparse_tf32_ms": 0.25, "dense_folded_tf32_ms": 0.38, "dense_fused_tf32_ms": 0.3,
+             "dense_fused_cl_tf32_ms": 0.2, "dense_fused_fp16_ms": 0.1, "dense_fused_cl_fp32_ms": None}
+    with db.session() as s:
+        write_results(s, s.get(Job, sub.job_id), spec, {"train": {"accuracy": 0.9}},
+                      {"model": [model], "environment": ENV}, fresh=True)
+    with db.session() as s:
+        [whole] = db.queries.model_timings(s, job_ids=[sub.job_id])
+        extra = s.scalars(select(ModelTiming.extra).where(ModelTiming.job_id == sub.job_id)).one()
+    assert (whole.dense_tf32_ms, whole.dense_fp16_ms, whole.dense_fp32_ms) == (0.2, 0.1, 0.5)
+    assert whole.speedup_tf32 == 0.8 and whole.speedup_fp16 == 0.4 and whole.speedup_fp32 == 2.0
+    assert extra["dense_as_given_tf32_ms"] == 0.4 and extra["dense_fused_cl_tf32_ms"] == 0.2

@@ -64,7 +64,8 @@ class MagnitudePruning:
             raise InvalidSpec("gradual pruning needs steps >= 1 and ramp in (0, 1]")
         if not 0 <= self.regrow <= 1:
             raise InvalidSpec(f"regrow is a fraction of the retraining in [0, 1], got {self.regrow!r}")
-        if not isinstance(self.bn_recalibration, int) or self.bn_recalibration < 0:
+        if isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int) \
+                or self.bn_recalibration < 0:
             raise InvalidSpec(f"bn_recalibration is a number of batches >= 0, got {self.bn_recalibration!r}")
         self.keep_dense = tuple(self.keep_dense)
         for name, s in (self.layer_sparsity or {}).items():

@@ -52,7 +52,8 @@ class Quantization:
     def __post_init__(self):
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
             raise InvalidSpec(f"bits must be an integer from 2 to 8, got {self.bits!r}")
-        if not isinstance(self.bn_recalibration, int) or self.bn_recalibration < 0:
+        if isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int) \
+                or self.bn_recalibration < 0:
             raise InvalidSpec(f"bn_recalibration is a number of batches >= 0, got {self.bn_recalibration!r}")
         self.skip = tuple(self.skip)
 
@@ -351,7 +352,7 @@ def _flat_index(st: SparseTensor) -> Tensor:
 class QuantResult:
     accuracy: float
     accuracy_before: float        # the float model's, before quantizing
-    accuracy_quantized: float     # right after quantizing, before fine-tuning
+    accuracy_quantized: float     # right after quantizing (and re-estimating BatchNorm), before fine-tuning
     quantization: dict
     sparsity: float               # zeros over all conv/linear weights: unchanged by quantizing
     layers: list[dict]

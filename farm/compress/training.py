@@ -153,23 +153,34 @@ def recalibrate_bn(model: nn.Module, data: Dataset, *, batches: int = 20, batch_
         return 0
     device = pick_device(device)
     _prepare(model, device)
-    was_training, momenta = model.training, [m.momentum for m in bns]
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(m.momentum, {k: b.clone() for k, b in m.named_buffers(recurse=False)}) for m in bns]
     model.eval()
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average over the batches, not an exponential one
         m.train()
     order = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(seed))[:n]
+    done, used = False, 0
     try:
         for i in range(0, n, batch_size):
-            x = data.train_x[order[i: i + batch_size].to(data.train_x.device)].to(device, non_blocking=True)
+            idx = order[i: i + batch_size]
+            if len(idx) < 2 and i:  # a lone last image: BatchNorm cannot take statistics of one
+                continue
+            x = data.train_x[idx.to(data.train_x.device)].to(device, non_blocking=True)
             with _autocast(device, True):  # as in training: the statistics of the same arithmetic
                 model(_layout(x, device))
+            used += len(idx)
+        done = True
     finally:
-        for m, momentum in zip(bns, momenta):
+        for m, (momentum, buffers) in zip(bns, saved):
             m.momentum = momentum
-        model.train(was_training)
-    return n
+            if not done:  # a failure half-way leaves the statistics as they were
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
+        for m, mode in modes:
+            m.training = mode
+    return used
 
 
 def _augment(x: Tensor, config: TrainConfig, g: torch.Generator) -> Tensor:

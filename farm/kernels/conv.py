@@ -26,6 +26,7 @@ from farm.kernels.csrtile.family import (
     StageConfig, StagePlan, build_stage_table, max_chunk_entries, stage_candidates)
 
 DTYPES = {torch.float32: "fp32", torch.float16: "fp16"}
+FUSED_DTYPES = (torch.float32, torch.float16)  # DenseConv2d's one-call cuDNN conv + bias + ReLU
 
 
 class _Untuned(threading.local):
@@ -108,15 +109,22 @@ class DenseConv2d(FusedConv):
         w, b = self.weight, self.bias
         if w.dtype == dtype:
             return w, b
-        key = (dtype, w.data_ptr(), w._version)
+        key = (dtype, w.data_ptr(), w._version, b.data_ptr(), b._version)
         if not self._cast or self._cast[0] != key:
             self._cast = (key, w.to(dtype), b.to(dtype))
         return self._cast[1], self._cast[2]
 
+    def _fusable(self, x, residual) -> bool:
+        # cuDNN's fused op: fp32/fp16 only, no autocast (the op does not cast), one group, the
+        # residual in x's dtype; anything else takes the eager road, which handles them all.
+        return (self.fuse and self.relu and x.is_cuda and self.groups == 1 and x.dtype in FUSED_DTYPES
+                and (residual is None or residual.dtype == x.dtype) and not torch.is_autocast_enabled()
+                and isinstance(self.params["padding"], tuple))
+
     def forward(self, x, residual=None):
         w, b = self._weights(x.dtype)
         p = self.params
-        if self.fuse and self.relu and x.is_cuda and isinstance(p["padding"], tuple):
+        if self._fusable(x, residual):
             if residual is None:
                 return torch.cudnn_convolution_relu(x, w, b, p["stride"], p["padding"], p["dilation"], self.groups)
             return torch.cudnn_convolution_add_relu(x, w, residual, 1.0, b, p["stride"], p["padding"],

@@ -134,9 +134,10 @@ def test_recalibrate_bn_gives_the_batch_statistics(trained, synthetic):
 
 @pytest.mark.parametrize("bits", [2, 4])
 def test_one_shot_quantization_reestimates_batchnorm(trained, synthetic, bits):
-    """Right after the one-shot quantization (before any fine-tuning), BatchNorm statistics are
-    re-estimated: with no fine-tuning at all the quantized 70%-sparse model keeps its accuracy,
-    which it loses with the step off (38% against 99% at 2 bits on this model)."""
+    """A pipeline with no training at all (one-shot prune_, then quantize with epochs=0): the
+    statistics re-estimated right after quantizing fit the weights the model now has. On this
+    small model it is the pruning that had moved them (38% against 99% at 2 bits with the step
+    off); a retrained 95%-sparse ResNet-20 lost them to the quantization (docs/RESULTS.md)."""
     import copy
 
     prune_(trained, MagnitudePruning(0.7, schedule="oneshot"))
@@ -144,7 +145,7 @@ def test_one_shot_quantization_reestimates_batchnorm(trained, synthetic, bits):
     off = quantize_and_finetune(copy.deepcopy(trained), synthetic, KMeansQuant(bits, bn_recalibration=0), cfg)
     on = quantize_and_finetune(trained, synthetic, KMeansQuant(bits), cfg)
     assert on.accuracy_quantized == on.accuracy > 0.95
-    assert on.accuracy > off.accuracy or off.accuracy > 0.95
+    assert on.accuracy > off.accuracy + 0.2
     assert on.to_dict()["quantization"]["bn_recalibration"] == 20
     with pytest.raises(InvalidSpec, match="bn_recalibration"):
         KMeansQuant(4, bn_recalibration=-1)

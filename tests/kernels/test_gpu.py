@@ -195,15 +195,20 @@ def test_dependent_launches_wait_for_the_previous_kernel():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("stride,pad,dil,k", [(1, 1, 1, 3), (2, 0, 1, 1), (1, 2, 2, 3)])
-def test_fused_dense_layer_matches_the_unfused(dtype, residual, stride, pad, dil, k):
-    """A kept-dense layer through cuDNN's fused conv + bias (+ add) + ReLU gives what the eager
-    conv, add and ReLU give (float64 reference), in NCHW and in channels_last, in a CUDA graph."""
+def test_fused_dense_layer_matches_the_unfused(dtype, residual, stride, pad, dil, k, monkeypatch):
+    """A kept-dense layer through cuDNN's fused conv + bias (+ add) + ReLU (the fused op is what
+    runs: counted) gives what the eager conv, add and ReLU give (float64 reference), in NCHW and
+    in channels_last, in a CUDA graph."""
     from torch import nn
 
+    from farm.kernels.bench import tf32
     from farm.kernels.conv import DenseConv2d
     from farm.kernels.timing import time_graph
 
-    torch.backends.cudnn.allow_tf32 = False
+    calls = []
+    for op in ("cudnn_convolution_relu", "cudnn_convolution_add_relu"):
+        real = getattr(torch, op)
+        monkeypatch.setattr(torch, op, lambda *a, _real=real, _op=op: calls.append(_op) or _real(*a))
     conv = nn.Conv2d(30, 70, k, stride=stride, padding=pad, dilation=dil, bias=False)
     bn = nn.BatchNorm2d(70).eval()
     with torch.no_grad():
@@ -215,7 +220,7 @@ def test_fused_dense_layer_matches_the_unfused(dtype, residual, stride, pad, dil
         oh = (17 + 2 * pad - dil * (k - 1) - 1) // stride + 1
         ow = (12 + 2 * pad - dil * (k - 1) - 1) // stride + 1
         res = torch.randn(3, 70, oh, ow, device="cuda").to(memory_format=layout) if residual else None
-        with torch.no_grad():
+        with torch.no_grad(), tf32(False):
             ref = ref_layer(x.double(), None if res is None else res.double())
             y = fused(x.to(dtype), None if res is None else res.to(dtype))
             out = torch.full_like(y, float("nan"))
@@ -223,3 +228,4 @@ def test_fused_dense_layer_matches_the_unfused(dtype, residual, stride, pad, dil
         for got in (y, out):
             assert got.dtype == dtype and (got >= 0).all()
             assert float((got.double() - ref).norm() / ref.norm()) <= TOLERANCE[dtype]
+    assert set(calls) == {"cudnn_convolution_add_relu" if residual else "cudnn_convolution_relu"}

@@ -83,7 +83,7 @@ def _fuse_block(prefix: str, blk: nn.Module, make: _Maker) -> FusedBlock:
 def _stem_relu(module: nn.Module, name: str) -> bool:
     """torchvision's ResNet applies its own `relu` once, right after conv1 + bn1 (the blocks have
     their own): that ReLU can join the stem's epilogue. At batch 32 on an H100 the stem's separate
-    bias and ReLU passes over a 32x64x112x112 tensor cost ~0.14 ms (bench/profile_model.py)."""
+    bias and ReLU passes over a 32x64x112x112 tensor cost ~0.16 ms (bench/profile_model.py)."""
     return (type(module).__name__ == "ResNet" and name == "conv1"
             and isinstance(getattr(module, "relu", None), nn.ReLU))
 

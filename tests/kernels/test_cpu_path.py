@@ -113,6 +113,9 @@ def test_all_dense_fold_is_the_fair_dense_baseline():
     # the stem's ReLU joined its epilogue (one cuDNN call on a GPU), and left the model
     assert folded.conv1.relu and isinstance(folded.relu, nn.Identity)
     assert not any(isinstance(z, nn.ReLU) for z in folded.modules())  # the blocks' went into FusedBlock
+    assert all(z.fuse for z in folded.modules() if isinstance(z, DenseConv2d))
+    eager = sparsify(m, min_sparsity=2.0, fuse_dense=False)  # the eager-epilogue baseline
+    assert not any(z.fuse for z in eager.modules() if isinstance(z, DenseConv2d))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(folded(x), m(x), atol=1e-4, rtol=1e-3)

@@ -96,3 +96,21 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
 
             whole = benchmark_model(net, (1, c, h, w), sizes, dtype=torch_dtype, callback=decided)
         render.rows(whole, fmt, columns=MODEL_COLUMNS, title=f"{model} at {sparsity:.0%}: whole model (ms)")
+        for line in verdicts(whole):
+            err.print(line, highlight=False)
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    """One line per batch and precision: the sparse model against the fastest dense one measured."""
+    from farm.kernels.bench import fastest_dense
+
+    out = []
+    for r in rows:
+        for precision, key in (("fp32", "sparse_ms"), ("tf32", "sparse_tf32_ms"), ("fp16", "sparse_ms")):
+            best, sparse = fastest_dense(r, precision), r.get(key)
+            if best and sparse:
+                ratio = best[0] / sparse
+                out.append(f"batch {r['batch']}: sparse ({r.get('dtype', 'fp32')} activations) {sparse:.3f} ms against "
+                           f"the fastest dense {precision} model ({best[1]}) {best[0]:.3f} ms: {ratio:.2f}x"
+                           + ("" if ratio >= 1 else ", dense is faster"))
+    return out

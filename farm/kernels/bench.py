@@ -189,6 +189,17 @@ def benchmark_layers(model: nn.Module, input_shape, batch_sizes, *, device="cuda
     return rows
 
 
+# benchmark_model's dense models, by the infix of their `dense_{infix}{precision}_ms` keys
+DENSE_KINDS = {"": "as given", "folded_": "BN folded", "fused_": "cuDNN-fused",
+               "fused_cl_": "cuDNN-fused, channels_last"}
+
+
+def fastest_dense(row: dict, precision: str) -> tuple[float, str] | None:
+    """The fastest dense model a benchmark_model row timed at this precision, and which it was."""
+    found = [(row[k], name) for infix, name in DENSE_KINDS.items() if row.get(k := f"dense_{infix}{precision}_ms")]
+    return min(found) if found else None
+
+
 def time_model(model, x, stream=None) -> float:
     with torch.no_grad():
         return time_graph(lambda: model(x), runs=RUNS, inner=1, stream=stream)

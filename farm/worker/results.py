@@ -22,12 +22,6 @@ PRECISIONS = ("fp32", "tf32", "fp16")
 PER_RUN = ("env", "ceilings")
 
 
-def _fastest_dense(r: dict, precision: str) -> float | None:
-    """The fastest of the dense models benchmark_model timed at this precision."""
-    times = [r.get(f"dense_{kind}{precision}_ms") for kind in ("", "folded_", "fused_", "fused_cl_")]
-    return min((t for t in times if t), default=None)
-
-
 def _ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num and den else None
 
@@ -86,11 +80,13 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
             speedup_fp16=r.get("speedup_fp16") or _ratio(r.get("cudnn_fp16_ms"), r.get("ours_ms")),
             speedup_cusparse=r.get("speedup_cusparse") or _ratio(r.get("cusparse_ms"), r.get("ours_ms")),
             extra={k: v for k, v in r.items() if k not in (*LAYER_FIELDS, *PER_RUN, "shape")} or None))
+    from farm.kernels.bench import fastest_dense  # here: importing torch would slow every CLI command
+
     for r in timings.get("model", []):
         # dense_*_ms: the fastest dense model measured at that precision (as given, BN folded,
         # cuDNN-fused, fused in channels_last), so the speedups are against the strongest one;
         # the as-given times stay in `extra`.
-        known = {k: r.get(k) for k in MODEL_FIELDS} | {f"dense_{p}_ms": _fastest_dense(r, p) for p in PRECISIONS}
+        known = {k: r.get(k) for k in MODEL_FIELDS} | {f"dense_{p}_ms": (fastest_dense(r, p) or (None,))[0] for p in PRECISIONS}
         session.add(ModelTiming(
             job_id=job.id, environment_id=env_id, gpu_index=r.get("gpu_index", gpu), **known,
             speedup_fp32=r.get("speedup_fp32") or _ratio(known["dense_fp32_ms"], r.get("sparse_ms")),

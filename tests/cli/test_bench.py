@@ -42,3 +42,17 @@ def test_layers_are_pruned_to_the_asked_sparsity():
     for conv in convs:
         zeros = (conv.weight == 0).float().mean().item()
         assert zeros == pytest.approx(0.9, abs=0.01)
+
+
+def test_verdicts_name_the_fastest_dense_model():
+    """After the whole-model table: each precision against its fastest dense model, and a loss
+    said as one (H100 figures of docs/BENCHMARKS.md, batch 32)."""
+    from farm.cli.bench import verdicts
+
+    row = {"batch": 32, "dtype": "fp32", "sparse_ms": 3.841, "sparse_tf32_ms": 3.759, "dense_fp32_ms": 11.203,
+           "dense_tf32_ms": 5.642, "dense_fp16_ms": 2.625, "dense_folded_tf32_ms": 5.471, "dense_fused_fp32_ms": 9.119,
+           "dense_fused_tf32_ms": 4.392, "dense_fused_cl_tf32_ms": 2.398, "dense_fused_fp16_ms": 1.397}
+    fp32, tf32, fp16 = verdicts([row])
+    assert "cuDNN-fused)" in fp32 and fp32.endswith("2.37x")
+    assert "(cuDNN-fused, channels_last) 2.398 ms: 0.64x, dense is faster" in tf32
+    assert "1.397 ms: 0.36x, dense is faster" in fp16

@@ -111,7 +111,8 @@ def verdicts(rows: list[dict]) -> list[str]:
         for precision, key in (("fp32", "sparse_ms"), ("tf32", "sparse_tf32_ms"), ("fp16", "sparse_ms")):
             best, sparse = fastest_dense(r, precision), r.get(key)
             if best and sparse:
-                ratio = best[0] / sparse
-                out.append(f"batch {r['batch']}, {precision}: sparse {sparse:.3f} ms, fastest dense {best[0]:.3f} ms "
+                ratio = round(best[0] / sparse, 2)
+                act = "" if r.get("dtype", "fp32") == "fp32" else f" ({r['dtype']} activations)"
+                out.append(f"batch {r['batch']}, {precision}: sparse{act} {sparse:.3f} ms, fastest dense {best[0]:.3f} ms "
                            f"({best[1]}): {ratio:.2f}x" + ("" if ratio >= 1 else ", dense is faster"))
     return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 
 import torch
 import torch.nn as nn
@@ -196,7 +197,8 @@ DENSE_KINDS = {"": "as given", "folded_": "BN folded", "fused_": "cuDNN-fused",
 
 def fastest_dense(row: dict, precision: str) -> tuple[float, str] | None:
     """The fastest dense model a benchmark_model row timed at this precision, and which it was."""
-    found = [(row[k], name) for infix, name in DENSE_KINDS.items() if row.get(k := f"dense_{infix}{precision}_ms")]
+    found = [(row[k], name) for infix, name in DENSE_KINDS.items()
+             if (v := row.get(k := f"dense_{infix}{precision}_ms")) and math.isfinite(v)]
     return min(found) if found else None
 
 

@@ -43,7 +43,7 @@ class CompareRow:
     gpu: str | None  # the card that timed them
     dtype: str | None  # activations of our sparse model in that timing
     latency_ms: float | None  # our sparse model, whole network
-    dense_fp32_ms: float | None  # cuDNN, whole dense network
+    dense_fp32_ms: float | None  # the fastest dense network measured (worker/results.py)
     dense_tf32_ms: float | None
     dense_fp16_ms: float | None
     speedup_fp32: float | None  # dense_fp32_ms / latency_ms

@@ -128,8 +128,10 @@ def _results(comp: Comparison) -> str:
                    f"the timing columns are empty. {size}")
     else:
         caption = (f"Whole-model timings at batch {comp.batch}, on the card named in column gpu. "
-                   f"latency_ms: our sparse model with activations in dtype; dense_X_ms: cuDNN on "
-                   f"the dense model in precision X; speedup_X: dense_X_ms over latency_ms. {size}")
+                   f"latency_ms: our sparse model with activations in dtype; dense_X_ms: the fastest "
+                   f"dense model measured in precision X (as given, BN folded, cuDNN-fused or "
+                   f"channels_last; jobs benchmarked before 2026-11-26 only as given); speedup_X: "
+                   f"dense_X_ms over our time (for tf32, with our kept-dense layers in TF32). {size}")
     return f'<p class="caption">{html.escape(caption)}</p>' + html_table(comp.rows, COMPARE_COLUMNS,
                                                                          css="results")
 

@@ -95,4 +95,5 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
                                                          r.get("sparse_tf32_ms") or r.get("sparse_ms")),
             speedup_fp16=r.get("speedup_fp16") or _ratio(known["dense_fp16_ms"], r.get("sparse_ms")),
             extra={k: v for k, v in r.items() if k not in (*MODEL_FIELDS, *PER_RUN)}
-            | {f"dense_as_given_{p}_ms": r[f"dense_{p}_ms"] for p in PRECISIONS if r.get(f"dense_{p}_ms")} or None))
+            | {f"dense_as_given_{p}_ms": r[f"dense_{p}_ms"] for p in PRECISIONS if r.get(f"dense_{p}_ms")}
+            | {f"dense_{p}_kind": best[1] for p in PRECISIONS if (best := fastest_dense(r, p))} or None))

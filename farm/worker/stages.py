@@ -190,7 +190,10 @@ def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:
     except GPUUnavailable as e:
         return StageOutput({}, skipped=f"skipped: no GPU ({e})")
     timings = {"layers": layers, "model": whole, "environment": env, "gpu_index": _gpu_index()}
-    speedups = [r["dense_fp32_ms"] / r["sparse_ms"] for r in whole if r.get("dense_fp32_ms") and r.get("sparse_ms")]
+    # against the fastest dense fp32 model measured, as the stored timings are (worker/results.py)
+    fastest_dense = _require("farm.kernels.bench", "fastest_dense", "benchmark")
+    best = [(fastest_dense(r, "fp32"), r.get("sparse_ms")) for r in whole]
+    speedups = [d[0] / s for d, s in best if d and s]
     summary = {"layers": len(layers), "batches": list(ctx.spec.batches),
                "ceilings": layers[0].get("ceilings") if layers else None,
                "best_speedup_fp32": max(speedups, default=None)}

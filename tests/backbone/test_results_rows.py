@@ -63,3 +63,4 @@ def test_model_speedups_are_against_the_fastest_dense_model(farm_home):
     assert (whole.dense_tf32_ms, whole.dense_fp16_ms, whole.dense_fp32_ms) == (0.2, 0.1, 0.5)
     assert whole.speedup_tf32 == 0.8 and whole.speedup_fp16 == 0.4 and whole.speedup_fp32 == 2.0
     assert extra["dense_as_given_tf32_ms"] == 0.4 and extra["dense_fused_cl_tf32_ms"] == 0.2
+    assert extra["dense_tf32_kind"] == "cuDNN-fused, channels_last" and extra["dense_fp32_kind"] == "as given"

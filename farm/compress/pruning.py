@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from farm.compress.layers import CLASSIFIER, FIRST, kept_dense, layer_rows, overall, prunable
-from farm.compress.training import (Callback, StepHooks, TrainConfig, evaluate, fit, frozen_copy, pick_device,
-                                   recalibrate_bn)
+from farm.compress.training import (Callback, StepHooks, TrainConfig, check_batches, evaluate, fit, frozen_copy,
+                                   pick_device, recalibrate_bn)
 from farm.errors import InvalidSpec
 
 SCHEDULES = ("oneshot", "gradual")
@@ -64,9 +64,7 @@ class MagnitudePruning:
             raise InvalidSpec("gradual pruning needs steps >= 1 and ramp in (0, 1]")
         if not 0 <= self.regrow <= 1:
             raise InvalidSpec(f"regrow is a fraction of the retraining in [0, 1], got {self.regrow!r}")
-        if isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int) \
-                or self.bn_recalibration < 0:
-            raise InvalidSpec(f"bn_recalibration is a number of batches >= 0, got {self.bn_recalibration!r}")
+        check_batches(self.bn_recalibration)
         self.keep_dense = tuple(self.keep_dense)
         for name, s in (self.layer_sparsity or {}).items():
             check_sparsity(s, f"sparsity of layer {name}")

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from farm.compress.layers import layer_rows, overall, weight_layers
 from farm.compress.sparse_tensor import SparseTensor
-from farm.compress.training import (Callback, StepHooks, TrainConfig, evaluate, fit, frozen_copy, pick_device,
-                                   recalibrate_bn)
+from farm.compress.training import (Callback, StepHooks, TrainConfig, check_batches, evaluate, fit, frozen_copy,
+                                   pick_device, recalibrate_bn)
 from farm.errors import InvalidSpec
 
 SCHEMES = ("linear", "log", "kmeans")
@@ -52,9 +52,7 @@ class Quantization:
     def __post_init__(self):
         if isinstance(self.bits, bool) or not isinstance(self.bits, int) or not 2 <= self.bits <= 8:
             raise InvalidSpec(f"bits must be an integer from 2 to 8, got {self.bits!r}")
-        if isinstance(self.bn_recalibration, bool) or not isinstance(self.bn_recalibration, int) \
-                or self.bn_recalibration < 0:
-            raise InvalidSpec(f"bn_recalibration is a number of batches >= 0, got {self.bn_recalibration!r}")
+        check_batches(self.bn_recalibration)
         self.skip = tuple(self.skip)
 
     def to_dict(self) -> dict:

@@ -137,6 +137,13 @@ def evaluate(model: nn.Module, data: Dataset, *, device=None, tta: bool = False,
     return correct / max(1, len(data.test_x))
 
 
+def check_batches(value, what: str = "bn_recalibration") -> int:
+    """A number of batches >= 0 (0: off); booleans are refused, as bits are."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidSpec(f"{what} is a number of batches >= 0, got {value!r}")
+    return value
+
+
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, data: Dataset, *, batches: int = 20, batch_size: int = 512,
                    device=None, seed: int = 0) -> int:

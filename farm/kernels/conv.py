@@ -118,8 +118,7 @@ class DenseConv2d(FusedConv):
         # cuDNN's fused op: fp32/fp16 only, no autocast (the op does not cast), one group, the
         # residual in x's dtype; anything else takes the eager road, which handles them all.
         return (self.fuse and self.relu and x.is_cuda and self.groups == 1 and x.dtype in FUSED_DTYPES
-                and (residual is None or residual.dtype == x.dtype)
-                and not torch.is_autocast_enabled("cuda") and isinstance(self.params["padding"], tuple))
+                and (residual is None or residual.dtype == x.dtype) and not torch.is_autocast_enabled("cuda"))
 
     def forward(self, x, residual=None):
         w, b = self._weights(x.dtype)

@@ -86,7 +86,8 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
         # dense_*_ms: the fastest dense model measured at that precision (as given, BN folded,
         # cuDNN-fused, fused in channels_last), so the speedups are against the strongest one;
         # the as-given times stay in `extra`.
-        known = {k: r.get(k) for k in MODEL_FIELDS} | {f"dense_{p}_ms": (fastest_dense(r, p) or (None,))[0] for p in PRECISIONS}
+        fastest = {p: best for p in PRECISIONS if (best := fastest_dense(r, p))}  # (ms, which)
+        known = {k: r.get(k) for k in MODEL_FIELDS} | {f"dense_{p}_ms": fastest.get(p, (None,))[0] for p in PRECISIONS}
         session.add(ModelTiming(
             job_id=job.id, environment_id=env_id, gpu_index=r.get("gpu_index", gpu), **known,
             speedup_fp32=r.get("speedup_fp32") or _ratio(known["dense_fp32_ms"], r.get("sparse_ms")),
@@ -96,4 +97,4 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
             speedup_fp16=r.get("speedup_fp16") or _ratio(known["dense_fp16_ms"], r.get("sparse_ms")),
             extra={k: v for k, v in r.items() if k not in (*MODEL_FIELDS, *PER_RUN)}
             | {f"dense_as_given_{p}_ms": r[f"dense_{p}_ms"] for p in PRECISIONS if r.get(f"dense_{p}_ms")}
-            | {f"dense_{p}_kind": best[1] for p in PRECISIONS if (best := fastest_dense(r, p))} or None))
+            | {f"dense_{p}_kind": which for p, (_, which) in fastest.items()} or None))

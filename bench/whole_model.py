@@ -108,7 +108,13 @@ def main():
     ap.add_argument("--batches", type=lambda v: [int(b) for b in v.split(",")], default=list(BATCHES))
     ap.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32",
                     help="activations (and stored weights) of the sparse model; the dense baselines are the same")
+    ap.add_argument("--tuning", choices=["auto", "cold", "warm"], default="auto",
+                    help="how candidates and dense twins are timed when deciding (farm.kernels.tuning.TIMING); "
+                         "warm: back to back, as every layer was before session 10")
     args = ap.parse_args()
+    from farm.kernels import tuning
+
+    tuning.TIMING = args.tuning
     dtype = {"fp32": torch.float32, "fp16": torch.float16}[args.dtype]
     from farm.kernels.compile import precompile
 
@@ -128,7 +134,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     errors = precompile(sources(args.batches, dtype), runtime.arch())
     print(f"precompiled in {time.time() - t0:.0f} s, {len(errors)} errors {errors[:2]}", flush=True)
-    result = {"env": environment(), "command": " ".join(sys.argv)}
+    result = {"env": environment(), "command": " ".join(sys.argv), "tuning": args.tuning}
     try:
         if args.skip_agreement:
             raise RuntimeError("skipped (--skip-agreement)")

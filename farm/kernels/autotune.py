@@ -9,7 +9,6 @@ import torch
 
 from farm.kernels import runtime, tuning
 from farm.kernels.csrconv.config import TileConfig
-from farm.kernels.timing import time_graph
 
 # A tuning run rejects a config whose output is off by more than this (relative L2 norm).
 TUNE_TOL = {torch.float32: 1e-4, torch.float16: 3e-3}
@@ -55,8 +54,8 @@ def _compile_ahead(layer, shape, dtype, configs) -> None:
 
 
 def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,
-         runs: int = 10, inner: int = 5) -> TuneResult:
-    """layer: a SparseConv2d. Times every candidate (CUDA graph replays), records all."""
+         runs: int = 10) -> TuneResult:
+    """layer: a SparseConv2d. Times every candidate (as tuning.TIMING says), records all."""
     configs = configs or layer.candidate_configs(shape)
     _compile_ahead(layer, shape, dtype, configs)
     g = torch.Generator(device=device).manual_seed(1234)
@@ -78,7 +77,7 @@ def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,
             if err > TUNE_TOL[dtype]:
                 row["rejected"] = "wrong output"
             else:
-                row["ms"] = time_graph(_call(layer, plan, x, y), runs=runs, inner=inner, stream=stream)
+                row["ms"] = tuning.measure(_call(layer, plan, x, y), (x,), stream=stream, runs=runs)
                 timed.append((config, plan, row))
         except Exception as exc:  # a config that cannot compile or launch is skipped, not fatal
             # Celery's soft time limit is an Exception too: it must stop the job, not reject a
@@ -89,7 +88,7 @@ def tune(layer, shape, dtype, device, configs: list[TileConfig] | None = None,
         tried.append(row)
     if not timed:
         raise RuntimeError(f"no tile config ran correctly for {layer.extra_repr()}: {tried}")
-    config, ms = _confirm(layer, x, y, timed, inner, stream)
+    config, ms = _confirm(layer, x, y, timed, stream)
     tuning.store(layer.tuning_key(shape, dtype), config, ms, tried)
     return TuneResult(config, ms, tried)
 
@@ -105,7 +104,7 @@ def finalists(timed: list, margin: float = CONFIRM_MARGIN, most: int = CONFIRM_M
     return [t for t in ranked[:most] if t[-1]["ms"] <= ranked[0][-1]["ms"] * (1 + margin)]
 
 
-def _confirm(layer, x, y, timed, inner, stream):
+def _confirm(layer, x, y, timed, stream):
     """Time the finalists again, two rounds in alternating order, so a drift in clocks falls on
     all of them alike; the lower median of a config's rounds is its confirmed time."""
     final = finalists(timed)
@@ -116,7 +115,7 @@ def _confirm(layer, x, y, timed, inner, stream):
             if "rejected" in row:
                 continue
             try:
-                ms = time_graph(_call(layer, plan, x, y), runs=CONFIRM_RUNS, inner=inner, stream=stream)
+                ms = tuning.measure(_call(layer, plan, x, y), (x,), stream=stream, runs=CONFIRM_RUNS)
             except Exception as exc:  # as in the first pass: that config is out, the tuning goes on
                 if type(exc).__name__ == "SoftTimeLimitExceeded":
                     raise

@@ -282,6 +282,7 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         row["sparse_layers_tf32"] = sum(isinstance(m, SparseConv2d) for m in sm_tf32.modules())
         row["decisions"] = getattr(sm, "_farm_decisions", [])
         row["decisions_tf32"] = getattr(sm_tf32, "_farm_decisions", [])  # each layer against TF32
+        row["layer_timing"] = getattr(sm, "_farm_timing", None)  # cold or warm (farm.kernels.tuning)
         rows.append(row)
         if callback:
             callback({"layer": None, "batch": b, "done": len(rows), "of": len(batch_sizes)})

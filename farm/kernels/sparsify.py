@@ -10,14 +10,14 @@ sparse enough, or, given an input_shape on a GPU, when cuDNN measures faster.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn as nn
 
 from farm.compress.sparse_tensor import SparseTensor
-from farm.kernels import runtime
+from farm.kernels import runtime, tuning
 from farm.kernels.conv import DTYPES, DenseConv2d, FusedConv, SparseConv2d, untuned
-from farm.kernels.timing import time_graph
 
 MIN_SPARSITY = 0.5  # below this a sparse kernel has no chance against cuDNN
 
@@ -187,20 +187,31 @@ def keep_faster(model, input_shape, dtype, made, progress=None, fuse_dense: bool
     decisions = []
     stream = runtime.stream()
     todo = [(name, m, conv, bn) for name, m, conv, bn in made if isinstance(m, SparseConv2d) and m in shapes]
-    for name, m, conv, bn in todo:
-        x = torch.randn(shapes[m], device=device, dtype=dtype)
-        dense = DenseConv2d(conv, bn, relu=m.relu, fuse=fuse_dense).to(device)
-        with torch.no_grad():
-            plan = m.plan_for(shapes[m], dtype, device)
-            t_sparse = time_graph(lambda: m.run(plan, x), stream=stream)
-            t_dense = time_graph(lambda: dense(x), stream=stream)
-        decisions.append({"layer": name, "sparse_ms": t_sparse, "dense_ms": t_dense})
-        if t_dense < t_sparse:
-            _replace(model, m, dense)
-        if progress:
-            progress({"layer": name, "done": len(decisions), "of": len(todo), "sparse": t_sparse <= t_dense})
+    # one pass's activations against L2: whether a layer meets its code and weights there again
+    activation_bytes = sum(math.prod(s) for s in shapes.values()) * torch.finfo(dtype).bits // 8
+    timing = tuning.model_timing(activation_bytes, device)
+    with tuning.timing_for(timing):
+        for name, m, conv, bn in todo:
+            decisions.append(_decide(model, name, m, conv, bn, shapes[m], dtype, device, stream, fuse_dense))
+            if progress:
+                progress({"layer": name, "done": len(decisions), "of": len(todo), "sparse": decisions[-1]["sparse"]})
     model._farm_decisions = decisions
+    model._farm_timing = timing
     return decisions
+
+
+def _decide(model, name, m, conv, bn, shape, dtype, device, stream, fuse_dense) -> dict:
+    """Tune one sparse layer, time it and its dense twin (as tuning.active() says), keep the faster."""
+    x = torch.randn(shape, device=device, dtype=dtype)
+    dense = DenseConv2d(conv, bn, relu=m.relu, fuse=fuse_dense).to(device)
+    with torch.no_grad():
+        plan = m.plan_for(shape, dtype, device)
+        t_sparse = tuning.measure(lambda: m.run(plan, x), (x,), stream=stream, runs=50)
+        t_dense = tuning.measure(lambda: dense(x), (x,), stream=stream, runs=50)
+    if t_dense < t_sparse:
+        _replace(model, m, dense)
+    return {"layer": name, "sparse_ms": t_sparse, "dense_ms": t_dense, "sparse": t_sparse <= t_dense,
+            "timing": tuning.active()}
 
 
 def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:

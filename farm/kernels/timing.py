@@ -1,7 +1,10 @@
-"""GPU timing with CUDA events over CUDA-graph replays (both sides of every comparison).
+"""GPU timing with CUDA events: over CUDA-graph replays (the benchmarks: both sides of every
+comparison), or one call at a time with L2 flushed first (the tuner's choices).
 
 A graph holds `inner` back-to-back calls; each replay is timed with events and divided by
-`inner`, so Python and launch overhead stay out and every kernel is timed the same way.
+`inner`, so Python and launch overhead stay out and every kernel is timed the same way. Back to
+back, a kernel finds its code, weights and tables in L2 from the call before; inside a model it
+does not (time_cold).
 """
 
 from __future__ import annotations
@@ -47,4 +50,43 @@ def _time_replays(replay, runs: int, inner: int, stream) -> float:
             b.record(stream)
             b.synchronize()
             times.append(a.elapsed_time(b) / inner)
+    return statistics.median(times)
+
+
+_flush: dict[int, torch.Tensor] = {}
+
+
+def _flush_buffer(device: torch.device) -> torch.Tensor:
+    """Twice the card's L2: writing it evicts everything else from there."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _flush:
+        l2 = getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0) or 64 << 20
+        _flush[index] = torch.empty(2 * l2 // 4, device=torch.device("cuda", index))
+    return _flush[index]
+
+
+def time_cold(fn, *, touch=(), runs: int = 25, warmup: int = 2, stream=None) -> float:
+    """Median milliseconds of one call of fn(), events around that call only, after L2 was
+    flushed and the tensors in `touch` (the inputs) read back into it: a layer as it runs in a
+    model, where its input has just been written by the layer before but its code and weights
+    were evicted since its last call. csrgen's code is its weights, 16 bytes of instruction per
+    nonzero: timed back to back its KG-64 configs were the fastest on ResNet-50's 14x14 and 7x7
+    3x3 layers, and after a flush 1.7-2.0x slower than KG-32 ones that had been a quarter
+    behind (H100, bench/code_warmth.py, docs/BENCHMARKS.md session 10)."""
+    stream = stream or torch.cuda.current_stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    flush = _flush_buffer(touch[0].device if touch else torch.device("cuda"))
+    times = []
+    with torch.cuda.stream(stream):
+        for i in range(warmup + runs):
+            flush.fill_(float(i))
+            for t in touch:
+                t.sum()
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record(stream)
+            fn()
+            b.record(stream)
+            b.synchronize()
+            if i >= warmup:
+                times.append(a.elapsed_time(b))
     return statistics.median(times)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from farm import settings
@@ -25,13 +26,60 @@ def cache_file() -> Path:
 # 5: csrgen, 6-7: csrgen blocks fitted to the pixel count, 8: csrgen staged 1x1 input, 9: small
 # csrgen blocks for few pixels, 10: those with 8 channels a group, and on 3x3 layers under 1,024
 # pixels), so a cache filled before is measured again rather than trusted to hold the best of
-# candidates it never saw.
+# candidates it never saw. Choices measured cold (below) are kept under their own keys.
 CANDIDATES_VERSION = 10
+
+# How the tuner (and sparsify's dense-or-sparse decision) times a candidate. "warm": back-to-back
+# calls in a CUDA graph, as the per-layer benchmark times; code, weights and tables stay in L2
+# from one call to the next. "cold": one call after L2 is flushed and the input read back
+# (farm.kernels.timing.time_cold), as a layer runs inside a model whose one pass moves more than
+# L2 holds. "auto" (the default): sparsify measures cold where one pass's activations alone
+# exceed the card's L2 (model_timing) and warm otherwise; a layer tuned outside sparsify is
+# measured warm. Measured on ResNet-50 at 90% on an H100 (docs/BENCHMARKS.md, session 10):
+# batch 32 (1.1 GB of activations a pass) 3.87 -> 3.74 ms with the layers tuned cold; batch 1
+# (~36 MB) 0.43 -> 0.53 ms, since there the sparse model's weights do stay in L2 between passes.
+TIMING = "auto"
+_active: list[str] = []  # model_timing's choice while sparsify decides a model
+
+
+def active() -> str:
+    """The timing in force: sparsify's for the model it is deciding, else TIMING (auto: warm)."""
+    if _active:
+        return _active[-1]
+    return "warm" if TIMING == "auto" else TIMING
+
+
+def model_timing(activation_bytes: int, device) -> str:
+    """How to time a model's layers, given the bytes of activations one pass reads."""
+    if TIMING != "auto":
+        return TIMING
+    import torch
+
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 50 << 20
+    return "cold" if activation_bytes > l2 else "warm"
+
+
+@contextmanager
+def timing_for(mode: str):
+    _active.append(mode)
+    try:
+        yield
+    finally:
+        _active.pop()
 
 
 def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern: str) -> str:
-    return "|".join([f"v{CANDIDATES_VERSION}", gpu, "x".join(map(str, shape)), f"n{batch}", dtype, wfmt,
-                     pattern])
+    version = f"v{CANDIDATES_VERSION}" + ("-cold" if active() == "cold" else "")
+    return "|".join([version, gpu, "x".join(map(str, shape)), f"n{batch}", dtype, wfmt, pattern])
+
+
+def measure(fn, touch: tuple, *, stream, runs: int) -> float:
+    """Milliseconds per call of fn() the way active() says (touch: the inputs, warm in a model)."""
+    from farm.kernels.timing import time_cold, time_graph
+
+    if active() == "cold":
+        return time_cold(fn, touch=touch, runs=max(runs, 25), stream=stream)
+    return time_graph(fn, runs=runs, inner=5, stream=stream)
 
 
 def shape_key(key: str) -> str:

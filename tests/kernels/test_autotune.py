@@ -28,15 +28,38 @@ def test_the_confirming_round_decides_and_drops_a_finalist_that_fails(monkeypatc
 
     confirm = {"c0": 0.040, "c1": 0.045, "c2": RuntimeError("launch failed")}
 
-    def timer(fn, **kw):
+    def timer(fn, touch, **kw):
         v = confirm[fn()]
         if isinstance(v, Exception):
             raise v
         return v
 
-    monkeypatch.setattr(autotune, "time_graph", timer)
+    monkeypatch.setattr(autotune.tuning, "measure", timer)
     monkeypatch.setattr(autotune, "_call", lambda layer, plan, x, y: lambda: plan)
     timed = [(name, name, {"config": name, "ms": ms}) for name, ms in (("c0", 0.044), ("c1", 0.041), ("c2", 0.042))]
-    config, ms = autotune._confirm(None, None, None, timed, 5, None)
+    config, ms = autotune._confirm(None, None, None, timed, None)
     assert (config, ms) == ("c0", 0.040)
     assert "rejected" in timed[2][-1] and "ms_confirm" not in timed[2][-1]
+
+
+def test_sparsify_times_cold_only_where_a_pass_outgrows_l2(monkeypatch):
+    """model_timing: warm below the card's L2, cold above, as TIMING forces otherwise; the
+    choice in force changes the cache key, so cold and warm choices never mix."""
+    import torch
+
+    from farm.kernels import tuning
+
+    class Props:
+        L2_cache_size = 50 << 20
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
+    assert tuning.model_timing(36 << 20, "cuda") == "warm"  # ResNet-50, batch 1, fp32
+    assert tuning.model_timing(1 << 30, "cuda") == "cold"  # batch 32
+    monkeypatch.setattr(tuning, "TIMING", "warm")
+    assert tuning.model_timing(1 << 30, "cuda") == "warm"
+    monkeypatch.setattr(tuning, "TIMING", "auto")
+    key = lambda: tuning.cache_key("H100", (64, 64, 3, 3), 32, "fp32", "fp32", "p")  # noqa: E731
+    warm = key()
+    with tuning.timing_for("cold"):
+        assert tuning.active() == "cold" and key() != warm
+    assert tuning.active() == "warm" and key() == warm

@@ -112,6 +112,26 @@ def test_tuning_offers_times_and_restores_the_generated_family(tmp_path, monkeyp
     assert check(layer, plan, shape, torch.float32, "cuda", residual=True) <= TOLERANCE[torch.float32]
 
 
+def test_cold_timing_times_each_call_and_keeps_its_own_choices(tmp_path, monkeypatch):
+    """time_cold: warm-up and timed calls one at a time after a flush of twice the L2; a layer
+    tuned cold is cached under its own key, which a warm lookup does not find."""
+    from farm.kernels import tuning
+    from farm.kernels.autotune import tune
+    from farm.kernels.timing import _flush_buffer, time_cold
+
+    monkeypatch.setenv("FARM_KERNEL_CACHE", str(tmp_path))
+    x, calls = torch.randn(1 << 20, device="cuda"), []
+    ms = time_cold(lambda: calls.append(x.mul_(1.0)), touch=(x,), runs=5, warmup=2)
+    assert len(calls) == 7 and 0 < ms < 100
+    assert _flush_buffer(x.device).numel() * 4 >= 2 * torch.cuda.get_device_properties(0).L2_cache_size
+    layer = _layer(64, 64, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)
+    shape = (16, 64, 14, 14)
+    with tuning.timing_for("cold"):
+        tune(layer, shape, torch.float32, torch.device("cuda"), configs=[TileConfig(8, 4, 1)])
+        assert tuning.lookup(layer.tuning_key(shape, torch.float32))["config"] == TileConfig(8, 4, 1).to_dict()
+    assert tuning.lookup(layer.tuning_key(shape, torch.float32)) is None
+
+
 def test_generated_kernel_in_a_cuda_graph():
     """csrgen at a batch the tuner would offer it for, replayed from a graph with new input."""
     layer = _layer(64, 96, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)

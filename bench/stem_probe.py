@@ -6,12 +6,13 @@ in channels_last with the layout changed before and after (H100 probe, session 1
 """
 
 import json
+from pathlib import Path
 import sys
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, ".")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from farm.kernels.bench import tf32  # noqa: E402
 from farm.kernels.env import environment  # noqa: E402
 from farm.kernels.timing import time_graph  # noqa: E402

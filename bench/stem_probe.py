@@ -6,8 +6,8 @@ in channels_last with the layout changed before and after (H100 probe, session 1
 """
 
 import json
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F

@@ -33,12 +33,15 @@ CANDIDATES_VERSION = 10
 # calls in a CUDA graph, as the per-layer benchmark times; code, weights and tables stay in L2
 # from one call to the next. "cold": one call after L2 is flushed and the input read back
 # (farm.kernels.timing.time_cold), as a layer runs inside a model whose one pass moves more than
-# L2 holds. "auto" (the default): sparsify measures cold where one pass's activations alone
-# exceed the card's L2 (model_timing) and warm otherwise; a layer tuned outside sparsify is
-# measured warm. Measured on ResNet-50 at 90% on an H100 (docs/BENCHMARKS.md, session 10):
-# batch 32 (1.1 GB of activations a pass) 3.87 -> 3.74 ms with the layers tuned cold; batch 1
-# (~36 MB) 0.43 -> 0.53 ms, since there the sparse model's weights do stay in L2 between passes.
+# L2 holds. "auto" (the default): sparsify measures cold where one pass's activations exceed
+# COLD_L2_MULTIPLE times the card's L2 (model_timing) and warm otherwise; a layer tuned outside
+# sparsify is measured warm. Measured on ResNet-50 at 90% on an H100, 50 MiB of L2
+# (docs/BENCHMARKS.md, session 10): batch 32 (1.3 GiB of activations a pass) 3.87 -> 3.72 ms
+# with the layers tuned cold; batch 8 (325 MiB) a tie; batch 1 (41 MiB) 0.43 -> 0.53 ms if
+# forced cold, since there the sparse model's weights stay in L2 from one pass to the next. The
+# margin keeps batch 1 warm on cards with less L2 (an A100 has 40 MiB).
 TIMING = "auto"
+COLD_L2_MULTIPLE = 4
 _active: list[str] = []  # model_timing's choice while sparsify decides a model
 
 
@@ -56,7 +59,7 @@ def model_timing(activation_bytes: int, device) -> str:
     import torch
 
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 50 << 20
-    return "cold" if activation_bytes > l2 else "warm"
+    return "cold" if activation_bytes > COLD_L2_MULTIPLE * l2 else "warm"
 
 
 @contextmanager

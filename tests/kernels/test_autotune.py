@@ -43,7 +43,7 @@ def test_the_confirming_round_decides_and_drops_a_finalist_that_fails(monkeypatc
 
 
 def test_sparsify_times_cold_only_where_a_pass_outgrows_l2(monkeypatch):
-    """model_timing: warm below the card's L2, cold above, as TIMING forces otherwise; the
+    """model_timing: warm below four times the card's L2, cold above, unless TIMING forces one; the
     choice in force changes the cache key, so cold and warm choices never mix."""
     import torch
 
@@ -53,8 +53,9 @@ def test_sparsify_times_cold_only_where_a_pass_outgrows_l2(monkeypatch):
         L2_cache_size = 50 << 20
 
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: Props())
-    assert tuning.model_timing(36 << 20, "cuda") == "warm"  # ResNet-50, batch 1, fp32
-    assert tuning.model_timing(1 << 30, "cuda") == "cold"  # batch 32
+    assert tuning.model_timing(41 << 20, "cuda") == "warm"  # ResNet-50, batch 1, fp32
+    assert tuning.model_timing(163 << 20, "cuda") == "warm"  # batch 4: under four L2s
+    assert tuning.model_timing(1300 << 20, "cuda") == "cold"  # batch 32
     monkeypatch.setattr(tuning, "TIMING", "warm")
     assert tuning.model_timing(1 << 30, "cuda") == "warm"
     monkeypatch.setattr(tuning, "TIMING", "auto")

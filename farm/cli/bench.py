@@ -21,12 +21,14 @@ LAYER_COLUMNS = ["layer", "shape", "batch", "dtype", "sparsity", "config", "ours
                  "x_cudnn_fp16", "floor_ms", "max_rel_err", "failed"]
 # dense_*: the model as PyTorch runs it; dense_folded_*: the same with BN folded into the convs
 # (every conv on cuDNN; bias, ReLU and add still separate kernels); dense_fused_*: the same with
-# conv + bias (+ add) + ReLU as one cuDNN call where cuDNN has one (_cl_: channels_last)
+# conv + bias (+ add) + ReLU as one cuDNN call where cuDNN has one (_cl_: channels_last);
+# layer_timing: how the sparse model's layers were tuned and decided (cold past four L2s of
+# activations a pass, farm.kernels.tuning)
 MODEL_COLUMNS = ["batch", "dtype", "sparse_ms", "sparse_tf32_ms", "dense_fp32_ms", "dense_tf32_ms",
                  "dense_fp16_ms", "dense_folded_fp32_ms", "dense_folded_tf32_ms", "dense_folded_fp16_ms",
                  "dense_fused_fp32_ms", "dense_fused_tf32_ms", "dense_fused_cl_fp32_ms", "dense_fused_cl_tf32_ms",
                  "dense_fused_fp16_ms",
-                 "sparse_layers", "dense_layers", "max_rel_err"]
+                 "sparse_layers", "dense_layers", "max_rel_err", "layer_timing"]
 
 
 class DType(str, Enum):

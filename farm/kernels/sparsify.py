@@ -181,7 +181,8 @@ def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module
 
 def keep_faster(model, input_shape, dtype, made, progress=None, fuse_dense: bool = True) -> list[dict]:
     """Time each sparse layer against its dense twin at its real input shape; swap in the faster."""
-    device = next(model.parameters(), torch.empty(0, device="cuda")).device
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cuda")
     model.to(device=device)
     shapes = layer_inputs(model, input_shape, dtype, device)
     decisions = []
@@ -192,7 +193,10 @@ def keep_faster(model, input_shape, dtype, made, progress=None, fuse_dense: bool
     timing = tuning.model_timing(activation_bytes, device)
     with tuning.timing_for(timing):
         for name, m, conv, bn in todo:
-            decisions.append(_decide(model, name, m, conv, bn, shapes[m], dtype, device, stream, fuse_dense))
+            dense = DenseConv2d(conv, bn, relu=m.relu, fuse=fuse_dense).to(device)
+            decisions.append({"layer": name, **_decide(m, dense, shapes[m], dtype, stream)})
+            if not decisions[-1]["sparse"]:
+                _replace(model, m, dense)
             if progress:
                 progress({"layer": name, "done": len(decisions), "of": len(todo), "sparse": decisions[-1]["sparse"]})
     model._farm_decisions = decisions
@@ -200,18 +204,14 @@ def keep_faster(model, input_shape, dtype, made, progress=None, fuse_dense: bool
     return decisions
 
 
-def _decide(model, name, m, conv, bn, shape, dtype, device, stream, fuse_dense) -> dict:
-    """Tune one sparse layer, time it and its dense twin (as tuning.active() says), keep the faster."""
-    x = torch.randn(shape, device=device, dtype=dtype)
-    dense = DenseConv2d(conv, bn, relu=m.relu, fuse=fuse_dense).to(device)
+def _decide(sparse: SparseConv2d, dense: DenseConv2d, shape, dtype, stream) -> dict:
+    """Tune the sparse layer, time it and its dense twin as tuning.active() says."""
+    x = torch.randn(shape, device=dense.bias.device, dtype=dtype)
     with torch.no_grad():
-        plan = m.plan_for(shape, dtype, device)
-        t_sparse = tuning.measure(lambda: m.run(plan, x), (x,), stream=stream, runs=50)
-        t_dense = tuning.measure(lambda: dense(x), (x,), stream=stream, runs=50)
-    if t_dense < t_sparse:
-        _replace(model, m, dense)
-    return {"layer": name, "sparse_ms": t_sparse, "dense_ms": t_dense, "sparse": t_sparse <= t_dense,
-            "timing": tuning.active()}
+        plan = sparse.plan_for(shape, dtype, x.device)
+        t_sparse = tuning.measure(lambda: sparse.run(plan, x), (x,), stream=stream, runs=50, inner=10)
+        t_dense = tuning.measure(lambda: dense(x), (x,), stream=stream, runs=50, inner=10)
+    return {"sparse_ms": t_sparse, "dense_ms": t_dense, "sparse": t_sparse <= t_dense, "timing": tuning.active()}
 
 
 def _replace(model: nn.Module, old: nn.Module, new: nn.Module) -> None:

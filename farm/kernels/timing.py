@@ -53,40 +53,57 @@ def _time_replays(replay, runs: int, inner: int, stream) -> float:
     return statistics.median(times)
 
 
+L2_FALLBACK = 50 << 20  # bytes, where torch does not report the card's L2 (an H100's)
+# The GPU idles this long (~0.1 ms) before each cold-timed call, so that the host has enqueued
+# the events and the call by the time it starts: nothing of the host's launch falls between them.
+GAP_CYCLES = 200_000
+
 _flush: dict[int, torch.Tensor] = {}
 
 
+def l2_bytes(device) -> int:
+    return getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or L2_FALLBACK
+
+
 def _flush_buffer(device: torch.device) -> torch.Tensor:
-    """Twice the card's L2: writing it evicts everything else from there."""
+    """Five times the card's L2, as bench/code_warmth.py measured with: reading and writing it
+    leaves nothing else there."""
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _flush:
-        l2 = getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0) or 64 << 20
-        _flush[index] = torch.empty(2 * l2 // 4, device=torch.device("cuda", index))
+        _flush[index] = torch.zeros(5 * l2_bytes(index) // 4, dtype=torch.float32,
+                                    device=torch.device("cuda", index))
     return _flush[index]
 
 
-def time_cold(fn, *, touch=(), runs: int = 25, warmup: int = 2, stream=None) -> float:
-    """Median milliseconds of one call of fn(), events around that call only, after L2 was
-    flushed and the tensors in `touch` (the inputs) read back into it: a layer as it runs in a
-    model, where its input has just been written by the layer before but its code and weights
-    were evicted since its last call. csrgen's code is its weights, 16 bytes of instruction per
-    nonzero: timed back to back its KG-64 configs were the fastest on ResNet-50's 14x14 and 7x7
-    3x3 layers, and after a flush 1.7-2.0x slower than KG-32 ones that had been a quarter
-    behind (H100, bench/code_warmth.py, docs/BENCHMARKS.md session 10)."""
-    stream = stream or torch.cuda.current_stream()
-    stream.wait_stream(torch.cuda.current_stream())
+def time_cold(fn, *, touch=(), runs: int = 25, warmup: int = 3, stream=None) -> float:
+    """Median milliseconds of one call of fn() (which must be graph-capturable), replayed from a
+    CUDA graph between two events, after L2 was flushed and the tensors in `touch` (the inputs)
+    read back into it: a layer as it runs in a model, where its input has just been written by
+    the layer before but its code and weights were evicted since its last call. csrgen's code is
+    its weights, 16 bytes of instruction per nonzero: timed back to back its KG-64 configs were
+    the fastest on ResNet-50's 14x14 and 7x7 3x3 layers, and with their code cold 1.8-2.0x
+    slower, behind KG-32 ones (H100, bench/code_warmth.py, docs/BENCHMARKS.md session 10)."""
+    stream = stream or torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())  # inputs were made on the caller's stream
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g, stream=stream):
+        fn()
     flush = _flush_buffer(touch[0].device if touch else torch.device("cuda"))
     times = []
     with torch.cuda.stream(stream):
-        for i in range(warmup + runs):
-            flush.fill_(float(i))
+        for _ in range(runs):
+            flush.add_(1.0)
             for t in touch:
                 t.sum()
+            torch.cuda._sleep(GAP_CYCLES)
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record(stream)
-            fn()
+            g.replay()
             b.record(stream)
             b.synchronize()
-            if i >= warmup:
-                times.append(a.elapsed_time(b))
+            times.append(a.elapsed_time(b))
     return statistics.median(times)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,13 +43,21 @@ CANDIDATES_VERSION = 10
 # margin keeps batch 1 warm on cards with less L2 (an A100 has 40 MiB).
 TIMING = "auto"
 COLD_L2_MULTIPLE = 4
-_active: list[str] = []  # model_timing's choice while sparsify decides a model
+COLD_RUNS = 25  # one call a run, each after a flush: a steady median needs more than a graph's 10
+_local = threading.local()  # model_timing's choice while sparsify decides a model, per thread
+
+
+def _stack() -> list[str]:
+    if not hasattr(_local, "stack"):
+        _local.stack = []
+    return _local.stack
 
 
 def active() -> str:
     """The timing in force: sparsify's for the model it is deciding, else TIMING (auto: warm)."""
-    if _active:
-        return _active[-1]
+    stack = _stack()
+    if stack:
+        return stack[-1]
     return "warm" if TIMING == "auto" else TIMING
 
 
@@ -56,19 +65,20 @@ def model_timing(activation_bytes: int, device) -> str:
     """How to time a model's layers, given the bytes of activations one pass reads."""
     if TIMING != "auto":
         return TIMING
-    import torch
+    from farm.kernels.timing import l2_bytes
 
-    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0) or 50 << 20
-    return "cold" if activation_bytes > COLD_L2_MULTIPLE * l2 else "warm"
+    return "cold" if activation_bytes > COLD_L2_MULTIPLE * l2_bytes(device) else "warm"
 
 
 @contextmanager
 def timing_for(mode: str):
-    _active.append(mode)
+    """Tune, cache and measure as `mode` says ("cold" or "warm") inside the block, on this thread."""
+    stack = _stack()
+    stack.append(mode)
     try:
         yield
     finally:
-        _active.pop()
+        stack.pop()
 
 
 def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern: str) -> str:
@@ -76,13 +86,14 @@ def cache_key(gpu: str, shape: tuple, batch: int, dtype: str, wfmt: str, pattern
     return "|".join([version, gpu, "x".join(map(str, shape)), f"n{batch}", dtype, wfmt, pattern])
 
 
-def measure(fn, touch: tuple, *, stream, runs: int) -> float:
-    """Milliseconds per call of fn() the way active() says (touch: the inputs, warm in a model)."""
+def measure(fn, touch: tuple, *, stream, runs: int, inner: int = 5) -> float:
+    """Milliseconds per call of fn() the way active() says (touch: the inputs, warm in a model;
+    inner: calls per graph replay when warm)."""
     from farm.kernels.timing import time_cold, time_graph
 
     if active() == "cold":
-        return time_cold(fn, touch=touch, runs=max(runs, 25), stream=stream)
-    return time_graph(fn, runs=runs, inner=5, stream=stream)
+        return time_cold(fn, touch=touch, runs=max(runs, COLD_RUNS), stream=stream)
+    return time_graph(fn, runs=runs, inner=inner, stream=stream)
 
 
 def shape_key(key: str) -> str:

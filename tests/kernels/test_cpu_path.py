@@ -1,5 +1,7 @@
 """SparseConv2d and sparsify on the CPU reference path, against PyTorch's own layers."""
 
+import math
+
 import pytest
 import torch
 import torch.nn as nn
@@ -189,3 +191,42 @@ def test_shapes_come_from_an_untuned_forward():
             pass
         assert conv._untuned.on
     assert not conv._untuned.on
+
+
+def test_keep_faster_tunes_and_times_every_layer_under_the_models_timing(monkeypatch):
+    """keep_faster decides a model's layers under the timing its activations call for (here
+    forced cold): every tuning and every measurement sees it, the decisions record it, a layer
+    whose dense twin timed faster is swapped out, and outside the call the timing is warm again.
+    Tuning and timing need a GPU, so they are stand-ins here: the wiring is what is checked."""
+    import importlib
+
+    from farm.kernels import runtime, tuning
+    from farm.models import get_model
+
+    sp = importlib.import_module("farm.kernels.sparsify")  # the package exports the function by that name
+
+    m = sparsify(_prune(get_model("resnet20", in_channels=1, num_classes=10)))
+    made = [(name, mod, None, None) for name, mod in m.named_modules() if isinstance(mod, SparseConv2d)]
+    shapes = sp.layer_inputs(m, (4, 1, 28, 28), torch.float32, "cpu")
+    seen, sizes = [], []
+
+    def model_timing(activation_bytes, device):
+        sizes.append(activation_bytes)
+        return "cold"
+
+    def measure(fn, touch, **kw):  # per layer: tuned, sparse timed, dense timed; the first dense wins
+        seen.append(tuning.active())
+        return 0.5 if len(seen) == 3 else (1.0 if len(seen) % 3 == 2 else 2.0)
+
+    monkeypatch.setattr(tuning, "model_timing", model_timing)
+    monkeypatch.setattr(SparseConv2d, "plan_for", lambda self, *a: seen.append(tuning.active()) or None)
+    monkeypatch.setattr(tuning, "measure", measure)
+    monkeypatch.setattr(runtime, "stream", lambda: None)
+    monkeypatch.setattr(sp, "DenseConv2d", lambda conv, bn, **kw: nn.Conv2d(1, 1, 1))
+    decisions = sp.keep_faster(m, (4, 1, 28, 28), torch.float32, made)
+    assert sizes == [sum(4 * math.prod(s) for s in shapes.values())]
+    assert len(decisions) == len(made) and len(seen) == 3 * len(made) and set(seen) == {"cold"}
+    assert {d["timing"] for d in decisions} == {"cold"} and tuning.active() == "warm"
+    assert [d["sparse"] for d in decisions] == [False] + [True] * (len(made) - 1)
+    assert not isinstance(dict(m.named_modules())[made[0][0]], SparseConv2d)
+    assert m._farm_timing == "cold"

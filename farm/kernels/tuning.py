@@ -37,10 +37,11 @@ CANDIDATES_VERSION = 10
 # L2 holds. "auto" (the default): sparsify measures cold where one pass's activations exceed
 # COLD_L2_MULTIPLE times the card's L2 (model_timing) and warm otherwise; a layer tuned outside
 # sparsify is measured warm. Measured on ResNet-50 at 90% on an H100, 50 MiB of L2
-# (docs/BENCHMARKS.md, session 10): batch 32 (1.3 GiB of activations a pass) 3.87 -> 3.72 ms
-# with the layers tuned cold; batch 8 (325 MiB) a tie; batch 1 (41 MiB) 0.43 -> 0.53 ms if
-# forced cold, since there the sparse model's weights stay in L2 from one pass to the next. The
-# margin keeps batch 1 warm on cards with less L2 (an A100 has 40 MiB).
+# (docs/BENCHMARKS.md, session 10): batch 32 (1.3 GiB of activations a pass) 3.87 -> 3.73 ms
+# with the layers tuned cold; batch 8 (325 MiB) a tie. Small batches stay as they were tuned
+# before (warm): batch 1 (41 MiB) was not measured cold with a sound timer, and there a pass
+# may well leave the sparse model's weights in L2 for the next; the margin of four keeps batch
+# 1 warm on cards with less L2 (an A100 has 40 MiB).
 TIMING = "auto"
 COLD_L2_MULTIPLE = 4
 COLD_RUNS = 25  # one call a run, each after a flush: a steady median needs more than a graph's 10

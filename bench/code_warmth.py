@@ -38,6 +38,7 @@ RUNS = 30
 def three_ways(call, x, flush, stream) -> dict:
     """Median ms of one call of `call` when warm, with cold code, and all cold."""
     out = {}
+    stream.wait_stream(torch.cuda.current_stream())  # x was made on the default stream
     for way in ("warm", "cold_code", "all_cold"):
         times = []
         with torch.cuda.stream(stream):
@@ -82,6 +83,8 @@ def main() -> int:
     device = torch.device("cuda")
     flush = torch.zeros(64 << 20, device=device)  # 256 MB, five times the H100's L2
     stream = runtime.stream()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # for cuDNN's row
+    torch.backends.cudnn.benchmark = True
     result = {"env": environment(), "command": " ".join(sys.argv), "rows": []}
     seen = set()
     for name, vname, layer, dtype, shape, cfg in todo:
@@ -91,8 +94,6 @@ def main() -> int:
             seen.add(name)
             w = layer.dense_weight().to(device)
             xc, wc = x.float().to(memory_format=torch.channels_last), w.to(memory_format=torch.channels_last)
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True
             conv = lambda: F.conv2d(xc, wc, None, layer.stride, layer.padding, layer.dilation)  # noqa: E731
             for _ in range(3):
                 conv()

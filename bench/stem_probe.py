@@ -5,6 +5,7 @@ in channels_last with the layout changed before and after (H100 probe, session 1
     python bench/stem_probe.py --out $OUT/stem.json
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ from farm.kernels.timing import time_graph  # noqa: E402
 
 
 def main():
-    out = {"env": environment(), "rows": []}
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    out = {"env": environment(), "command": " ".join(sys.argv), "rows": []}
     torch.backends.cudnn.benchmark = True
     w = torch.randn(64, 3, 7, 7, device="cuda") * 0.1
     b = torch.randn(64, device="cuda")
@@ -47,7 +51,7 @@ def main():
                            "contiguous": y.is_contiguous()}
                     out["rows"].append(row)
                     print(row, flush=True)
-    open(sys.argv[sys.argv.index("--out") + 1], "w").write(json.dumps(out, indent=1))
+    args.out.write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

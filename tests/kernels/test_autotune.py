@@ -42,7 +42,7 @@ def test_the_confirming_round_decides_and_drops_a_finalist_that_fails(monkeypatc
     assert "rejected" in timed[2][-1] and "ms_confirm" not in timed[2][-1]
 
 
-def test_sparsify_times_cold_only_where_a_pass_outgrows_l2(monkeypatch):
+def test_models_past_four_l2s_of_activations_are_timed_cold(monkeypatch):
     """model_timing: warm below four times the card's L2, cold above, unless TIMING forces one; the
     choice in force changes the cache key, so cold and warm choices never mix."""
     import torch

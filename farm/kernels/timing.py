@@ -17,6 +17,12 @@ import torch
 def time_graph(fn, *, runs: int = 50, inner: int = 10, warmup: int = 3, stream=None) -> float:
     """Median milliseconds per call of fn() (which must be graph-capturable)."""
     stream = stream or torch.cuda.Stream()
+    g = _capture(fn, inner, warmup, stream)
+    return _time_replays(g.replay, runs, inner, stream)
+
+
+def _capture(fn, calls: int, warmup: int, stream) -> torch.cuda.CUDAGraph:
+    """A graph of `calls` back-to-back calls of fn() on `stream`, after `warmup` eager ones."""
     stream.wait_stream(torch.cuda.current_stream())  # inputs were made on the caller's stream
     with torch.cuda.stream(stream):
         for _ in range(warmup):
@@ -24,9 +30,9 @@ def time_graph(fn, *, runs: int = 50, inner: int = 10, warmup: int = 3, stream=N
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g, stream=stream):
-        for _ in range(inner):
+        for _ in range(calls):
             fn()
-    return _time_replays(g.replay, runs, inner, stream)
+    return g
 
 
 def time_eager(fn, *, runs: int = 50, inner: int = 10, warmup: int = 3, stream=None) -> float:
@@ -84,14 +90,7 @@ def time_cold(fn, *, touch=(), runs: int = 25, warmup: int = 3, stream=None) -> 
     the fastest on ResNet-50's 14x14 and 7x7 3x3 layers, and with their code cold 1.8-2.0x
     slower, behind KG-32 ones (H100, bench/code_warmth.py, docs/BENCHMARKS.md session 10)."""
     stream = stream or torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())  # inputs were made on the caller's stream
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g, stream=stream):
-        fn()
+    g = _capture(fn, 1, warmup, stream)
     flush = _flush_buffer(touch[0].device if touch else torch.device("cuda"))
     times = []
     with torch.cuda.stream(stream):

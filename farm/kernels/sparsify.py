@@ -143,7 +143,8 @@ def sparsify(model: nn.Module, *, dtype: torch.dtype = torch.float32, keep_dense
 
     weights: compressed records by parameter name ("layer1.0.conv1.weight"), e.g.
     load_compressed(path).tensors, so quantized weights run as stored. input_shape (with a GPU):
-    measure each sparse layer against cuDNN at that shape and keep the faster; `progress` then
+    measure each sparse layer against cuDNN at that shape and keep the faster (a model given on
+    the CPU comes back on the GPU it was measured on); `progress` then
     gets {"layer", "done", "of", "sparse"} after each layer (a first tuning compiles: minutes
     for a large model). fuse_dense: the layers kept dense run conv + bias (+ add) + ReLU as one
     cuDNN call where cuDNN has one (DenseConv2d); False leaves the epilogue to eager kernels.
@@ -182,7 +183,10 @@ def layer_inputs(model: nn.Module, input_shape, dtype, device) -> dict[nn.Module
 def keep_faster(model, input_shape, dtype, made, progress=None, fuse_dense: bool = True) -> list[dict]:
     """Time each sparse layer against its dense twin at its real input shape; swap in the faster."""
     first = next(model.parameters(), None)
-    device = first.device if first is not None else torch.device("cuda")
+    if first is not None and first.is_cuda:
+        device = first.device
+    else:  # a model still on the CPU is timed on the GPU (on the CPU only in tests with stand-ins)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device=device)
     shapes = layer_inputs(model, input_shape, dtype, device)
     decisions = []

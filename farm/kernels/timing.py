@@ -90,10 +90,11 @@ def time_cold(fn, *, touch=(), runs: int = 25, warmup: int = 3, stream=None) -> 
     the fastest on ResNet-50's 14x14 and 7x7 3x3 layers, and with their code cold 1.8-2.0x
     slower, behind KG-32 ones (H100, bench/code_warmth.py, docs/BENCHMARKS.md session 10)."""
     stream = stream or torch.cuda.Stream()
-    g = _capture(fn, 1, warmup, stream)
     flush = _flush_buffer(touch[0].device if touch else torch.device("cuda"))
+    g = _capture(fn, 1, warmup, stream)  # (which orders `stream` after the buffer's making)
     times = []
     with torch.cuda.stream(stream):
+        g.replay()  # a graph's first launch uploads it: not timed
         for _ in range(runs):
             flush.add_(1.0)
             for t in touch:

@@ -41,6 +41,7 @@ class TrainConfig:
     cuda_graph: bool = True       # on CUDA, replay each training step from a captured CUDA graph
     distill: float = 0.0          # retraining: weight of the teacher's (the model before) soft targets
     temperature: float = 4.0      # of the distillation softmax
+    sam: float = 0.0              # rho of sharpness-aware minimization (Foret et al., ICLR 2021); 0: off
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -57,6 +58,8 @@ class TrainConfig:
             raise InvalidSpec("crop_pad must be >= 0 and eval_every >= 1")
         if not 0 <= self.distill <= 1 or not self.temperature > 0:
             raise InvalidSpec(f"distill must be in [0, 1] and temperature > 0, got {self.distill}, {self.temperature}")
+        if not 0 <= self.sam < 10:
+            raise InvalidSpec(f"sam (the perturbation radius rho) must be in [0, 10), got {self.sam}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -303,21 +306,59 @@ class _Step:
         return loss
 
     def _forward_backward_update(self, step: int) -> Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphed,
-                            enabled=self.config.bf16 and self.device.type == "cuda"):
-            logits = self.model(self.x)
-            loss = F.cross_entropy(logits, self.y, label_smoothing=self.config.label_smoothing)
-            if self.teacher is not None:
-                with torch.no_grad():
-                    soft = self.teacher(self.x)
-                loss = (1 - self.config.distill) * loss + self.config.distill * distill_loss(
-                    logits, soft, self.config.temperature)
+        soft = None
+        if self.teacher is not None:
+            with torch.no_grad(), self._autocast():
+                soft = self.teacher(self.x)
         self.opt.zero_grad()
+        loss = self._loss(soft)
         loss.backward()
+        if self.config.sam:
+            self._sharpness_aware(soft)
         self.hooks.before_update(step)
         self.opt.step()
         self.hooks.after_update(step)
         return loss.detach()
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.graphed,
+                              enabled=self.config.bf16 and self.device.type == "cuda")
+
+    def _loss(self, soft: Tensor | None) -> Tensor:
+        with self._autocast():
+            logits = self.model(self.x)
+            loss = F.cross_entropy(logits, self.y, label_smoothing=self.config.label_smoothing)
+            if soft is not None:
+                loss = (1 - self.config.distill) * loss + self.config.distill * distill_loss(
+                    logits, soft, self.config.temperature)
+        return loss
+
+    @torch.no_grad()
+    def _sharpness_aware(self, soft: Tensor | None) -> None:
+        """SAM: replace the gradient by the one at w + rho * g / |g|, the worst nearby point.
+        Pruned weights (exactly zero) are not moved, so the perturbed model has the same sparsity
+        pattern; BatchNorm statistics are not updated by the second pass."""
+        params = [p for p in self.opt.params if p.grad is not None]
+        grads = [p.grad for p in params]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        e = torch._foreach_mul(grads, self.config.sam / (norm + 1e-12))
+        for p, ep in zip(params, e):
+            if p.ndim > 1:
+                ep.mul_(p != 0)
+        torch._foreach_add_(params, e)
+        self.opt.zero_grad()
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               and m.momentum is not None]
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.momentum = 0.0  # running = 1 * running + 0 * batch: the statistics stay put
+        try:
+            with torch.enable_grad():
+                self._loss(soft).backward()
+        finally:
+            for m, momentum in zip(bns, saved):
+                m.momentum = momentum
+        torch._foreach_sub_(params, e)
 
     def _capture(self) -> None:
         self.opt.zero_grad()  # the graph's backward allocates the gradients from its own pool

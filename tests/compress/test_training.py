@@ -124,3 +124,67 @@ def test_empty_training_set_is_a_clear_error():
     empty = Dataset(**{**data.__dict__, "train_x": data.train_x[:0], "train_y": data.train_y[:0]})
     with pytest.raises(InvalidSpec, match="training set is empty"):
         train(_tiny(), empty, TrainConfig(epochs=1))
+
+
+def test_sam_step_takes_the_gradient_at_the_perturbed_point():
+    # One SAM step, against the arithmetic done by hand: g at w, e = rho g / |g| (zero where w is
+    # pruned), g' at w + e with BatchNorm statistics left alone, w <- w - lr g'.
+    from farm.compress.training import StepHooks, _Step
+
+    rho, lr = 0.05, 0.1
+    model, ref = _tiny(), _tiny()
+    with torch.no_grad():
+        for m in (model, ref):
+            m.conv2.weight[:, :4] = 0  # "pruned" weights
+    cfg = TrainConfig(epochs=1, lr=lr, momentum=0.0, weight_decay=0.0, label_smoothing=0.0, sam=rho)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    step = _Step(model, cfg, StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
+    step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(lr)
+    step(0)
+
+    params = list(ref.parameters())
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
+    stats = {k: v.clone() for k, v in ref.state_dict().items() if "running" in k}
+    norm = torch.sqrt(sum(g.square().sum() for g in grads))
+    e = [rho * g / norm * ((p != 0) if p.ndim > 1 else 1) for p, g in zip(params, grads)]
+    with torch.no_grad():
+        for p, ep in zip(params, e):
+            p.add_(ep)
+    bns = [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:
+        m.momentum = 0.0
+    grads2 = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
+    with torch.no_grad():
+        for p, ep, g in zip(params, e, grads2):
+            p.sub_(ep).sub_(lr * g)
+    for p, q in zip(model.parameters(), params):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+    for k, v in stats.items():  # the statistics moved once, by the first pass only
+        torch.testing.assert_close(model.state_dict()[k], v)
+    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    # and it is not the plain step
+    plain = _tiny()
+    with torch.no_grad():
+        plain.conv2.weight[:, :4] = 0
+    s = _Step(plain, TrainConfig(**{**cfg.to_dict(), "sam": 0.0}), StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
+    s.x.copy_(x), s.y.copy_(y), s.opt.lr.fill_(lr)
+    s(0)
+    assert not torch.allclose(plain.conv3.weight, model.conv3.weight)
+
+
+def test_sam_retraining_keeps_sparsity_exact_and_learns():
+    from farm.compress import MagnitudePruning, prune_and_retrain
+
+    data = load_dataset("synthetic", subset=512)
+    model = _tiny(1)
+    train(model, data, TrainConfig(epochs=4, batch_size=64, lr=0.1))
+    r = prune_and_retrain(model, data, MagnitudePruning(0.8, schedule="gradual"),
+                          TrainConfig(epochs=4, batch_size=64, lr=0.1, sam=0.05))
+    assert r.sparsity == pytest.approx(0.8, abs=0.01)
+    assert r.accuracy > 0.8
+
+
+@pytest.mark.parametrize("bad", [-0.1, 10.0])
+def test_bad_sam_radius_is_rejected(bad):
+    with pytest.raises(InvalidSpec, match="sam"):
+        TrainConfig(epochs=1, sam=bad)

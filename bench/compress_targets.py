@@ -71,7 +71,7 @@ def run(args) -> dict:
     data = load_dataset("fashion-mnist", subset=args.subset, device=device)
     scale = lambda e: max(1, round(e * args.epoch_scale))  # noqa: E731
     out = {"env": environment(), "seed": args.seed, "distill": args.distill, "retrain_lr": args.retrain_lr, "retrain_wd": args.retrain_wd,
-           "ramp": args.ramp, "steps": args.steps, "scope": args.scope, "regrow": args.regrow, "sam": args.sam, "device": str(device), "subset": args.subset,
+           "ramp": args.ramp, "steps": args.steps, "scope": args.scope, "regrow": args.regrow, "sam": args.sam, "sam_levels": args.sam_levels, "device": str(device), "subset": args.subset,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "stages": {}}
     stages = out["stages"]
     log = lambda name, d: (stages.__setitem__(name, d), print(f"[{time.perf_counter() - wall0:6.1f}s] {name}: "  # noqa: E731
@@ -197,6 +197,14 @@ def _fraction(v: str) -> float:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
     return f
 
+def _levels(v: str) -> list[float]:
+    """argparse type: some of the pruning levels, e.g. 0.95,0.98 (a typo must not turn SAM off)."""
+    levels = [float(x) for x in v.split(",")]
+    if bad := [x for x in levels if x not in (0.9, 0.95, 0.98)]:
+        raise argparse.ArgumentTypeError(f"levels are 0.9, 0.95 and 0.98, got {bad}")
+    return levels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -218,7 +226,7 @@ def main() -> None:
     parser.add_argument("--sam", type=float, default=0.0,
                         help="rho of sharpness-aware minimization in the pruning retraining (0: off; each step "
                              "then costs two passes)")
-    parser.add_argument("--sam-levels", type=lambda v: [float(x) for x in v.split(",")], default=[0.9, 0.95, 0.98],
+    parser.add_argument("--sam-levels", type=_levels, default=[0.9, 0.95, 0.98],
                         help="the sparsity levels whose retraining uses --sam (default all: 0.9,0.95,0.98)")
     parser.add_argument("--scope", default="global", choices=("global", "layer", "lamp"),
                         help="how sparsity is spread over the layers")

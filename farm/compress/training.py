@@ -336,29 +336,26 @@ class _Step:
     @torch.no_grad()
     def _sharpness_aware(self, soft: Tensor | None) -> None:
         """SAM: replace the gradient by the one at w + rho * g / |g|, the worst nearby point.
-        Pruned weights (exactly zero) are not moved, so the perturbed model has the same sparsity
-        pattern; BatchNorm statistics are not updated by the second pass."""
+        Pruned weights (exactly zero) are not moved, and their gradients are left out of |g|:
+        at 98% sparsity they hold most of its size, and would shrink the step that the weights
+        left take to a seventh of rho. BatchNorm statistics are not updated by the second pass."""
         params = [p for p in self.opt.params if p.grad is not None]
-        grads = [p.grad for p in params]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        e = torch._foreach_mul(grads, self.config.sam / (norm + 1e-12))
-        for p, ep in zip(params, e):
-            if p.ndim > 1:
-                ep.mul_(p != 0)
+        e = [p.grad * (p != 0) if p.ndim > 1 else p.grad.clone() for p in params]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(e)))
+        torch._foreach_mul_(e, self.config.sam / (norm + 1e-12))
+        # Tensor copies, not a momentum switch: they also hold for momentum=None (a cumulative
+        # average), num_batches_tracked and a batch whose variance is not finite.
+        stats = [(b, b.clone()) for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                 for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
         torch._foreach_add_(params, e)
         self.opt.zero_grad()
-        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-               and m.momentum is not None]
-        saved = [m.momentum for m in bns]
-        for m in bns:
-            m.momentum = 0.0  # running = 1 * running + 0 * batch: the statistics stay put
         try:
             with torch.enable_grad():
                 self._loss(soft).backward()
         finally:
-            for m, momentum in zip(bns, saved):
-                m.momentum = momentum
-        torch._foreach_sub_(params, e)
+            torch._foreach_sub_(params, e)
+            for b, saved in stats:
+                b.copy_(saved)
 
     def _capture(self) -> None:
         self.opt.zero_grad()  # the graph's backward allocates the gradients from its own pool

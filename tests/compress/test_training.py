@@ -145,8 +145,9 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_point():
     params = list(ref.parameters())
     grads = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
     stats = {k: v.clone() for k, v in ref.state_dict().items() if "running" in k}
-    norm = torch.sqrt(sum(g.square().sum() for g in grads))
-    e = [rho * g / norm * ((p != 0) if p.ndim > 1 else 1) for p, g in zip(params, grads)]
+    masked = [g * ((p != 0) if p.ndim > 1 else 1) for p, g in zip(params, grads)]
+    norm = torch.sqrt(sum(g.square().sum() for g in masked))  # of the weights that are left
+    e = [rho * g / norm for g in masked]
     with torch.no_grad():
         for p, ep in zip(params, e):
             p.add_(ep)
@@ -161,7 +162,9 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_point():
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
     for k, v in stats.items():  # the statistics moved once, by the first pass only
         torch.testing.assert_close(model.state_dict()[k], v)
-    assert all(m.momentum == 0.1 for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert int(model.bn1.num_batches_tracked) == 1
+    # the weights left moved by rho exactly in the perturbation: |e| over unpruned weights
+    assert float(torch.sqrt(sum(x.square().sum() for x in e))) == pytest.approx(rho, rel=1e-5)
     # and it is not the plain step
     plain = _tiny()
     with torch.no_grad():
@@ -170,6 +173,24 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_point():
     s.x.copy_(x), s.y.copy_(y), s.opt.lr.fill_(lr)
     s(0)
     assert not torch.allclose(plain.conv3.weight, model.conv3.weight)
+
+
+def test_sam_leaves_batchnorm_statistics_to_the_first_pass():
+    # Also for a cumulative average (momentum=None) and the batch counter: a SAM step and a plain
+    # step from the same weights on the same batch leave the same statistics.
+    from farm.compress.training import StepHooks, _Step
+
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    buffers = []
+    for sam in (0.0, 0.05):
+        model = _tiny()
+        model.bn1.momentum = None
+        step = _Step(model, TrainConfig(epochs=1, sam=sam), StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
+        step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(0.1)
+        step(0)
+        buffers.append(dict(model.named_buffers()))
+    for name, b in buffers[0].items():
+        torch.testing.assert_close(buffers[1][name], b, msg=name)
 
 
 def test_sam_retraining_keeps_sparsity_exact_and_learns():

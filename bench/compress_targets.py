@@ -197,6 +197,7 @@ def _fraction(v: str) -> float:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {v}")
     return f
 
+
 def _levels(v: str) -> list[float]:
     """argparse type: some of the pruning levels, e.g. 0.95,0.98 (a typo must not turn SAM off)."""
     levels = [float(x) for x in v.split(",")]

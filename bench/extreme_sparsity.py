@@ -54,8 +54,9 @@ def run_recipe(name: str, folder: Path, data, seed: int, device, epoch_scale: fl
     epochs = max(1, round(train_opts.get("epochs", PRUNE_EPOCHS[0.98]) * epoch_scale))
     cfg = TrainConfig(**{**DENSE, **train_opts, "epochs": epochs}, seed=seed, eval_every=1000)
     p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True)
-    # Accuracy on 10,000 training images (no random flips or shifts; flip TTA as on the test set): near 100% means the recipe fits and
-    # the gap is generalisation; well below means the 5.4 k weights left cannot fit the data.
+    # Accuracy on 10,000 training images (no random flips or shifts; flip TTA as on the test
+    # set): near 100% means the recipe fits and the gap is generalisation; well below means the
+    # 5.4 k weights left cannot fit the data.
     seen = Dataset(data.name, data.train_x, data.train_y, data.train_x[:10_000], data.train_y[:10_000],
                    data.num_classes, data.in_channels, data.input_size)
     return {"recipe": name, "accuracy": p.accuracy, "sparsity": p.sparsity, "epochs": epochs,

@@ -10,7 +10,14 @@ than alone. This times one call of each candidate three ways, CUDA events around
              where the previous layer has just written it)
   all cold   after the flush alone
 
-and cuDNN TF32 (channels_last) the same ways, for scale.
+and cuDNN TF32 (channels_last) the same ways, for scale. For csrgen configs a fourth way asks
+whether the cold code can be brought in ahead of the call (BENCHMARKS "Next steps" item 5):
+
+  prefetched after the flush and the input read, the same kernel launched over one block of
+             pixels per channel group (grid (1, groups); scratch input and output), which runs
+             every group's code once; then the call. The mini-launch is timed too (prefetch_ms):
+             in a model it would run on a side stream under the layer before, so the gain is
+             cold_code_ms - prefetched_ms if it hides there, less prefetch_ms if it does not.
 
     python bench/code_warmth.py --out $OUT/warmth.json [--layers r50.l3.3x3,...] [--batch 32]
 """
@@ -35,11 +42,12 @@ from gen_probe import cases, configs_for  # noqa: E402
 RUNS = 30
 
 
-def three_ways(call, x, flush, stream) -> dict:
-    """Median ms of one call of `call` when warm, with cold code, and all cold."""
-    out = {}
+def three_ways(call, x, flush, stream, prefetch=None) -> dict:
+    """Median ms of one call of `call` when warm, with cold code, and all cold; with `prefetch`
+    also after it (and its own time)."""
+    out, pre = {}, []
     stream.wait_stream(torch.cuda.current_stream())  # x was made on the default stream
-    for way in ("warm", "cold_code", "all_cold"):
+    for way in ("warm", "cold_code", "all_cold") + (("prefetched",) if prefetch else ()):
         times = []
         with torch.cuda.stream(stream):
             for _ in range(RUNS):
@@ -47,16 +55,39 @@ def three_ways(call, x, flush, stream) -> dict:
                     call()
                 else:
                     flush.add_(1.0)
-                    if way == "cold_code":
+                    if way != "all_cold":
                         x.sum()
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record(stream)
-                call()
-                b.record(stream)
-                b.synchronize()
-                times.append(a.elapsed_time(b))
+                    if way == "prefetched":
+                        pre.append(_timed(prefetch, stream))
+                times.append(_timed(call, stream))
         out[way + "_ms"] = statistics.median(times)
+    if pre:
+        out["prefetch_ms"] = statistics.median(pre)
     return out
+
+
+def _timed(fn, stream) -> float:
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record(stream)
+    fn()
+    b.record(stream)
+    b.synchronize()
+    return a.elapsed_time(b)
+
+
+def gen_prefetch(plan, layer, x, y):
+    """csrgen's kernel over one block of pixels per channel group, on scratch tensors: every
+    group's code runs once (and so passes through L2), and nothing the model reads is written."""
+    from farm.kernels import runtime
+
+    xs, ys = torch.zeros_like(x), torch.empty_like(y)
+    grid = (1, plan.grid[1], 1)
+
+    def launch():
+        plan.fn.prepared_async_call(grid, plan.block, runtime.pycuda_stream(), xs.data_ptr(), ys.data_ptr(), 0,
+                                    layer.bias.data_ptr(), plan.zero.data_ptr(), plan.npix, 0,
+                                    shared_size=plan.config.shared_bytes)
+    return launch
 
 
 def main() -> int:
@@ -71,6 +102,7 @@ def main() -> int:
     from farm.kernels import runtime
     from farm.kernels.bench import TOLERANCE, check
     from farm.kernels.compile import precompile
+    from farm.kernels.csrgen.family import GenPlan
     from farm.kernels.env import environment
 
     wanted = list(filter(None, args.configs.split(",")))
@@ -106,8 +138,11 @@ def main() -> int:
                "nnz": layer.weight_record.nnz}
         if err <= TOLERANCE[dtype]:
             y = torch.empty((shape[0], plan.shape.k, *plan.shape.out_hw), device=device, dtype=dtype)
-            row.update(three_ways(lambda: layer.run(plan, x, out=y), x, flush, stream))
+            prefetch = gen_prefetch(plan, layer, x, y) if isinstance(plan, GenPlan) else None
+            row.update(three_ways(lambda: layer.run(plan, x, out=y), x, flush, stream, prefetch))
             row["cold_code_over_warm"] = row["cold_code_ms"] / row["warm_ms"]
+            if prefetch:
+                row["prefetched_over_warm"] = row["prefetched_ms"] / row["warm_ms"]
         result["rows"].append(row)
         print(row, flush=True)
         Path(args.out).write_text(json.dumps(result, indent=1))

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compress_targets import DENSE, PRUNE_EPOCHS, environment  # noqa: E402
 
 from farm.compress import MagnitudePruning, TrainConfig, prune_and_retrain, train  # noqa: E402
+from farm.compress.training import frozen_copy  # noqa: E402
 from farm.models import get_model, load_dataset  # noqa: E402
 
 LEVELS = (0.9, 0.95, 0.98)
@@ -38,6 +39,7 @@ RECIPES = {
     "sam": {"sam": 0.05},
     "sam-0.1": {"sam": 0.1},
     "no-ls": {"label_smoothing": 0.0},
+    "distill": {"distill": 0.5},  # the dense model teaches every level (runs 7-8 tried it unpaired)
 }
 
 
@@ -50,12 +52,13 @@ def chain(recipe: str, dense_state: dict, data, seed: int, device, scale) -> dic
     """The recipe's 90 -> 95 -> 98% chain from the given dense weights: accuracy per level."""
     model = _model(data, seed)
     model.load_state_dict(dense_state)
+    teacher = frozen_copy(model) if RECIPES[recipe].get("distill") else None
     out, previous = {}, 0.0
     for sparsity in LEVELS:
         pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=10, ramp=0.5)
         cfg = TrainConfig(**{**DENSE, **RECIPES[recipe]}, epochs=scale(PRUNE_EPOCHS[sparsity]), seed=seed,
                           eval_every=1000)
-        p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True)
+        p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True, teacher=teacher)
         out[str(sparsity)] = {"accuracy": p.accuracy, "sparsity": p.sparsity, "train_seconds": p.train["train_seconds"]}
         previous = sparsity
     return out

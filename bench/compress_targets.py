@@ -71,7 +71,7 @@ def run(args) -> dict:
     data = load_dataset("fashion-mnist", subset=args.subset, device=device)
     scale = lambda e: max(1, round(e * args.epoch_scale))  # noqa: E731
     out = {"env": environment(), "seed": args.seed, "distill": args.distill, "retrain_lr": args.retrain_lr, "retrain_wd": args.retrain_wd,
-           "ramp": args.ramp, "steps": args.steps, "scope": args.scope, "regrow": args.regrow, "sam": args.sam, "sam_levels": args.sam_levels, "device": str(device), "subset": args.subset,
+           "ramp": args.ramp, "steps": args.steps, "scope": args.scope, "regrow": args.regrow, "sam": args.sam, "asam": args.asam, "sam_levels": args.sam_levels, "device": str(device), "subset": args.subset,
            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "stages": {}}
     stages = out["stages"]
     log = lambda name, d: (stages.__setitem__(name, d), print(f"[{time.perf_counter() - wall0:6.1f}s] {name}: "  # noqa: E731
@@ -103,7 +103,7 @@ def run(args) -> dict:
                                    ramp=args.ramp, scope=args.scope, regrow=args.regrow)
         retrain = {**DENSE, "lr": args.retrain_lr, "weight_decay": args.retrain_wd}
         cfg = TrainConfig(epochs=scale(PRUNE_EPOCHS[sparsity]), **retrain, seed=args.seed, eval_every=1000,
-                          distill=args.distill, sam=args.sam if sparsity in args.sam_levels else 0.0)
+                          distill=args.distill, sam=args.sam if sparsity in args.sam_levels else 0.0, sam_adaptive=args.asam)
         p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True, teacher=teacher)
         states[sparsity] = copy.deepcopy(model.state_dict())
         if args.save_dir:
@@ -227,6 +227,7 @@ def main() -> None:
     parser.add_argument("--sam", type=float, default=0.0,
                         help="rho of sharpness-aware minimization in the pruning retraining (0: off; each step "
                              "then costs two passes)")
+    parser.add_argument("--asam", action="store_true", help="with --sam: adaptive SAM (the radius scaled by |w|)")
     parser.add_argument("--sam-levels", type=_levels, default=[0.9, 0.95, 0.98],
                         help="the sparsity levels whose retraining uses --sam (default all: 0.9,0.95,0.98)")
     parser.add_argument("--scope", default="global", choices=("global", "layer", "lamp"),

@@ -42,6 +42,7 @@ RECIPES = {
     "no-ls": ({}, {"label_smoothing": 0.0}),                  # a small model may underfit: less regularising
     "sam": ({}, {"sam": 0.05}),                               # sharpness-aware steps (Foret et al.), 2 passes each
     "sam-0.1": ({}, {"sam": 0.1}),
+    "asam": ({}, {"sam": 0.5, "sam_adaptive": True}),          # the radius scaled by each weight's size
 }
 
 

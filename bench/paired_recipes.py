@@ -38,6 +38,7 @@ RECIPES = {
     "reference": {},
     "sam": {"sam": 0.05},
     "sam-0.1": {"sam": 0.1},
+    "asam": {"sam": 0.5, "sam_adaptive": True},  # ASAM's radius for CIFAR ResNets (Kwon et al.)
     "no-ls": {"label_smoothing": 0.0},
     "distill": {"distill": 0.5},  # the dense model teaches every level (runs 7-8 tried it unpaired)
 }

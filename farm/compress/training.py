@@ -23,6 +23,8 @@ from farm.models.datasets import Dataset
 
 Callback = Callable[[dict], None]
 
+ASAM_ETA = 0.01  # ASAM's offset of |w|, the paper's value for CIFAR
+
 
 @dataclass
 class TrainConfig:
@@ -42,6 +44,7 @@ class TrainConfig:
     distill: float = 0.0          # retraining: weight of the teacher's (the model before) soft targets
     temperature: float = 4.0      # of the distillation softmax
     sam: float = 0.0              # rho of sharpness-aware minimization (Foret et al., ICLR 2021); 0: off
+    sam_adaptive: bool = False    # ASAM (Kwon et al., ICML 2021): the radius scaled by each weight's size
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -341,7 +344,15 @@ class _Step:
         left take to a seventh of rho. BatchNorm statistics are not updated by the second pass."""
         params = [p for p in self.opt.params if p.grad is not None]
         e = [p.grad * (p != 0) if p.ndim > 1 else p.grad.clone() for p in params]
-        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(e)))
+        if self.config.sam_adaptive:
+            # ASAM: e = rho T^2 g / |T g| with T = |w| + eta, so the step is the same in every
+            # layer whatever its scale (behind BatchNorm a layer's scale is arbitrary).
+            scale = [p.abs() + ASAM_ETA for p in params]
+            torch._foreach_mul_(e, scale)
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(e)))
+            torch._foreach_mul_(e, scale)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(e)))
         torch._foreach_mul_(e, self.config.sam / (norm + 1e-12))
         # Tensor copies, not a momentum switch: they also hold for momentum=None (a cumulative
         # average), num_batches_tracked and a batch whose variance is not finite.

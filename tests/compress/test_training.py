@@ -209,3 +209,41 @@ def test_sam_retraining_keeps_sparsity_exact_and_learns():
 def test_bad_sam_radius_is_rejected(bad):
     with pytest.raises(InvalidSpec, match="sam"):
         TrainConfig(epochs=1, sam=bad)
+
+
+def test_adaptive_sam_scales_the_perturbation_by_each_weights_size():
+    # ASAM: e = rho T^2 g / |T g|, T = |w| + eta, pruned weights still unmoved; checked by hand
+    # as the SAM step above.
+    from farm.compress.training import ASAM_ETA, StepHooks, _Step
+
+    rho, lr = 0.5, 0.1
+    model, ref = _tiny(), _tiny()
+    with torch.no_grad():
+        for m in (model, ref):
+            m.conv2.weight[:, :4] = 0
+    cfg = TrainConfig(epochs=1, lr=lr, momentum=0.0, weight_decay=0.0, label_smoothing=0.0, sam=rho,
+                      sam_adaptive=True)
+    x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
+    step = _Step(model, cfg, StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
+    step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(lr)
+    step(0)
+
+    params = list(ref.parameters())
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
+    masked = [g * ((p != 0) if p.ndim > 1 else 1) for p, g in zip(params, grads)]
+    t = [p.detach().abs() + ASAM_ETA for p in params]
+    norm = torch.sqrt(sum((ti * g).square().sum() for ti, g in zip(t, masked)))
+    e = [rho * ti * ti * g / norm for ti, g in zip(t, masked)]
+    assert float(torch.sqrt(sum((ei / ti).square().sum() for ei, ti in zip(e, t)))) == pytest.approx(rho, rel=1e-5)
+    with torch.no_grad():
+        for p, ep in zip(params, e):
+            p.add_(ep)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.0
+    grads2 = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
+    with torch.no_grad():
+        for p, ep, g in zip(params, e, grads2):
+            p.sub_(ep).sub_(lr * g)
+    for p, q in zip(model.parameters(), params):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)

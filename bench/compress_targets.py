@@ -227,7 +227,8 @@ def main() -> None:
     parser.add_argument("--sam", type=float, default=0.0,
                         help="rho of sharpness-aware minimization in the pruning retraining (0: off; each step "
                              "then costs two passes)")
-    parser.add_argument("--asam", action="store_true", help="with --sam: adaptive SAM (the radius scaled by |w|)")
+    parser.add_argument("--asam", action="store_true",
+                        help="with --sam: adaptive SAM, each weight's radius scaled by |w| (then rho ~0.5, not 0.05)")
     parser.add_argument("--sam-levels", type=_levels, default=[0.9, 0.95, 0.98],
                         help="the sparsity levels whose retraining uses --sam (default all: 0.9,0.95,0.98)")
     parser.add_argument("--scope", default="global", choices=("global", "layer", "lamp"),
@@ -240,6 +241,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a CPU check: 500 images, 1 epoch a stage")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = parser.parse_args()
+    if args.asam and not args.sam:
+        parser.error("--asam needs --sam RHO (ASAM's radius, e.g. 0.5)")
     if args.quick:
         args.subset, args.epoch_scale, args.dense_epochs = args.subset or 500, 0.01, args.dense_epochs or 1
     if args.seeds:

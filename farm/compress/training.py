@@ -285,6 +285,7 @@ class _Step:
         self.model, self.config, self.hooks, self.device = model, config, hooks, device
         self.teacher = teacher if config.distill > 0 else None
         self.opt = SGD(model, config, device)
+        self.biases = {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
         self.x = _layout(torch.zeros((batch, *x_shape), device=device), device)
         self.y = torch.zeros(batch, dtype=y_dtype, device=device)
         self.graphed = config.cuda_graph and device.type == "cuda" and hooks.graph_safe
@@ -338,7 +339,8 @@ class _Step:
 
     @torch.no_grad()
     def _sharpness_aware(self, soft: Tensor | None) -> None:
-        """SAM: replace the gradient by the one at w + rho * g / |g|, the worst nearby point.
+        """SAM: replace the gradient by the one at w + rho * g / |g|, the worst nearby point
+        (ASAM, with config.sam_adaptive: at w + rho * T^2 g / |T g|, T = |w| + eta).
         Pruned weights (exactly zero) are not moved, and their gradients are left out of |g|:
         at 98% sparsity they hold most of its size, and would shrink the step that the weights
         left take to a seventh of rho. BatchNorm statistics are not updated by the second pass."""
@@ -346,8 +348,9 @@ class _Step:
         e = [p.grad * (p != 0) if p.ndim > 1 else p.grad.clone() for p in params]
         if self.config.sam_adaptive:
             # ASAM: e = rho T^2 g / |T g| with T = |w| + eta, so the step is the same in every
-            # layer whatever its scale (behind BatchNorm a layer's scale is arbitrary).
-            scale = [p.abs() + ASAM_ETA for p in params]
+            # layer whatever its scale (behind BatchNorm a layer's scale is arbitrary). Biases
+            # keep T = 1, as in the authors' code (SamsungLabs/ASAM).
+            scale = [torch.ones_like(p) if id(p) in self.biases else p.abs() + ASAM_ETA for p in params]
             torch._foreach_mul_(e, scale)
             norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(e)))
             torch._foreach_mul_(e, scale)

@@ -228,10 +228,11 @@ def test_adaptive_sam_scales_the_perturbation_by_each_weights_size():
     step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(lr)
     step(0)
 
-    params = list(ref.parameters())
+    names, params = zip(*ref.named_parameters())
     grads = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
     masked = [g * ((p != 0) if p.ndim > 1 else 1) for p, g in zip(params, grads)]
-    t = [p.detach().abs() + ASAM_ETA for p in params]
+    # biases (BatchNorm's and the classifier's) keep T = 1, as in the authors' code
+    t = [torch.ones_like(p) if n.endswith("bias") else p.detach().abs() + ASAM_ETA for n, p in zip(names, params)]
     norm = torch.sqrt(sum((ti * g).square().sum() for ti, g in zip(t, masked)))
     e = [rho * ti * ti * g / norm for ti, g in zip(t, masked)]
     assert float(torch.sqrt(sum((ei / ti).square().sum() for ei, ti in zip(e, t)))) == pytest.approx(rho, rel=1e-5)

@@ -18,6 +18,9 @@ whether the cold code can be brought in ahead of the call (BENCHMARKS "Next step
              every group's code once; then the call. The mini-launch is timed too (prefetch_ms):
              in a model it would run on a side stream under the layer before, so the gain is
              cold_code_ms - prefetched_ms if it hides there, less prefetch_ms if it does not.
+             An upper bound: here nothing runs between the two, so the SMs' instruction
+             caches are still warm and no other traffic has pushed the code out of L2
+             (bench/prefetch_model.py tries it in the model).
 
     python bench/code_warmth.py --out $OUT/warmth.json [--layers r50.l3.3x3,...] [--batch 32]
 """
@@ -75,16 +78,17 @@ def _timed(fn, stream) -> float:
     return a.elapsed_time(b)
 
 
-def gen_prefetch(plan, layer, x, y):
+def gen_prefetch(plan, layer, x, y, stream=None):
     """csrgen's kernel over one block of pixels per channel group, on scratch tensors: every
-    group's code runs once (and so passes through L2), and nothing the model reads is written."""
+    group's code runs once (and so passes through L2), and nothing the model reads is written.
+    `stream`: a PyCUDA stream (default: the one our kernels use)."""
     from farm.kernels import runtime
 
     xs, ys = torch.zeros_like(x), torch.empty_like(y)
     grid = (1, plan.grid[1], 1)
 
     def launch():
-        plan.fn.prepared_async_call(grid, plan.block, runtime.pycuda_stream(), xs.data_ptr(), ys.data_ptr(), 0,
+        plan.fn.prepared_async_call(grid, plan.block, stream or runtime.pycuda_stream(), xs.data_ptr(), ys.data_ptr(), 0,
                                     layer.bias.data_ptr(), plan.zero.data_ptr(), plan.npix, 0,
                                     shared_size=plan.config.shared_bytes)
     return launch

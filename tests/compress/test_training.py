@@ -126,21 +126,45 @@ def test_empty_training_set_is_a_clear_error():
         train(_tiny(), empty, TrainConfig(epochs=1))
 
 
+def _pruned_tiny():
+    model = _tiny()
+    with torch.no_grad():
+        model.conv2.weight[:, :4] = 0  # "pruned" weights
+    return model
+
+
+def _one_step(model, cfg, x, y, lr):
+    """One training step of farm's _Step on (x, y) at learning rate lr."""
+    from farm.compress.training import StepHooks, _Step
+
+    step = _Step(model, cfg, StepHooks(), torch.device("cpu"), len(x), tuple(x.shape[1:]), y.dtype)
+    step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(lr)
+    step(0)
+
+
+def _perturbed_step_by_hand(ref, params, e, x, y, lr):
+    """The rest of a SAM step done by hand: g' at w + e with BatchNorm statistics left alone,
+    then w <- w - lr g'."""
+    with torch.no_grad():
+        for p, ep in zip(params, e):
+            p.add_(ep)
+    for m in ref.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 0.0
+    grads = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
+    with torch.no_grad():
+        for p, ep, g in zip(params, e, grads):
+            p.sub_(ep).sub_(lr * g)
+
+
 def test_sam_step_takes_the_gradient_at_the_perturbed_point():
     # One SAM step, against the arithmetic done by hand: g at w, e = rho g / |g| (zero where w is
     # pruned), g' at w + e with BatchNorm statistics left alone, w <- w - lr g'.
-    from farm.compress.training import StepHooks, _Step
-
     rho, lr = 0.05, 0.1
-    model, ref = _tiny(), _tiny()
-    with torch.no_grad():
-        for m in (model, ref):
-            m.conv2.weight[:, :4] = 0  # "pruned" weights
+    model, ref = _pruned_tiny(), _pruned_tiny()
     cfg = TrainConfig(epochs=1, lr=lr, momentum=0.0, weight_decay=0.0, label_smoothing=0.0, sam=rho)
     x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
-    step = _Step(model, cfg, StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
-    step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(lr)
-    step(0)
+    _one_step(model, cfg, x, y, lr)
 
     params = list(ref.parameters())
     grads = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
@@ -148,16 +172,7 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_point():
     masked = [g * ((p != 0) if p.ndim > 1 else 1) for p, g in zip(params, grads)]
     norm = torch.sqrt(sum(g.square().sum() for g in masked))  # of the weights that are left
     e = [rho * g / norm for g in masked]
-    with torch.no_grad():
-        for p, ep in zip(params, e):
-            p.add_(ep)
-    bns = [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for m in bns:
-        m.momentum = 0.0
-    grads2 = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
-    with torch.no_grad():
-        for p, ep, g in zip(params, e, grads2):
-            p.sub_(ep).sub_(lr * g)
+    _perturbed_step_by_hand(ref, params, e, x, y, lr)
     for p, q in zip(model.parameters(), params):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
     for k, v in stats.items():  # the statistics moved once, by the first pass only
@@ -166,28 +181,20 @@ def test_sam_step_takes_the_gradient_at_the_perturbed_point():
     # the weights left moved by rho exactly in the perturbation: |e| over unpruned weights
     assert float(torch.sqrt(sum(x.square().sum() for x in e))) == pytest.approx(rho, rel=1e-5)
     # and it is not the plain step
-    plain = _tiny()
-    with torch.no_grad():
-        plain.conv2.weight[:, :4] = 0
-    s = _Step(plain, TrainConfig(**{**cfg.to_dict(), "sam": 0.0}), StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
-    s.x.copy_(x), s.y.copy_(y), s.opt.lr.fill_(lr)
-    s(0)
+    plain = _pruned_tiny()
+    _one_step(plain, TrainConfig(**{**cfg.to_dict(), "sam": 0.0}), x, y, lr)
     assert not torch.allclose(plain.conv3.weight, model.conv3.weight)
 
 
 def test_sam_leaves_batchnorm_statistics_to_the_first_pass():
     # Also for a cumulative average (momentum=None) and the batch counter: a SAM step and a plain
     # step from the same weights on the same batch leave the same statistics.
-    from farm.compress.training import StepHooks, _Step
-
     x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
     buffers = []
     for sam in (0.0, 0.05):
         model = _tiny()
         model.bn1.momentum = None
-        step = _Step(model, TrainConfig(epochs=1, sam=sam), StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
-        step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(0.1)
-        step(0)
+        _one_step(model, TrainConfig(epochs=1, sam=sam), x, y, 0.1)
         buffers.append(dict(model.named_buffers()))
     for name, b in buffers[0].items():
         torch.testing.assert_close(buffers[1][name], b, msg=name)
@@ -214,19 +221,14 @@ def test_bad_sam_radius_is_rejected(bad):
 def test_adaptive_sam_scales_the_perturbation_by_each_weights_size():
     # ASAM: e = rho T^2 g / |T g|, T = |w| + eta, pruned weights still unmoved; checked by hand
     # as the SAM step above.
-    from farm.compress.training import ASAM_ETA, StepHooks, _Step
+    from farm.compress.training import ASAM_ETA
 
     rho, lr = 0.5, 0.1
-    model, ref = _tiny(), _tiny()
-    with torch.no_grad():
-        for m in (model, ref):
-            m.conv2.weight[:, :4] = 0
+    model, ref = _pruned_tiny(), _pruned_tiny()
     cfg = TrainConfig(epochs=1, lr=lr, momentum=0.0, weight_decay=0.0, label_smoothing=0.0, sam=rho,
                       sam_adaptive=True)
     x, y = torch.randn(16, 3, 16, 16), torch.randint(0, 10, (16,))
-    step = _Step(model, cfg, StepHooks(), torch.device("cpu"), 16, (3, 16, 16), y.dtype)
-    step.x.copy_(x), step.y.copy_(y), step.opt.lr.fill_(lr)
-    step(0)
+    _one_step(model, cfg, x, y, lr)
 
     names, params = zip(*ref.named_parameters())
     grads = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
@@ -236,15 +238,6 @@ def test_adaptive_sam_scales_the_perturbation_by_each_weights_size():
     norm = torch.sqrt(sum((ti * g).square().sum() for ti, g in zip(t, masked)))
     e = [rho * ti * ti * g / norm for ti, g in zip(t, masked)]
     assert float(torch.sqrt(sum((ei / ti).square().sum() for ei, ti in zip(e, t)))) == pytest.approx(rho, rel=1e-5)
-    with torch.no_grad():
-        for p, ep in zip(params, e):
-            p.add_(ep)
-    for m in ref.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = 0.0
-    grads2 = torch.autograd.grad(torch.nn.functional.cross_entropy(ref(x), y), params)
-    with torch.no_grad():
-        for p, ep, g in zip(params, e, grads2):
-            p.sub_(ep).sub_(lr * g)
+    _perturbed_step_by_hand(ref, params, e, x, y, lr)
     for p, q in zip(model.parameters(), params):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)

@@ -10,13 +10,17 @@ than alone. This times one call of each candidate three ways, CUDA events around
              where the previous layer has just written it)
   all cold   after the flush alone
 
-and cuDNN TF32 (channels_last) the same ways, for scale. For csrgen configs a fourth way asks
-whether the cold code can be brought in ahead of the call (BENCHMARKS "Next steps" item 5):
+and cuDNN TF32 (channels_last) the same ways, for scale. Before each cold way's events the GPU
+idles a moment (farm.kernels.timing.GAP_CYCLES, as time_cold does) so that the host has queued
+the launches by then: no host launch latency falls inside the events. For csrgen configs a
+fourth way asks whether the cold code can be brought in ahead of the call (BENCHMARKS "Next
+steps" item 5):
 
   prefetched after the flush and the input read, the same kernel launched over one block of
              pixels per channel group (grid (1, groups); scratch input and output), which runs
-             every group's code once; then the call. The mini-launch is timed too (prefetch_ms):
-             in a model it would run on a side stream under the layer before, so the gain is
+             every group's code once; then the call, with no host sync between the two. The
+             mini-launch is timed too (prefetch_ms): in a model it would run on a side stream
+             under the layer before, so the gain is
              cold_code_ms - prefetched_ms if it hides there, less prefetch_ms if it does not.
              An upper bound: here nothing runs between the two, so the SMs' instruction
              caches are still warm and no other traffic has pushed the code out of L2
@@ -48,6 +52,8 @@ RUNS = 30
 def three_ways(call, x, flush, stream, prefetch=None) -> dict:
     """Median ms of one call of `call` when warm, with cold code, and all cold; with `prefetch`
     also after it (and its own time)."""
+    from farm.kernels.timing import GAP_CYCLES
+
     out, pre = {}, []
     stream.wait_stream(torch.cuda.current_stream())  # x was made on the default stream
     for way in ("warm", "cold_code", "all_cold") + (("prefetched",) if prefetch else ()):
@@ -56,26 +62,36 @@ def three_ways(call, x, flush, stream, prefetch=None) -> dict:
             for _ in range(RUNS):
                 if way == "warm":
                     call()
+                    times += _timed([call], stream)
+                    continue
+                flush.add_(1.0)
+                if way != "all_cold":
+                    x.sum()
+                # the GPU idles here while the host enqueues the events and the launches, as in
+                # farm.kernels.timing.time_cold: no host launch latency falls inside the events
+                torch.cuda._sleep(GAP_CYCLES)
+                if way == "prefetched":  # back to back, no host sync between the two
+                    p, c = _timed([prefetch, call], stream)
+                    pre.append(p)
+                    times.append(c)
                 else:
-                    flush.add_(1.0)
-                    if way != "all_cold":
-                        x.sum()
-                    if way == "prefetched":
-                        pre.append(_timed(prefetch, stream))
-                times.append(_timed(call, stream))
+                    times += _timed([call], stream)
         out[way + "_ms"] = statistics.median(times)
     if pre:
         out["prefetch_ms"] = statistics.median(pre)
     return out
 
 
-def _timed(fn, stream) -> float:
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record(stream)
-    fn()
-    b.record(stream)
-    b.synchronize()
-    return a.elapsed_time(b)
+def _timed(fns, stream) -> list[float]:
+    """Ms of each of `fns`, called in turn on `stream` between events, one host sync at the end
+    (a sync between them would leave the GPU idle while the host launches the next)."""
+    events = [torch.cuda.Event(enable_timing=True) for _ in range(len(fns) + 1)]
+    events[0].record(stream)
+    for fn, e in zip(fns, events[1:]):
+        fn()
+        e.record(stream)
+    events[-1].synchronize()
+    return [a.elapsed_time(b) for a, b in zip(events, events[1:])]
 
 
 def gen_prefetch(plan, layer, x, y, stream=None):

@@ -12,16 +12,20 @@ graph. Outputs must equal those without prefetch (the same kernels on the same i
 
     python bench/prefetch_model.py --batch 32 --out $OUT/prefetch.json
 
-Times are CUDA-graph replays (farm.kernels.timing.time_graph, one pass a replay): off, on with
-each csrgen layer waiting for its own prefetch, on with one wait at the end of the pass, off
-again; with the layers kept dense in fp32 and then in TF32. The output is checked through a
-captured graph before each "on" is timed.
+Each way is captured once as a CUDA graph of one pass: off, on_layer (each csrgen layer waits
+for its own prefetch), on_end (one wait at the end of the pass); each graph's output is checked
+against off's. The graphs are then timed in alternation, ROUNDS rounds of off, on_layer, on_end
+(each the median of RUNS replays between events, as farm.kernels.timing.time_graph times), so
+that drift in the card's clocks falls on all three alike; the row gives each way's median over
+the rounds and every round's figure. With the layers kept dense in fp32 and then in TF32. The
+JSON is written after every round, so a run cut short keeps what it measured.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,9 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from code_warmth import gen_prefetch  # noqa: E402
-from whole_model import pruned_resnet50  # noqa: E402
+from whole_model import pruned_resnet50, sources  # noqa: E402
 
 RUNS = 50
+ROUNDS = 3
+WAYS = ("off", "on_layer", "on_end")
 
 
 class CodePrefetch:
@@ -50,9 +56,12 @@ class CodePrefetch:
         from farm.kernels.csrgen.family import GenPlan
 
         order = list(shapes)  # layer_inputs gives them in the order they run
+        names = {m: n for n, m in model.named_modules()}
         self.pstream = runtime._init()["cuda"].Stream()  # PyCUDA launches need its own handle
         self.side = torch.cuda.ExternalStream(self.pstream.handle, device=device)
         self.hooks, self.events = [], []
+        self.launches = []  # (and their scratch tensors): a captured graph replays them after remove()
+        self.layers = []  # what is prefetched, for the JSON
         for before, layer in zip(order, order[1:]):
             if not isinstance(layer, SparseConv2d):
                 continue
@@ -66,6 +75,9 @@ class CodePrefetch:
             x = torch.empty((images, *shape[1:]), device=device, dtype=dtype)
             y = torch.empty((images, plan.shape.k, oh, ow), device=device, dtype=dtype)
             launch = gen_prefetch(plan, layer, x, y, self.pstream)
+            self.launches.append(launch)
+            self.layers.append({"layer": names.get(layer), "under": names.get(before),
+                                "config": plan.config.name, "shape": list(shape), "scratch_images": images})
             done = torch.cuda.Event()
             self.events.append(done)
             self.hooks.append(before.register_forward_pre_hook(self._fork(launch, done)))
@@ -94,8 +106,9 @@ class CodePrefetch:
             h.remove()
 
 
-def replayed(model, x, stream) -> torch.Tensor:
-    """model(x) captured in a CUDA graph (after two eager calls) and replayed once."""
+def captured(model, x, stream):
+    """model(x) captured in a CUDA graph (after two eager calls) and replayed once: the graph and
+    a copy of that replay's output."""
     stream.wait_stream(torch.cuda.current_stream())
     with torch.no_grad(), torch.cuda.stream(stream):
         for _ in range(2):
@@ -106,7 +119,40 @@ def replayed(model, x, stream) -> torch.Tensor:
         out = model(x)
     g.replay()
     torch.cuda.synchronize()
-    return out.clone()
+    return g, out.clone()
+
+
+def capture_ways(sm, x, shapes, stream, device) -> tuple[dict, dict, list]:
+    """The graph of each way (None where its output differs from off's: nothing to time), each
+    way's output check, and the CodePrefetch objects (kept: the graphs replay their launches)."""
+    graphs, checks, kept = {}, {}, []
+    graphs["off"], ref = captured(sm, x, stream)
+    for way in WAYS[1:]:
+        pf = CodePrefetch(sm, shapes, torch.float32, device, join=way.split("_")[1])
+        g, out = captured(sm, x, stream)
+        pf.remove()  # the hooks only: the graph holds the launches
+        kept.append(pf)
+        checks[f"output_equal_{way}"] = same = bool(torch.equal(out, ref))
+        graphs[way] = g if same else None  # no time for a changed output
+    return graphs, checks, kept
+
+
+def time_rounds(graphs: dict, stream, row: dict, save) -> None:
+    """ROUNDS rounds of the ways in turn into row["rounds"]; each way's median over the rounds
+    into row[way + "_ms"]. save() after each round."""
+    from farm.kernels.timing import _time_replays
+
+    row["rounds"] = []
+    for _ in range(ROUNDS):
+        row["rounds"].append({f"{way}_ms": _time_replays(g.replay, RUNS, 1, stream) if g else None
+                              for way, g in graphs.items()})
+        for way in graphs:
+            ms = [r[f"{way}_ms"] for r in row["rounds"] if r[f"{way}_ms"] is not None]
+            row[f"{way}_ms"] = statistics.median(ms) if ms else None
+        for way in WAYS[1:]:
+            if row[f"{way}_ms"] and row["off_ms"]:
+                row[f"{way}_over_off"] = row[f"{way}_ms"] / row["off_ms"]
+        save()
 
 
 def main() -> int:
@@ -115,40 +161,55 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     from farm.kernels import runtime, sparsify
+    from farm.kernels.compile import precompile
     from farm.kernels.env import environment
     from farm.kernels.sparsify import layer_inputs
-    from farm.kernels.timing import time_graph
 
+    try:  # without a GPU or PyCUDA sparsify would run (and this time) the CPU reference path
+        runtime.require_gpu()
+    except runtime.GPUUnavailable as exc:
+        print(f"prefetch_model: {exc}", file=sys.stderr)
+        return 2
     device, t0 = torch.device("cuda"), time.time()
     shape = (args.batch, 3, 224, 224)
-    torch.backends.cudnn.allow_tf32 = False
+    # every candidate's code compiled in parallel first, as whole_model.py does: compiled layer
+    # by layer while tuning, csrgen's per-layer PTX alone takes past a 10-minute run
+    errors = precompile(sources([args.batch]), runtime.arch())
+    print(f"precompiled in {time.time() - t0:.0f} s, {len(errors)} errors {errors[:2]}", flush=True)
+    torch.backends.cudnn.benchmark = True  # as benchmark_model, so figures compare with whole_model's
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     sm = sparsify(pruned_resnet50().to(device), input_shape=shape,
                   progress=lambda ev: ev["done"] % 10 == 0 and print(f"  {ev['done']}/{ev['of']} layers decided "
                                                                        f"at {time.time() - t0:.0f} s", flush=True))
     x = torch.randn(shape, device=device)
     stream = runtime.stream()
-    stream.wait_stream(torch.cuda.current_stream())
-
-    result = {"env": environment(), "command": " ".join(sys.argv), "batch": args.batch, "rows": []}
     shapes = layer_inputs(sm, shape, torch.float32, device)
+
+    result = {"env": environment(), "command": " ".join(sys.argv), "batch": args.batch,
+              "precompile_errors": len(errors), "rows": []}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        args.out.write_text(json.dumps(result, indent=1))
+
+    pf = CodePrefetch(sm, shapes, torch.float32, device)  # only to list what the hooks prefetch
+    pf.remove()
+    result["prefetched"], result["prefetched_layers"] = pf.layers, len(pf.layers)
+    if not pf.layers:  # then "on" is "off": no csrgen layer was kept, nothing measures the idea
+        result["warning"] = "prefetched_layers == 0: no csrgen layer in the sparsified model"
+        print("WARNING:", result["warning"], flush=True)
+    print(f"{len(pf.layers)} layers prefetched: {[p['layer'] for p in pf.layers]}", flush=True)
+    save()
     for tf32 in (False, True):
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
-        ref = replayed(sm, x, stream)  # without prefetch, the same way as with it
-        timed = lambda: time_graph(lambda: sm(x), runs=RUNS, inner=1, stream=stream)  # noqa: E731
-        row = {"rest_tf32": tf32}
-        with torch.no_grad():
-            row["off_ms"] = timed()
-            for join in ("layer", "end"):
-                pf = CodePrefetch(sm, shapes, torch.float32, device, join)
-                same = bool(torch.equal(replayed(sm, x, stream), ref))  # through a captured graph
-                row[f"on_{join}_join_ms"] = timed() if same else None  # no time for a changed output
-                row[f"output_equal_{join}_join"], row["prefetched_layers"] = same, len(pf.events)
-                pf.remove()
-            row["off_again_ms"] = timed()
+        row = {"rest_tf32": tf32, "prefetched_layers": len(pf.layers)}
         result["rows"].append(row)
-        print(row, flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1))
+        graphs, checks, kept = capture_ways(sm, x, shapes, stream, device)
+        row.update(checks)
+        time_rounds(graphs, stream, row, save)
+        print({k: v for k, v in row.items() if k != "rounds"}, flush=True)
+        del graphs, kept
+        torch.cuda.synchronize()
     return 0
 
 

@@ -114,10 +114,11 @@ def session(url: str | None = None) -> Iterator[Session]:
         yield s
 
 
-def dispose_all() -> None:
-    """Drop pooled connections: needed after fork (Celery prefork children) and in tests."""
+def dispose_all(*, close: bool = True) -> None:
+    """Drop pooled connections: needed after fork (Celery prefork children; close=False there, so
+    the parent's connections on the inherited sockets stay open) and in tests."""
     for engine in _engines.values():
-        engine.dispose()
+        engine.dispose(close=close)
     _engines.clear()
     _makers.clear()
 

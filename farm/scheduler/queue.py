@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +36,9 @@ def check_broker(broker_url: str) -> None:
 
 
 def task_id(job_id: int) -> str:
-    return f"farm-job-{job_id}-{uuid.uuid4().hex[:8]}"
+    from farm.worker.celery_app import task_id as new_id
+
+    return new_id(job_id)
 
 
 def enqueue(broker_url: str, deliveries: Iterable[Delivery], *, eta: datetime | None = None) -> dict[int, str]:

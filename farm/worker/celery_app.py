@@ -6,15 +6,21 @@ The broker comes from settings (FARM_BROKER_URL); limits from the FARM_* variabl
 
 from __future__ import annotations
 
+import uuid
 from functools import cache
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from farm import settings
 
 TASK_RUN_JOB = "farm.run_job"
 QUEUES = ("gpu", "cpu")  # a job goes to the queue named by its spec's device
+
+
+def task_id(job_id: int) -> str:
+    """A new message's id: the job's, and a suffix, since a job may be sent more than once."""
+    return f"farm-job-{job_id}-{uuid.uuid4().hex[:8]}"
 
 
 # Hard limit on one job; a job running past it is killed and marked failed (soft limit first).
@@ -84,10 +90,28 @@ def app_for(broker_url: str) -> Celery:
 
 @worker_process_init.connect
 def _after_fork(**_):
-    # Pooled database connections must not cross the fork into pool children.
+    # Pooled database connections must not cross the fork into pool children. Forgotten, not
+    # closed: closing would end the parent's own sessions on the shared sockets (the orphan watch).
     from farm.db.session import dispose_all
 
-    dispose_all()
+    dispose_all(close=False)
+
+
+_watch = []
+
+
+@worker_ready.connect
+def _watch_orphans(sender=None, **_):
+    # Jobs of workers that died whole are sent again now and every minute (farm.worker.orphans).
+    from farm.worker.orphans import Watch
+
+    _watch.append(Watch(sender.app).start())
+
+
+@worker_shutdown.connect
+def _stop_watch(**_):
+    for w in _watch:
+        w.stop()
 
 
 app = make_app()

@@ -247,3 +247,20 @@ def test_sweep_cancel_resume_and_scheduled_start(farm_cluster, tmp_path, redis_u
                 for m in client.lrange(k, 0, -1)]
     assert sum(1 for m in messages if m["headers"].get("eta")) == 12
     assert client.llen("cpu:2") == 12  # farm priority 7 is Redis priority 2 (lower runs first)
+
+
+def test_whole_worker_killed_its_job_is_sent_again_by_the_next_worker(workers, farm_cluster):
+    # The default visibility timeout (hours) holds the old message back: the new worker finds the
+    # job running under a dead process when it starts, and queues it again.
+    [first] = workers.start(1)
+    job_id = _submit(farm_cluster, *SLOW, "--seed", "13")
+    job = wait_for(lambda: _running_in_train(job_id), timeout=60, what="the job to be training")
+    workers.kill(first)
+    workers.start(1, wait=False)
+    done = wait_for(lambda: _job(job_id).status.is_finished and _job(job_id), timeout=150, every=1,
+                    what="the job to finish on the second worker")
+    assert done.status == JobStatus.SUCCEEDED, done.message
+    assert done.attempts == 2 and done.worker != job.worker
+    assert _count(Metrics, job_id=job_id) == 1
+    assert _count(Stage, job_id=job_id) == 4
+    assert "sent again" in workers.logs()

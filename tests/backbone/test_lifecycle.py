@@ -95,3 +95,30 @@ def test_resubmitting_a_running_job_never_resets_it(farm_home):
     assert [(x.job_id, x.requeued) for x in subs] == [(alive, False), (dead, True)]
     assert _get(alive).status == _get(dead).status == JobStatus.RUNNING  # the claim takes over
     assert run_job(dead) == JobStatus.SUCCEEDED and _get(dead).attempts == 2
+
+
+def test_orphans_are_running_jobs_whose_process_is_gone_and_one_scanner_requeues_each(farm_home):
+    from datetime import timedelta
+
+    from farm.db.models import utcnow
+    from farm.worker import orphans
+
+    host = socket.gethostname()
+    dead = _job(20, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1)
+    silent = _job(21, status=JobStatus.RUNNING, worker="elsewhere:7", attempts=1,
+                  heartbeat_at=utcnow() - timedelta(seconds=owners.STALE_AFTER_S + 1))
+    _job(22, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)  # alive
+    _job(23, status=JobStatus.RUNNING, worker=owners.owner_id(), attempts=1)  # this very process
+    _job(24, status=JobStatus.QUEUED)
+    found = {job_id: owner for job_id, owner, _, _ in orphans.orphans()}
+    assert set(found) == {dead, silent}
+
+    # two workers scanning at once: the conditional update lets one of them send the message
+    assert orphans.requeue(dead, found[dead], "farm-job-a")
+    assert not orphans.requeue(dead, found[dead], "farm-job-b")
+    job = _get(dead)
+    assert (job.status, job.task_id, job.stage) == (JobStatus.QUEUED, "farm-job-a", None)
+    assert "was gone" in job.message
+    # the next delivery claims it as a new attempt, bounded by max_attempts as any redelivery
+    assert run_job(dead) == JobStatus.SUCCEEDED
+    assert _get(dead).attempts == 2

@@ -48,7 +48,8 @@ def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file")],
     else:
         result = sweep.submit(plan, at=at, priority=priority, device=device)
     when = f", starting {result.start_at:%Y-%m-%d %H:%M} UTC" if result.start_at else ""
-    err.print(f"sweep {result.sweep_id} ({plan.name}): {result.jobs} jobs, {result.new} new, "
+    again = " (submitted before: the same sweep)" if result.reused else ""
+    err.print(f"sweep {result.sweep_id} ({plan.name}){again}: {result.jobs} jobs, {result.new} new, "
               f"{result.sent} sent{when}")
     render.rows([{"sweep_id": result.sweep_id, "jobs": result.jobs, "new": result.new,
                   "sent": result.sent, "start_at": result.start_at}], fmt)

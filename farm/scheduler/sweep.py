@@ -11,8 +11,9 @@
       batches: [1, 32, 128]        # a list of ints is one value; a list of lists is an axis
       stages: [train, prune]       # likewise: a list of names is one value
 
-Without a broker, jobs run in this process; unless the file or --device names device or recipe,
-they get the device here and the recipe that fits it (on a CPU: the quick one), as `farm submit`.
+Without a broker, jobs run in this process, on this machine's device unless the file or --device
+names one; unless the file names a recipe, jobs for the CPU get the quick one, as in `farm
+submit`. The same file submitted twice is one sweep.
 
 Any JobSpec field may appear in `grid` or `fixed`. The whole file is validated before anything is
 written: one bad combination rejects the sweep with a line that names it.
@@ -63,6 +64,7 @@ class SweepSubmitted:
     start_at: datetime | None
     job_ids: list[int]
     note: str | None = None  # said once before the jobs run, e.g. why the quick recipe was chosen
+    reused: bool = False  # the same name and grid had been submitted before: that sweep, not a new one
 
 
 def load(path: str | Path) -> SweepPlan:
@@ -93,8 +95,13 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
         raise InvalidSpec(f"{where}: `grid` and `fixed` must be mappings of job fields to values")
     if not grid:
         raise InvalidSpec(f"{where}: `grid` is empty; give at least one field, e.g. sparsity: [0.5, 0.9]")
+    if both := sorted(set(grid) & set(fixed)):  # one would silently override the other
+        raise InvalidSpec(f"{where}: {', '.join(both)} in both `grid` and `fixed`; give each field once")
+    title = doc.get("name")
+    if title is not None and not isinstance(title, (str, int, float)):
+        raise InvalidSpec(f"{where}: `name` must be a plain name, not {type(title).__name__} {title!r}")
     specs = expand(grid, fixed, where)
-    return SweepPlan(str(doc.get("name") or name), source, {"grid": grid, "fixed": fixed}, specs)
+    return SweepPlan(str(title or name), source, {"grid": grid, "fixed": fixed}, specs)
 
 
 def _axis(key: str, value: Any, where: str) -> list[Any]:
@@ -163,29 +170,45 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     specs = [replace(s, device=device).resolve() if device else s for s in plan.specs]
     if conf.embedded and (device or "device" in grid["grid"] or "device" in grid["fixed"]):
         _refuse_gpu_without_one(specs)  # named, not the default: that one follows the machine
-    grid, note = _auto_device(grid, device, conf.embedded)
-    if note:
-        specs = expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
-        log.info(note)
-        if on_event:  # the progress observer prints a job event's label as one plain line
-            on_event("job", {"job_id": "", "label": note})
     start_at = next_time(at) if at else None
     if start_at is not None and conf.embedded:
         raise InvalidSpec("--at needs a broker (set FARM_BROKER_URL): without one, jobs run in this "
                           "process now")
+    grid, note = _auto_device(grid, device, conf.embedded)
+    if note:
+        specs = expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
     if not conf.embedded:
         queue.check_broker(conf.broker_url)
     status = (JobStatus.PENDING if conf.embedded else
               JobStatus.SCHEDULED if start_at else JobStatus.QUEUED)
     with db.session() as s:
-        sweep = Sweep(name=plan.name, source=plan.source, grid=grid, priority=priority,
-                      start_at=start_at)
-        s.add(sweep)
-        s.flush()
+        sweep, reused = _same_sweep(s, plan.name, grid), True
+        if sweep is None:
+            sweep, reused = Sweep(name=plan.name, source=plan.source, grid=grid, priority=priority,
+                                  start_at=start_at), False
+            s.add(sweep)
+            s.flush()
+        else:  # submitted again: the user wants it to run, now or at the new time
+            sweep.cancel_requested = False
+            sweep.priority = max(sweep.priority, priority)
+            sweep.start_at = start_at if at else sweep.start_at
         subs = record(s, specs, priority=priority, status=status, sweep_id=sweep.id,
                       embedded=conf.embedded)
         sweep_id = sweep.id
-    return replace(_send(sweep_id, subs, conf, priority, start_at, on_event), note=note)
+    if note and to_send(subs):  # said only where jobs will run
+        log.info(note)
+        if on_event:  # the progress observer prints a job event's label as one plain line
+            on_event("job", {"job_id": "", "label": note})
+    return replace(_send(sweep_id, subs, conf, priority, start_at, on_event), note=note, reused=reused)
+
+
+def _same_sweep(s, name: str, grid: dict[str, Any]) -> Sweep | None:
+    """The newest sweep of this name whose grid (after the device choice) is this one: a file
+    submitted twice is one sweep, as its jobs are one set of jobs."""
+    for sweep in s.scalars(select(Sweep).where(Sweep.name == name).order_by(Sweep.id.desc())):
+        if sweep.grid == grid:
+            return sweep
+    return None
 
 
 def _refuse_gpu_without_one(specs) -> None:
@@ -201,17 +224,20 @@ def _refuse_gpu_without_one(specs) -> None:
 
 
 def _auto_device(grid: dict[str, Any], device: str | None, embedded: bool) -> tuple[dict[str, Any], str | None]:
-    """Jobs run in this process without a broker: like `farm submit`, pick this machine's device
-    and the recipe that fits it, unless the file or --device chose. The choice is kept in the
-    stored grid, so `sweep resume` expands to the same jobs."""
-    named = set(grid["grid"]) | set(grid["fixed"])
-    if device or not embedded or named & {"device", "recipe"}:
+    """Like `farm submit`: the recipe follows the device (the quick one on a CPU) unless the file
+    names a recipe; without a broker the device is this machine's unless the file or --device
+    names one. The choice is kept in the stored grid, so `sweep resume` expands to the same jobs."""
+    if "recipe" in grid["grid"] or "recipe" in grid["fixed"] or "device" in grid["grid"]:
         return grid, None
-    device, recipe = choose_device(embedded=True)
-    if (device, recipe) == ("gpu", "full"):  # the JobSpec defaults: nothing changes
+    chosen = device or grid["fixed"].get("device", "auto")
+    if chosen == "auto" and not embedded:
+        return grid, None  # on a farm: the GPU queue and the full recipe, the JobSpec defaults
+    device, recipe = choose_device(chosen, embedded=embedded)
+    if recipe == "full":  # the JobSpec default: nothing changes
         return grid, None
     quick, full = RECIPES[recipe], RECIPES["full"]
-    note = (f"No GPU here: running the sweep on the {device} with the {recipe} recipe ({quick.subset} "
+    why = "No GPU here" if chosen == "auto" else f"device {device}"
+    note = (f"{why}: running the sweep on the {device} with the {recipe} recipe ({quick.subset} "
             f"examples, {quick.epochs}+{quick.retrain_epochs}+{quick.finetune_epochs} epochs) instead "
             f"of the full one ({full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} epochs, whole "
             f"dataset); put recipe: full in the file's fixed: to force it here.")

@@ -79,13 +79,45 @@ def test_embedded_sweep_with_gpu_keeps_full_recipe(monkeypatch, ran):
 
 @pytest.mark.parametrize("extra, device, expect", [
     ("  recipe: full\n", None, ("gpu", "full")),
-    ("", "cpu", ("cpu", "full")),  # --device names the queue; the recipe stays as written
+    ("  recipe: full\n", "cpu", ("cpu", "full")),  # a recipe the file names is kept
 ])
 def test_embedded_sweep_keeps_what_the_file_or_flag_says(monkeypatch, ran, extra, device, expect):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     result = sweep.submit(sweep.parse(TINY + extra), device=device)
     assert result.note is None
     assert {(s["device"], s["recipe"]) for s in _specs(result.job_ids)} == {expect}
+
+
+@pytest.mark.parametrize("extra, device", [("", "cpu"), ("  device: cpu\n", None)])
+def test_a_sweep_for_the_cpu_gets_the_quick_recipe_as_farm_submit(monkeypatch, ran, extra, device):
+    # not the full one, which would train for hours here (a helper's new-user walkthrough)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    result = sweep.submit(sweep.parse(TINY + extra), device=device)
+    assert {(s["device"], s["recipe"]) for s in _specs(result.job_ids)} == {("cpu", "quick")}
+    assert result.note.startswith("device cpu: ") and "quick recipe" in result.note
+
+
+def test_the_same_sweep_submitted_again_is_one_sweep(monkeypatch, ran):
+    from farm.db.models import Sweep
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    first = sweep.submit(sweep.parse(TINY))
+    again = sweep.submit(sweep.parse(TINY))
+    assert (again.sweep_id, again.reused, first.reused) == (first.sweep_id, True, False)
+    assert sorted(again.job_ids) == sorted(first.job_ids) and again.new == 0
+    other = sweep.submit(sweep.parse(TINY.replace("0.9]", "0.8]")))  # another grid: another sweep
+    assert other.sweep_id != first.sweep_id and not other.reused
+    with db.session() as s:
+        assert s.query(Sweep).count() == 2
+
+
+@pytest.mark.parametrize("text, words", [
+    ("name: [1, 2]\n" + TINY, "`name` must be a plain name"),
+    (TINY + "  sparsity: 0.5\n", "sparsity in both `grid` and `fixed`"),
+])
+def test_ambiguous_sweep_files_are_refused(text, words):
+    with pytest.raises(InvalidSpec, match=words.replace("[", r"\[")):
+        sweep.parse(text)
 
 
 @pytest.mark.parametrize("extra, device", [("  device: gpu\n", None), ("", "gpu")])

@@ -36,7 +36,7 @@ def _quick_note(spec) -> str:
     full = RECIPES["full"]
     return (f"No GPU here: running the quick CPU recipe ({spec.subset} examples, "
             f"{spec.epochs}+{spec.retrain_epochs}+{spec.finetune_epochs} epochs of train+retrain+"
-            f"fine-tune, no kernel benchmark), a few minutes. On a GPU the same command runs the "
+            f"fine-tune, no kernel benchmark), about a minute on two cores. On a GPU the same command runs the "
             f"full recipe (whole dataset, {full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} "
             f"epochs). Use --recipe full to force it here.")
 
@@ -136,10 +136,12 @@ def status(
     """List jobs with their status, stage and progress."""
     from farm import db
 
+    from farm.scheduler.control import with_liveness
+
     status_ = _job_status(state) if state else None
     with db.session() as s:
-        rows = db.queries.jobs(s, job_ids=jobs or None, sweep=sweep, status=status_,
-                               limit=None if jobs else limit)
+        rows = with_liveness(db.queries.jobs(s, job_ids=jobs or None, sweep=sweep, status=status_,
+                                             limit=None if jobs else limit))
     missing = sorted(set(jobs or ()) - {r.job_id for r in rows})
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
@@ -233,7 +235,7 @@ def worker(
     gpu: Annotated[int | None, typer.Option(help="GPU index this worker owns (CUDA_VISIBLE_DEVICES)")] = None,
     queues: Annotated[str | None, typer.Option(help="queues to consume (default: gpu with --gpu, else cpu)")] = None,
     concurrency: Annotated[int, typer.Option(help="jobs at once (1 per GPU)")] = 1,
-    name: Annotated[str | None, typer.Option(help="Celery node name (default: gpuN@host / cpu@host)")] = None,
+    name: Annotated[str | None, typer.Option(help="Celery node name (default: gpuN@host / cpuPID@host)")] = None,
     loglevel: Annotated[str, typer.Option(help="Celery log level")] = "info",
 ):
     """Run a Celery worker: one per GPU, prefork, one job at a time, late acks."""

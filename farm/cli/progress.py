@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -63,10 +65,24 @@ class StageProgress:
 @contextmanager
 def interruptible() -> Iterator[None]:
     """Ctrl-C while jobs run here: one line saying which job was cancelled and how to resume, and
-    exit status 130 (Typer would turn the KeyboardInterrupt into a silent exit)."""
+    exit status 130 (Typer would turn the KeyboardInterrupt into a silent exit). SIGTERM (`kill`,
+    `timeout`, a container stopping) does the same with status 143: by default it would end the
+    process with the job left running under a dead process."""
+    terminated = []
+
+    def on_term(signum, frame):
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()  # only there can one set it
+    previous = signal.signal(signal.SIGTERM, on_term) if main else None
     try:
         yield
     except KeyboardInterrupt as e:
         what = f": {e}" if str(e) else ""
-        err.print(f"farm: interrupted{what}", highlight=False, markup=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+        err.print(f"farm: {'terminated' if terminated else 'interrupted'}{what}", highlight=False,
+                  markup=False, soft_wrap=True)
+        raise typer.Exit(143 if terminated else 130) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

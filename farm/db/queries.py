@@ -118,6 +118,7 @@ class JobRow(_Row):
     finished_at: datetime | None
     heartbeat_at: datetime | None
     spec_hash: str
+    cancel_requested: bool = False
 
     @classmethod
     def of(cls, j: Job) -> JobRow:
@@ -126,7 +127,7 @@ class JobRow(_Row):
                    device=j.device, priority=j.priority, stage=j.stage, progress=j.progress,
                    attempts=j.attempts, worker=j.worker, message=j.message,
                    created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
-                   heartbeat_at=j.heartbeat_at, spec_hash=j.spec_hash)
+                   heartbeat_at=j.heartbeat_at, spec_hash=j.spec_hash, cancel_requested=bool(j.cancel_requested))
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ recorded as running under a process that is gone is cancelled at once too."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from farm import db, settings
 from farm.db.models import Job, utcnow
-from farm.db.queries import get_job
+from farm.db.queries import JobRow, get_job
 from farm.db.status import JobStatus
 from farm.scheduler import queue
 from farm.worker.owners import owner_alive, owner_id
@@ -58,3 +58,21 @@ def cancel_jobs(job_ids: list[int]) -> list[CancelResult]:
 
 def cancel(job_id: int) -> CancelResult:
     return cancel_jobs([job_id])[0]
+
+
+LOST = "lost: its process is gone; submit it again (or `farm sweep resume`) to run it"
+
+
+def with_liveness(rows: list[JobRow]) -> list[JobRow]:
+    """What the database cannot say by itself: a running job whose process is gone (killed with
+    it, or a worker that died whole; a worker that starts sends those again), and a cancel that
+    waits for the job's next epoch or stage."""
+    out = []
+    for row in rows:
+        if row.status == str(JobStatus.RUNNING):
+            if row.worker != owner_id() and not owner_alive(row.worker, row.heartbeat_at):
+                row = replace(row, message=LOST)
+            elif row.cancel_requested and not row.message:
+                row = replace(row, message="cancel requested: stops at its next epoch or stage")
+        out.append(row)
+    return out

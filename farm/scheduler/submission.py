@@ -269,6 +269,11 @@ def job_status(job_id: int) -> JobStatus:
 def choose_device(device: str = "auto", recipe: str = "auto", *, embedded: bool) -> tuple[str, str]:
     """Resolve "auto": in this process, the GPU if there is one; on a farm, the GPU queue. The
     recipe follows the device: the full one on a GPU, the quick one (minutes) on a CPU."""
+    from farm.scheduler.spec import DEVICES, RECIPES
+
+    for name, value, known in (("device", device, DEVICES), ("recipe", recipe, tuple(RECIPES))):
+        if value != "auto" and value not in known:  # said here, where auto is still a choice
+            raise InvalidSpec(f"{name} {value!r} is not one of auto, {', '.join(known)}")
     if device == "auto":
         if embedded:
             import torch

@@ -48,6 +48,8 @@ def claim(job_id: int, owner: str) -> Claim | str:
         if job.attempts >= job.max_attempts:
             _close(job, JobStatus.FAILED, f"gave up after {job.attempts} attempts "
                                           f"(last on {job.worker}, lost: {job.message or 'worker died'})")
+            _close_stages(s, job.id, JobStatus.FAILED, "its worker died")  # else "running" for ever
+            job.stage = None
             return f"job {job_id} ran out of attempts"
         job.attempts += 1
         job.status, job.worker, job.message = JobStatus.RUNNING, owner, None

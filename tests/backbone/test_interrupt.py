@@ -9,6 +9,8 @@ import signal
 import sqlite3
 import subprocess
 
+import pytest
+
 from .conftest import FARM, ROOT, TINY, run_farm, wait_for
 
 # A quantized scheme, so the quantize stage fine-tunes for a few seconds: Ctrl-C lands inside it,
@@ -29,21 +31,23 @@ def _running_stage(home) -> str | None:
     return rows[0][0] if rows else None
 
 
-def test_ctrl_c_cancels_the_job_and_the_same_command_resumes(farm_env, farm_home):
+@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                              (signal.SIGTERM, 143, "terminated")])  # kill, timeout
+def test_ctrl_c_cancels_the_job_and_the_same_command_resumes(farm_env, farm_home, sig, code, word):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")} | farm_env
     proc = subprocess.Popen(FARM + ARGS, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: _running_stage(farm_home) == "quantize", timeout=120, every=0.05,
                  what="the quantize stage running")
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == code, stderr
     assert "Traceback" not in stderr, stderr
-    [line] = [x for x in stderr.splitlines() if "interrupted" in x] or [stderr]
-    assert line.startswith("farm: interrupted: job 1 cancelled during quantize"), line
+    [line] = [x for x in stderr.splitlines() if f"farm: {word}" in x] or [stderr]
+    assert line.startswith(f"farm: {word}: job 1 cancelled during quantize"), line
     assert "run the same command again to resume" in line
     assert _query(farm_home, "select status, message from jobs") == [("cancelled", "interrupted by the user")]
     assert _query(farm_home, "select name, status, message from stages order by id") == [

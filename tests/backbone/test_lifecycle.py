@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from farm import db
-from farm.db.models import Job, Metrics
-from farm.db.status import JobStatus
+from farm.db.models import Job, Metrics, Stage
+from farm.db.status import JobStatus, StageStatus
 from farm.scheduler.spec import JobSpec
 from farm.scheduler.submission import record
 from farm.worker import owners
@@ -62,8 +62,13 @@ def test_running_under_a_dead_process_is_taken_over(farm_home):
 def test_redelivery_is_bounded_by_attempts_in_the_database(farm_home):
     job_id = _job(4, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}",
                   attempts=3, max_attempts=3)
+    with db.session() as s:  # the dead attempt's stage, as it left it
+        s.add(Stage(job_id=job_id, name="train", status=StageStatus.RUNNING))
     assert run_job(job_id) == JobStatus.FAILED
     assert "gave up after 3 attempts" in _get(job_id).message
+    with db.session() as s:
+        [stage] = s.query(Stage).filter_by(job_id=job_id).all()
+        assert (stage.status, stage.message) == (StageStatus.FAILED, "its worker died")
 
 
 def test_other_host_is_judged_by_its_heartbeat(farm_home):
@@ -122,3 +127,19 @@ def test_orphans_are_running_jobs_whose_process_is_gone_and_one_scanner_requeues
     # the next delivery claims it as a new attempt, bounded by max_attempts as any redelivery
     assert run_job(dead) == JobStatus.SUCCEEDED
     assert _get(dead).attempts == 2
+
+
+def test_status_says_a_running_job_is_lost_or_waits_for_its_cancel(farm_home, farm_env, farm_cli):
+    import json
+
+    from farm.scheduler.control import LOST
+
+    host = socket.gethostname()
+    lost = _job(30, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1)
+    stopping = _job(31, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1,
+                    cancel_requested=True)
+    running = _job(32, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)
+    r = farm_cli(["status", str(lost), str(stopping), str(running), "--format", "json"], farm_env)
+    assert r.returncode == 0, r.stderr
+    said = {row["job_id"]: row["message"] for row in json.loads(r.stdout)}
+    assert said == {lost: LOST, stopping: "cancel requested: stops at its next epoch or stage", running: None}

@@ -189,6 +189,8 @@ class Metrics(Base):
     dense_bytes: Mapped[int | None]  # fp32 dense weights
     compressed_bytes: Mapped[int | None]  # the saved compressed file
     compression_ratio: Mapped[float | None]  # dense_bytes / compressed_bytes
+    # the machine that ran the job's last attempt (None in rows written before migration 0002)
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environments.id"))
     created_at: Mapped[created_at]
 
     job: Mapped[Job] = relationship(back_populates="metrics")

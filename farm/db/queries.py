@@ -329,7 +329,7 @@ def _metrics_dict(m: Metrics | None) -> dict[str, Any] | None:
     if m is None:
         return None
     keep = ("accuracy", "dense_accuracy", "pruned_accuracy", "sparsity", "layer_sparsity", "bits",
-            "scheme", "dense_bytes", "compressed_bytes", "compression_ratio")
+            "scheme", "dense_bytes", "compressed_bytes", "compression_ratio", "environment_id")
     return {k: getattr(m, k) for k in keep}
 
 
@@ -337,7 +337,8 @@ def job_detail(session: Session, job_id: int) -> JobDetail:
     job = get_job(session, job_id)
     where = ResultFilter(job_ids=[job_id])
     lt, mt = layer_timings(session, where), model_timings(session, where)
-    env_ids = sorted({r.environment_id for r in [*lt, *mt] if r.environment_id is not None})
+    ids = [r.environment_id for r in [*lt, *mt]] + [job.metrics.environment_id if job.metrics else None]
+    env_ids = sorted({i for i in ids if i is not None})
     envs = session.scalars(select(Environment).where(Environment.id.in_(env_ids))).all()
     stages = [StageRow(name=s.name, status=str(s.status), reused=str(s.status) == "reused",
                        artifact_key=s.artifact.key if s.artifact else None, message=s.message,

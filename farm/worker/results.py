@@ -56,6 +56,14 @@ def environment_id(session: Session, env: dict[str, Any]) -> int:
         return session.scalars(select(Environment.id).where(Environment.fingerprint == fingerprint)).one()
 
 
+def _here() -> dict[str, Any]:
+    """This process's hardware and software, as the kernel benchmark records them: a job
+    without timings (no GPU, or no benchmark stage) still says where it trained."""
+    from farm.kernels.env import environment  # here: importing torch would slow every CLI command
+
+    return environment()
+
+
 def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, dict[str, Any]],
                   timings: dict[str, Any], *, fresh: bool = False) -> None:
     """Replace whatever an earlier attempt left, so each job ends with one set of rows. Rows are
@@ -63,12 +71,12 @@ def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, 
     if not fresh:
         for table in (Metrics, LayerTiming, ModelTiming):
             session.execute(delete(table).where(table.job_id == job.id))
+    env_id = environment_id(session, timings.get("environment") or _here())
     metrics = metrics_row(spec, results)
-    metrics.job_id = job.id
+    metrics.job_id, metrics.environment_id = job.id, env_id
     session.add(metrics)
     if not timings:
         return
-    env_id = environment_id(session, timings.get("environment") or {})
     gpu = timings.get("gpu_index")
     for r in timings.get("layers", []):
         known = {k: r.get(k) for k in LAYER_FIELDS}

@@ -94,6 +94,11 @@ def test_embedded_submit_runs_here_dedupes_and_reuses_the_baseline(farm_env, far
     assert detail["job"]["status"] == "succeeded" and detail["metrics"]["sparsity"] == pytest.approx(0.5, abs=0.05)
     assert [s["status"] for s in detail["stages"]] == ["succeeded", "succeeded", "succeeded", "skipped"]
     assert detail["stages"][3]["message"].startswith("skipped: no GPU")
+    # no timings, and still where it ran: the metrics row names this machine's environment
+    import torch
+
+    [env] = detail["environments"]
+    assert env["environment_id"] == detail["metrics"]["environment_id"] and env["torch"] == torch.__version__
     assert "quick CPU recipe" in first.stderr or "--recipe quick" in " ".join(TINY)
 
     again = farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.5", "--format", "json"], farm_env)

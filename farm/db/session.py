@@ -59,7 +59,7 @@ def _sqlite_pragmas(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, **kw) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as e:
@@ -67,12 +67,12 @@ def _create_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kw)
         _sqlite_pragmas(engine)
         return engine
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
     try:
-        return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+        return create_engine(url, pool_pre_ping=not kw, connect_args=connect_args, **kw)
     except (ImportError, ArgumentError) as e:
         raise FarmError(f"database URL {masked(url)!r} cannot be used: {e}") from None
 
@@ -111,6 +111,23 @@ def sessions(url: str | None = None) -> sessionmaker:
 def session(url: str | None = None) -> Iterator[Session]:
     """A unit of work: commits when the block ends, rolls back on error."""
     with sessions(url).begin() as s:
+        yield s
+
+
+_unpooled: dict[str, sessionmaker] = {}
+
+
+@contextmanager
+def unpooled_session(url: str | None = None) -> Iterator[Session]:
+    """session(), on a connection opened for this unit of work and closed after it: for a thread
+    of a process that forks (the Celery worker's main process), so no pooled connection is ever
+    inherited by a child while this thread is using it."""
+    from sqlalchemy.pool import NullPool
+
+    url = database_url(url)
+    if url not in _unpooled:  # (the caller checked the schema: `farm worker` does before it starts)
+        _unpooled[url] = sessionmaker(_create_engine(url, poolclass=NullPool), expire_on_commit=False)
+    with _unpooled[url].begin() as s:
         yield s
 
 

@@ -98,7 +98,7 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
     if both := sorted(set(grid) & set(fixed)):  # one would silently override the other
         raise InvalidSpec(f"{where}: {', '.join(both)} in both `grid` and `fixed`; give each field once")
     title = doc.get("name")
-    if title is not None and not isinstance(title, (str, int, float)):
+    if title is not None and (isinstance(title, bool) or not isinstance(title, (str, int, float))):
         raise InvalidSpec(f"{where}: `name` must be a plain name, not {type(title).__name__} {title!r}")
     specs = expand(grid, fixed, where)
     return SweepPlan(str(title or name), source, {"grid": grid, "fixed": fixed}, specs)
@@ -131,6 +131,8 @@ def expand(grid: dict[str, Any], fixed: dict[str, Any], where: str = "sweep file
             # fp32/fp16 have one width: bits (an axis, or fixed for the quantized schemes beside
             # them) does not apply to them
             fields.pop("bits", None)
+        if fields.get("device") == "cpu":  # as `farm submit --device cpu`: not hours of the full recipe
+            fields.setdefault("recipe", "quick")
         try:
             spec = JobSpec.from_dict(fields)
         except (InvalidSpec, TypeError) as e:
@@ -167,31 +169,28 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     grid = plan.grid
     if device:  # kept in the stored grid, so `sweep resume` expands to the same jobs
         grid = {**grid, "fixed": {**grid["fixed"], "device": device}}
-    specs = [replace(s, device=device).resolve() if device else s for s in plan.specs]
-    if conf.embedded and (device or "device" in grid["grid"] or "device" in grid["fixed"]):
-        _refuse_gpu_without_one(specs)  # named, not the default: that one follows the machine
+    named = bool(device) or "device" in grid["grid"] or "device" in grid["fixed"]
     start_at = next_time(at) if at else None
     if start_at is not None and conf.embedded:
         raise InvalidSpec("--at needs a broker (set FARM_BROKER_URL): without one, jobs run in this "
                           "process now")
-    grid, note = _auto_device(grid, device, conf.embedded)
-    if note:
-        specs = expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
+    grid, note = _auto_device(grid, named, conf.embedded)
+    specs = plan.specs if grid is plan.grid else expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
+    if conf.embedded and named:
+        _refuse_gpu_without_one(specs)  # named, not the default: that one follows the machine
+    note = note or _quick_note(grid, specs)
     if not conf.embedded:
         queue.check_broker(conf.broker_url)
     status = (JobStatus.PENDING if conf.embedded else
               JobStatus.SCHEDULED if start_at else JobStatus.QUEUED)
     with db.session() as s:
-        sweep, reused = _same_sweep(s, plan.name, grid), True
+        sweep, reused = _same_sweep(s, plan.name, grid, start_at), True
         if sweep is None:
             sweep, reused = Sweep(name=plan.name, source=plan.source, grid=grid, priority=priority,
                                   start_at=start_at), False
             s.add(sweep)
             s.flush()
-        else:  # submitted again: the user wants it to run, now or at the new time
-            sweep.cancel_requested = False
-            sweep.priority = max(sweep.priority, priority)
-            sweep.start_at = start_at if at else sweep.start_at
+        sweep.priority = max(sweep.priority, priority)
         subs = record(s, specs, priority=priority, status=status, sweep_id=sweep.id,
                       embedded=conf.embedded)
         sweep_id = sweep.id
@@ -202,11 +201,12 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     return replace(_send(sweep_id, subs, conf, priority, start_at, on_event), note=note, reused=reused)
 
 
-def _same_sweep(s, name: str, grid: dict[str, Any]) -> Sweep | None:
-    """The newest sweep of this name whose grid (after the device choice) is this one: a file
-    submitted twice is one sweep, as its jobs are one set of jobs."""
+def _same_sweep(s, name: str, grid: dict[str, Any], start_at: datetime | None) -> Sweep | None:
+    """The newest sweep of this name, grid (after the device choice) and start time that is not
+    cancelled: a file submitted twice is one sweep, as its jobs are one set of jobs. Another
+    --at, or a cancelled sweep, makes a new one (its jobs are still shared)."""
     for sweep in s.scalars(select(Sweep).where(Sweep.name == name).order_by(Sweep.id.desc())):
-        if sweep.grid == grid:
+        if sweep.grid == grid and sweep.start_at == start_at and not sweep.cancel_requested:
             return sweep
     return None
 
@@ -218,30 +218,37 @@ def _refuse_gpu_without_one(specs) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            raise InvalidSpec("device: gpu, but this machine has no CUDA GPU and, without FARM_BROKER_URL, "
-                              "the jobs would run here; use device: cpu (or leave it out), or set "
-                              "FARM_BROKER_URL to queue them for GPU workers")
+            choose_device("gpu", embedded=True)  # raises its one-line error
 
 
-def _auto_device(grid: dict[str, Any], device: str | None, embedded: bool) -> tuple[dict[str, Any], str | None]:
-    """Like `farm submit`: the recipe follows the device (the quick one on a CPU) unless the file
-    names a recipe; without a broker the device is this machine's unless the file or --device
-    names one. The choice is kept in the stored grid, so `sweep resume` expands to the same jobs."""
-    if "recipe" in grid["grid"] or "recipe" in grid["fixed"] or "device" in grid["grid"]:
+def _auto_device(grid: dict[str, Any], named: bool, embedded: bool) -> tuple[dict[str, Any], str | None]:
+    """Without a broker and unless the file or --device names a device or the file a recipe, this
+    machine's device and its recipe, as `farm submit` picks them; the choice is kept in the
+    stored grid, so `sweep resume` expands to the same jobs. (A named cpu device gets its quick
+    recipe in expand().)"""
+    if named or not embedded or "recipe" in grid["grid"] or "recipe" in grid["fixed"]:
         return grid, None
-    chosen = device or grid["fixed"].get("device", "auto")
-    if chosen == "auto" and not embedded:
-        return grid, None  # on a farm: the GPU queue and the full recipe, the JobSpec defaults
-    device, recipe = choose_device(chosen, embedded=embedded)
-    if recipe == "full":  # the JobSpec default: nothing changes
+    device, recipe = choose_device(embedded=True)
+    if device == "gpu":  # the JobSpec default: nothing changes
         return grid, None
+    return {**grid, "fixed": {**grid["fixed"], "device": device, "recipe": recipe}}, _note("No GPU here", recipe)
+
+
+def _quick_note(grid: dict[str, Any], specs: list[JobSpec]) -> str | None:
+    """Said when jobs the file sends to the CPU get the quick recipe by default."""
+    if "recipe" in grid["grid"] or "recipe" in grid["fixed"]:
+        return None
+    if any(spec.device == "cpu" for spec in specs):
+        return _note("device cpu", "quick")
+    return None
+
+
+def _note(why: str, recipe: str) -> str:
     quick, full = RECIPES[recipe], RECIPES["full"]
-    why = "No GPU here" if chosen == "auto" else f"device {device}"
-    note = (f"{why}: running the sweep on the {device} with the {recipe} recipe ({quick.subset} "
-            f"examples, {quick.epochs}+{quick.retrain_epochs}+{quick.finetune_epochs} epochs) instead "
-            f"of the full one ({full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} epochs, whole "
-            f"dataset); put recipe: full in the file's fixed: to force it here.")
-    return {**grid, "fixed": {**grid["fixed"], "device": device, "recipe": recipe}}, note
+    return (f"{why}: running the sweep's CPU jobs with the {recipe} recipe ({quick.subset} examples, "
+            f"{quick.epochs}+{quick.retrain_epochs}+{quick.finetune_epochs} epochs) instead of the full "
+            f"one ({full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} epochs, whole dataset); put "
+            f"recipe: full in the file's fixed: to force it.")
 
 
 def _send(sweep_id: int, subs: list[Submitted], conf, priority: int, start_at, on_event) -> SweepSubmitted:

@@ -1,4 +1,4 @@
-"""Jobs whose whole worker died (SIGKILL, the OOM killer, a lost host) are sent again.
+"""Jobs whose whole worker died on this host (SIGKILL, the OOM killer) are sent again.
 
 Celery redelivers a job whose pool child dies at once, but when the worker's main process dies
 too, the job's message stays unacknowledged in Redis until the visibility timeout: hours (the
@@ -6,45 +6,75 @@ job time limit plus one). Meanwhile the job reads RUNNING under a process that i
 worker, when it starts and then once a minute, looks for such jobs and queues them again; the
 claim then counts the attempt (max_attempts still bounds a job that kills its workers), and a
 late redelivery of the old message finds the job taken or finished and does nothing.
+
+Only owners on this host are judged, by their pid, which is exact. An owner elsewhere is judged
+by its heartbeat, written with that host's clock: a scan every minute would turn clock skew or a
+database pause into a second run of a live job, so those wait for the redelivery (whose claim
+judges them once) or for `farm sweep resume`.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from farm import db
-from farm.db.models import Job
+from farm.db.models import Job, utcnow
+from farm.db.session import unpooled_session
 from farm.db.status import JobStatus
 from farm.worker.owners import owner_alive, owner_id
 
 SCAN_EVERY_S = 60.0
+GONE = "its worker died"
 
 log = logging.getLogger("farm.worker")
 
 
-def orphans() -> list[tuple[int, str | None, str, int]]:
-    """(job id, its dead owner, device, priority) of running jobs whose process is gone: dead on
-    this host, or silent for owners.STALE_AFTER_S elsewhere."""
-    with db.session() as s:
-        running = s.execute(select(Job.id, Job.worker, Job.heartbeat_at, Job.device, Job.priority)
+def _here(owner: str | None) -> bool:
+    host, _, pid = (owner or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit()
+
+
+def orphans() -> list[tuple[int, str]]:
+    """(job id, its dead owner) of running jobs whose process on this host is gone."""
+    with unpooled_session() as s:
+        running = s.execute(select(Job.id, Job.worker, Job.heartbeat_at)
                             .where(Job.status == JobStatus.RUNNING)).all()
     # owner_alive calls this very process's attempts over; a scan must not: they run here
-    return [(i, w, device, priority) for i, w, beat, device, priority in running
-            if w != owner_id() and not owner_alive(w, beat)]
+    return [(i, w) for i, w, beat in running
+            if _here(w) and w != owner_id() and not owner_alive(w, beat)]
 
 
-def requeue(job_id: int, owner: str | None, task_id: str) -> bool:
-    """Mark the job queued under a new task id, if it is still running under that dead owner. One
-    scanner wins (the update is conditional), so several workers send one message between them."""
-    with db.session() as s:
-        done = s.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING,
-                                           Job.worker == owner)
-                         .values(status=JobStatus.QUEUED, task_id=task_id, stage=None,
-                                 message=f"sent again: {owner} was gone"))
-        return done.rowcount == 1
+def requeue(job_id: int, owner: str, task_id: str) -> tuple[str, int] | None:
+    """Queue the job again under a new task id if it still runs under that dead owner, its
+    running stage closed; returns (queue, priority) to send it to, or None: another scanner took
+    it, it moved on, or a cancel was waiting for it (then it is cancelled now)."""
+    from farm.worker.lifecycle import _close, _close_stages
+
+    with unpooled_session() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker != owner:
+            return None
+        if job.cancel_requested:  # nobody is left to see the flag
+            _close(job, JobStatus.CANCELLED, "cancelled (its worker was gone)")
+            _close_stages(s, job_id, JobStatus.CANCELLED, GONE)
+            job.stage = None
+            return None
+        _close_stages(s, job_id, JobStatus.FAILED, f"{GONE}; sent again")
+        job.status, job.task_id, job.stage, job.message = JobStatus.QUEUED, task_id, None, f"sent again: {GONE}"
+        job.heartbeat_at = utcnow()
+        return job.device, job.priority
+
+
+def _undo(job_id: int, owner: str, task_id: str) -> None:
+    """The message could not be sent: back to running under the dead owner, so the next scan (or
+    a submit, or `sweep resume`) finds it again instead of a queued job without a message."""
+    with unpooled_session() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is not None and job.status == JobStatus.QUEUED and job.task_id == task_id:
+            job.status, job.worker = JobStatus.RUNNING, owner
 
 
 def adopt(app) -> list[int]:
@@ -52,15 +82,18 @@ def adopt(app) -> list[int]:
     from farm.worker.celery_app import TASK_RUN_JOB, celery_priority, task_id
 
     sent = []
-    for job_id, owner, device, priority in orphans():
+    for job_id, owner in orphans():
         tid = task_id(job_id)
-        if not requeue(job_id, owner, tid):
-            continue  # another worker took it, or it moved on
+        where = requeue(job_id, owner, tid)
+        if where is None:
+            continue
+        queue, priority = where
         try:
-            app.send_task(TASK_RUN_JOB, args=[job_id], queue=device, task_id=tid,
+            app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, task_id=tid,
                           priority=celery_priority(priority))
-        except Exception:  # queued without a message: `farm sweep resume` or a submit sends it
-            log.exception("job %s: could not send it again", job_id)
+        except Exception:
+            log.exception("job %s: could not send it again; the next scan tries again", job_id)
+            _undo(job_id, owner, tid)
             continue
         log.warning("job %s: its worker %s is gone; sent again", job_id, owner)
         sent.append(job_id)

@@ -56,22 +56,34 @@ def environment_id(session: Session, env: dict[str, Any]) -> int:
         return session.scalars(select(Environment.id).where(Environment.fingerprint == fingerprint)).one()
 
 
-def _here() -> dict[str, Any]:
-    """This process's hardware and software, as the kernel benchmark records them: a job
-    without timings (no GPU, or no benchmark stage) still says where it trained."""
-    from farm.kernels.env import environment  # here: importing torch would slow every CLI command
+GPU_FIELDS = ("gpu", "driver", "sms", "capability", "memory_gb")
 
-    return environment()
+
+def where_it_ran(spec: JobSpec) -> dict[str, Any]:
+    """This process's hardware and software, as the kernel benchmark records them, for a job
+    without timings (no GPU, or no benchmark stage): it still says where it trained. A CPU job
+    leaves the GPU fields empty, even on a host that has one. Taken before the result is written
+    (not in its transaction: it may touch the driver), and never a reason to fail the job."""
+    try:
+        from farm.kernels.env import environment  # here: importing torch slows every CLI command
+
+        env = environment()
+    except Exception as e:  # noqa: BLE001
+        return {"error": f"environment not read: {e}"}
+    if spec.device == "cpu":
+        env.update(dict.fromkeys(GPU_FIELDS))
+    return env
 
 
 def write_results(session: Session, job: Job, spec: JobSpec, results: dict[str, dict[str, Any]],
-                  timings: dict[str, Any], *, fresh: bool = False) -> None:
+                  timings: dict[str, Any], *, fresh: bool = False, environment: dict[str, Any] | None = None) -> None:
     """Replace whatever an earlier attempt left, so each job ends with one set of rows. Rows are
     only ever written together with the job's success, so a first attempt (`fresh`) finds none."""
     if not fresh:
         for table in (Metrics, LayerTiming, ModelTiming):
             session.execute(delete(table).where(table.job_id == job.id))
-    env_id = environment_id(session, timings.get("environment") or _here())
+    env = timings.get("environment") or environment
+    env_id = environment_id(session, env) if env else None
     metrics = metrics_row(spec, results)
     metrics.job_id, metrics.environment_id = job.id, env_id
     session.add(metrics)

@@ -25,7 +25,7 @@ from farm.db.models import Job, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
 from farm.errors import Cancelled, FarmError
 from farm.worker import artifacts, lifecycle
-from farm.worker.results import write_results
+from farm.worker.results import where_it_ran, write_results
 from farm.worker.stages import CACHED, STAGES, StageContext, StageOutput, ensure_known
 
 log = logging.getLogger("farm.worker")
@@ -85,9 +85,10 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
     try:
         with lifecycle.Heartbeat(claim):
             results, timings, notes = _run_stages(claim, workdir, notify)
-        spec = claim.spec
+        spec, env = claim.spec, timings.get("environment") or where_it_ran(claim.spec)
         outcome = (JobStatus.SUCCEEDED, "; ".join(notes) or None,
-                   lambda s, job: write_results(s, job, spec, results, timings, fresh=claim.attempt == 1))
+                   lambda s, job: write_results(s, job, spec, results, timings, fresh=claim.attempt == 1,
+                                                environment=env))
     except Cancelled:
         outcome = (JobStatus.CANCELLED, "cancelled", None)
     except KeyboardInterrupt:

@@ -102,31 +102,52 @@ def test_resubmitting_a_running_job_never_resets_it(farm_home):
     assert run_job(dead) == JobStatus.SUCCEEDED and _get(dead).attempts == 2
 
 
-def test_orphans_are_running_jobs_whose_process_is_gone_and_one_scanner_requeues_each(farm_home):
+def test_orphans_are_running_jobs_whose_process_here_is_gone_and_one_scanner_requeues_each(farm_home):
     from datetime import timedelta
 
     from farm.db.models import utcnow
     from farm.worker import orphans
 
     host = socket.gethostname()
-    dead = _job(20, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1)
-    silent = _job(21, status=JobStatus.RUNNING, worker="elsewhere:7", attempts=1,
-                  heartbeat_at=utcnow() - timedelta(seconds=owners.STALE_AFTER_S + 1))
+    dead = _job(20, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1, stage="train")
+    with db.session() as s:  # the dead attempt's stage, as it left it
+        s.add(Stage(job_id=dead, name="train", status=StageStatus.RUNNING))
+    # elsewhere, a heartbeat is judged by that host's clock: left to the redelivery's claim
+    _job(21, status=JobStatus.RUNNING, worker="elsewhere:7", attempts=1,
+         heartbeat_at=utcnow() - timedelta(seconds=owners.STALE_AFTER_S + 1))
     _job(22, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)  # alive
     _job(23, status=JobStatus.RUNNING, worker=owners.owner_id(), attempts=1)  # this very process
     _job(24, status=JobStatus.QUEUED)
-    found = {job_id: owner for job_id, owner, _, _ in orphans.orphans()}
-    assert set(found) == {dead, silent}
+    cancelled = _job(25, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1,
+                     cancel_requested=True)
+    found = dict(orphans.orphans())
+    assert set(found) == {dead, cancelled}
 
-    # two workers scanning at once: the conditional update lets one of them send the message
-    assert orphans.requeue(dead, found[dead], "farm-job-a")
-    assert not orphans.requeue(dead, found[dead], "farm-job-b")
+    # two workers scanning at once: one of them sends the message
+    assert orphans.requeue(dead, found[dead], "farm-job-a") == ("cpu", 0)
+    assert orphans.requeue(dead, found[dead], "farm-job-b") is None
     job = _get(dead)
     assert (job.status, job.task_id, job.stage) == (JobStatus.QUEUED, "farm-job-a", None)
-    assert "was gone" in job.message
+    with db.session() as s:
+        [stage] = s.query(Stage).filter_by(job_id=dead).all()
+        assert stage.status == StageStatus.FAILED and "sent again" in stage.message
     # the next delivery claims it as a new attempt, bounded by max_attempts as any redelivery
     assert run_job(dead) == JobStatus.SUCCEEDED
     assert _get(dead).attempts == 2
+    # a cancel that was waiting for the dead attempt ends the job instead
+    assert orphans.requeue(cancelled, found[cancelled], "farm-job-c") is None
+    assert _get(cancelled).status == JobStatus.CANCELLED
+
+
+def test_an_orphan_whose_message_cannot_be_sent_stays_an_orphan(farm_home):
+    from farm.worker import orphans
+    from farm.worker.celery_app import make_app
+
+    dead = _job(26, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}", attempts=1)
+    no_broker = make_app("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    no_broker.conf.update(task_publish_retry=False, broker_connection_retry=False, broker_connection_max_retries=1)
+    assert orphans.adopt(no_broker) == []
+    assert _get(dead).status == JobStatus.RUNNING and dict(orphans.orphans()).keys() == {dead}
 
 
 def test_status_says_a_running_job_is_lost_or_waits_for_its_cancel(farm_home, farm_env, farm_cli):

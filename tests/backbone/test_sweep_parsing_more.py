@@ -97,6 +97,13 @@ def test_a_sweep_for_the_cpu_gets_the_quick_recipe_as_farm_submit(monkeypatch, r
     assert result.note.startswith("device cpu: ") and "quick recipe" in result.note
 
 
+def test_device_as_an_axis_gives_each_job_the_recipe_of_its_device(monkeypatch, ran):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    result = sweep.submit(sweep.parse(TINY.replace("grid:\n", "grid:\n  device: [cpu, gpu]\n")))
+    assert sorted({(s["device"], s["recipe"]) for s in _specs(result.job_ids)}) == [("cpu", "quick"), ("gpu", "full")]
+    assert sweep.resume(result.sweep_id).new == 0  # the stored grid expands to the same jobs
+
+
 def test_the_same_sweep_submitted_again_is_one_sweep(monkeypatch, ran):
     from farm.db.models import Sweep
 
@@ -113,6 +120,7 @@ def test_the_same_sweep_submitted_again_is_one_sweep(monkeypatch, ran):
 
 @pytest.mark.parametrize("text, words", [
     ("name: [1, 2]\n" + TINY, "`name` must be a plain name"),
+    ("name: true\n" + TINY, "`name` must be a plain name"),
     (TINY + "  sparsity: 0.5\n", "sparsity in both `grid` and `fixed`"),
 ])
 def test_ambiguous_sweep_files_are_refused(text, words):

@@ -65,7 +65,7 @@ LOST = "lost: its process is gone; submit it again (or `farm sweep resume`) to r
 
 def with_liveness(rows: list[JobRow]) -> list[JobRow]:
     """What the database cannot say by itself: a running job whose process is gone (killed with
-    it, or a worker that died whole; a worker that starts sends those again), and a cancel that
+    it, or a worker that died whole; a worker on that host sends those again), and a cancel that
     waits for the job's next epoch or stage."""
     out = []
     for row in rows:

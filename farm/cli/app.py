@@ -88,7 +88,9 @@ def submit(
     db.get_engine()  # an unreachable database fails now, before any output
     if not conf.embedded:
         sub = scheduler.submit(spec, force=force, priority=priority)
-        word = "queued" if sub.created or sub.requeued else f"already exists ({sub.status})"
+        word = ("queued" if sub.created else
+                "sent again (its process was gone)" if sub.requeued and sub.status == db.JobStatus.RUNNING else
+                "sent again" if sub.requeued else f"already exists ({sub.status})")
         err.print(f"job {sub.job_id} {word}: {spec.label()}")
         render.rows([{"job_id": sub.job_id, "status": str(sub.status), "created": sub.created}], fmt)
         return

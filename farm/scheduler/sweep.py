@@ -218,7 +218,9 @@ def _refuse_gpu_without_one(specs) -> None:
         import torch
 
         if not torch.cuda.is_available():
-            choose_device("gpu", embedded=True)  # raises its one-line error
+            raise InvalidSpec("device gpu (in the file or with --device), but this machine has no CUDA "
+                              "GPU and, without FARM_BROKER_URL, the jobs would run here; use cpu (or "
+                              "leave device out), or set FARM_BROKER_URL to queue them for GPU workers")
 
 
 def _auto_device(grid: dict[str, Any], named: bool, embedded: bool) -> tuple[dict[str, Any], str | None]:

@@ -16,7 +16,6 @@ judges them once) or for `farm sweep resume`.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 
 from sqlalchemy import select
@@ -24,7 +23,7 @@ from sqlalchemy import select
 from farm.db.models import Job, utcnow
 from farm.db.session import unpooled_session
 from farm.db.status import JobStatus
-from farm.worker.owners import owner_alive, owner_id
+from farm.worker.owners import owner_alive, owner_id, this_host
 
 SCAN_EVERY_S = 60.0
 GONE = "its worker died"
@@ -34,7 +33,7 @@ log = logging.getLogger("farm.worker")
 
 def _here(owner: str | None) -> bool:
     host, _, pid = (owner or "").rpartition(":")
-    return host == socket.gethostname() and pid.isdigit()
+    return host == this_host() and pid.isdigit()
 
 
 def orphans() -> list[tuple[int, str]]:

@@ -5,15 +5,27 @@ from __future__ import annotations
 import os
 import socket
 from datetime import datetime, timedelta
+from functools import cache
 
 from farm.db.models import utcnow
 
 STALE_AFTER_S = 120.0  # a heartbeat older than this means an attempt on another host is gone
 
 
+@cache
+def this_host() -> str:
+    """This machine as owner ids name it: the hostname and the pid namespace. A restarted
+    container keeps its hostname but numbers its processes anew, so there a dead owner's pid can
+    name a live process: an owner of another namespace is judged by its heartbeat instead."""
+    try:
+        return f"{socket.gethostname()}/{os.readlink('/proc/self/ns/pid').strip('pid:[]')}"
+    except OSError:  # no /proc (not Linux)
+        return socket.gethostname()
+
+
 def owner_id(pid: int | None = None) -> str:
     """This process's owner id, or that of process `pid` on this host."""
-    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+    return f"{this_host()}:{os.getpid() if pid is None else pid}"
 
 
 def owner_alive(worker: str | None, heartbeat_at: datetime | None) -> bool:
@@ -21,7 +33,7 @@ def owner_alive(worker: str | None, heartbeat_at: datetime | None) -> bool:
     if not worker:
         return False
     host, _, pid = worker.rpartition(":")
-    if host == socket.gethostname() and pid.isdigit():
+    if host == this_host() and pid.isdigit():
         if int(pid) == os.getpid():
             return False  # this very process is asking again: the earlier attempt is over
         return _process_alive(int(pid))

@@ -5,7 +5,6 @@ and Celery's soft time limit inside the kernel libraries."""
 from __future__ import annotations
 
 import os
-import socket
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +16,7 @@ from farm.db.status import JobStatus
 from farm.scheduler.control import cancel
 from farm.scheduler.spec import JobSpec
 from farm.scheduler.submission import record
+from farm.worker import owners
 from farm.worker.runner import run_job
 
 from .conftest import wait_for
@@ -31,11 +31,8 @@ def _spec(seed: int) -> JobSpec:
 def _cancel_running_under_dead_and_live_owners() -> None:
     from datetime import timedelta
 
-    from farm.worker import owners
-
-    host = socket.gethostname()
-    dead = _job(1, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1, stage="noop")
-    live = _job(2, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)
+    dead = _job(1, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1, stage="noop")
+    live = _job(2, status=JobStatus.RUNNING, worker=owners.owner_id(os.getppid()), attempts=1)
     stale = _job(3, status=JobStatus.RUNNING, worker="elsewhere:1", attempts=1,
                  heartbeat_at=utcnow() - timedelta(seconds=owners.STALE_AFTER_S + 1))
     here = _job(4, status=JobStatus.RUNNING, worker=owners.owner_id(), attempts=1)
@@ -66,7 +63,7 @@ def test_cancel_of_a_job_whose_worker_is_gone_closes_it_at_once_postgresql(farm_
 def test_cancel_waits_for_the_row_lock_a_worker_holds(farm_cluster):
     import threading
 
-    job_id = _job(8, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{os.getppid()}")
+    job_id = _job(8, status=JobStatus.RUNNING, worker=owners.owner_id(os.getppid()))
     results = []
     with db.session() as s:  # a worker's finish holds the row while it records success
         s.get(Job, job_id, with_for_update=True).status = JobStatus.SUCCEEDED
@@ -83,7 +80,7 @@ def test_cancel_waits_for_the_row_lock_a_worker_holds(farm_cluster):
 
 def test_resubmit_of_a_dead_running_job_clears_a_cancel_its_owner_never_saw(farm_home):
     # Cancel flagged while the owner was alive; the owner died before it looked.
-    job_id = _job(5, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}",
+    job_id = _job(5, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()),
                   attempts=1, cancel_requested=True)
     with db.session() as s:
         [sub] = record(s, [_spec(5)], status=JobStatus.QUEUED)
@@ -115,10 +112,9 @@ def test_a_failed_result_write_fails_the_job_instead_of_leaving_it_running(farm_
 def test_the_hard_time_limit_fails_only_the_attempt_it_killed(farm_home):
     from farm.worker import lifecycle
 
-    host = socket.gethostname()
     job_id = _job(9)
-    claim = lifecycle.claim(job_id, f"{host}:{_dead_pid()}")  # the attempt in the killed process
-    assert not lifecycle.fail_overrun(job_id, f"{host}:{os.getppid()}", 4)  # not that process's
+    claim = lifecycle.claim(job_id, owners.owner_id(_dead_pid()))  # the attempt in the killed process
+    assert not lifecycle.fail_overrun(job_id, owners.owner_id(os.getppid()), 4)  # not that process's
     assert _get(job_id).status == JobStatus.RUNNING
     assert lifecycle.fail_overrun(job_id, claim.owner, 4)
     job = _get(job_id)

@@ -1,7 +1,6 @@
 """The database's word on whether a delivery runs: claims, attempt bounds, duplicates, cancel."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -47,20 +46,19 @@ def test_a_queued_job_runs_once_and_a_second_delivery_is_a_no_op(farm_home):
 
 
 def test_running_under_a_live_process_is_left_alone(farm_home):
-    host = socket.gethostname()
-    job_id = _job(2, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)
+    job_id = _job(2, status=JobStatus.RUNNING, worker=owners.owner_id(os.getppid()), attempts=1)
     assert run_job(job_id) == JobStatus.RUNNING  # the Celery task re-checks later
     assert _get(job_id).attempts == 1
 
 
 def test_running_under_a_dead_process_is_taken_over(farm_home):
-    job_id = _job(3, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}", attempts=1)
+    job_id = _job(3, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1)
     assert run_job(job_id) == JobStatus.SUCCEEDED
     assert _get(job_id).attempts == 2
 
 
 def test_redelivery_is_bounded_by_attempts_in_the_database(farm_home):
-    job_id = _job(4, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}",
+    job_id = _job(4, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()),
                   attempts=3, max_attempts=3)
     with db.session() as s:  # the dead attempt's stage, as it left it
         s.add(Stage(job_id=job_id, name="train", status=StageStatus.RUNNING))
@@ -92,8 +90,8 @@ def test_cancel_before_start_means_it_never_runs(farm_home):
 def test_resubmitting_a_running_job_never_resets_it(farm_home):
     from farm.scheduler.submission import record as resubmit
 
-    alive = _job(8, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{os.getppid()}", attempts=1)
-    dead = _job(9, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}", attempts=1)
+    alive = _job(8, status=JobStatus.RUNNING, worker=owners.owner_id(os.getppid()), attempts=1)
+    dead = _job(9, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1)
     with db.session() as s:
         subs = resubmit(s, [JobSpec(**NOOP, seed=8).resolve(), JobSpec(**NOOP, seed=9).resolve()],
                         status=JobStatus.QUEUED)
@@ -108,17 +106,16 @@ def test_orphans_are_running_jobs_whose_process_here_is_gone_and_one_scanner_req
     from farm.db.models import utcnow
     from farm.worker import orphans
 
-    host = socket.gethostname()
-    dead = _job(20, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1, stage="train")
+    dead = _job(20, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1, stage="train")
     with db.session() as s:  # the dead attempt's stage, as it left it
         s.add(Stage(job_id=dead, name="train", status=StageStatus.RUNNING))
     # elsewhere, a heartbeat is judged by that host's clock: left to the redelivery's claim
     _job(21, status=JobStatus.RUNNING, worker="elsewhere:7", attempts=1,
          heartbeat_at=utcnow() - timedelta(seconds=owners.STALE_AFTER_S + 1))
-    _job(22, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)  # alive
+    _job(22, status=JobStatus.RUNNING, worker=owners.owner_id(os.getppid()), attempts=1)  # alive
     _job(23, status=JobStatus.RUNNING, worker=owners.owner_id(), attempts=1)  # this very process
     _job(24, status=JobStatus.QUEUED)
-    cancelled = _job(25, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1,
+    cancelled = _job(25, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1,
                      cancel_requested=True)
     found = dict(orphans.orphans())
     assert set(found) == {dead, cancelled}
@@ -143,7 +140,7 @@ def test_an_orphan_whose_message_cannot_be_sent_stays_an_orphan(farm_home):
     from farm.worker import orphans
     from farm.worker.celery_app import make_app
 
-    dead = _job(26, status=JobStatus.RUNNING, worker=f"{socket.gethostname()}:{_dead_pid()}", attempts=1)
+    dead = _job(26, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1)
     no_broker = make_app("redis://127.0.0.1:1/0")  # nothing listens on port 1
     no_broker.conf.update(task_publish_retry=False, broker_connection_retry=False, broker_connection_max_retries=1)
     assert orphans.adopt(no_broker) == []
@@ -155,12 +152,26 @@ def test_status_says_a_running_job_is_lost_or_waits_for_its_cancel(farm_home, fa
 
     from farm.scheduler.control import LOST
 
-    host = socket.gethostname()
-    lost = _job(30, status=JobStatus.RUNNING, worker=f"{host}:{_dead_pid()}", attempts=1)
-    stopping = _job(31, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1,
+    lost = _job(30, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1)
+    stopping = _job(31, status=JobStatus.RUNNING, worker=owners.owner_id(os.getppid()), attempts=1,
                     cancel_requested=True)
-    running = _job(32, status=JobStatus.RUNNING, worker=f"{host}:{os.getppid()}", attempts=1)
+    running = _job(32, status=JobStatus.RUNNING, worker=owners.owner_id(os.getppid()), attempts=1)
     r = farm_cli(["status", str(lost), str(stopping), str(running), "--format", "json"], farm_env)
     assert r.returncode == 0, r.stderr
     said = {row["job_id"]: row["message"] for row in json.loads(r.stdout)}
     assert said == {lost: LOST, stopping: "cancel requested: stops at its next epoch or stage", running: None}
+
+
+def test_an_owner_of_another_pid_namespace_on_this_hostname_is_judged_by_its_heartbeat(farm_home):
+    # A restarted container keeps its hostname, and its new processes reuse the old pids: the
+    # pid of a live process here must not keep a dead container's job "running" for ever.
+    import socket
+
+    from farm.db.models import utcnow
+
+    assert owners.this_host().startswith(socket.gethostname() + "/")
+    old_container = f"{socket.gethostname()}/4026500000:{os.getppid()}"  # that pid is alive here
+    assert not owners.owner_alive(old_container, None)
+    assert owners.owner_alive(old_container, utcnow())  # a fresh heartbeat: still running there
+    job_id = _job(40, status=JobStatus.RUNNING, worker=old_container, attempts=1)
+    assert run_job(job_id) == JobStatus.SUCCEEDED and _get(job_id).attempts == 2

@@ -80,6 +80,7 @@ def submit(
     conf = settings.load()
     if not 0 <= priority <= 9:
         raise FarmError(f"--priority must be from 0 to 9, got {priority}")
+    auto_device = device == "auto"
     device, recipe = scheduler.choose_device(device, recipe, embedded=conf.embedded)
     spec = JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope, max_drop=max_drop,
                    scheme=scheme, bits=bits, recipe=recipe, epochs=epochs,
@@ -88,6 +89,9 @@ def submit(
     db.get_engine()  # an unreachable database fails now, before any output
     if not conf.embedded:
         sub = scheduler.submit(spec, force=force, priority=priority)
+        if device == "gpu" and auto_device and (sub.created or sub.requeued):  # on a farm, auto = the GPU queue
+            err.print("note: queued for GPU workers (`farm worker --gpu N`); --device cpu sends it to "
+                      "CPU workers")
         word = ("queued" if sub.created else
                 "sent again (its process was gone)" if sub.requeued and sub.status == db.JobStatus.RUNNING else
                 "sent again" if sub.requeued else f"already exists ({sub.status})")

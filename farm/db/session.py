@@ -158,10 +158,20 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    import logging
+
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+    # Reading the revision is not a migration: without this every job's first session logged
+    # alembic's "Context impl PostgresqlImpl" and "Will assume transactional DDL" at INFO.
+    quiet = logging.getLogger("alembic.runtime.migration")
+    level = quiet.level
+    quiet.setLevel(max(level, logging.WARNING))  # setLevel, not .level: it clears the loggers' cache
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        quiet.setLevel(level)
 
 
 def check_schema(engine: Engine) -> None:

@@ -20,7 +20,7 @@ import threading
 
 from sqlalchemy import select
 
-from farm.db.models import Job, utcnow
+from farm.db.models import Job
 from farm.db.session import unpooled_session
 from farm.db.status import JobStatus
 from farm.worker.owners import owner_alive, owner_id, this_host
@@ -39,11 +39,10 @@ def _here(owner: str | None) -> bool:
 def orphans() -> list[tuple[int, str]]:
     """(job id, its dead owner) of running jobs whose process on this host is gone."""
     with unpooled_session() as s:
-        running = s.execute(select(Job.id, Job.worker, Job.heartbeat_at)
-                            .where(Job.status == JobStatus.RUNNING)).all()
-    # owner_alive calls this very process's attempts over; a scan must not: they run here
-    return [(i, w) for i, w, beat in running
-            if _here(w) and w != owner_id() and not owner_alive(w, beat)]
+        running = s.execute(select(Job.id, Job.worker).where(Job.status == JobStatus.RUNNING)).all()
+    # owner_alive calls this very process's attempts over; a scan must not: they run here. Owners
+    # here are judged by pid alone, so no heartbeat is read.
+    return [(i, w) for i, w in running if _here(w) and w != owner_id() and not owner_alive(w, None)]
 
 
 def requeue(job_id: int, owner: str, task_id: str) -> tuple[str, int] | None:
@@ -63,17 +62,17 @@ def requeue(job_id: int, owner: str, task_id: str) -> tuple[str, int] | None:
             return None
         _close_stages(s, job_id, JobStatus.FAILED, f"{GONE}; sent again")
         job.status, job.task_id, job.stage, job.message = JobStatus.QUEUED, task_id, None, f"sent again: {GONE}"
-        job.heartbeat_at = utcnow()
         return job.device, job.priority
 
 
-def _undo(job_id: int, owner: str, task_id: str) -> None:
-    """The message could not be sent: back to running under the dead owner, so the next scan (or
-    a submit, or `sweep resume`) finds it again instead of a queued job without a message."""
+def _undo(job_id: int, task_id: str) -> None:
+    """The message could not be sent: back to running under the dead owner (requeue left
+    job.worker as it was), so the next scan (or a submit, or `sweep resume`) finds it again
+    instead of a queued job without a message."""
     with unpooled_session() as s:
         job = s.get(Job, job_id, with_for_update=True)
         if job is not None and job.status == JobStatus.QUEUED and job.task_id == task_id:
-            job.status, job.worker = JobStatus.RUNNING, owner
+            job.status = JobStatus.RUNNING
 
 
 def adopt(app) -> list[int]:
@@ -92,7 +91,7 @@ def adopt(app) -> list[int]:
                           priority=celery_priority(priority))
         except Exception:
             log.exception("job %s: could not send it again; the next scan tries again", job_id)
-            _undo(job_id, owner, tid)
+            _undo(job_id, tid)
             continue
         log.warning("job %s: its worker %s is gone; sent again", job_id, owner)
         sent.append(job_id)

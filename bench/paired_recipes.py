@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from compress_targets import DENSE, PRUNE_EPOCHS, environment  # noqa: E402
+from compress_targets import DENSE, PRUNE_EPOCHS, RETRAIN_CROP, environment  # noqa: E402
 
 from farm.compress import MagnitudePruning, TrainConfig, prune_and_retrain, train  # noqa: E402
 from farm.compress.training import frozen_copy  # noqa: E402
@@ -57,7 +57,7 @@ def chain(recipe: str, dense_state: dict, data, seed: int, device, scale) -> dic
     out, previous = {}, 0.0
     for sparsity in LEVELS:
         pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=10, ramp=0.5)
-        cfg = TrainConfig(**{**DENSE, **RECIPES[recipe]}, epochs=scale(PRUNE_EPOCHS[sparsity]), seed=seed,
+        cfg = TrainConfig(**{**DENSE, "crop_pad": RETRAIN_CROP[sparsity], **RECIPES[recipe]}, epochs=scale(PRUNE_EPOCHS[sparsity]), seed=seed,
                           eval_every=1000)
         p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True, teacher=teacher)
         out[str(sparsity)] = {"accuracy": p.accuracy, "sparsity": p.sparsity, "train_seconds": p.train["train_seconds"]}

@@ -40,7 +40,8 @@ RECIPES = {
     "sam-0.1": {"sam": 0.1},
     "asam": {"sam": 0.5, "sam_adaptive": True},  # ASAM's radius for CIFAR ResNets (Kwon et al.)
     "no-ls": {"label_smoothing": 0.0},
-    "distill": {"distill": 0.5},  # the dense model teaches every level (runs 7-8 tried it unpaired)
+    "distill": {"distill": 0.5},
+    "crop1": {"crop_pad": 1},  # 1-pixel translation at every level (the reference does it at 98% only)  # the dense model teaches every level (runs 7-8 tried it unpaired)
 }
 
 

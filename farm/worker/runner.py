@@ -25,6 +25,7 @@ from farm.db.models import Job, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
 from farm.errors import Cancelled, FarmError
 from farm.worker import artifacts, lifecycle
+from farm.worker.held import HeldSignals
 from farm.worker.results import where_it_ran, write_results
 from farm.worker.stages import CACHED, STAGES, StageContext, StageOutput, ensure_known
 
@@ -75,31 +76,40 @@ def remove_workdirs(job_id: int, pid: int) -> None:
 
 def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None = None) -> JobStatus:
     """Run the job if this delivery should; returns the job's status afterwards."""
-    claim = lifecycle.claim(job_id, owner or lifecycle.owner_id())
-    if isinstance(claim, str):
-        log.info(claim)
-        return _status(job_id)
-    log.info("job %s attempt %s: %s", job_id, claim.attempt, claim.spec.label())
-    notify = on_event or (lambda kind, data: None)
-    workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(job_id, os.getpid())))
-    try:
-        with lifecycle.Heartbeat(claim):
-            results, timings, notes = _run_stages(claim, workdir, notify)
-        spec, env = claim.spec, timings.get("environment") or where_it_ran(claim.spec)
-        outcome = (JobStatus.SUCCEEDED, "; ".join(notes) or None,
-                   lambda s, job: write_results(s, job, spec, results, timings, fresh=claim.attempt == 1,
-                                                environment=env))
-    except Cancelled:
-        outcome = (JobStatus.CANCELLED, "cancelled", None)
-    except KeyboardInterrupt:
-        raise _interrupted(claim) from None
-    except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
-        if not isinstance(e, FarmError):
-            log.exception("job %s failed", job_id)
-        outcome = (JobStatus.FAILED, str(ensure_known(e)), None)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    status, message, write = outcome
+    with HeldSignals() as held:  # from the claim to the guard below, Ctrl-C waits (held.py)
+        claim = lifecycle.claim(job_id, owner or lifecycle.owner_id())
+        if isinstance(claim, str):
+            log.info(claim)
+            return _status(job_id)
+        log.info("job %s attempt %s: %s", job_id, claim.attempt, claim.spec.label())
+        notify = on_event or (lambda kind, data: None)
+        workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(job_id, os.getpid())))
+        try:
+            held.release()  # what came meanwhile is delivered here, inside the guard
+            with lifecycle.Heartbeat(claim):
+                results, timings, notes = _run_stages(claim, workdir, notify)
+            spec, env = claim.spec, timings.get("environment") or where_it_ran(claim.spec)
+            outcome = (JobStatus.SUCCEEDED, "; ".join(notes) or None,
+                       lambda s, job: write_results(s, job, spec, results, timings, fresh=claim.attempt == 1,
+                                                    environment=env))
+        except Cancelled:
+            outcome = (JobStatus.CANCELLED, "cancelled", None)
+        except KeyboardInterrupt:
+            with HeldSignals():  # a second Ctrl-C must not cut the cancel's transaction
+                interrupted = _interrupted(claim)
+            raise interrupted from None
+        except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
+            if not isinstance(e, FarmError):
+                log.exception("job %s failed", job_id)
+            outcome = (JobStatus.FAILED, str(ensure_known(e)), None)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+    with HeldSignals():  # the outcome is recorded whole; a Ctrl-C meanwhile is delivered after it
+        recorded = _record(claim, *outcome)
+    return recorded or _status(job_id)  # None: another attempt owns the job now
+
+
+def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:
     try:
         recorded = lifecycle.finish(claim, status, message, write=write)
     except Exception as e:  # noqa: BLE001
@@ -107,13 +117,11 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
             raise
         # The result rows could not be written (database error, a constraint): without this the
         # job stays RUNNING under a live owner and every redelivery is ignored.
-        log.exception("job %s: could not record results", job_id)
+        log.exception("job %s: could not record results", claim.job_id)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         status = JobStatus.FAILED
         recorded = lifecycle.finish(claim, status, f"could not record results: {first}")
-    if recorded:
-        return status
-    return _status(job_id)  # another attempt owns the job now
+    return status if recorded else None
 
 
 def _interrupted(claim: lifecycle.Claim) -> Interrupted:

@@ -38,7 +38,7 @@ DENSE = dict(batch_size=512, lr=0.2, label_smoothing=0.1, weight_decay=5e-4)
 PRUNE_EPOCHS = {0.9: 60, 0.95: 50, 0.98: 70}
 # Random translation while retraining, per level: at 98% the 5.4 k weights left underfit, and
 # translating by 1 px instead of 2 took 0.22 points off the 98% drop, paired on the same 95%
-# weights (docs/RESULTS.md, runs 28-29).
+# weights (docs/RESULTS.md, runs 29-30).
 RETRAIN_CROP = {0.9: 2, 0.95: 2, 0.98: 1}
 QUANT_EPOCHS, VGG_EPOCHS = 6, 40
 # 4-bit k-means; BatchNorm statistics folded and everything not a code rounded to fp16 (both
@@ -225,7 +225,7 @@ def main() -> None:
     parser.add_argument("--retrain-wd", type=float, default=DENSE["weight_decay"], help="weight decay while pruning")
     parser.add_argument("--crop-98", type=int, default=RETRAIN_CROP[0.98],
                         help="random translation (pixels) while retraining the 98%% level; 2 was the recipe "
-                             "before run 29")
+                             "before run 30")
     parser.add_argument("--ramp", type=float, default=0.5, help="fraction of retraining over which sparsity rises")
     parser.add_argument("--steps", type=int, default=10, help="pruning events along the ramp")
     parser.add_argument("--regrow", type=_fraction, default=0.0,

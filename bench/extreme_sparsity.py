@@ -47,7 +47,7 @@ RECIPES = {
     "asam": ({}, {"sam": 0.5, "sam_adaptive": True}),          # the radius scaled by each weight's size
     # The 98% model underfits (95.6-95.9% on training images): spend less of its capacity on
     # translation invariance (flips stay: the test adds the mirror's logits).
-    "crop1": ({}, {"crop_pad": 1}),                           # the reference since run 29
+    "crop1": ({}, {"crop_pad": 1}),                           # the reference since run 30
     "crop2": ({}, {"crop_pad": 2}),                           # the reference before
     "no-crop": ({}, {"crop_pad": 0}),
     "hi-lr": ({}, {"lr": 0.4}),                               # twice the one-cycle peak

@@ -50,13 +50,14 @@ def _model(data, seed: int):
     return get_model("resnet20", in_channels=data.in_channels, num_classes=data.num_classes)
 
 
-def chain(recipe: str, dense_state: dict, data, seed: int, device, scale) -> dict:
-    """The recipe's 90 -> 95 -> 98% chain from the given dense weights: accuracy per level."""
+def chain(recipe: str, dense_state: dict, data, seed: int, device, scale, levels=LEVELS) -> dict:
+    """The recipe's 90 -> 95 -> 98% chain (or its first levels) from the given dense weights:
+    accuracy per level."""
     model = _model(data, seed)
     model.load_state_dict(dense_state)
     teacher = frozen_copy(model) if RECIPES[recipe].get("distill") else None
     out, previous = {}, 0.0
-    for sparsity in LEVELS:
+    for sparsity in levels:
         pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=10, ramp=0.5)
         cfg = TrainConfig(**{**DENSE, "crop_pad": RETRAIN_CROP[sparsity], **RECIPES[recipe]}, epochs=scale(PRUNE_EPOCHS[sparsity]), seed=seed,
                           eval_every=1000)
@@ -73,8 +74,11 @@ def main() -> int:
     ap.add_argument("--subset", type=int, default=None, help="first n train and test images (a CPU check)")
     ap.add_argument("--epoch-scale", type=float, default=1.0)
     ap.add_argument("--dense-epochs", type=int, default=40)
+    ap.add_argument("--upto", type=float, choices=LEVELS, default=LEVELS[-1],
+                    help="stop the chain after this level (0.9: the 90%% level alone, a third of the time)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    levels = LEVELS[:LEVELS.index(args.upto) + 1]
     recipes = [r for r in args.recipes.split(",") if r]
     if bad := [r for r in recipes if r not in RECIPES]:
         ap.error(f"unknown recipes {bad}; known: {', '.join(RECIPES)}")
@@ -90,11 +94,11 @@ def main() -> int:
                   device=device, tta=True)
         dense_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         for recipe in recipes:
-            levels = chain(recipe, dense_state, data, seed, device, scale)
-            out["runs"].append({"seed": seed, "recipe": recipe, "dense": d.accuracy, "levels": levels})
+            reached = chain(recipe, dense_state, data, seed, device, scale, levels)
+            out["runs"].append({"seed": seed, "recipe": recipe, "dense": d.accuracy, "levels": reached})
             print(f"[{time.time() - t0:6.1f}s] seed {seed} {recipe:10s} dense {100 * d.accuracy:.2f} " + " ".join(
                 f"{float(s):.0%} {100 * v['accuracy']:.2f} ({100 * (d.accuracy - v['accuracy']):+.2f})"
-                for s, v in levels.items()), flush=True)
+                for s, v in reached.items()), flush=True)
             _write(args.out, out)
     out["summary"] = summarize(out["runs"], recipes)
     _write(args.out, out)
@@ -110,7 +114,7 @@ def summarize(runs: list[dict], recipes: list[str]) -> dict:
     seeds = sorted({r["seed"] for r in runs})
     for recipe in recipes:
         rows = {}
-        for level in map(str, LEVELS):
+        for level in runs[0]["levels"]:  # the levels the chains reached
             drops = [100 * (by[s, recipe]["dense"] - by[s, recipe]["levels"][level]["accuracy"])
                      for s in seeds if (s, recipe) in by]
             diffs = [100 * (by[s, recipe]["levels"][level]["accuracy"] - by[s, recipes[0]]["levels"][level]["accuracy"])

@@ -47,7 +47,7 @@ RECIPES = {
     "asam": ({}, {"sam": 0.5, "sam_adaptive": True}),          # the radius scaled by each weight's size
     # The 98% model underfits (95.6-95.9% on training images): spend less of its capacity on
     # translation invariance (flips stay: the test adds the mirror's logits).
-    "crop1": ({}, {"crop_pad": 1}),                           # the reference since run 30
+    "crop1": ({}, {"crop_pad": 1}),                           # the reference since session 13
     "crop2": ({}, {"crop_pad": 2}),                           # the reference before
     "no-crop": ({}, {"crop_pad": 0}),
     "hi-lr": ({}, {"lr": 0.4}),                               # twice the one-cycle peak
@@ -68,7 +68,7 @@ def run_recipe(name: str, folder: Path, data, seed: int, device, epoch_scale: fl
         # a level that stays at its sparsity is one-shot: the mask is kept, the schedule rewound
         pruning = MagnitudePruning(sparsity, schedule="gradual" if sparsity > previous else "oneshot",
                                    initial_sparsity=previous, **{"steps": 10, "ramp": 0.5, **prune_opts})
-        cfg = TrainConfig(**{**DENSE, "crop_pad": RETRAIN_CROP[0.98], **train_opts, "epochs": max(1, round(level_epochs * epoch_scale))},
+        cfg = TrainConfig(**{**DENSE, "crop_pad": RETRAIN_CROP, **train_opts, "epochs": max(1, round(level_epochs * epoch_scale))},
                           seed=seed, eval_every=1000)
         p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True)
         previous, epochs, seconds = sparsity, epochs + cfg.epochs, seconds + p.train["train_seconds"]

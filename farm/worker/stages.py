@@ -58,9 +58,10 @@ class StageContext:
             return get_model(self.spec.model, in_channels=self.data.in_channels,
                              num_classes=self.data.num_classes)
 
-    def train_config(self, epochs: int, distill: float = 0.0):
+    def train_config(self, epochs: int, distill: float = 0.0, **options):
         TrainConfig = _require("farm.compress", "TrainConfig", "train")
-        return TrainConfig(epochs=epochs, batch_size=self.spec.batch_size, seed=self.spec.seed, distill=distill)
+        return TrainConfig(epochs=epochs, batch_size=self.spec.batch_size, seed=self.spec.seed, distill=distill,
+                           **options)
 
 
 def _require(module: str, name: str, stage: str):
@@ -99,7 +100,7 @@ def prune(ctx: StageContext, dense: Path) -> StageOutput:
     """Magnitude pruning with retraining; with max_drop, the accuracy-guarded search, which keeps
     the model at the highest sparsity it found within the drop (its result says which)."""
     model = _load_state(dense, ctx)
-    config = ctx.train_config(ctx.spec.retrain_epochs, ctx.spec.distill)
+    config = ctx.train_config(ctx.spec.retrain_epochs, ctx.spec.distill, crop_pad=ctx.spec.retrain_crop)
     if ctx.spec.max_drop is not None:
         guarded_prune = _require("farm.compress", "guarded_prune", "prune")
         result = guarded_prune(model, ctx.data, ctx.spec.sparsity, ctx.spec.max_drop / 100, config,

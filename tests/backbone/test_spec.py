@@ -93,3 +93,38 @@ def test_a_distilling_recipe_keys_its_retraining_by_it(monkeypatch):
     assert plain.stage_key("train") == taught.stage_key("train")
     assert plain.stage_key("prune") != taught.stage_key("prune")
     assert plain.stage_key("quantize") != taught.stage_key("quantize")
+
+
+def test_pruned_artifacts_are_keyed_by_the_retraining_translation(monkeypatch):
+    from farm.scheduler import spec as spec_mod
+
+    spec = JobSpec(model="resnet", sparsity=0.9, recipe="full").resolve()
+    assert spec.retrain_crop == 1  # measured better than training's 2 for pruned models
+    keys = {stage: spec.stage_key(stage) for stage in ("train", "prune", "quantize")}
+    monkeypatch.setitem(spec_mod.RECIPES, "full", replace(spec_mod.RECIPES["full"], retrain_crop=2))
+    assert JobSpec(model="resnet", sparsity=0.9, recipe="full").resolve().hash == spec.hash  # the same job
+    assert spec.stage_key("train") == keys["train"]  # and dense baseline, but a 2-px pruned model is not reused
+    assert spec.stage_key("prune") != keys["prune"] and spec.stage_key("quantize") != keys["quantize"]
+
+
+def test_the_prune_stage_retrains_with_the_recipes_translation(farm_home, monkeypatch):
+    import farm.compress
+    from farm import db
+    from farm.db.status import JobStatus
+    from farm.scheduler.spec import RECIPES
+    from farm.scheduler.submission import record
+    from farm.worker.runner import run_job
+
+    seen = []
+    real = farm.compress.prune_and_retrain
+
+    def recording(model, data, pruning, config, **kwargs):
+        seen.append(config.crop_pad)
+        return real(model, data, pruning, config, **kwargs)
+
+    monkeypatch.setattr(farm.compress, "prune_and_retrain", recording)
+    with db.session() as s:
+        spec = JobSpec(**TINY, sparsity=0.5, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+        [sub] = record(s, [spec], status=JobStatus.QUEUED)
+    assert run_job(sub.job_id) == JobStatus.SUCCEEDED
+    assert seen == [RECIPES["quick"].retrain_crop] == [1]

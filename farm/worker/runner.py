@@ -76,37 +76,45 @@ def remove_workdirs(job_id: int, pid: int) -> None:
 
 def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None = None) -> JobStatus:
     """Run the job if this delivery should; returns the job's status afterwards."""
-    with HeldSignals() as held:  # from the claim to the guard below, Ctrl-C waits (held.py)
+    with HeldSignals() as held:  # Ctrl-C waits, except while the stages run (held.py)
         claim = lifecycle.claim(job_id, owner or lifecycle.owner_id())
         if isinstance(claim, str):
             log.info(claim)
             return _status(job_id)
         log.info("job %s attempt %s: %s", job_id, claim.attempt, claim.spec.label())
-        notify = on_event or (lambda kind, data: None)
         workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(job_id, os.getpid())))
         try:
-            held.release()  # what came meanwhile is delivered here, inside the guard
-            with lifecycle.Heartbeat(claim):
-                results, timings, notes = _run_stages(claim, workdir, notify)
-            spec, env = claim.spec, timings.get("environment") or where_it_ran(claim.spec)
-            outcome = (JobStatus.SUCCEEDED, "; ".join(notes) or None,
-                       lambda s, job: write_results(s, job, spec, results, timings, fresh=claim.attempt == 1,
-                                                    environment=env))
-        except Cancelled:
-            outcome = (JobStatus.CANCELLED, "cancelled", None)
-        except KeyboardInterrupt:
-            with HeldSignals():  # a second Ctrl-C must not cut the cancel's transaction
-                interrupted = _interrupted(claim)
-            raise interrupted from None
-        except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
-            if not isinstance(e, FarmError):
-                log.exception("job %s failed", job_id)
-            outcome = (JobStatus.FAILED, str(ensure_known(e)), None)
+            outcome = _outcome(claim, workdir, on_event or (lambda kind, data: None), held)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-    with HeldSignals():  # the outcome is recorded whole; a Ctrl-C meanwhile is delivered after it
-        recorded = _record(claim, *outcome)
+        recorded = _record(claim, *outcome)  # a Ctrl-C meanwhile is delivered after it
     return recorded or _status(job_id)  # None: another attempt owns the job now
+
+
+def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: HeldSignals) -> tuple:
+    """Run the stages with the signals let through; (status, message, write) of how it ended."""
+    try:
+        held.release()  # what came since the claim is delivered here, inside the guard
+        with lifecycle.Heartbeat(claim):
+            results, timings, notes = _run_stages(claim, workdir, notify)
+        held.hold()
+        spec, env = claim.spec, timings.get("environment") or where_it_ran(claim.spec)
+        return (JobStatus.SUCCEEDED, "; ".join(notes) or None,
+                lambda s, job: write_results(s, job, spec, results, timings, fresh=claim.attempt == 1,
+                                             environment=env))
+    except Cancelled:
+        held.hold()
+        return JobStatus.CANCELLED, "cancelled", None
+    except KeyboardInterrupt:
+        held.hold()
+        interrupted = _interrupted(claim)
+        held.release(deliver=False)  # a second Ctrl-C meanwhile asked for what was done
+        raise interrupted from None
+    except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
+        held.hold()
+        if not isinstance(e, FarmError):
+            log.exception("job %s failed", claim.job_id)
+        return JobStatus.FAILED, str(ensure_known(e)), None
 
 
 def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:

@@ -87,7 +87,7 @@ def _job_row(job_id: int) -> tuple:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_right_after_the_claim_cancels_the_job(farm_home, monkeypatch, sig):
+def test_a_signal_right_after_the_claim_cancels_the_job(farm_home, monkeypatch, capsys, sig):
     import typer
 
     from farm.cli.progress import interruptible
@@ -107,6 +107,8 @@ def test_a_signal_right_after_the_claim_cancels_the_job(farm_home, monkeypatch, 
         run_job(job_id)
     assert raised.value.exit_code == (130 if sig == signal.SIGINT else 143)
     assert _job_row(job_id) == ("cancelled", "interrupted by the user", 0)
+    # delivered once: a second delivery would replace the line that says how to resume
+    assert f"job {job_id} cancelled; run the same command again to resume" in capsys.readouterr().err
 
 
 def test_a_signal_while_results_are_written_is_delivered_after_they_are(farm_home, monkeypatch):
@@ -123,3 +125,31 @@ def test_a_signal_while_results_are_written_is_delivered_after_they_are(farm_hom
     with pytest.raises(KeyboardInterrupt):
         runner.run_job(job_id)
     assert _job_row(job_id) == ("succeeded", None, 1)
+
+
+def test_a_signal_between_the_stages_and_the_record_is_delivered_after_it(farm_home, monkeypatch):
+    import shutil
+
+    from farm.worker import runner
+
+    rmtree = shutil.rmtree
+
+    def signal_then_remove(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # the scratch folder is removed after the stages ran
+        return rmtree(*args, **kwargs)
+
+    monkeypatch.setattr(runner.shutil, "rmtree", signal_then_remove)
+    job_id = _noop_job()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_job(job_id)
+    assert _job_row(job_id) == ("succeeded", None, 1)
+
+
+def test_the_same_signal_twice_is_not_held(farm_home):
+    from farm.worker.held import HeldSignals
+
+    with pytest.raises(KeyboardInterrupt), HeldSignals():
+        os.kill(os.getpid(), signal.SIGINT)  # noted
+        os.kill(os.getpid(), signal.SIGINT)  # the user insists: delivered now
+        pytest.fail("a second Ctrl-C was held")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -39,3 +39,8 @@ class Cancelled(FarmError):
 
 class NotImplementedStage(FarmError):
     """A pipeline stage whose library is not built yet."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, `timeout`, a container stopping) while a job runs in the CLI's process:
+    handled as Ctrl-C is, and recorded as what it was."""

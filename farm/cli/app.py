@@ -147,7 +147,10 @@ def status(
     status_ = _job_status(state) if state else None
     with db.session() as s:
         rows = with_liveness(db.queries.jobs(s, job_ids=jobs or None, sweep=sweep, status=status_,
-                                             limit=None if jobs else limit))
+                                             limit=None if jobs else limit + 1))
+    if not jobs and len(rows) > limit:  # one more was read to know whether to say so
+        rows = rows[:limit]
+        err.print(f"the latest {limit} jobs; --limit N shows more", highlight=False)
     missing = sorted(set(jobs or ()) - {r.job_id for r in rows})
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
@@ -322,6 +325,12 @@ def main() -> None:
         _fail(f"error: {e.strerror or _first_line(str(e)) or type(e).__name__}{where}")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except SystemExit as e:
+        # typer turns a Ctrl-C outside a running job (options parsed, modules loading, the
+        # database opening) into a silent exit 130; interruptible() has said its own line
+        if e.code == 130 and isinstance(getattr(e.__context__, "__cause__", None), KeyboardInterrupt):
+            _fail("interrupted", 130)
+        raise
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from farm.cli.render import err
+from farm.errors import Terminated
 
 
 class StageProgress:
@@ -72,7 +73,7 @@ def interruptible() -> Iterator[None]:
 
     def on_term(signum, frame):
         terminated.append(signum)
-        raise KeyboardInterrupt
+        raise Terminated
 
     main = threading.current_thread() is threading.main_thread()  # only there can one set it
     previous = signal.signal(signal.SIGTERM, on_term) if main else None

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from farm import db
 from farm.db.models import Job, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
-from farm.errors import Cancelled, FarmError
+from farm.errors import Cancelled, FarmError, Terminated
 from farm.worker import artifacts, lifecycle
 from farm.worker.held import HeldSignals
 from farm.worker.results import where_it_ran, write_results
@@ -34,6 +34,7 @@ log = logging.getLogger("farm.worker")
 # on_event(kind, data): "stage" {name, index, count}, "epoch" {library event}, "stage_done" {...}
 Observer = Callable[[str, dict[str, Any]], None]
 INTERRUPTED = "interrupted by the user"  # Ctrl-C: the job and its stage end cancelled, not failed
+TERMINATED = "terminated by SIGTERM"  # kill, timeout, a container stopping: likewise
 
 
 class Interrupted(KeyboardInterrupt):
@@ -105,9 +106,9 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
     except Cancelled:
         held.hold()
         return JobStatus.CANCELLED, "cancelled", None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         held.hold()
-        interrupted = _interrupted(claim)
+        interrupted = _interrupted(claim, TERMINATED if isinstance(e, Terminated) else INTERRUPTED)
         held.release(deliver=False)  # a second Ctrl-C meanwhile asked for what was done
         raise interrupted from None
     except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
@@ -132,10 +133,10 @@ def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, writ
     return status if recorded else None
 
 
-def _interrupted(claim: lifecycle.Claim) -> Interrupted:
+def _interrupted(claim: lifecycle.Claim, why: str = INTERRUPTED) -> Interrupted:
     with db.session() as s:
         stage = s.get(Job, claim.job_id).stage
-    lifecycle.finish(claim, JobStatus.CANCELLED, INTERRUPTED)
+    lifecycle.finish(claim, JobStatus.CANCELLED, why)
     during = f" during {stage}" if stage else ""
     return Interrupted(f"job {claim.job_id} cancelled{during}; run the same command again to resume "
                        f"(finished stages are reused)")
@@ -245,8 +246,9 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
     except Cancelled as e:
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=str(e))
         raise
-    except KeyboardInterrupt:
-        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=INTERRUPTED)
+    except KeyboardInterrupt as e:
+        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started,
+                      message=TERMINATED if isinstance(e, Terminated) else INTERRUPTED)
         raise
     except BaseException as e:
         _record_stage(claim.job_id, name, StageStatus.FAILED, started, message=str(ensure_known(e)))

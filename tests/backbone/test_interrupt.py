@@ -31,9 +31,9 @@ def _running_stage(home) -> str | None:
     return rows[0][0] if rows else None
 
 
-@pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
-                                              (signal.SIGTERM, 143, "terminated")])  # kill, timeout
-def test_ctrl_c_cancels_the_job_and_the_same_command_resumes(farm_env, farm_home, sig, code, word):
+@pytest.mark.parametrize("sig, code, word, why", [(signal.SIGINT, 130, "interrupted", "interrupted by the user"),
+                                                   (signal.SIGTERM, 143, "terminated", "terminated by SIGTERM")])
+def test_ctrl_c_cancels_the_job_and_the_same_command_resumes(farm_env, farm_home, sig, code, word, why):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")} | farm_env
     proc = subprocess.Popen(FARM + ARGS, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -49,10 +49,9 @@ def test_ctrl_c_cancels_the_job_and_the_same_command_resumes(farm_env, farm_home
     [line] = [x for x in stderr.splitlines() if f"farm: {word}" in x] or [stderr]
     assert line.startswith(f"farm: {word}: job 1 cancelled during quantize"), line
     assert "run the same command again to resume" in line
-    assert _query(farm_home, "select status, message from jobs") == [("cancelled", "interrupted by the user")]
+    assert _query(farm_home, "select status, message from jobs") == [("cancelled", why)]  # kill is not the user
     assert _query(farm_home, "select name, status, message from stages order by id") == [
-        ("train", "succeeded", None), ("prune", "succeeded", None),
-        ("quantize", "cancelled", "interrupted by the user")]
+        ("train", "succeeded", None), ("prune", "succeeded", None), ("quantize", "cancelled", why)]
 
     again = run_farm([*ARGS, "--format", "json"], farm_env)
     assert again.returncode == 0, again.stderr
@@ -106,7 +105,8 @@ def test_a_signal_right_after_the_claim_cancels_the_job(farm_home, monkeypatch, 
     with pytest.raises(typer.Exit) as raised, interruptible():  # the signals as the CLI takes them
         run_job(job_id)
     assert raised.value.exit_code == (130 if sig == signal.SIGINT else 143)
-    assert _job_row(job_id) == ("cancelled", "interrupted by the user", 0)
+    why = "interrupted by the user" if sig == signal.SIGINT else "terminated by SIGTERM"
+    assert _job_row(job_id) == ("cancelled", why, 0)
     # delivered once: a second delivery would replace the line that says how to resume
     assert f"job {job_id} cancelled; run the same command again to resume" in capsys.readouterr().err
 
@@ -153,3 +153,29 @@ def test_the_same_signal_twice_is_not_held(farm_home):
         os.kill(os.getpid(), signal.SIGINT)  # the user insists: delivered now
         pytest.fail("a second Ctrl-C was held")
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_outside_a_job_is_one_line_too(farm_cli, farm_env, monkeypatch):
+    from farm import settings
+
+    def interrupted():
+        raise KeyboardInterrupt  # as if Ctrl-C landed while the command was getting ready
+
+    monkeypatch.setattr(settings, "load", interrupted)
+    out = farm_cli(["status"], farm_env)
+    assert (out.returncode, out.stderr.strip()) == (130, "farm: interrupted")
+
+
+def test_status_says_when_it_shows_only_the_latest_jobs(farm_cli, farm_env):
+    from farm import db
+    from farm.db.status import JobStatus
+    from farm.scheduler.spec import JobSpec
+    from farm.scheduler.submission import record
+
+    with db.session() as s:
+        record(s, [JobSpec(**NOOP, seed=seed).resolve() for seed in range(3)], status=JobStatus.QUEUED)
+    out = farm_cli(["status", "--limit", "2", "--format", "csv"], farm_env)
+    assert out.returncode == 0 and len(out.stdout.strip().splitlines()) == 1 + 2
+    assert "the latest 2 jobs; --limit N shows more" in out.stderr
+    out = farm_cli(["status", "--limit", "3", "--format", "csv"], farm_env)
+    assert len(out.stdout.strip().splitlines()) == 1 + 3 and "--limit" not in out.stderr

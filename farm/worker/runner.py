@@ -108,7 +108,7 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
         return JobStatus.CANCELLED, "cancelled", None
     except KeyboardInterrupt as e:
         held.hold()
-        interrupted = _interrupted(claim, TERMINATED if isinstance(e, Terminated) else INTERRUPTED)
+        interrupted = _interrupted(claim, _why(e))
         held.release(deliver=False)  # a second Ctrl-C meanwhile asked for what was done
         raise interrupted from None
     except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
@@ -131,6 +131,10 @@ def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, writ
         status = JobStatus.FAILED
         recorded = lifecycle.finish(claim, status, f"could not record results: {first}")
     return status if recorded else None
+
+
+def _why(interrupt: KeyboardInterrupt) -> str:
+    return TERMINATED if isinstance(interrupt, Terminated) else INTERRUPTED
 
 
 def _interrupted(claim: lifecycle.Claim, why: str = INTERRUPTED) -> Interrupted:
@@ -247,8 +251,7 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=str(e))
         raise
     except KeyboardInterrupt as e:
-        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started,
-                      message=TERMINATED if isinstance(e, Terminated) else INTERRUPTED)
+        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=_why(e))
         raise
     except BaseException as e:
         _record_stage(claim.job_id, name, StageStatus.FAILED, started, message=str(ensure_known(e)))

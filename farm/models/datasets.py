@@ -129,7 +129,8 @@ def _cifar10(root: Path | None, download: bool) -> Dataset:
     if not download and not (folder / "cifar-10-batches-py").is_dir():
         raise DatasetMissing(
             f"CIFAR-10 not found in {folder}/cifar-10-batches-py; set FARM_DATA_DIR to a folder "
-            f"holding it, or load it once with download=True (needs the internet)")
+            f"holding it, or fetch it once (needs the internet): python -c \"import torchvision; "
+            f"torchvision.datasets.CIFAR10('{folder}', download=True)\"")
     try:
         train = torchvision.datasets.CIFAR10(str(folder), train=True, download=download)
         test = torchvision.datasets.CIFAR10(str(folder), train=False, download=download)

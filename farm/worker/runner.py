@@ -164,7 +164,7 @@ def _run_stages(claim: lifecycle.Claim, workdir: Path, notify: Observer) -> tupl
         results[name] = output.result
         timings = output.timings or timings
         if output.skipped:
-            notes.append(output.skipped)
+            notes.append(f"{name} {output.skipped}")  # the job's message: "benchmark skipped: no GPU ..."
         notify("stage_done", {"name": name, "reused": reused, "skipped": output.skipped,
                               "result": output.result})
     return results, timings, notes

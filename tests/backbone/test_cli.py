@@ -94,6 +94,7 @@ def test_embedded_submit_runs_here_dedupes_and_reuses_the_baseline(farm_env, far
     assert detail["job"]["status"] == "succeeded" and detail["metrics"]["sparsity"] == pytest.approx(0.5, abs=0.05)
     assert [s["status"] for s in detail["stages"]] == ["succeeded", "succeeded", "succeeded", "skipped"]
     assert detail["stages"][3]["message"].startswith("skipped: no GPU")
+    assert detail["job"]["message"].startswith("benchmark skipped: no GPU")  # not the job that was skipped
     # no timings, and still where it ran: the metrics row names this machine's environment
     import torch
 

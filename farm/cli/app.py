@@ -136,7 +136,7 @@ def status(
     jobs: Annotated[list[int] | None, typer.Argument(help="job ids (default: the latest)")] = None,
     sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
     state: Annotated[str | None, typer.Option("--status", help="only jobs in this status")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many jobs")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many jobs")] = 20,
     fmt: FormatOpt = Format.table,
 ):
     """List jobs with their status, stage and progress."""

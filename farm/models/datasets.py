@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +131,8 @@ def _cifar10(root: Path | None, download: bool) -> Dataset:
     if not download and not (folder / "cifar-10-batches-py").is_dir():
         raise DatasetMissing(
             f"CIFAR-10 not found in {folder}/cifar-10-batches-py; set FARM_DATA_DIR to a folder "
-            f"holding it, or fetch it once (needs the internet): python -c \"import torchvision; "
-            f"torchvision.datasets.CIFAR10('{folder}', download=True)\"")
+            f"holding it, or fetch it once (needs the internet): python -c "
+            + shlex.quote(f"import torchvision; torchvision.datasets.CIFAR10({str(folder)!r}, download=True)"))
     try:
         train = torchvision.datasets.CIFAR10(str(folder), train=True, download=download)
         test = torchvision.datasets.CIFAR10(str(folder), train=False, download=download)

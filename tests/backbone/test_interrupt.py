@@ -60,8 +60,9 @@ def test_ctrl_c_cancels_the_job_and_the_same_command_resumes(farm_env, farm_home
     assert [s["status"] for s in detail["stages"]] == ["reused", "reused", "succeeded", "skipped"]
 
 
-# The two windows the runner's guard does not cover: just after the claim, and inside the
-# transaction that records the outcome. A signal there is held and delivered after (held.py).
+# The windows the runner's guard does not cover: just after the claim, and from the end of the
+# stages to the transaction that records the outcome. A signal there is held and delivered
+# after (held.py).
 NOOP = dict(model="tiny", dataset="synthetic", device="cpu", stages=("noop",))
 
 

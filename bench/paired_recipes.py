@@ -30,9 +30,11 @@ from compress_targets import DENSE, PRUNE_EPOCHS, RETRAIN_CROP, environment  # n
 
 from farm.compress import MagnitudePruning, TrainConfig, prune_and_retrain, train  # noqa: E402
 from farm.compress.training import frozen_copy  # noqa: E402
+from farm.scheduler.spec import RECIPES as FARM_RECIPES  # noqa: E402
 from farm.models import get_model, load_dataset  # noqa: E402
 
 LEVELS = (0.9, 0.95, 0.98)
+FARM_RETRAIN_EPOCHS = FARM_RECIPES["full"].retrain_epochs
 # name: TrainConfig options on top of the reference retraining (compress_targets.py's defaults)
 RECIPES = {
     "reference": {},
@@ -45,6 +47,9 @@ RECIPES = {
     # every level retrains 1.5x as long (90%: 90 epochs, 13 s more on an H100): a pruned model
     # underfits, and more epochs are the plainest remedy (run 6 tried it unpaired, with 2 px)
     "long": {"epoch_factor": 1.5},
+    # what `farm submit --sparsity S` does: each level pruned straight from the dense weights,
+    # with the `full` recipe's retraining epochs, instead of from the level before
+    "farm-job": {"from_dense": True, "epochs": FARM_RETRAIN_EPOCHS},
 }
 
 
@@ -61,9 +66,12 @@ def chain(recipe: str, dense_state: dict, data, seed: int, device, scale, levels
     teacher = frozen_copy(model) if RECIPES[recipe].get("distill") else None
     out, previous = {}, 0.0
     for sparsity in levels:
-        pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=10, ramp=0.5)
         options = dict(RECIPES[recipe])
-        epochs = scale(PRUNE_EPOCHS[sparsity] * options.pop("epoch_factor", 1.0))
+        if options.pop("from_dense", False):
+            model.load_state_dict(dense_state)
+            previous = 0.0
+        pruning = MagnitudePruning(sparsity, schedule="gradual", initial_sparsity=previous, steps=10, ramp=0.5)
+        epochs = scale(options.pop("epochs", PRUNE_EPOCHS[sparsity]) * options.pop("epoch_factor", 1.0))
         cfg = TrainConfig(**{**DENSE, "crop_pad": RETRAIN_CROP, **options}, epochs=epochs, seed=seed, eval_every=1000)
         p = prune_and_retrain(model, data, pruning, cfg, device=device, tta=True, teacher=teacher)
         out[str(sparsity)] = {"accuracy": p.accuracy, "sparsity": p.sparsity, "train_seconds": p.train["train_seconds"]}
@@ -80,9 +88,13 @@ def main() -> int:
     ap.add_argument("--dense-epochs", type=int, default=40)
     ap.add_argument("--upto", type=float, choices=LEVELS, default=LEVELS[-1],
                     help="stop the chain after this level (0.9: the 90%% level alone, a third of the time)")
+    ap.add_argument("--levels", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
+                    help="only these levels, e.g. 0.95,0.98 (with farm-job alone: no 90%% level to wait for)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    levels = LEVELS[:LEVELS.index(args.upto) + 1]
+    levels = args.levels or LEVELS[:LEVELS.index(args.upto) + 1]
+    if bad := [lv for lv in levels if lv not in LEVELS]:
+        ap.error(f"levels are {', '.join(map(str, LEVELS))}, got {bad}")
     recipes = [r for r in args.recipes.split(",") if r]
     if bad := [r for r in recipes if r not in RECIPES]:
         ap.error(f"unknown recipes {bad}; known: {', '.join(RECIPES)}")

@@ -8,7 +8,8 @@
 """
 
 from farm.compress.format import CompressedModel, SizeReport, load_compressed, save_compressed
-from farm.compress.pruning import MagnitudePruning, PruneResult, gradual_schedule, prune_, prune_and_retrain
+from farm.compress.pruning import (MagnitudePruning, PruneResult, gradual_schedule, prune_, prune_and_retrain,
+                                  prune_in_steps)
 from farm.compress.quantization import (
     KMeansQuant, LinearQuant, LogQuant, QuantResult, quant_config, quantize_, quantize_and_finetune)
 from farm.compress.search import GuardedResult, SensitivityResult, guarded_prune, sensitivity_scan
@@ -18,7 +19,7 @@ from farm.compress.training import TrainConfig, TrainResult, evaluate, recalibra
 __all__ = [
     "SparseTensor", "TrainConfig", "TrainResult", "evaluate", "recalibrate_bn", "train",
     "CompressedModel", "SizeReport", "load_compressed", "save_compressed",
-    "MagnitudePruning", "PruneResult", "gradual_schedule", "prune_", "prune_and_retrain",
+    "MagnitudePruning", "PruneResult", "gradual_schedule", "prune_", "prune_and_retrain", "prune_in_steps",
     "KMeansQuant", "LinearQuant", "LogQuant", "QuantResult", "quant_config", "quantize_",
     "quantize_and_finetune", "GuardedResult", "SensitivityResult", "guarded_prune", "sensitivity_scan",
 ]

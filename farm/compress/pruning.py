@@ -9,7 +9,7 @@ exact.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
@@ -264,6 +264,7 @@ class PruneResult:
     train: dict | None = None
     schedule: list[tuple[int, float]] = field(default_factory=list)
     masks: dict[str, Tensor] = field(default_factory=dict, repr=False)
+    steps: list[dict] = field(default_factory=list)  # prune_in_steps: each level's sparsity, epochs, accuracy
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -297,3 +298,56 @@ def _result(model, pruning, masks, before, after, train, schedule) -> PruneResul
     rows = layer_rows(model, kept_dense(model, pruning.keep_dense))
     return PruneResult(after, before, overall(rows, prunable_only=True), overall(rows, prunable_only=False),
                        pruning.to_dict(), rows, train, schedule, masks)
+
+
+def prune_in_steps(model: nn.Module, data, pruning: MagnitudePruning, config: TrainConfig, levels, epochs=None, *,
+                   device=None, callback: Callback | None = None, tta: bool = False,
+                   teacher: nn.Module | None = None) -> PruneResult:
+    """Gradual pruning through `levels` (ascending, the last one pruning.sparsity), each level
+    pruned from the one before and retrained for its entry of `epochs` (default: config.epochs
+    each). To 98% on ResNet-20 / Fashion-MNIST, 90 -> 95 -> 98% with 60 / 50 / 70 epochs ended
+    0.87 points below dense (seven seeds) against 1.18 for 60 epochs straight from dense (six;
+    docs/RESULTS.md, run 37). Progress events count epochs over all the steps; with
+    config.distill the model before the first step teaches every step. The result is the last
+    step's, with the accuracy before the first and the training summed over the steps."""
+    levels = [check_sparsity(lv, "step level") for lv in levels]
+    epochs = list(epochs) if epochs is not None else [config.epochs] * len(levels)
+    if not levels or levels != sorted(set(levels)) or levels[-1] != pruning.sparsity or len(epochs) != len(levels):
+        raise InvalidSpec(f"steps must rise to the target {pruning.sparsity} with one epoch count each, "
+                          f"got levels {levels} and epochs {epochs}")
+    if pruning.schedule != "gradual" or pruning.layer_sparsity:
+        raise InvalidSpec("pruning in steps is for gradual pruning to one overall sparsity")
+    device = pick_device(device)
+    model.to(device)
+    if config.distill and teacher is None:
+        teacher = frozen_copy(model)
+    total, done, previous, results = sum(epochs), 0, pruning.initial_sparsity, []
+    for level, n in zip(levels, epochs):
+        step = replace(pruning, sparsity=level, initial_sparsity=previous)
+        results.append(prune_and_retrain(model, data, step, replace(config, epochs=n), device=device, tta=tta,
+                                         teacher=teacher, callback=_offset(callback, done, total)))
+        done, previous = done + n, level
+    last = results[-1]
+    last.accuracy_before = results[0].accuracy_before
+    last.steps = [{"sparsity": lv, "epochs": n, "accuracy": r.accuracy, "train_seconds": r.train["train_seconds"]}
+                  for lv, n, r in zip(levels, epochs, results)]
+    last.pruning = {**pruning.to_dict(), "levels": levels, "epochs": epochs}
+    last.train = _summed([r.train for r in results], epochs)
+    return last
+
+
+def _offset(callback: Callback | None, done: int, total: int) -> Callback | None:
+    """A step's progress events, counted over all the steps."""
+    if callback is None:
+        return None
+    return lambda event: callback({**event, "epoch": event["epoch"] + done, "epochs": total})
+
+
+def _summed(trains: list[dict], epochs: list[int]) -> dict:
+    """The steps' training records as one: times added, histories joined with epochs counted on."""
+    history, done = [], 0
+    for t, n in zip(trains, epochs):
+        history += [{**e, "epoch": e["epoch"] + done, "epochs": sum(epochs)} for e in t["history"]]
+        done += n
+    return {**trains[-1], "epochs": sum(epochs), "history": history,
+            "train_seconds": sum(t["train_seconds"] for t in trains), "wall_seconds": sum(t["wall_seconds"] for t in trains)}

@@ -46,6 +46,22 @@ class Recipe:
     # (docs/RESULTS.md, runs 29-33). Part of the prune stage's key: artifacts retrained with
     # 2 px (before this field) are not reused for it.
     retrain_crop: int = 1
+    # A gradual prune to more than this goes through STEP_LEVELS below the target, each level
+    # pruned from the one before with retraining (farm.compress.prune_in_steps). Straight from
+    # dense, the `full` recipe's 60 epochs reached 95% 0.12 points below dense but 98% 1.18 below
+    # (six seeds); through 90 -> 95 -> 98% with 60 / 50 / 70 epochs, 98% ended 0.87 below (seven
+    # seeds; docs/RESULTS.md, run 37). Part of the prune stage's key where it applies.
+    step_above: float = 0.95
+
+
+# The levels of a stepped prune, and each step's retraining as a multiple of retrain_epochs:
+# the chain measured in docs/RESULTS.md (60 / 50 / 70 epochs to 90 / 95 / 98%).
+STEP_LEVELS = (0.9, 0.95, 0.98)
+
+
+def _step_epochs(level: float, epochs: int) -> int:
+    factor = 1.0 if level <= 0.9 else 5 / 6 if level <= 0.95 else 7 / 6
+    return round(epochs * factor)
 
 
 # `full` is what measured best on an H200 (docs/RESULTS.md): with CUDA-graphed steps an epoch
@@ -163,6 +179,15 @@ class JobSpec:
         """The recipe's random translation, in pixels, while retraining a pruned model."""
         return RECIPES[self.recipe].retrain_crop
 
+    @property
+    def prune_steps(self) -> tuple[tuple[float, int], ...]:
+        """(sparsity, retraining epochs) of each step of the prune stage: one step, the target
+        with retrain_epochs, unless the recipe steps a gradual prune to this sparsity (above)."""
+        if self.method != "gradual" or self.max_drop is not None or self.sparsity <= RECIPES[self.recipe].step_above:
+            return ((self.sparsity, self.retrain_epochs),)
+        levels = [lv for lv in STEP_LEVELS if lv < self.sparsity] + [self.sparsity]
+        return tuple((lv, _step_epochs(lv, self.retrain_epochs)) for lv in levels)
+
     # --- per-stage identity (what a stage's artifact depends on) ------------------------------
 
     def stage_key(self, stage: str) -> str:
@@ -177,6 +202,8 @@ class JobSpec:
                       "retrain_epochs": self.retrain_epochs, "retrain_crop": self.retrain_crop}
             if self.distill:  # only where set: keys of recipes without distillation stay as they were
                 parts["distill"] = self.distill
+            if len(self.prune_steps) > 1:  # only where stepped: one-step keys stay as they were
+                parts["steps"] = self.prune_steps
             if self.max_drop is not None:  # the search's rules are part of what it produces
                 parts |= {"max_drop": self.max_drop, "search": GUARDED_SEARCH_VERSION}
         if stage == "quantize":

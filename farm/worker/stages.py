@@ -107,9 +107,15 @@ def prune(ctx: StageContext, dense: Path) -> StageOutput:
                                device=ctx.device, callback=ctx.callback)
     else:
         MagnitudePruning = _require("farm.compress", "MagnitudePruning", "prune")
-        prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
         pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
-        result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
+        levels, epochs = zip(*ctx.spec.prune_steps)
+        if len(levels) > 1:  # high sparsity: through lower levels first (JobSpec.prune_steps says why)
+            prune_in_steps = _require("farm.compress", "prune_in_steps", "prune")
+            result = prune_in_steps(model, ctx.data, pruning, config, levels, epochs, device=ctx.device,
+                                    callback=ctx.callback)
+        else:
+            prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
+            result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
     return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "pruned.pt"))
 
 

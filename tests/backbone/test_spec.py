@@ -128,3 +128,47 @@ def test_the_prune_stage_retrains_with_the_recipes_translation(farm_home, monkey
         [sub] = record(s, [spec], status=JobStatus.QUEUED)
     assert run_job(sub.job_id) == JobStatus.SUCCEEDED
     assert seen == [RECIPES["quick"].retrain_crop] == [1]
+
+
+def test_high_sparsity_is_pruned_in_steps_and_keyed_by_them(monkeypatch):
+    from farm.scheduler import spec as spec_mod
+
+    def steps(**kw):
+        return JobSpec(model="resnet", recipe="full", **kw).resolve().prune_steps
+
+    assert steps(sparsity=0.9) == ((0.9, 60),) and steps(sparsity=0.95) == ((0.95, 60),)
+    assert steps(sparsity=0.98) == ((0.9, 60), (0.95, 50), (0.98, 70))  # the measured chain
+    assert steps(sparsity=0.99) == ((0.9, 60), (0.95, 50), (0.98, 70), (0.99, 70))
+    assert steps(sparsity=0.97, retrain_epochs=30) == ((0.9, 30), (0.95, 25), (0.97, 35))
+    assert steps(sparsity=0.98, method="oneshot") == ((0.98, 60),)  # one-shot stays one shot
+    assert steps(sparsity=0.98, max_drop=0.5) == ((0.98, 60),)  # the guarded search has its own trials
+    low, high = (JobSpec(model="resnet", sparsity=s, recipe="full").resolve() for s in (0.9, 0.98))
+    keys = {spec: spec.stage_key("prune") for spec in (low, high)}
+    monkeypatch.setitem(spec_mod.RECIPES, "full", replace(spec_mod.RECIPES["full"], step_above=0.99))
+    assert high.prune_steps == ((0.98, 60),)
+    assert low.stage_key("prune") == keys[low]  # one-step keys are what they were before steps
+    assert high.stage_key("prune") != keys[high]  # a model pruned straight to 98% is not reused
+
+
+def test_the_prune_stage_goes_through_the_steps(farm_home, monkeypatch):
+    import farm.compress
+    from farm import db
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker.runner import run_job
+
+    seen = []
+    real = farm.compress.prune_in_steps
+
+    def recording(model, data, pruning, config, levels, epochs, **kwargs):
+        seen.append((tuple(levels), tuple(epochs)))
+        result = real(model, data, pruning, config, levels, epochs, **kwargs)
+        seen.append(round(result.sparsity, 2))
+        return result
+
+    monkeypatch.setattr(farm.compress, "prune_in_steps", recording)
+    with db.session() as s:
+        spec = JobSpec(**TINY, sparsity=0.97, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+        [sub] = record(s, [spec], status=JobStatus.QUEUED)
+    assert run_job(sub.job_id) == JobStatus.SUCCEEDED
+    assert seen == [((0.9, 0.95, 0.97), (2, 2, 2)), 0.97]

@@ -208,3 +208,40 @@ def test_without_regrowing_a_pruned_weight_stays_pruned(trained):
     assert not MaskHooks(copy.deepcopy(trained), MagnitudePruning(0.8), total_steps=64).shadow
     with pytest.raises(InvalidSpec, match="regrow"):
         MagnitudePruning(0.8, regrow=1.5)
+
+
+def test_pruning_in_steps_reaches_each_level_and_counts_progress_over_all(trained, synthetic):
+    from farm.compress import evaluate, prune_in_steps
+
+    dense = evaluate(trained, synthetic)
+    events, zeros_at_step_end = [], []
+
+    def watch(event):
+        events.append((event["epoch"], event["epochs"]))
+        if event["epoch"] in (2, 5):
+            zeros_at_step_end.append(_zero_count(trained))
+
+    result = prune_in_steps(trained, synthetic, MagnitudePruning(0.8, steps=2, ramp=0.5),
+                            TrainConfig(epochs=9, batch_size=64, lr=0.05), [0.5, 0.8], [2, 3], callback=watch)
+    assert events == [(e, 5) for e in range(1, 6)]  # one bar over both steps, not two
+    (z1, total), (z2, _) = zeros_at_step_end
+    assert z1 == round(0.5 * total) and z2 == round(0.8 * total)
+    assert result.sparsity == pytest.approx(0.8, abs=1 / total)
+    assert result.accuracy_before == dense  # before the first step, not the last
+    assert [(s["sparsity"], s["epochs"]) for s in result.steps] == [(0.5, 2), (0.8, 3)]
+    assert result.train["epochs"] == 5 and [h["epoch"] for h in result.train["history"]] == [1, 2, 3, 4, 5]
+    assert result.pruning["levels"] == [0.5, 0.8] and result.to_dict()["steps"][1]["accuracy"] == result.accuracy
+
+
+@pytest.mark.parametrize("levels, epochs, pruning", [
+    ([0.5, 0.7], [1, 1], MagnitudePruning(0.8)),  # does not end at the target
+    ([0.8, 0.5], [1, 1], MagnitudePruning(0.5)),  # falls
+    ([0.5, 0.8], [1], MagnitudePruning(0.8)),  # an epoch count short
+    ([0.5, 0.8], [1, 1], MagnitudePruning(0.8, schedule="oneshot")),
+    ([0.5, 1.0], [1, 1], MagnitudePruning(0.8)),
+])
+def test_bad_steps(trained, synthetic, levels, epochs, pruning):
+    from farm.compress import prune_in_steps
+
+    with pytest.raises(InvalidSpec):
+        prune_in_steps(trained, synthetic, pruning, TrainConfig(epochs=1), levels, epochs)

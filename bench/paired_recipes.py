@@ -86,13 +86,16 @@ def main() -> int:
     ap.add_argument("--subset", type=int, default=None, help="first n train and test images (a CPU check)")
     ap.add_argument("--epoch-scale", type=float, default=1.0)
     ap.add_argument("--dense-epochs", type=int, default=40)
-    ap.add_argument("--upto", type=float, choices=LEVELS, default=LEVELS[-1],
+    ap.add_argument("--upto", type=float, choices=LEVELS, default=None,
                     help="stop the chain after this level (0.9: the 90%% level alone, a third of the time)")
     ap.add_argument("--levels", type=lambda v: tuple(float(x) for x in v.split(",")), default=None,
-                    help="only these levels, e.g. 0.95,0.98 (with farm-job alone: no 90%% level to wait for)")
+                    help="only these levels, e.g. 0.95,0.98 with farm-job alone (no 90%% level to wait for); a "
+                         "chained recipe then starts at the first of them from dense, which is not the chain")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    levels = args.levels or LEVELS[:LEVELS.index(args.upto) + 1]
+    if args.levels and args.upto:
+        ap.error("--levels or --upto, not both")
+    levels = args.levels or LEVELS[:LEVELS.index(args.upto or LEVELS[-1]) + 1]
     if bad := [lv for lv in levels if lv not in LEVELS]:
         ap.error(f"levels are {', '.join(map(str, LEVELS))}, got {bad}")
     recipes = [r for r in args.recipes.split(",") if r]

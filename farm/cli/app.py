@@ -35,7 +35,7 @@ def _quick_note(spec) -> str:
 
     full = RECIPES["full"]
     return (f"No GPU here: running the quick CPU recipe ({spec.subset} examples, "
-            f"{spec.epochs}+{spec.retrain_epochs}+{spec.finetune_epochs} epochs of train+retrain+"
+            f"{spec.epochs}+{sum(n for _, n in spec.prune_steps)}+{spec.finetune_epochs} epochs of train+retrain+"
             f"fine-tune, no kernel benchmark), about a minute on two cores. On a GPU the same command runs the "
             f"full recipe (whole dataset, {full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} "
             f"epochs). Use --recipe full to force it here.")

@@ -312,9 +312,10 @@ def prune_in_steps(model: nn.Module, data, pruning: MagnitudePruning, config: Tr
     step's, with the accuracy before the first and the training summed over the steps."""
     levels = [check_sparsity(lv, "step level") for lv in levels]
     epochs = list(epochs) if epochs is not None else [config.epochs] * len(levels)
-    if not levels or levels != sorted(set(levels)) or levels[-1] != pruning.sparsity or len(epochs) != len(levels):
-        raise InvalidSpec(f"steps must rise to the target {pruning.sparsity} with one epoch count each, "
-                          f"got levels {levels} and epochs {epochs}")
+    if (not levels or levels != sorted(set(levels)) or levels[-1] != pruning.sparsity or len(epochs) != len(levels)
+            or levels[0] <= pruning.initial_sparsity or not all(isinstance(n, int) and n >= 0 for n in epochs)):
+        raise InvalidSpec(f"steps must rise from {pruning.initial_sparsity} to the target {pruning.sparsity} with "
+                          f"a whole number of epochs each, got levels {levels} and epochs {epochs}")
     if pruning.schedule != "gradual" or pruning.layer_sparsity:
         raise InvalidSpec("pruning in steps is for gradual pruning to one overall sparsity")
     device = pick_device(device)

@@ -57,6 +57,7 @@ class Recipe:
 # The levels of a stepped prune, and each step's retraining as a multiple of retrain_epochs:
 # the chain measured in docs/RESULTS.md (60 / 50 / 70 epochs to 90 / 95 / 98%).
 STEP_LEVELS = (0.9, 0.95, 0.98)
+STEP_GAP = 0.01  # a level this close below the target is skipped: a step that prunes almost nothing
 
 
 def _step_epochs(level: float, epochs: int) -> int:
@@ -185,7 +186,7 @@ class JobSpec:
         with retrain_epochs, unless the recipe steps a gradual prune to this sparsity (above)."""
         if self.method != "gradual" or self.max_drop is not None or self.sparsity <= RECIPES[self.recipe].step_above:
             return ((self.sparsity, self.retrain_epochs),)
-        levels = [lv for lv in STEP_LEVELS if lv < self.sparsity] + [self.sparsity]
+        levels = [lv for lv in STEP_LEVELS if lv <= self.sparsity - STEP_GAP + 1e-9] + [self.sparsity]  # 1e-9: float
         return tuple((lv, _step_epochs(lv, self.retrain_epochs)) for lv in levels)
 
     # --- per-stage identity (what a stage's artifact depends on) ------------------------------

@@ -140,6 +140,8 @@ def test_high_sparsity_is_pruned_in_steps_and_keyed_by_them(monkeypatch):
     assert steps(sparsity=0.98) == ((0.9, 60), (0.95, 50), (0.98, 70))  # the measured chain
     assert steps(sparsity=0.99) == ((0.9, 60), (0.95, 50), (0.98, 70), (0.99, 70))
     assert steps(sparsity=0.97, retrain_epochs=30) == ((0.9, 30), (0.95, 25), (0.97, 35))
+    assert steps(sparsity=0.955) == ((0.9, 60), (0.955, 70))  # no step that prunes almost nothing
+    assert steps(sparsity=0.96) == ((0.9, 60), (0.95, 50), (0.96, 70))
     assert steps(sparsity=0.98, method="oneshot") == ((0.98, 60),)  # one-shot stays one shot
     assert steps(sparsity=0.98, max_drop=0.5) == ((0.98, 60),)  # the guarded search has its own trials
     low, high = (JobSpec(model="resnet", sparsity=s, recipe="full").resolve() for s in (0.9, 0.98))

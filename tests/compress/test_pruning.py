@@ -239,6 +239,8 @@ def test_pruning_in_steps_reaches_each_level_and_counts_progress_over_all(traine
     ([0.5, 0.8], [1], MagnitudePruning(0.8)),  # an epoch count short
     ([0.5, 0.8], [1, 1], MagnitudePruning(0.8, schedule="oneshot")),
     ([0.5, 1.0], [1, 1], MagnitudePruning(0.8)),
+    ([0.5, 0.8], [1, 1], MagnitudePruning(0.8, initial_sparsity=0.6)),  # the first step would not prune
+    ([0.5, 0.8], [1, 1.5], MagnitudePruning(0.8)),  # would fail only after the first step trained
 ])
 def test_bad_steps(trained, synthetic, levels, epochs, pruning):
     from farm.compress import prune_in_steps

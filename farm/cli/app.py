@@ -31,14 +31,24 @@ STATUS_COLUMNS = ["job_id", "status", "model", "dataset", "sparsity", "scheme", 
 
 
 def _quick_note(spec) -> str:
-    from farm.scheduler.spec import RECIPES
+    from dataclasses import replace
 
-    full = RECIPES["full"]
-    return (f"No GPU here: running the quick CPU recipe ({spec.subset} examples, "
-            f"{spec.epochs}+{sum(n for _, n in spec.prune_steps)}+{spec.finetune_epochs} epochs of train+retrain+"
-            f"fine-tune, no kernel benchmark), about a minute on two cores. On a GPU the same command runs the "
-            f"full recipe (whole dataset, {full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} "
-            f"epochs). Use --recipe full to force it here.")
+    full = replace(spec, recipe="full", epochs=None, retrain_epochs=None, finetune_epochs=None, subset=None,
+                   batch_size=None).resolve()
+    return (f"No GPU here: running the quick CPU recipe ({spec.subset} examples, {_epochs(spec)}, no kernel "
+            f"benchmark), about a minute on two cores. On a GPU the same command runs the full recipe (whole "
+            f"dataset, {_epochs(full)}). Use --recipe full to force it here.")
+
+
+def _epochs(spec) -> str:
+    """'40+180+6 epochs of train+retrain+fine-tune': the retraining over all the prune's steps, and
+    fine-tuning only where a scheme is quantized."""
+    from farm.scheduler.spec import FLOAT_BITS
+
+    counts, names = [spec.epochs, sum(n for _, n in spec.prune_steps)], ["train", "retrain"]
+    if spec.scheme not in FLOAT_BITS:  # linear, log, kmeans
+        counts, names = [*counts, spec.finetune_epochs], [*names, "fine-tune"]
+    return f"{'+'.join(map(str, counts))} epochs of {'+'.join(names)}"
 
 
 def _batches(text: str) -> list[int]:

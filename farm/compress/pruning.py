@@ -323,10 +323,11 @@ def prune_in_steps(model: nn.Module, data, pruning: MagnitudePruning, config: Tr
     if config.distill and teacher is None:
         teacher = frozen_copy(model)
     total, done, previous, results = sum(epochs), 0, pruning.initial_sparsity, []
-    for level, n in zip(levels, epochs):
+    for i, (level, n) in enumerate(zip(levels, epochs)):
         step = replace(pruning, sparsity=level, initial_sparsity=previous)
+        label = f"step {i + 1}/{len(levels)} to {level * 100:g}%"
         results.append(prune_and_retrain(model, data, step, replace(config, epochs=n), device=device, tta=tta,
-                                         teacher=teacher, callback=_offset(callback, done, total)))
+                                         teacher=teacher, callback=_offset(callback, done, total, label)))
         done, previous = done + n, level
     last = results[-1]
     last.accuracy_before = results[0].accuracy_before
@@ -337,11 +338,13 @@ def prune_in_steps(model: nn.Module, data, pruning: MagnitudePruning, config: Tr
     return last
 
 
-def _offset(callback: Callback | None, done: int, total: int) -> Callback | None:
-    """A step's progress events, counted over all the steps."""
+def _offset(callback: Callback | None, done: int, total: int, label: str) -> Callback | None:
+    """A step's progress events, counted over all the steps; "step" says which step (the CLI's
+    progress line shows it)."""
     if callback is None:
         return None
-    return lambda event: callback({**event, "epoch": event["epoch"] + done, "epochs": total})
+    return lambda event: callback({**event, "epoch": event["epoch"] + done, "epochs": total,
+                                   "step": f"{label}, epoch {event['epoch'] + done}/{total}"})
 
 
 def _summed(trains: list[dict], epochs: list[int]) -> dict:

@@ -142,6 +142,7 @@ def test_high_sparsity_is_pruned_in_steps_and_keyed_by_them(monkeypatch):
     assert steps(sparsity=0.97, retrain_epochs=30) == ((0.9, 30), (0.95, 25), (0.97, 35))
     assert steps(sparsity=0.955) == ((0.9, 60), (0.955, 70))  # no step that prunes almost nothing
     assert steps(sparsity=0.96) == ((0.9, 60), (0.95, 50), (0.96, 70))
+    assert steps(sparsity=0.98, retrain_epochs=3) == ((0.9, 3), (0.95, 3), (0.98, 4))  # 2.5 rounds up
     assert steps(sparsity=0.98, method="oneshot") == ((0.98, 60),)  # one-shot stays one shot
     assert steps(sparsity=0.98, max_drop=0.5) == ((0.98, 60),)  # the guarded search has its own trials
     low, high = (JobSpec(model="resnet", sparsity=s, recipe="full").resolve() for s in (0.9, 0.98))

@@ -214,16 +214,18 @@ def test_pruning_in_steps_reaches_each_level_and_counts_progress_over_all(traine
     from farm.compress import evaluate, prune_in_steps
 
     dense = evaluate(trained, synthetic)
-    events, zeros_at_step_end = [], []
+    events, labels, zeros_at_step_end = [], [], []
 
     def watch(event):
         events.append((event["epoch"], event["epochs"]))
+        labels.append(event["step"])
         if event["epoch"] in (2, 5):
             zeros_at_step_end.append(_zero_count(trained))
 
     result = prune_in_steps(trained, synthetic, MagnitudePruning(0.8, steps=2, ramp=0.5),
                             TrainConfig(epochs=9, batch_size=64, lr=0.05), [0.5, 0.8], [2, 3], callback=watch)
     assert events == [(e, 5) for e in range(1, 6)]  # one bar over both steps, not two
+    assert labels[1] == "step 1/2 to 50%, epoch 2/5" and labels[2] == "step 2/2 to 80%, epoch 3/5"
     (z1, total), (z2, _) = zeros_at_step_end
     assert z1 == round(0.5 * total) and z2 == round(0.8 * total)
     assert result.sparsity == pytest.approx(0.8, abs=1 / total)

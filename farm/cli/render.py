@@ -65,7 +65,16 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
             table.add_column(c, overflow="fold")
         for d in data:
             table.add_row(*(_cell(d.get(c)) for c in columns))
+        if len(data) == 1 and columns != ["field", "value"] and _natural_width(table) > out.width:
+            # One row too wide for the terminal would fold its numbers ("0.9" over "8"): a
+            # field/value table instead, as `farm submit`'s result row in 80 columns.
+            return record({c: data[0].get(c) for c in columns}, fmt, title=title)
         out.print(table if data else f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
+
+
+def _natural_width(table: Table) -> int:
+    """The table's width with no cell folded (rich measures within the console's width)."""
+    return out.measure(table, options=out.options.update_width(100_000)).maximum
 
 
 def record(item: Any, fmt: Format, *, title: str | None = None) -> None:

@@ -175,3 +175,19 @@ def test_an_owner_of_another_pid_namespace_on_this_hostname_is_judged_by_its_hea
     assert owners.owner_alive(old_container, utcnow())  # a fresh heartbeat: still running there
     job_id = _job(40, status=JobStatus.RUNNING, worker=old_container, attempts=1)
     assert run_job(job_id) == JobStatus.SUCCEEDED and _get(job_id).attempts == 2
+
+
+def test_progress_weighs_stages_by_their_epochs():
+    from farm.scheduler.spec import JobSpec
+    from farm.worker.runner import _progress, stage_weights
+
+    plain = JobSpec(model="resnet", sparsity=0.9, recipe="full").resolve()
+    assert stage_weights(plain) == [40, 60, 1, 20]  # fp32: quantizing only saves; benchmark a fifth of 100
+    stepped = JobSpec(model="resnet", sparsity=0.98, recipe="full").resolve()
+    assert stage_weights(stepped) == [40, 180, 1, 44]  # the prune's three steps
+    assert _progress(stepped, 1, 0.0) == 40 / 265 and _progress(stepped, 1, 0.5) == 130 / 265
+    assert _progress(stepped, 3, 1.0) == 1.0
+    quantized = JobSpec(model="resnet", sparsity=0.9, scheme="kmeans", bits=4, recipe="full").resolve()
+    assert stage_weights(quantized)[2] == 6
+    noop = JobSpec(model="tiny", dataset="synthetic", device="cpu", stages=("noop",)).resolve()
+    assert stage_weights(noop) == [1.0] and _progress(noop, 0, 0.5) == 0.5

@@ -9,6 +9,7 @@ exact.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -302,14 +303,17 @@ def _result(model, pruning, masks, before, after, train, schedule) -> PruneResul
 
 def prune_in_steps(model: nn.Module, data, pruning: MagnitudePruning, config: TrainConfig, levels, epochs=None, *,
                    device=None, callback: Callback | None = None, tta: bool = False,
-                   teacher: nn.Module | None = None) -> PruneResult:
+                   teacher: nn.Module | None = None,
+                   on_step: Callable[[int, PruneResult], None] | None = None) -> PruneResult:
     """Gradual pruning through `levels` (ascending, the last one pruning.sparsity), each level
     pruned from the one before and retrained for its entry of `epochs` (default: config.epochs
     each). To 98% on ResNet-20 / Fashion-MNIST, 90 -> 95 -> 98% with 60 / 50 / 70 epochs ended
     0.87 points below dense (seven seeds) against 1.18 for 60 epochs straight from dense (six;
     docs/RESULTS.md, run 37). Progress events count epochs over all the steps; with
-    config.distill the model before the first step teaches every step. The result is the last
-    step's, with the accuracy before the first and the training summed over the steps."""
+    config.distill the model before the first step teaches every step. `on_step(i, result)` runs
+    after step i with the model as that step left it (to keep it: the farm stores each step for
+    jobs that share it). The result is the last step's, with the accuracy before the first and
+    the training summed over the steps."""
     levels = [check_sparsity(lv, "step level") for lv in levels]
     epochs = list(epochs) if epochs is not None else [config.epochs] * len(levels)
     if (not levels or levels != sorted(set(levels)) or levels[-1] != pruning.sparsity or len(epochs) != len(levels)
@@ -328,6 +332,8 @@ def prune_in_steps(model: nn.Module, data, pruning: MagnitudePruning, config: Tr
         label = f"step {i + 1}/{len(levels)} to {level * 100:g}%"
         results.append(prune_and_retrain(model, data, step, replace(config, epochs=n), device=device, tta=tta,
                                          teacher=teacher, callback=_offset(callback, done, total, label)))
+        if on_step is not None:
+            on_step(i, results[-1])
         done, previous = done + n, level
     last = results[-1]
     last.accuracy_before = results[0].accuracy_before

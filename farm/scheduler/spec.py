@@ -192,20 +192,25 @@ class JobSpec:
 
     # --- per-stage identity (what a stage's artifact depends on) ------------------------------
 
-    def stage_key(self, stage: str) -> str:
+    def stage_key(self, stage: str, steps: tuple[tuple[float, int], ...] | None = None) -> str:
         """sha256 of everything `stage` and the stages before it read: equal keys, same artifact.
         The dense baseline's key ignores sparsity, scheme and benchmark settings, so a sparsity
-        sweep trains it once."""
+        sweep trains it once. `steps` (prune): the key of the model after the first of this
+        job's prune steps, which other jobs share: the first step of a 98% job is a 90% job's
+        whole prune, and a 99% job's first three are a 98% job's."""
         parts: dict[str, Any] = {"version": SPEC_VERSION, "model": self.model, "dataset": self.dataset,
                                  "seed": self.seed, "subset": self.subset, "batch_size": self.batch_size,
                                  "epochs": self.epochs}
         if stage in ("prune", "quantize"):
-            parts |= {"sparsity": self.sparsity, "method": self.method, "scope": self.scope,
-                      "retrain_epochs": self.retrain_epochs, "retrain_crop": self.retrain_crop}
+            steps = tuple(steps or self.prune_steps)
+            # one step is keyed as a one-level job to its sparsity with its epochs
+            parts |= {"sparsity": steps[-1][0], "method": self.method, "scope": self.scope,
+                      "retrain_epochs": self.retrain_epochs if len(steps) > 1 else steps[0][1],
+                      "retrain_crop": self.retrain_crop}
             if self.distill:  # only where set: keys of recipes without distillation stay as they were
                 parts["distill"] = self.distill
-            if len(self.prune_steps) > 1:  # only where stepped: one-step keys stay as they were
-                parts["steps"] = self.prune_steps
+            if len(steps) > 1:  # only where stepped: one-step keys stay as they were
+                parts["steps"] = steps
             if self.max_drop is not None:  # the search's rules are part of what it produces
                 parts |= {"max_drop": self.max_drop, "search": GUARDED_SEARCH_VERSION}
         if stage == "quantize":

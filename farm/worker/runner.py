@@ -264,7 +264,10 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message="cancelled")
         raise Cancelled(f"job {claim.job_id} cancelled before {name}")
     ctx = StageContext(spec=spec, device=torch_device(spec.device), workdir=workdir,
-                       callback=_progress_callback(claim, name, index, notify))
+                       callback=_progress_callback(claim, name, index, notify),
+                       reuse=_stored if spec.run == 0 else (lambda key: None),  # --force recomputes
+                       keep=lambda key, file, result: artifacts.store(file, key=key, stage=name, kind="checkpoint",
+                                                                      result=jsonable(result), job_id=claim.job_id))
     try:
         output = STAGES[name](ctx, current)
         output.result = jsonable(output.result)
@@ -287,6 +290,12 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
     _record_stage(claim.job_id, name, status, started, result=output.result,
                   artifact_id=artifact.id if artifact else None, message=output.skipped)
     return output, current, False
+
+
+def _stored(key: str) -> tuple[Path, dict] | None:
+    """A stage's intermediate artifact (a stepped prune's first steps) if stored: (file, result)."""
+    found = artifacts.lookup(key)
+    return (artifacts.path_of(found), found.result) if found is not None else None
 
 
 def _record_stage(job_id: int, name: str, status: StageStatus, started, *, result=None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,11 @@ class StageContext:
     device: str  # torch device: "cuda" or "cpu"
     workdir: Path  # scratch folder for this attempt's files
     callback: Callable[[dict], None]
+    # Artifacts under other keys than the stage's own (the runner's store): `reuse(key)` gives
+    # (file, result) of a stored one or None; `keep(key, file, result)` stores one. No-ops
+    # outside the runner.
+    reuse: Callable[[str], tuple[Path, dict] | None] = lambda key: None
+    keep: Callable[[str, Path, dict], None] = lambda key, file, result: None
     _data: Any = None
 
     @property
@@ -108,15 +113,59 @@ def prune(ctx: StageContext, dense: Path) -> StageOutput:
     else:
         MagnitudePruning = _require("farm.compress", "MagnitudePruning", "prune")
         pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
-        levels, epochs = zip(*ctx.spec.prune_steps)
-        if len(levels) > 1:  # high sparsity: through lower levels first (JobSpec.prune_steps says why)
-            prune_in_steps = _require("farm.compress", "prune_in_steps", "prune")
-            result = prune_in_steps(model, ctx.data, pruning, config, levels, epochs, device=ctx.device,
-                                    callback=ctx.callback)
+        if len(ctx.spec.prune_steps) > 1:  # high sparsity: through lower levels first (JobSpec.prune_steps says why)
+            return _prune_in_steps(ctx, model, pruning, config)
         else:
             prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
             result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
     return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "pruned.pt"))
+
+
+def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:
+    """The steps from the furthest one another job stored (a 98% job starts from a 90% job's
+    pruned model), each step kept for the jobs after. Its result lists every step, reused ones
+    marked, with the accuracy before the first; the training is this job's own."""
+    import copy
+
+    prune_in_steps = _require("farm.compress", "prune_in_steps", "prune")
+    steps = ctx.spec.prune_steps
+    teacher = copy.deepcopy(model) if config.distill else None  # the dense model teaches every step
+    start, done, before = 0, [], None
+    for i in range(len(steps) - 1, 0, -1):  # the whole chain is the stage's own key: the runner looked
+        found = ctx.reuse(ctx.spec.stage_key("prune", steps[:i]))
+        if found is not None:
+            path, prior = found
+            model = _load_state(path, ctx)
+            start, done, before = i, [{**s, "reused": True} for s in _steps_of(prior, steps[:i])], prior.get("accuracy_before")
+            break
+    mine: list[dict] = []
+
+    def keep(i: int, result) -> None:
+        nonlocal before
+        level, epochs = steps[start + i]
+        mine.append({"sparsity": level, "epochs": epochs, "accuracy": result.accuracy,
+                     "train_seconds": result.train["train_seconds"]})
+        before = result.accuracy_before if before is None else before  # the first step's is the dense model's
+        n = start + i + 1
+        if n < len(steps):  # the last one is the stage's output, which the runner stores
+            record = {**result.to_dict(), "steps": done + mine, "accuracy_before": before}
+            ctx.keep(ctx.spec.stage_key("prune", steps[:n]), _save_state(model, ctx.workdir / f"step{n}.pt"), record)
+
+    levels, epochs = zip(*steps[start:])
+    pruning = replace(pruning, initial_sparsity=steps[start - 1][0] if start else 0.0)
+    result = prune_in_steps(model, ctx.data, pruning, config, levels, epochs, device=ctx.device,
+                            callback=ctx.callback, teacher=teacher, on_step=keep)
+    out = {**result.to_dict(), "steps": done + mine, "accuracy_before": before}
+    return StageOutput(out, _save_state(model, ctx.workdir / "pruned.pt"))
+
+
+def _steps_of(prior: dict, steps) -> list[dict]:
+    """The steps a stored prune result covers: its own list, or the one level of a one-step job."""
+    if prior.get("steps"):
+        return prior["steps"]
+    (level, epochs), = steps
+    return [{"sparsity": level, "epochs": epochs, "accuracy": prior.get("accuracy"),
+             "train_seconds": (prior.get("train") or {}).get("train_seconds")}]
 
 
 QUANTIZERS = {"linear": "LinearQuant", "log": "LogQuant", "kmeans": "KMeansQuant"}

@@ -175,3 +175,46 @@ def test_the_prune_stage_goes_through_the_steps(farm_home, monkeypatch):
         [sub] = record(s, [spec], status=JobStatus.QUEUED)
     assert run_job(sub.job_id) == JobStatus.SUCCEEDED
     assert seen == [((0.9, 0.95, 0.97), (2, 2, 2)), 0.97]
+
+
+def test_a_stepped_prune_shares_its_first_steps_keys_with_the_jobs_that_end_there():
+    def spec(sparsity):
+        return JobSpec(model="resnet", sparsity=sparsity, recipe="full").resolve()
+
+    s90, s95, s97, s98, s99 = (spec(x) for x in (0.9, 0.95, 0.97, 0.98, 0.99))
+    assert s98.stage_key("prune", s98.prune_steps[:1]) == s90.stage_key("prune")  # 90% with 60 epochs
+    assert s98.stage_key("prune", s98.prune_steps[:2]) != s95.stage_key("prune")  # 95% from 90% is not from dense
+    assert s98.stage_key("prune", s98.prune_steps[:2]) == s97.stage_key("prune", s97.prune_steps[:2])
+    assert s99.stage_key("prune", s99.prune_steps[:3]) == s98.stage_key("prune")
+    assert s98.stage_key("prune", s98.prune_steps) == s98.stage_key("prune")
+
+
+def test_stepped_jobs_start_from_the_steps_other_jobs_stored(farm_home):
+    from sqlalchemy import select
+
+    from farm import db
+    from farm.db.models import Artifact, Stage
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker.runner import run_job
+
+    def run(sparsity):
+        with db.session() as s:
+            spec = JobSpec(**TINY, sparsity=sparsity, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+            [sub] = record(s, [spec], status=JobStatus.QUEUED)
+        assert run_job(sub.job_id) == JobStatus.SUCCEEDED
+        with db.session() as s:
+            return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one().result
+
+    plain = run(0.9)
+    stepped = run(0.98)  # its 90% step is the first job's whole prune: taken, not retrained
+    assert [(s["sparsity"], s.get("reused", False)) for s in stepped["steps"]] == [
+        (0.9, True), (0.95, False), (0.98, False)]
+    assert stepped["steps"][0]["accuracy"] == plain["accuracy"]
+    assert stepped["accuracy_before"] == plain["accuracy_before"]  # the dense model's, not the 90% one's
+    assert round(stepped["sparsity"], 2) == 0.98 and stepped["train"]["epochs"] == 4  # two steps of 2 trained
+    further = run(0.99)  # 90 -> 95 -> 98% is the second job's whole prune
+    assert [s.get("reused", False) for s in further["steps"]] == [True, True, True, False]
+    assert [s["accuracy"] for s in further["steps"][:3]] == [s["accuracy"] for s in stepped["steps"]]
+    with db.session() as s:  # each prefix once: 90; 90-95 (kept by the 98% job); 90-95-98; 90-95-98-99
+        assert len(s.scalars(select(Artifact).where(Artifact.stage == "prune")).all()) == 4

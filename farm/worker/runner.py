@@ -265,9 +265,10 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
         raise Cancelled(f"job {claim.job_id} cancelled before {name}")
     ctx = StageContext(spec=spec, device=torch_device(spec.device), workdir=workdir,
                        callback=_progress_callback(claim, name, index, notify),
-                       reuse=_stored if spec.run == 0 else (lambda key: None),  # --force recomputes
-                       keep=lambda key, file, result: artifacts.store(file, key=key, stage=name, kind="checkpoint",
-                                                                      result=jsonable(result), job_id=claim.job_id))
+                       # --force recomputes and leaves what other jobs share alone
+                       reuse=_stored if spec.run == 0 else (lambda key: None),
+                       keep=(lambda key, file, result: _keep(claim, name, key, file, result)) if spec.run == 0
+                       else (lambda key, file, result: None))
     try:
         output = STAGES[name](ctx, current)
         output.result = jsonable(output.result)
@@ -290,6 +291,18 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
     _record_stage(claim.job_id, name, status, started, result=output.result,
                   artifact_id=artifact.id if artifact else None, message=output.skipped)
     return output, current, False
+
+
+def _keep(claim: lifecycle.Claim, stage: str, key: str, file: Path, result: dict) -> None:
+    """Store a stage's intermediate artifact unless one is stored under its key (a job that
+    computed the same step at the same time, or the job whose whole stage it is, got there
+    first: same inputs, same meaning). Only an optimisation: a failure is logged, not raised."""
+    try:
+        if artifacts.lookup(key) is None:
+            artifacts.store(file, key=key, stage=stage, kind="checkpoint", result=jsonable(result),
+                            job_id=claim.job_id)
+    except Exception:  # noqa: BLE001
+        log.warning("job %s: could not keep a %s step for other jobs", claim.job_id, stage, exc_info=True)
 
 
 def _stored(key: str) -> tuple[Path, dict] | None:

@@ -154,9 +154,24 @@ def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:
     levels, epochs = zip(*steps[start:])
     pruning = replace(pruning, initial_sparsity=steps[start - 1][0] if start else 0.0)
     result = prune_in_steps(model, ctx.data, pruning, config, levels, epochs, device=ctx.device,
-                            callback=ctx.callback, teacher=teacher, on_step=keep)
+                            callback=_over_all_steps(ctx.callback, steps, start), teacher=teacher, on_step=keep)
     out = {**result.to_dict(), "steps": done + mine, "accuracy_before": before}
     return StageOutput(out, _save_state(model, ctx.workdir / "pruned.pt"))
+
+
+def _over_all_steps(callback, steps, start: int):
+    """Progress events of the steps run here, counted over all the job's steps (reused ones done)."""
+    reused, total = sum(n for _, n in steps[:start]), sum(n for _, n in steps)
+    ends = [sum(n for _, n in steps[:k + 1]) for k in range(len(steps))]
+
+    def event(e: dict) -> None:
+        epoch = e["epoch"] + reused
+        k = next((k for k, end in enumerate(ends) if epoch <= end), len(steps) - 1)
+        note = f" ({start} reused)" if start else ""
+        callback({**e, "epoch": epoch, "epochs": total,
+                  "step": f"step {k + 1}/{len(steps)} to {steps[k][0] * 100:g}%{note}, epoch {epoch}/{total}"})
+
+    return event
 
 
 def _steps_of(prior: dict, steps) -> list[dict]:

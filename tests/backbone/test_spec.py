@@ -218,3 +218,43 @@ def test_stepped_jobs_start_from_the_steps_other_jobs_stored(farm_home):
     assert [s["accuracy"] for s in further["steps"][:3]] == [s["accuracy"] for s in stepped["steps"]]
     with db.session() as s:  # each prefix once: 90; 90-95 (kept by the 98% job); 90-95-98; 90-95-98-99
         assert len(s.scalars(select(Artifact).where(Artifact.stage == "prune")).all()) == 4
+
+
+def test_a_forced_stepped_run_neither_takes_nor_replaces_shared_steps(farm_home):
+    from sqlalchemy import select
+
+    from farm import db
+    from farm.db.models import Artifact, Stage
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker.runner import run_job
+
+    def run(sparsity, run_no=0):
+        with db.session() as s:
+            spec = JobSpec(**TINY, sparsity=sparsity, recipe="quick", subset=64, stages=("train", "prune"),
+                           run=run_no).resolve()
+            [sub] = record(s, [spec], status=JobStatus.QUEUED)
+        assert run_job(sub.job_id) == JobStatus.SUCCEEDED
+        with db.session() as s:
+            return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one().result
+
+    run(0.9)
+    with db.session() as s:
+        shared = {a.key: a.path for a in s.scalars(select(Artifact).where(Artifact.stage == "prune"))}
+    forced = run(0.98, run_no=1)
+    assert not any(step.get("reused") for step in forced["steps"])  # recomputed, as --force promises
+    with db.session() as s:
+        after = {a.key: a.path for a in s.scalars(select(Artifact).where(Artifact.stage == "prune"))}
+    assert all(after[k] == v for k, v in shared.items()) and len(after) == len(shared) + 1  # its own result only
+
+
+def test_progress_after_reused_steps_counts_over_all_of_them():
+    from farm.worker.stages import _over_all_steps
+
+    seen = []
+    event = _over_all_steps(seen.append, ((0.9, 60), (0.95, 50), (0.98, 70)), start=1)
+    event({"epoch": 1, "epochs": 120})
+    event({"epoch": 51, "epochs": 120})
+    assert [(e["epoch"], e["epochs"]) for e in seen] == [(61, 180), (111, 180)]
+    assert seen[0]["step"] == "step 2/3 to 95% (1 reused), epoch 61/180"
+    assert seen[1]["step"].startswith("step 3/3 to 98%")

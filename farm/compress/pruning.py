@@ -360,4 +360,5 @@ def _summed(trains: list[dict], epochs: list[int]) -> dict:
         history += [{**e, "epoch": e["epoch"] + done, "epochs": sum(epochs)} for e in t["history"]]
         done += n
     return {**trains[-1], "epochs": sum(epochs), "history": history,
-            "train_seconds": sum(t["train_seconds"] for t in trains), "wall_seconds": sum(t["wall_seconds"] for t in trains)}
+            "train_seconds": sum(t["train_seconds"] for t in trains),
+            "wall_seconds": sum(t["wall_seconds"] for t in trains)}

@@ -195,9 +195,9 @@ class JobSpec:
     def stage_key(self, stage: str, steps: tuple[tuple[float, int], ...] | None = None) -> str:
         """sha256 of everything `stage` and the stages before it read: equal keys, same artifact.
         The dense baseline's key ignores sparsity, scheme and benchmark settings, so a sparsity
-        sweep trains it once. `steps` (prune): the key of the model after the first of this
-        job's prune steps, which other jobs share: the first step of a 98% job is a 90% job's
-        whole prune, and a 99% job's first three are a 98% job's."""
+        sweep trains it once. `steps` (prune), a prefix of prune_steps: the key of the model
+        after those first steps, which other jobs share: the first step of a 98% job is a 90%
+        job's whole prune, and a 99% job's first three are a 98% job's."""
         parts: dict[str, Any] = {"version": SPEC_VERSION, "model": self.model, "dataset": self.dataset,
                                  "seed": self.seed, "subset": self.subset, "batch_size": self.batch_size,
                                  "epochs": self.epochs}

@@ -115,9 +115,8 @@ def prune(ctx: StageContext, dense: Path) -> StageOutput:
         pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
         if len(ctx.spec.prune_steps) > 1:  # high sparsity: through lower levels first (JobSpec.prune_steps says why)
             return _prune_in_steps(ctx, model, pruning, config)
-        else:
-            prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
-            result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
+        prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
+        result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
     return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "pruned.pt"))
 
 
@@ -135,8 +134,8 @@ def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:
         found = ctx.reuse(ctx.spec.stage_key("prune", steps[:i]))
         if found is not None:
             path, prior = found
-            model = _load_state(path, ctx)
-            start, done, before = i, [{**s, "reused": True} for s in _steps_of(prior, steps[:i])], prior.get("accuracy_before")
+            model, start, before = _load_state(path, ctx), i, prior.get("accuracy_before")
+            done = [{**s, "reused": True} for s in _steps_of(prior, steps[:i])]
             break
     mine: list[dict] = []
 

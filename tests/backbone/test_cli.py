@@ -144,6 +144,17 @@ def test_embedded_guarded_job_reports_what_it_found(farm_env, farm_home, farm_cl
     assert "trials" not in plain["stages"][1]["result"]
 
 
+def test_embedded_stepped_job_shows_its_steps(farm_env, farm_home, farm_cli):
+    """Above 95% the prune goes through 90% and 95%: `farm show` lists each step's accuracy."""
+    run = farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.98", "--format", "json"], farm_env)
+    detail = json.loads(run.stdout)
+    assert detail["job"]["status"] == "succeeded", run.stderr
+    assert [s["sparsity"] for s in detail["stages"][1]["result"]["steps"]] == [0.9, 0.95, 0.98]
+    shown = farm_cli(["show", str(detail["job"]["job_id"])], farm_env)
+    table = shown.stdout[shown.stdout.index("prune steps"):]
+    assert shown.returncode == 0 and all(f"│ {level} " in table for level in ("0.9", "0.95", "0.98")), shown.stdout
+
+
 def test_every_command_has_help():
     from typer.main import get_command
 

@@ -191,9 +191,11 @@ def show(job: Annotated[int, typer.Argument(help="job id")], fmt: FormatOpt = Fo
     render.record({**d.job.to_dict(), "spec": d.spec, "sweeps": d.sweeps}, fmt, title=f"job {job}")
     render.rows(d.stages, fmt, columns=["name", "status", "seconds", "artifact_key", "message"],
                 title="stages")
-    steps = next(((st.result or {}).get("steps") for st in d.stages if st.name == "prune"), None)
-    if steps:  # a prune above 95% went through lower levels: each one's accuracy
-        render.rows([{"reused": False, **step} for step in steps], fmt, title="prune steps",
+    prune = next((st for st in d.stages if st.name == "prune"), None)
+    if prune is not None and (prune.result or {}).get("steps"):  # a prune above 95%: each level's accuracy
+        # a stage taken whole from another job reused every step
+        render.rows([{"reused": False, **step, **({"reused": True} if prune.reused else {})}
+                     for step in prune.result["steps"]], fmt, title="prune steps",
                     columns=["sparsity", "epochs", "accuracy", "train_seconds", "reused"])
     if d.metrics:
         render.record(d.metrics, fmt, title="metrics")

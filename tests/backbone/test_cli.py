@@ -153,6 +153,12 @@ def test_embedded_stepped_job_shows_its_steps(farm_env, farm_home, farm_cli):
     shown = farm_cli(["show", str(detail["job"]["job_id"])], farm_env)
     table = shown.stdout[shown.stdout.index("prune steps"):]
     assert shown.returncode == 0 and all(f"│ {level} " in table for level in ("0.9", "0.95", "0.98")), shown.stdout
+    assert "True" not in table  # every step trained here
+    quantized = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.98", "--scheme", "kmeans", "--bits",
+                                     "4", "--format", "json"], farm_env).stdout)
+    assert quantized["stages"][1]["status"] == "reused"  # the same prune, taken whole
+    again = farm_cli(["show", str(quantized["job"]["job_id"])], farm_env).stdout
+    assert again[again.index("prune steps"):].count("True") == 3
 
 
 def test_every_command_has_help():

@@ -1,5 +1,7 @@
 """Tables in a narrow terminal: one result row must not fold its numbers."""
 
+import io
+
 from rich.console import Console
 
 from farm.cli import render
@@ -11,7 +13,7 @@ ROW = {"job_id": 1, "model": "resnet20", "dataset": "fashion-mnist", "target_spa
 
 
 def _render(monkeypatch, width: int, rows: list[dict]) -> str:
-    console = Console(width=width, record=True, file=open("/dev/null", "w"))
+    console = Console(width=width, record=True, file=io.StringIO())  # utf-8 borders whatever the locale
     monkeypatch.setattr(render, "out", console)
     render.rows(rows, Format.table)
     return console.export_text()

@@ -147,7 +147,8 @@ def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:
         before = result.accuracy_before if before is None else before  # the first step's is the dense model's
         n = start + i + 1
         if n < len(steps):  # the last one is the stage's output, which the runner stores
-            record = {**result.to_dict(), "steps": done + mine, "accuracy_before": before}
+            # one step is a plain job's whole prune (a 90% job takes it as its own): no steps listed
+            record = {**result.to_dict(), "steps": done + mine if n > 1 else [], "accuracy_before": before}
             ctx.keep(ctx.spec.stage_key("prune", steps[:n]), _save_state(model, ctx.workdir / f"step{n}.pt"), record)
 
     levels, epochs = zip(*steps[start:])

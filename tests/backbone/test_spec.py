@@ -258,3 +258,29 @@ def test_progress_after_reused_steps_counts_over_all_of_them():
     assert [(e["epoch"], e["epochs"]) for e in seen] == [(61, 180), (111, 180)]
     assert seen[0]["step"] == "step 2/3 to 95% (1 reused), epoch 61/180"
     assert seen[1]["step"].startswith("step 3/3 to 98%")
+
+
+def test_lower_jobs_take_whole_what_a_higher_stepped_job_kept(farm_home):
+    from sqlalchemy import select
+
+    from farm import db
+    from farm.db.models import Stage
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker.runner import run_job
+
+    def run(sparsity):
+        with db.session() as s:
+            spec = JobSpec(**TINY, sparsity=sparsity, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+            [sub] = record(s, [spec], status=JobStatus.QUEUED)
+        assert run_job(sub.job_id) == JobStatus.SUCCEEDED
+        with db.session() as s:
+            return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one()
+
+    high = run(0.99)
+    low, mid = run(0.9), run(0.98)  # a sweep listed high to low, run one job after another
+    assert str(low.status) == "reused" and str(mid.status) == "reused"
+    assert low.result["steps"] == [] and round(low.result["sparsity"], 2) == 0.9  # a plain 90% job's record
+    assert low.result["accuracy"] == high.result["steps"][0]["accuracy"]
+    assert [s["sparsity"] for s in mid.result["steps"]] == [0.9, 0.95, 0.98]
+    assert mid.result["accuracy_before"] == high.result["accuracy_before"]  # the dense model's

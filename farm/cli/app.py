@@ -30,14 +30,18 @@ STATUS_COLUMNS = ["job_id", "status", "model", "dataset", "sparsity", "scheme", 
                   "stage", "progress", "attempts", "worker", "message"]
 
 
-def _quick_note(spec) -> str:
+def _quick_note(spec, auto_device: bool = True) -> str:
+    """Why a job the user gave no recipe runs the quick one: no GPU here (`auto_device`), or a job
+    sent to the CPU."""
     from dataclasses import replace
 
     full = replace(spec, recipe="full", epochs=None, retrain_epochs=None, finetune_epochs=None, subset=None,
                    batch_size=None).resolve()
-    return (f"No GPU here: running the quick CPU recipe ({spec.subset} examples, {_epochs(spec)}, no kernel "
-            f"benchmark), about a minute on two cores. On a GPU the same command runs the full recipe (whole "
-            f"dataset, {_epochs(full)}). Use --recipe full to force it here.")
+    quick = f"the quick CPU recipe ({spec.subset} examples, {_epochs(spec)}, no kernel benchmark)"
+    if not auto_device:
+        return f"A CPU job: {quick}. --recipe full runs the full one (whole dataset, {_epochs(full)})."
+    return (f"No GPU here: running {quick}, about a minute on two cores for ResNet-20. On a GPU the same "
+            f"command runs the full recipe (whole dataset, {_epochs(full)}). Use --recipe full to force it here.")
 
 
 def _epochs(spec) -> str:
@@ -90,7 +94,7 @@ def submit(
     conf = settings.load()
     if not 0 <= priority <= 9:
         raise FarmError(f"--priority must be from 0 to 9, got {priority}")
-    auto_device = device == "auto"
+    auto_device, auto_recipe = device == "auto", recipe == "auto"
     device, recipe = scheduler.choose_device(device, recipe, embedded=conf.embedded)
     spec = JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope, max_drop=max_drop,
                    scheme=scheme, bits=bits, recipe=recipe, epochs=epochs,
@@ -110,7 +114,9 @@ def submit(
         return
     from farm.cli.progress import StageProgress, interruptible
 
-    preamble = ([_quick_note(spec)] if spec.recipe == "quick" else []) + [spec.label()]
+    # a recipe the user did not choose is explained; one they typed is not
+    noted = spec.recipe == "quick" and auto_recipe
+    preamble = ([_quick_note(spec, auto_device)] if noted else []) + [spec.label()]
     with interruptible(), StageProgress(preamble) as progress:  # said only if a stage runs
         sub = scheduler.submit(spec, force=force, priority=priority, on_event=progress)
     if not (sub.created or sub.requeued):

@@ -28,6 +28,9 @@ RESULT_COLUMNS = ["job_id", "model", "dataset", "target_sparsity", "sparsity", "
                   "best_speedup_fp32"]
 STATUS_COLUMNS = ["job_id", "status", "model", "dataset", "sparsity", "scheme", "bits", "device",
                   "stage", "progress", "attempts", "worker", "message"]
+# What a narrow terminal leaves out first (the CSV and JSON keep them)
+RESULT_OPTIONAL = ("compressed_bytes", "target_sparsity", "dataset", "bits", "scheme", "dense_accuracy")
+STATUS_OPTIONAL = ("worker", "attempts", "device", "dataset", "bits", "scheme", "progress")
 
 
 def _quick_note(spec, auto_device: bool = True) -> str:
@@ -171,7 +174,7 @@ def status(
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
     render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
-                title="jobs")
+                title="jobs", optional=STATUS_OPTIONAL)
 
 
 def _job_status(text: str):
@@ -241,7 +244,7 @@ def results(
                                   sweep=sweep)
     # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).
     render.rows(rows, fmt, columns=RESULT_COLUMNS if fmt == Format.table else db.queries.ResultRow.columns(),
-                title="results")
+                title="results", optional=RESULT_OPTIONAL)
 
 
 @app.command()

@@ -48,7 +48,10 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, title: str | None = None) -> None:
+def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, title: str | None = None,
+         optional: tuple[str, ...] = ()) -> None:
+    """`optional`: table columns to leave out, in this order, while the table is wider than the
+    terminal (a note on stderr names them); JSON and CSV keep every column."""
     data = [_dict(r) for r in items]
     columns = columns or (list(data[0]) if data else [])
     if fmt == Format.json:
@@ -60,21 +63,45 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
             writer.writerow(["" if d.get(c) is None else
                              json.dumps(d[c]) if isinstance(d.get(c), (list, dict)) else d[c] for c in columns])
     else:
-        table = Table(title=title, title_justify="left")
-        for c in columns:
-            table.add_column(c, overflow="fold")
-        for d in data:
-            table.add_row(*(_cell(d.get(c)) for c in columns))
+        table = _table(data, columns, title)
         if len(data) == 1 and columns != ["field", "value"] and _natural_width(table) > out.width:
             # One row too wide for the terminal would fold its numbers ("0.9" over "8"): a
             # field/value table instead, as `farm submit`'s result row in 80 columns.
             return record({c: data[0].get(c) for c in columns}, fmt, title=title)
+        shown, left_out = list(columns), []
+        for c in optional:  # several rows: fewer columns rather than every cell folded to 3 characters
+            if _narrowest(table) <= out.width:  # fits with no word broken
+                break
+            if c in shown:
+                shown.remove(c)
+                left_out.append(c)
+                table = _table(data, shown, title)
         out.print(table if data else f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
+        if left_out and data:
+            err.print(f"[dim]left out for the terminal's width: {', '.join(left_out)} (--format csv has "
+                      f"every column)[/dim]")
+
+
+def _table(data: list[dict], columns: list[str], title: str | None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        cells = [_cell(d.get(c)) for d in data]
+        numeric = all(isinstance(d.get(c), (int, float)) or d.get(c) is None for d in data)
+        # a number is never folded (1156 over 4 reads as 1156); text folds where it must
+        table.add_column(c, overflow="fold", min_width=max(map(len, cells), default=0) if numeric else None)
+    for d in data:
+        table.add_row(*(_cell(d.get(c)) for c in columns))
+    return table
 
 
 def _natural_width(table: Table) -> int:
     """The table's width with no cell folded (rich measures within the console's width)."""
     return out.measure(table, options=out.options.update_width(100_000)).maximum
+
+
+def _narrowest(table: Table) -> int:
+    """The table's width with text folded between words but no word (or number) broken."""
+    return out.measure(table, options=out.options.update_width(100_000)).minimum
 
 
 def record(item: Any, fmt: Format, *, title: str | None = None) -> None:

@@ -12,10 +12,10 @@ ROW = {"job_id": 1, "model": "resnet20", "dataset": "fashion-mnist", "target_spa
        "compressed_bytes": 41033, "best_speedup_fp32": 3.144}
 
 
-def _render(monkeypatch, width: int, rows: list[dict]) -> str:
+def _render(monkeypatch, width: int, rows: list[dict], **options) -> str:
     console = Console(width=width, record=True, file=io.StringIO())  # utf-8 borders whatever the locale
     monkeypatch.setattr(render, "out", console)
-    render.rows(rows, Format.table)
+    render.rows(rows, Format.table, **options)
     return console.export_text()
 
 
@@ -30,3 +30,20 @@ def test_a_row_that_fits_stays_a_table(monkeypatch):
     assert "target_sparsity" in wide.splitlines()[1] and "field" not in wide
     several = _render(monkeypatch, 80, [ROW, {**ROW, "job_id": 2}])  # several rows: a table still
     assert "field" not in several
+
+
+def test_several_rows_too_wide_leave_out_optional_columns_and_say_so(monkeypatch):
+    from farm.cli.app import STATUS_COLUMNS, STATUS_OPTIONAL
+
+    jobs = [{"job_id": i, "status": "succeeded", "model": "tiny", "dataset": "synthetic", "sparsity": s,
+             "scheme": "fp32", "bits": 32, "device": "cpu", "stage": None, "progress": 1.0, "attempts": 1,
+             "worker": "vm/4026531836:25981", "message": "benchmark skipped: no GPU (job runs on CPU)"}
+            for i, s in enumerate([0.5, 0.9, 0.97, 0.99], 1)]
+    errors = Console(width=80, record=True, file=io.StringIO())
+    monkeypatch.setattr(render, "err", errors)
+    narrow = _render(monkeypatch, 80, jobs, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL)
+    assert "│ succeeded │" in narrow and "│ 0.97 " in narrow  # no word or number broken
+    assert "worker" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80
+    assert "left out for the terminal's width: worker" in errors.export_text()
+    wide = _render(monkeypatch, 250, jobs, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL)
+    assert "worker" in wide and "vm/4026531836:25981" in wide  # room enough: every column

@@ -22,7 +22,8 @@ class StageProgress:
         """`preamble`: lines printed before the first event, so nothing is said about a run (the
         recipe, the job's label) when the job already ran and nothing runs."""
         self.preamble = list(preamble)
-        self.progress = Progress(TextColumn("{task.description:<34}"), BarColumn(),
+        # "job 123 benchmark" fits 18; a 20-wide bar leaves an 80-column terminal room for the note
+        self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(bar_width=20),
                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
                                  console=err, transient=False)
         self.task = None

@@ -48,7 +48,8 @@ def _finish(chart, out: Path, fmt: Format, title: str) -> None:
 @plot_app.command("pareto")
 def pareto(
     sweep: Annotated[int, typer.Option(help="sweep id")],
-    x: XOpt = XAxis.speedup,
+    x: Annotated[XAxis | None, typer.Option("--x", help="speedup (×), latency (ms) or size (bytes on disk); "
+                                            "default: speedup, or size where no job has timings")] = None,
     y: Annotated[YAxis, typer.Option("--y", help="accuracy")] = YAxis.accuracy,
     baseline: Annotated[Baseline, typer.Option(help="cuDNN precision of the speedup")] = Baseline.fp32,
     batch: BatchOpt = None,
@@ -60,9 +61,21 @@ def pareto(
     from farm import db
     from farm.report.charts import pareto_chart
 
+    from farm.report.errors import NothingToShow
+
     with db.session() as s:
-        chart = pareto_chart(s, sweep, x, y, baseline=baseline.value, batch=batch, color_by=color_by.value)
-    _finish(chart, out or Path(f"sweep{sweep}-pareto-{x.value}"), fmt, "non-dominated jobs")
+        try:
+            chart = pareto_chart(s, sweep, x or XAxis.speedup, y, baseline=baseline.value, batch=batch,
+                                 color_by=color_by.value)
+        except NothingToShow:
+            if x is not None:
+                raise
+            # no --x and no timings (a CPU-only sweep): the other front a sweep always has
+            x = XAxis.size
+            chart = pareto_chart(s, sweep, x, y, baseline=baseline.value, batch=batch, color_by=color_by.value)
+            chart.notes.insert(0, "no job in this sweep has whole-model timings (GPU benchmark results): "
+                                  "accuracy against size on disk")
+    _finish(chart, out or Path(f"sweep{sweep}-pareto-{(x or XAxis.speedup).value}"), fmt, "non-dominated jobs")
 
 
 @plot_app.command("layers")

@@ -61,12 +61,21 @@ def test_pareto_marks_exactly_the_non_dominated_jobs(results_db, tmp_path, x):
 
 
 def test_pareto_without_timings_says_so_and_size_still_works(results_db, tmp_path):
-    out = invoke("plot", "pareto", "--sweep", results_db.untimed_sweep, "--out", tmp_path / "p")
+    out = invoke("plot", "pareto", "--sweep", results_db.untimed_sweep, "--x", "speedup", "--out", tmp_path / "p")
     assert isinstance(out.exception, NothingToShow)
     assert "--x size" in str(out.exception) and "skipped: no GPU" in str(out.exception)
     ok = invoke("plot", "pareto", "--sweep", results_db.untimed_sweep, "--x", "size", "--out", tmp_path / "s")
     assert ok.exit_code == 0, ok.output
     files_ok(tmp_path / "s")
+
+
+def test_pareto_with_no_x_falls_back_to_size_where_no_job_has_timings(results_db, tmp_path):
+    out = invoke("plot", "pareto", "--sweep", results_db.untimed_sweep, "--out", tmp_path / "auto")
+    assert out.exit_code == 0, out.output
+    assert "no job in this sweep has whole-model timings" in out.output  # said, not silent
+    files_ok(tmp_path / "auto")
+    timed = invoke("plot", "pareto", "--sweep", results_db.grid_sweep, "--out", tmp_path / "t", "--format", "json")
+    assert timed.exit_code == 0 and "no job in this sweep has whole-model timings" not in timed.output
 
 
 def test_pareto_of_unknown_or_unfinished_sweep(results_db, tmp_path):

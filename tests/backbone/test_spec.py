@@ -193,18 +193,10 @@ def test_stepped_jobs_start_from_the_steps_other_jobs_stored(farm_home):
     from sqlalchemy import select
 
     from farm import db
-    from farm.db.models import Artifact, Stage
-    from farm.db.status import JobStatus
-    from farm.scheduler.submission import record
-    from farm.worker.runner import run_job
+    from farm.db.models import Artifact
 
     def run(sparsity):
-        with db.session() as s:
-            spec = JobSpec(**TINY, sparsity=sparsity, recipe="quick", subset=64, stages=("train", "prune")).resolve()
-            [sub] = record(s, [spec], status=JobStatus.QUEUED)
-        assert run_job(sub.job_id) == JobStatus.SUCCEEDED
-        with db.session() as s:
-            return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one().result
+        return _prune_stage(sparsity).result
 
     plain = run(0.9)
     stepped = run(0.98)  # its 90% step is the first job's whole prune: taken, not retrained
@@ -224,19 +216,10 @@ def test_a_forced_stepped_run_neither_takes_nor_replaces_shared_steps(farm_home)
     from sqlalchemy import select
 
     from farm import db
-    from farm.db.models import Artifact, Stage
-    from farm.db.status import JobStatus
-    from farm.scheduler.submission import record
-    from farm.worker.runner import run_job
+    from farm.db.models import Artifact
 
     def run(sparsity, run_no=0):
-        with db.session() as s:
-            spec = JobSpec(**TINY, sparsity=sparsity, recipe="quick", subset=64, stages=("train", "prune"),
-                           run=run_no).resolve()
-            [sub] = record(s, [spec], status=JobStatus.QUEUED)
-        assert run_job(sub.job_id) == JobStatus.SUCCEEDED
-        with db.session() as s:
-            return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one().result
+        return _prune_stage(sparsity, run_no).result
 
     run(0.9)
     with db.session() as s:
@@ -261,6 +244,18 @@ def test_progress_after_reused_steps_counts_over_all_of_them():
 
 
 def test_lower_jobs_take_whole_what_a_higher_stepped_job_kept(farm_home):
+    run = _prune_stage
+    high = run(0.99)
+    low, mid = run(0.9), run(0.98)  # a sweep listed high to low, run one job after another
+    assert str(low.status) == "reused" and str(mid.status) == "reused"
+    assert low.result["steps"] == [] and round(low.result["sparsity"], 2) == 0.9  # a plain 90% job's record
+    assert low.result["accuracy"] == high.result["steps"][0]["accuracy"]
+    assert [s["sparsity"] for s in mid.result["steps"]] == [0.9, 0.95, 0.98]
+    assert mid.result["accuracy_before"] == high.result["accuracy_before"]  # the dense model's
+
+
+def _prune_stage(sparsity: float, run_no: int = 0):
+    """Run a quick train + prune job of the tiny model here; its prune stage's row."""
     from sqlalchemy import select
 
     from farm import db
@@ -269,18 +264,10 @@ def test_lower_jobs_take_whole_what_a_higher_stepped_job_kept(farm_home):
     from farm.scheduler.submission import record
     from farm.worker.runner import run_job
 
-    def run(sparsity):
-        with db.session() as s:
-            spec = JobSpec(**TINY, sparsity=sparsity, recipe="quick", subset=64, stages=("train", "prune")).resolve()
-            [sub] = record(s, [spec], status=JobStatus.QUEUED)
-        assert run_job(sub.job_id) == JobStatus.SUCCEEDED
-        with db.session() as s:
-            return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one()
-
-    high = run(0.99)
-    low, mid = run(0.9), run(0.98)  # a sweep listed high to low, run one job after another
-    assert str(low.status) == "reused" and str(mid.status) == "reused"
-    assert low.result["steps"] == [] and round(low.result["sparsity"], 2) == 0.9  # a plain 90% job's record
-    assert low.result["accuracy"] == high.result["steps"][0]["accuracy"]
-    assert [s["sparsity"] for s in mid.result["steps"]] == [0.9, 0.95, 0.98]
-    assert mid.result["accuracy_before"] == high.result["accuracy_before"]  # the dense model's
+    with db.session() as s:
+        spec = JobSpec(**TINY, sparsity=sparsity, recipe="quick", subset=64, stages=("train", "prune"),
+                       run=run_no).resolve()
+        [sub] = record(s, [spec], status=JobStatus.QUEUED)
+    assert run_job(sub.job_id) == JobStatus.SUCCEEDED
+    with db.session() as s:
+        return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one()

@@ -158,10 +158,22 @@ class StageRow(_Row):
     name: str
     status: str
     reused: bool
+    from_job: int | None  # a reused stage: the job that made its artifact
     artifact_key: str | None
     message: str | None
     seconds: float | None
     result: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class PruneStepRow(_Row):
+    job_id: int
+    sparsity: float  # the level this step pruned to
+    epochs: int
+    accuracy: float | None  # after this step's retraining
+    train_seconds: float | None
+    reused: bool  # taken from another job's store, not retrained by this one
+    from_job: int | None  # the job that trained it, where reused
 
 
 @dataclass(frozen=True)
@@ -340,13 +352,43 @@ def job_detail(session: Session, job_id: int) -> JobDetail:
     ids = [r.environment_id for r in [*lt, *mt]] + [job.metrics.environment_id if job.metrics else None]
     env_ids = sorted({i for i in ids if i is not None})
     envs = session.scalars(select(Environment).where(Environment.id.in_(env_ids))).all()
-    stages = [StageRow(name=s.name, status=str(s.status), reused=str(s.status) == "reused",
-                       artifact_key=s.artifact.key if s.artifact else None, message=s.message,
-                       seconds=s.seconds, result=s.result) for s in job.stages]
+    stages = [_stage_row(s) for s in job.stages]
     return JobDetail(job=JobRow.of(job), spec=job.spec, stages=stages,
                      metrics=_metrics_dict(job.metrics), layer_timings=lt, model_timings=mt,
                      environments=[EnvironmentRow.of(e) for e in envs],
                      sweeps=[s.id for s in job.sweeps])
+
+
+def _stage_row(s: Stage) -> StageRow:
+    return StageRow(name=s.name, status=str(s.status), reused=str(s.status) == "reused",
+                    from_job=_maker(s), artifact_key=s.artifact.key if s.artifact else None,
+                    message=s.message, seconds=s.seconds, result=s.result)
+
+
+def step_rows(job_id: int, prune: StageRow) -> list[PruneStepRow]:
+    """A stepped prune's steps (jobs above 95%). A stage taken whole from another job reused every
+    step, each made by that job unless it had taken the step from a third."""
+    rows = []
+    for step in (prune.result or {}).get("steps") or []:
+        maker = step.get("from_job") or (prune.from_job if prune.reused else None)
+        rows.append(PruneStepRow(job_id=job_id, sparsity=step["sparsity"], epochs=step["epochs"],
+                                 accuracy=step.get("accuracy"), train_seconds=step.get("train_seconds"),
+                                 reused=prune.reused or bool(step.get("reused")), from_job=maker))
+    return rows
+
+
+def prune_steps(session: Session, job_ids: Sequence[int]) -> list[PruneStepRow]:
+    """The steps of the stepped prunes among these jobs, by job."""
+    stages = session.scalars(select(Stage).where(Stage.job_id.in_(job_ids), Stage.name == "prune")
+                             .order_by(Stage.job_id)).all()
+    return [row for s in stages for row in step_rows(s.job_id, _stage_row(s))]
+
+
+def _maker(stage: Stage) -> int | None:
+    """The job whose artifact a reused stage took (None once that job is deleted)."""
+    if str(stage.status) != "reused" or stage.artifact is None or stage.artifact.job_id == stage.job_id:
+        return None
+    return stage.artifact.job_id
 
 
 def environments(session: Session) -> list[EnvironmentRow]:

@@ -136,6 +136,16 @@ def _results(comp: Comparison) -> str:
                                                                          css="results")
 
 
+STEP_COLUMNS = ["job_id", "sparsity", "epochs", "accuracy", "train_seconds", "reused", "from_job"]
+
+
+def _prune_steps(rows: list) -> str:
+    caption = ("Jobs above 95% prune through the lower levels (90%, 95%, 98%), retraining after each; "
+               "accuracy is each step's after its retraining. A reused step was taken from the job "
+               "in from_job, which trained it, not retrained.")
+    return f'<p class="caption">{html.escape(caption)}</p>' + html_table(rows, STEP_COLUMNS)
+
+
 def _spec(info: SweepInfo) -> str:
     grid = html.escape(json.dumps(info.grid, indent=2, default=str))
     return (f"<pre>{html.escape(info.source)}</pre>"
@@ -170,6 +180,7 @@ def build_report(session: Session, sweep_id: int, *, batch: int | None = None,
     comp = compare_sweep(session, sweep_id, batch=batch)
     job_ids = [r.job_id for r in comp.rows]
     layer_rows = queries.layer_timings(session, sweep=sweep_id) if job_ids else []
+    steps = queries.prune_steps(session, job_ids) if job_ids else []
     notes = list(comp.notes)
     if comp.finished:
         parts = [_pareto(comp, image_format), _layers(comp, layer_rows, image_format, max_layer_charts),
@@ -184,6 +195,7 @@ def build_report(session: Session, sweep_id: int, *, batch: int | None = None,
     body = "".join([
         _header(info, comp, notes),
         _section("results", "Results", _results(comp)),
+        _section("steps", "Prune steps", _prune_steps(steps)) if steps else "",
         _section("pareto", "Pareto fronts", pareto),
         _section("layers", "Per-layer speedups", layers),
         _section("crossover", "Crossover sparsity", cross),

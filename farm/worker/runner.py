@@ -305,10 +305,11 @@ def _keep(claim: lifecycle.Claim, stage: str, key: str, file: Path, result: dict
         log.warning("job %s: could not keep a %s step for other jobs", claim.job_id, stage, exc_info=True)
 
 
-def _stored(key: str) -> tuple[Path, dict] | None:
-    """A stage's intermediate artifact (a stepped prune's first steps) if stored: (file, result)."""
+def _stored(key: str) -> tuple[Path, dict, int | None] | None:
+    """A stage's intermediate artifact (a stepped prune's first steps) if stored: (file, result,
+    the job that made it)."""
     found = artifacts.lookup(key)
-    return (artifacts.path_of(found), found.result) if found is not None else None
+    return (artifacts.path_of(found), found.result, found.job_id) if found is not None else None
 
 
 def _record_stage(job_id: int, name: str, status: StageStatus, started, *, result=None,

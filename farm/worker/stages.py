@@ -36,9 +36,9 @@ class StageContext:
     workdir: Path  # scratch folder for this attempt's files
     callback: Callable[[dict], None]
     # Artifacts under other keys than the stage's own (the runner's store): `reuse(key)` gives
-    # (file, result) of a stored one or None; `keep(key, file, result)` stores one. No-ops
-    # outside the runner.
-    reuse: Callable[[str], tuple[Path, dict] | None] = lambda key: None
+    # (file, result, id of the job that made it) of a stored one or None; `keep(key, file,
+    # result)` stores one. No-ops outside the runner.
+    reuse: Callable[[str], tuple[Path, dict, int | None] | None] = lambda key: None
     keep: Callable[[str, Path, dict], None] = lambda key, file, result: None
     _data: Any = None
 
@@ -133,9 +133,10 @@ def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:
     for i in range(len(steps) - 1, 0, -1):  # the whole chain is the stage's own key: the runner looked
         found = ctx.reuse(ctx.spec.stage_key("prune", steps[:i]))
         if found is not None:
-            path, prior = found
+            path, prior, maker = found
             model, start, before = _load_state(path, ctx), i, prior.get("accuracy_before")
-            done = [{**s, "reused": True} for s in _steps_of(prior, steps[:i])]
+            # a step the maker took from a third job names that one
+            done = [{**s, "reused": True, "from_job": s.get("from_job", maker)} for s in _steps_of(prior, steps[:i])]
             break
     mine: list[dict] = []
 

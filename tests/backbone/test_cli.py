@@ -110,6 +110,8 @@ def test_embedded_submit_runs_here_dedupes_and_reuses_the_baseline(farm_env, far
                                 farm_env).stdout)
     assert [s["status"] for s in other["stages"]][:2] == ["reused", "succeeded"]
     assert other["stages"][0]["artifact_key"] == detail["stages"][0]["artifact_key"]
+    assert other["stages"][0]["from_job"] == detail["job"]["job_id"]  # whose dense model it took
+    assert other["stages"][1]["from_job"] is None
 
     forced = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.5", "--force", "--format",
                                   "json"], farm_env).stdout)
@@ -159,6 +161,8 @@ def test_embedded_stepped_job_shows_its_steps(farm_env, farm_home, farm_cli):
     assert quantized["stages"][1]["status"] == "reused"  # the same prune, taken whole
     again = farm_cli(["show", str(quantized["job"]["job_id"])], farm_env).stdout
     assert again[again.index("prune steps"):].count("True") == 3
+    steps = json.loads(farm_cli(["show", str(quantized["job"]["job_id"]), "--format", "json"], farm_env).stdout)
+    assert steps["stages"][1]["from_job"] == detail["job"]["job_id"]  # the 98% job's prune
 
 
 def test_every_command_has_help():

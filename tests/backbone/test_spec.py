@@ -195,18 +195,25 @@ def test_stepped_jobs_start_from_the_steps_other_jobs_stored(farm_home):
     from farm import db
     from farm.db.models import Artifact
 
+    jobs = []
+
     def run(sparsity):
-        return _prune_stage(sparsity).result
+        stage = _prune_stage(sparsity)
+        jobs.append(stage.job_id)
+        return stage.result
 
     plain = run(0.9)
     stepped = run(0.98)  # its 90% step is the first job's whole prune: taken, not retrained
     assert [(s["sparsity"], s.get("reused", False)) for s in stepped["steps"]] == [
         (0.9, True), (0.95, False), (0.98, False)]
+    assert stepped["steps"][0]["from_job"] == jobs[0] and "from_job" not in stepped["steps"][1]
     assert stepped["steps"][0]["accuracy"] == plain["accuracy"]
     assert stepped["accuracy_before"] == plain["accuracy_before"]  # the dense model's, not the 90% one's
     assert round(stepped["sparsity"], 2) == 0.98 and stepped["train"]["epochs"] == 4  # two steps of 2 trained
     further = run(0.99)  # 90 -> 95 -> 98% is the second job's whole prune
     assert [s.get("reused", False) for s in further["steps"]] == [True, True, True, False]
+    # each step names the job that trained it, not the one it was taken from last
+    assert [s.get("from_job") for s in further["steps"]] == [jobs[0], jobs[1], jobs[1], None]
     assert [s["accuracy"] for s in further["steps"][:3]] == [s["accuracy"] for s in stepped["steps"]]
     with db.session() as s:  # each prefix once: 90; 90-95 (kept by the 98% job); 90-95-98; 90-95-98-99
         assert len(s.scalars(select(Artifact).where(Artifact.stage == "prune")).all()) == 4

@@ -136,6 +136,16 @@ def _stage(job: Job, status: StageStatus, message: str | None = None) -> Stage:
     return Stage(job_id=job.id, name="benchmark", status=status, message=message, seconds=12.0)
 
 
+def _stepped_prune(job: Job, maker: int) -> Stage:
+    """A prune above 95% through the lower levels, its first step taken from job `maker`."""
+    steps = [{"sparsity": 0.9, "epochs": 60, "accuracy": 0.9455, "train_seconds": 30.0, "reused": True,
+              "from_job": maker}]
+    steps += [{"sparsity": level, "epochs": n, "accuracy": acc, "train_seconds": 25.0}
+              for level, n, acc in ((0.95, 50, 0.9431), (0.98, 70, 0.9388), (0.99, 70, 0.9295))]
+    return Stage(job_id=job.id, name="prune", status=StageStatus.SUCCEEDED, seconds=80.0,
+                 result={"sparsity": 0.99, "steps": steps})
+
+
 def fill(url: str) -> Truth:
     """Write the rows into the database at `url` (created at the current schema by farm.db)."""
     truth, rng = Truth(), random.Random(7)
@@ -165,6 +175,7 @@ def fill(url: str) -> Truth:
                                               "fp16": t.speedup_fp16} for t in mts}}
         truth.layer_job = truth.timed_jobs[0]
         failed = _job(s, "vgg11", 0.99, "fp32", 32, JobStatus.FAILED, "CUDA error: out of memory")
+        s.add(_stepped_prune(failed, maker=truth.timed_jobs[2]))  # pruned through 90-98%, then failed
         running = _job(s, "resnet20", 0.8, "fp32", 32, JobStatus.RUNNING)
         untimed = _job(s, "resnet20", 0.8, "kmeans", 4)
         s.add(_metrics(untimed, rng))

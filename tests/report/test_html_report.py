@@ -49,6 +49,22 @@ def test_report_holds_spec_tables_and_every_environment(report_file, filled):
     assert "skipped: no GPU" in text and "CUDA error: out of memory" in text  # shown, not hidden
 
 
+def test_report_lists_the_steps_of_a_stepped_prune(report_file, filled):
+    _, truth = filled
+    text = report_file.read_text()
+    steps = text[text.index(">Prune steps</h2>"):text.index(">Pareto fronts</h2>")]
+    rows = re.findall(r"<tr>(.*?)</tr>", steps)[1:]  # past the header
+    assert len(rows) == 4 and all(f">{truth.failed_job}<" in r for r in rows)
+    assert f">{truth.timed_jobs[2]}<" in rows[0] and "94.55%" in rows[0]  # reused: names who trained it
+    assert "92.95%" in rows[3]
+
+
+def test_report_without_stepped_prunes_has_no_steps_section(results_db, tmp_path):
+    out = tmp_path / "cpu.html"
+    assert invoke("report", "--sweep", results_db.untimed_sweep, "--out", out).exit_code == 0
+    assert "Prune steps" not in out.read_text()
+
+
 @needs_chromium
 def test_report_opens_in_chromium_with_tables_and_images(report_file, tmp_path):
     shot = tmp_path / "report.png"

@@ -200,9 +200,8 @@ def show(job: Annotated[int, typer.Argument(help="job id")], fmt: FormatOpt = Fo
     render.record({**d.job.to_dict(), "spec": d.spec, "sweeps": d.sweeps}, fmt, title=f"job {job}")
     render.rows(d.stages, fmt, columns=["name", "status", "from_job", "seconds", "artifact_key", "message"],
                 title="stages")
-    prune = next((st for st in d.stages if st.name == "prune"), None)
-    if prune is not None and (prune.result or {}).get("steps"):  # a prune above 95%: each level's accuracy
-        render.rows(db.queries.step_rows(job, prune), fmt, title="prune steps",
+    if d.prune_steps:  # a prune above 95%: each level's accuracy
+        render.rows(d.prune_steps, fmt, title="prune steps",
                     columns=["sparsity", "epochs", "accuracy", "train_seconds", "reused", "from_job"])
     if d.metrics:
         render.record(d.metrics, fmt, title="metrics")

@@ -267,6 +267,7 @@ class JobDetail(_Row):
     model_timings: list[ModelTimingRow]
     environments: list[EnvironmentRow]
     sweeps: list[int]
+    prune_steps: list[PruneStepRow]  # a prune above 95%: its levels; [] for one-step prunes
 
 
 @dataclass(frozen=True)
@@ -353,10 +354,11 @@ def job_detail(session: Session, job_id: int) -> JobDetail:
     env_ids = sorted({i for i in ids if i is not None})
     envs = session.scalars(select(Environment).where(Environment.id.in_(env_ids))).all()
     stages = [_stage_row(s) for s in job.stages]
+    steps = [row for st in stages if st.name == "prune" for row in step_rows(job_id, st)]
     return JobDetail(job=JobRow.of(job), spec=job.spec, stages=stages,
                      metrics=_metrics_dict(job.metrics), layer_timings=lt, model_timings=mt,
                      environments=[EnvironmentRow.of(e) for e in envs],
-                     sweeps=[s.id for s in job.sweeps])
+                     sweeps=[s.id for s in job.sweeps], prune_steps=steps)
 
 
 def _stage_row(s: Stage) -> StageRow:
@@ -367,10 +369,12 @@ def _stage_row(s: Stage) -> StageRow:
 
 def step_rows(job_id: int, prune: StageRow) -> list[PruneStepRow]:
     """A stepped prune's steps (jobs above 95%). A stage taken whole from another job reused every
-    step, each made by that job unless it had taken the step from a third."""
+    step, each made by that job unless it had taken the step from a third (named in the step;
+    None where that job is gone or a result predates the field)."""
     rows = []
     for step in (prune.result or {}).get("steps") or []:
-        maker = step.get("from_job") or (prune.from_job if prune.reused else None)
+        taken = "from_job" in step or step.get("reused")  # by the maker, or by this job itself
+        maker = step.get("from_job") if taken else prune.from_job
         rows.append(PruneStepRow(job_id=job_id, sparsity=step["sparsity"], epochs=step["epochs"],
                                  accuracy=step.get("accuracy"), train_seconds=step.get("train_seconds"),
                                  reused=prune.reused or bool(step.get("reused")), from_job=maker))

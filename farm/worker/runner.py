@@ -266,7 +266,7 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
     ctx = StageContext(spec=spec, device=torch_device(spec.device), workdir=workdir,
                        callback=_progress_callback(claim, name, index, notify),
                        # --force recomputes and leaves what other jobs share alone
-                       reuse=_stored if spec.run == 0 else (lambda key: None),
+                       reuse=(lambda key: _stored(key, claim.job_id)) if spec.run == 0 else (lambda key: None),
                        keep=(lambda key, file, result: _keep(claim, name, key, file, result)) if spec.run == 0
                        else (lambda key, file, result: None))
     try:
@@ -305,11 +305,13 @@ def _keep(claim: lifecycle.Claim, stage: str, key: str, file: Path, result: dict
         log.warning("job %s: could not keep a %s step for other jobs", claim.job_id, stage, exc_info=True)
 
 
-def _stored(key: str) -> tuple[Path, dict, int | None] | None:
+def _stored(key: str, job_id: int) -> tuple[Path, dict, int | None] | None:
     """A stage's intermediate artifact (a stepped prune's first steps) if stored: (file, result,
-    the job that made it)."""
+    the job that made it, None where that is this job: an earlier attempt kept it)."""
     found = artifacts.lookup(key)
-    return (artifacts.path_of(found), found.result, found.job_id) if found is not None else None
+    if found is None:
+        return None
+    return artifacts.path_of(found), found.result, found.job_id if found.job_id != job_id else None
 
 
 def _record_stage(job_id: int, name: str, status: StageStatus, started, *, result=None,

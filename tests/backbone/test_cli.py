@@ -163,6 +163,8 @@ def test_embedded_stepped_job_shows_its_steps(farm_env, farm_home, farm_cli):
     assert again[again.index("prune steps"):].count("True") == 3
     steps = json.loads(farm_cli(["show", str(quantized["job"]["job_id"]), "--format", "json"], farm_env).stdout)
     assert steps["stages"][1]["from_job"] == detail["job"]["job_id"]  # the 98% job's prune
+    assert [(s["reused"], s["from_job"]) for s in steps["prune_steps"]] == [(True, detail["job"]["job_id"])] * 3
+    assert [(s["reused"], s["from_job"]) for s in detail["prune_steps"]] == [(False, None)] * 3
 
 
 def test_every_command_has_help():

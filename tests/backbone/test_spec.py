@@ -278,3 +278,17 @@ def _prune_stage(sparsity: float, run_no: int = 0):
     assert run_job(sub.job_id) == JobStatus.SUCCEEDED
     with db.session() as s:
         return s.scalars(select(Stage).where(Stage.job_id == sub.job_id, Stage.name == "prune")).one()
+
+
+def test_a_step_kept_by_an_earlier_attempt_of_the_same_job_names_no_other_job(farm_home, tmp_path):
+    from farm.worker import artifacts
+    from farm.worker.runner import _stored
+
+    first = _prune_stage(0.9)  # a real job, so the artifact's producer exists
+    step = tmp_path / "step1.pt"
+    step.write_bytes(b"weights")
+    artifacts.store(step, key="k" * 64, stage="prune", kind="checkpoint", result={"accuracy": 0.5},
+                    job_id=first.job_id)
+    assert _stored("k" * 64, first.job_id)[1:] == ({"accuracy": 0.5}, None)  # its own retry
+    assert _stored("k" * 64, first.job_id + 1)[1:] == ({"accuracy": 0.5}, first.job_id)
+    assert _stored("j" * 64, first.job_id) is None

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from farm import db
-from farm.db.models import Environment, Job, LayerTiming, Metrics, ModelTiming, Stage, Sweep
+from farm.db.models import Artifact, Environment, Job, LayerTiming, Metrics, ModelTiming, Stage, Sweep
 from farm.db.status import JobStatus, StageStatus
 
 H100 = dict(gpu="NVIDIA H100 80GB HBM3", driver="570.124.06", cuda="13.0", cudnn="91900",
@@ -46,6 +46,7 @@ class Truth:
     timed_jobs: list[int] = field(default_factory=list)
     failed_job: int = 0
     untimed_job: int = 0  # succeeded, benchmark skipped (no GPU)
+    running_job: int = 0  # took the failed job's stepped prune whole
     layer_job: int = 0  # a job with per-layer timings
     # job id -> {"gpu", "accuracy", "bytes", "model", "scheme", "speedup": {batch: {prec: x}}, "latency": {batch: ms}}
     jobs: dict[int, dict] = field(default_factory=dict)
@@ -146,6 +147,17 @@ def _stepped_prune(job: Job, maker: int) -> Stage:
                  result={"sparsity": 0.99, "steps": steps})
 
 
+def _reused_prune(s, job: Job, made: Stage) -> Stage:
+    """`job`'s prune taken whole from the artifact the stage `made` stored."""
+    art = Artifact(key=hashlib.sha256(b"prune-0.99").hexdigest(), content_hash=hashlib.sha256(b"x").hexdigest(),
+                   stage="prune", kind="checkpoint", path="ab/cd.pt", bytes=1, result=made.result,
+                   job_id=made.job_id)
+    s.add(art)
+    s.flush()
+    return Stage(job_id=job.id, name="prune", status=StageStatus.REUSED, artifact_id=art.id, seconds=0.1,
+                 result=made.result)
+
+
 def fill(url: str) -> Truth:
     """Write the rows into the database at `url` (created at the current schema by farm.db)."""
     truth, rng = Truth(), random.Random(7)
@@ -175,13 +187,17 @@ def fill(url: str) -> Truth:
                                               "fp16": t.speedup_fp16} for t in mts}}
         truth.layer_job = truth.timed_jobs[0]
         failed = _job(s, "vgg11", 0.99, "fp32", 32, JobStatus.FAILED, "CUDA error: out of memory")
-        s.add(_stepped_prune(failed, maker=truth.timed_jobs[2]))  # pruned through 90-98%, then failed
-        running = _job(s, "resnet20", 0.8, "fp32", 32, JobStatus.RUNNING)
+        stepped = _stepped_prune(failed, maker=truth.timed_jobs[2])  # pruned through 90-98%, then failed
+        s.add(stepped)
+        s.flush()
+        prune_of_failed = stepped.id
+        running = _job(s, "vgg11", 0.99, "kmeans", 4, JobStatus.RUNNING)  # quantizing the failed job's prune
+        s.add(_reused_prune(s, running, made=s.get(Stage, prune_of_failed)))
         untimed = _job(s, "resnet20", 0.8, "kmeans", 4)
         s.add(_metrics(untimed, rng))
         s.add(_stage(untimed, StageStatus.SKIPPED, "skipped: no GPU"))
         grid.jobs += [failed, running, untimed]
-        truth.failed_job, truth.untimed_job = failed.id, untimed.id
+        truth.failed_job, truth.untimed_job, truth.running_job = failed.id, untimed.id, running.id
 
         pending = Sweep(name="not-yet", source="name: not-yet\ngrid: {model: [vgg16]}\n", grid={})
         cpu = Sweep(name="cpu-only", source="name: cpu-only\ngrid: {sparsity: [0.5, 0.9]}\n", grid={})

@@ -10,6 +10,8 @@ from farm.errors import NotFound
 
 from .chromium import open_page
 from .cli import invoke
+from farm.report.document import STEP_COLUMNS
+
 from .results_db import A100, H100
 
 needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None,
@@ -53,10 +55,15 @@ def test_report_lists_the_steps_of_a_stepped_prune(report_file, filled):
     _, truth = filled
     text = report_file.read_text()
     steps = text[text.index(">Prune steps</h2>"):text.index(">Pareto fronts</h2>")]
-    rows = re.findall(r"<tr>(.*?)</tr>", steps)[1:]  # past the header
-    assert len(rows) == 4 and all(f">{truth.failed_job}<" in r for r in rows)
-    assert f">{truth.timed_jobs[2]}<" in rows[0] and "94.55%" in rows[0]  # reused: names who trained it
-    assert "92.95%" in rows[3]
+    rows = [re.findall(r"<td[^>]*>(.*?)</td>", r) for r in re.findall(r"<tr>(.*?)</tr>", steps)[1:]]
+    cols = ["job_id", "sparsity", "accuracy", "reused", "from_job"]
+    seen = [[r[STEP_COLUMNS.index(c)] for c in cols] for r in rows]
+    failed, running, third = truth.failed_job, truth.running_job, truth.timed_jobs[2]
+    assert seen == [  # the failed job took its first step; the running one took the failed job's whole prune
+        [str(failed), "0.900", "94.55%", "yes", str(third)], [str(failed), "0.950", "94.31%", "no", "–"],
+        [str(failed), "0.980", "93.88%", "no", "–"], [str(failed), "0.990", "92.95%", "no", "–"],
+        [str(running), "0.900", "94.55%", "yes", str(third)], [str(running), "0.950", "94.31%", "yes", str(failed)],
+        [str(running), "0.980", "93.88%", "yes", str(failed)], [str(running), "0.990", "92.95%", "yes", str(failed)]]
 
 
 def test_report_without_stepped_prunes_has_no_steps_section(results_db, tmp_path):

@@ -135,8 +135,28 @@ def global_allocation(model: nn.Module, target: float, keep_dense: tuple[str, ..
     return {name: 1.0 - float(m.sum()) / m.numel() for name, m in masks.items()}
 
 
+MAX_TRIALS = 3  # retrainings the guarded search may run (each a full prune_and_retrain)
+
+
+def _over_trials(callback: Callback | None, trial: int, max_trials: int) -> Callback | None:
+    """A trial's epoch events counted over all the trials the search may run, so progress never
+    goes back when a trial starts again from epoch 1; ends early (jumps) if a trial passes."""
+    if callback is None:
+        return None
+
+    def event(e: dict) -> None:
+        epochs = e.get("epochs")
+        if not epochs:
+            callback(e)
+            return
+        callback({**e, "epoch": trial * epochs + e["epoch"], "epochs": max_trials * epochs,
+                  "step": f"trial {trial + 1} of at most {max_trials}, epoch {e['epoch']}/{epochs}"})
+
+    return event
+
+
 def guarded_prune(model: nn.Module, data, target_sparsity: float, max_drop: float, config: TrainConfig, *,
-                  keep_dense: tuple[str, ...] = (FIRST, CLASSIFIER), max_trials: int = 3, device=None,
+                  keep_dense: tuple[str, ...] = (FIRST, CLASSIFIER), max_trials: int = MAX_TRIALS, device=None,
                   callback: Callback | None = None, tta: bool = False, allocation: str = "global") -> GuardedResult:
     """Find per-layer sparsities reaching target_sparsity with at most max_drop (accuracy 0..1)
     below the unpruned model; leaves the model at the best passing trial (or unpruned)."""
@@ -155,7 +175,8 @@ def guarded_prune(model: nn.Module, data, target_sparsity: float, max_drop: floa
         model.load_state_dict(dense_state)
         plan = allocate(scan, target) if allocation == "sensitivity" else global_allocation(model, target, keep_dense)
         pruning = MagnitudePruning(target, keep_dense=keep_dense, layer_sparsity=plan)
-        result = prune_and_retrain(model, data, pruning, config, device=device, callback=callback, tta=tta)
+        result = prune_and_retrain(model, data, pruning, config, device=device, tta=tta,
+                                   callback=_over_trials(callback, trial, max_trials))
         ok = scan.accuracy - result.accuracy <= max_drop
         trials.append({"trial": trial + 1, "target": target, "sparsity": result.sparsity,
                        "accuracy": result.accuracy, "within_drop": ok})

@@ -28,6 +28,7 @@ SCHEMES = ("fp32", "fp16", "linear", "log", "kmeans")
 FLOAT_BITS = {"fp32": 32, "fp16": 16}
 QUANT_BITS = range(2, 9)  # linear, log and kmeans codes of 2..8 bits
 DEVICES = ("gpu", "cpu")
+GUARDED_TRIALS = 3  # retrainings a guarded (--max-drop) prune may run
 GUARDED_SEARCH_VERSION = 2  # bumped when farm.compress.guarded_prune's rules change (2: global split, density back-off)
 
 

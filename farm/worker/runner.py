@@ -24,7 +24,7 @@ from farm import db
 from farm.db.models import Job, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
 from farm.errors import Cancelled, FarmError, Terminated
-from farm.scheduler.spec import FLOAT_BITS
+from farm.scheduler.spec import FLOAT_BITS, GUARDED_TRIALS
 from farm.worker import artifacts, lifecycle
 from farm.worker.held import HeldSignals
 from farm.worker.results import where_it_ran, write_results
@@ -181,7 +181,9 @@ def stage_weights(spec) -> list[float]:
     steps, fine-tuning only for quantized schemes), the benchmark BENCH_SHARE of those, and at
     least 1 (noop, stall, an fp32 quantize that only saves), so every stage moves the bar. Equal
     shares had a 98% job, whose prune trains 180 epochs, at 46% when four fifths were done."""
-    epochs = {"train": spec.epochs, "prune": sum(n for _, n in spec.prune_steps),
+    # a guarded prune may retrain up to GUARDED_TRIALS times; its events count over all of them
+    trials = GUARDED_TRIALS if spec.max_drop is not None else 1
+    epochs = {"train": spec.epochs, "prune": trials * sum(n for _, n in spec.prune_steps),
               "quantize": 0 if spec.scheme in FLOAT_BITS else spec.finetune_epochs}
     training = sum(epochs.get(name, 0) for name in spec.stages)
     return [max(1.0, BENCH_SHARE * training if name == "benchmark" else epochs.get(name, 0)) for name in spec.stages]

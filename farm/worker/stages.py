@@ -17,7 +17,7 @@ from typing import Any
 
 from farm import settings
 from farm.errors import FarmError, NotImplementedStage
-from farm.scheduler.spec import JobSpec
+from farm.scheduler.spec import GUARDED_TRIALS, JobSpec
 
 
 @dataclass
@@ -109,7 +109,7 @@ def prune(ctx: StageContext, dense: Path) -> StageOutput:
     if ctx.spec.max_drop is not None:
         guarded_prune = _require("farm.compress", "guarded_prune", "prune")
         result = guarded_prune(model, ctx.data, ctx.spec.sparsity, ctx.spec.max_drop / 100, config,
-                               device=ctx.device, callback=ctx.callback)
+                               max_trials=GUARDED_TRIALS, device=ctx.device, callback=ctx.callback)
     else:
         MagnitudePruning = _require("farm.compress", "MagnitudePruning", "prune")
         pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)

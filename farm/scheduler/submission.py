@@ -245,20 +245,50 @@ def submit(spec: JobSpec, *, force: bool = False, priority: int = 0, on_event=No
     spec = spec.resolve()
     conf = settings.load()
     if conf.embedded:
-        with db.session() as s:
-            [sub] = record(s, [spec], force=force, priority=priority, embedded=True)
-        if sub.created or sub.requeued:
-            from farm.worker.runner import run_job
-
-            run_job(sub.job_id, on_event=on_event)
-            return replace(sub, status=job_status(sub.job_id))
-        return sub
+        return _run_here(spec, force=force, priority=priority, on_event=on_event)
     queue.check_broker(conf.broker_url)
     db.get_engine()  # an unreachable database fails here, before anything is published
     with db.session() as s:
         [sub] = record(s, [spec], force=force, priority=priority, status=JobStatus.QUEUED)
     publish(conf.broker_url, [sub], priority=priority)
     return replace(sub, status=job_status(sub.job_id))
+
+
+def _run_here(spec: JobSpec, *, force: bool, priority: int, on_event) -> Submitted:
+    """Record the job and run it in this process. A Ctrl-C after the insert but before the
+    runner claims the job would leave it queued with nobody to run it (`farm status` showing
+    it queued for good): it is held over the insert, and one that comes before the claim
+    cancels the job, as a Ctrl-C during its stages does (the same command runs it again)."""
+    from farm.worker.held import HeldSignals
+    from farm.worker.runner import Interrupted, interrupt_reason, run_job
+
+    held = HeldSignals()
+    try:
+        with db.session() as s:
+            [sub] = record(s, [spec], force=force, priority=priority, embedded=True)
+        if not (sub.created or sub.requeued):
+            return sub
+        try:
+            held.release()  # a Ctrl-C during the insert is delivered here, inside the guard
+            run_job(sub.job_id, on_event=on_event)
+        except Interrupted:
+            raise  # the runner had the job: it ended it and says how to resume
+        except KeyboardInterrupt as e:
+            if _cancel_unclaimed(sub.job_id, f"{interrupt_reason(e)} before it started"):
+                raise Interrupted(f"job {sub.job_id} cancelled before it started; run the same command "
+                                  f"again to run it") from None
+            raise
+        return replace(sub, status=job_status(sub.job_id))
+    finally:
+        held.release()
+
+
+def _cancel_unclaimed(job_id: int, why: str) -> bool:
+    """Cancel the job if no process has claimed it yet (a claimed one the runner ends itself)."""
+    with db.session() as s:
+        done = s.execute(update(Job).where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.PENDING]))
+                         .values(status=JobStatus.CANCELLED, message=why))
+        return done.rowcount > 0
 
 
 def job_status(job_id: int) -> JobStatus:

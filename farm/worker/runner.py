@@ -109,7 +109,7 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
         return JobStatus.CANCELLED, "cancelled", None
     except KeyboardInterrupt as e:
         held.hold()
-        interrupted = _interrupted(claim, _why(e))
+        interrupted = _interrupted(claim, interrupt_reason(e))
         held.release(deliver=False)  # a second Ctrl-C meanwhile asked for what was done
         raise interrupted from None
     except Exception as e:  # noqa: BLE001 - every failure ends the job with one line
@@ -134,7 +134,7 @@ def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, writ
     return status if recorded else None
 
 
-def _why(interrupt: KeyboardInterrupt) -> str:
+def interrupt_reason(interrupt: KeyboardInterrupt) -> str:
     return TERMINATED if isinstance(interrupt, Terminated) else INTERRUPTED
 
 
@@ -279,7 +279,7 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=str(e))
         raise
     except KeyboardInterrupt as e:
-        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=_why(e))
+        _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=interrupt_reason(e))
         raise
     except BaseException as e:
         _record_stage(claim.job_id, name, StageStatus.FAILED, started, message=str(ensure_known(e)))

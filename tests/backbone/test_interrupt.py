@@ -112,6 +112,42 @@ def test_a_signal_right_after_the_claim_cancels_the_job(farm_home, monkeypatch, 
     assert f"job {job_id} cancelled; run the same command again to resume" in capsys.readouterr().err
 
 
+def test_a_ctrl_c_during_the_insert_cancels_the_job_before_it_starts(farm_home, monkeypatch):
+    """Run here, a job is inserted, then claimed: a Ctrl-C between the two left it queued with
+    no process to run it. It is held over the insert and cancels the job; the command again runs it."""
+    from farm.scheduler import submission
+    from farm.scheduler.spec import JobSpec
+
+    record = submission.record
+
+    def record_then_signal(*args, **kwargs):
+        got = record(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # inside the insert's transaction
+        return got
+
+    monkeypatch.setattr(submission, "record", record_then_signal)
+    with pytest.raises(KeyboardInterrupt):
+        submission.submit(JobSpec(**NOOP))
+    assert _job_row(1) == ("cancelled", "interrupted by the user before it started", 0)
+    monkeypatch.setattr(submission, "record", record)
+    again = submission.submit(JobSpec(**NOOP))
+    assert (again.job_id, again.requeued, str(again.status)) == (1, True, "succeeded")
+
+
+def test_a_ctrl_c_before_the_claim_cancels_the_job(farm_home, monkeypatch):
+    from farm.scheduler import submission
+    from farm.scheduler.spec import JobSpec
+    from farm.worker import lifecycle
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # after the insert, before the runner took the job
+
+    monkeypatch.setattr(lifecycle, "claim", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="job 1 cancelled before it started; run the same command again"):
+        submission.submit(JobSpec(**NOOP))
+    assert _job_row(1) == ("cancelled", "interrupted by the user before it started", 0)
+
+
 def test_a_signal_while_results_are_written_is_delivered_after_they_are(farm_home, monkeypatch):
     from farm.worker import runner
 

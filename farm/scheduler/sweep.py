@@ -224,15 +224,18 @@ def _refuse_gpu_without_one(specs) -> None:
 
 
 def _auto_device(grid: dict[str, Any], named: bool, embedded: bool) -> tuple[dict[str, Any], str | None]:
-    """Without a broker and unless the file or --device names a device or the file a recipe, this
-    machine's device and its recipe, as `farm submit` picks them; the choice is kept in the
-    stored grid, so `sweep resume` expands to the same jobs. (A named cpu device gets its quick
-    recipe in expand().)"""
-    if named or not embedded or "recipe" in grid["grid"] or "recipe" in grid["fixed"]:
+    """Without a broker and unless the file or --device names a device, this machine's device,
+    and its recipe unless the file names one, as `farm submit` picks them; the choice is kept in
+    the stored grid, so `sweep resume` expands to the same jobs. (A named cpu device gets its
+    quick recipe in expand().) A named recipe alone still runs on this machine's device: the jobs
+    are then the ones `farm submit --recipe R` makes here, not GPU jobs run on the CPU."""
+    if named or not embedded:
         return grid, None
     device, recipe = choose_device(embedded=True)
     if device == "gpu":  # the JobSpec default: nothing changes
         return grid, None
+    if "recipe" in grid["grid"] or "recipe" in grid["fixed"]:
+        return {**grid, "fixed": {**grid["fixed"], "device": device}}, None
     return {**grid, "fixed": {**grid["fixed"], "device": device, "recipe": recipe}}, _note("No GPU here", recipe)
 
 

@@ -78,14 +78,33 @@ def test_embedded_sweep_with_gpu_keeps_full_recipe(monkeypatch, ran):
 
 
 @pytest.mark.parametrize("extra, device, expect", [
-    ("  recipe: full\n", None, ("gpu", "full")),
-    ("  recipe: full\n", "cpu", ("cpu", "full")),  # a recipe the file names is kept
+    ("  recipe: full\n", None, ("cpu", "full")),  # a recipe the file names is kept, on this machine's device
+    ("  recipe: full\n", "cpu", ("cpu", "full")),
+    ("  recipe: full\n  device: gpu\n", None, ("gpu", "full")),  # refused below: no GPU here
 ])
 def test_embedded_sweep_keeps_what_the_file_or_flag_says(monkeypatch, ran, extra, device, expect):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if expect[0] == "gpu":
+        with pytest.raises(InvalidSpec, match="no CUDA GPU"):
+            sweep.submit(sweep.parse(TINY + extra), device=device)
+        return
     result = sweep.submit(sweep.parse(TINY + extra), device=device)
     assert result.note is None
     assert {(s["device"], s["recipe"]) for s in _specs(result.job_ids)} == {expect}
+
+
+def test_a_sweep_naming_a_recipe_makes_the_jobs_farm_submit_makes(monkeypatch, ran):
+    """A file with recipe: quick on a machine without a GPU recorded GPU jobs, so `farm submit
+    --recipe quick` of the same job made a second one (a helper's new-user walkthrough)."""
+    from farm.scheduler.spec import JobSpec
+    from farm.scheduler.submission import choose_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = sweep.submit(sweep.parse(TINY + "  recipe: quick\n"))
+    device, recipe = choose_device("auto", "quick", embedded=True)  # what `farm submit` does
+    alone = JobSpec(model="tiny", dataset="synthetic", sparsity=0.5, recipe=recipe, device=device).resolve()
+    with db.session() as s:
+        assert alone.hash in {s.get(Job, i).spec_hash for i in result.job_ids}
 
 
 @pytest.mark.parametrize("extra, device", [("", "cpu"), ("  device: cpu\n", None)])

@@ -25,7 +25,9 @@ def _summary_row(s) -> dict:
 def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file")],
            at: Annotated[str | None, typer.Option(help="start at this local time, HH:MM")] = None,
            priority: Annotated[int, typer.Option(help="0..9, higher runs first")] = 0,
-           device: Annotated[str | None, typer.Option(help="gpu or cpu for every job")] = None,
+           device: Annotated[str | None, typer.Option(
+               help="gpu or cpu for every job; auto (the default): the file's, else this machine's "
+                    "without a broker, the GPU queue with one")] = None,
            fmt: FormatOpt = Format.table):
     """Expand FILE's grid to jobs and enqueue them (or run them here without a broker)."""
     from farm import settings

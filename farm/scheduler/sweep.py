@@ -167,6 +167,7 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     _check_priority(priority)
     conf = settings.load()
     grid = plan.grid
+    device = None if device == "auto" else device  # as if not given: the file's, else the machine's
     if device:  # kept in the stored grid, so `sweep resume` expands to the same jobs
         grid = {**grid, "fixed": {**grid["fixed"], "device": device}}
     named = bool(device) or "device" in grid["grid"] or "device" in grid["fixed"]

@@ -78,7 +78,8 @@ def test_embedded_sweep_with_gpu_keeps_full_recipe(monkeypatch, ran):
 
 
 @pytest.mark.parametrize("extra, device, expect", [
-    ("  recipe: full\n", None, ("cpu", "full")),  # a recipe the file names is kept, on this machine's device
+    ("  recipe: full\n", None, ("cpu", "full")),
+    ("  recipe: full\n", "auto", ("cpu", "full")),  # auto, as farm submit's default, is no device named  # a recipe the file names is kept, on this machine's device
     ("  recipe: full\n", "cpu", ("cpu", "full")),
     ("  recipe: full\n  device: gpu\n", None, ("gpu", "full")),  # refused below: no GPU here
 ])

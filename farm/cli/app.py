@@ -29,8 +29,11 @@ RESULT_COLUMNS = ["job_id", "model", "dataset", "target_sparsity", "sparsity", "
 STATUS_COLUMNS = ["job_id", "status", "model", "dataset", "sparsity", "scheme", "bits", "device",
                   "stage", "progress", "attempts", "worker", "message"]
 # What a narrow terminal leaves out first (the CSV and JSON keep them)
-RESULT_OPTIONAL = ("compressed_bytes", "target_sparsity", "dataset", "bits", "scheme", "dense_accuracy")
-STATUS_OPTIONAL = ("worker", "attempts", "device", "dataset", "bits", "scheme", "progress")
+# (columns empty in every row go first; scheme and bits late: without them an fp32 and a 4-bit
+# job of one sparsity look alike)
+RESULT_OPTIONAL = ("compressed_bytes", "target_sparsity", "dataset", "dense_accuracy", "bits", "scheme",
+                   "best_speedup_fp32")
+STATUS_OPTIONAL = ("worker", "attempts", "device", "dataset", "progress", "bits", "scheme")
 
 
 def _quick_note(spec, auto_device: bool = True) -> str:
@@ -174,7 +177,7 @@ def status(
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
     render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
-                title="jobs", optional=STATUS_OPTIONAL)
+                title="jobs", optional=STATUS_OPTIONAL, clip=("message",))
 
 
 def _job_status(text: str):

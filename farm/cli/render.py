@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from datetime import datetime
 from enum import Enum
@@ -15,9 +16,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# Piped output gets wide tables rather than 80 columns of wrapped cells.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+def _width(stream, piped: int) -> int | None:
+    """Piped output gets wide tables rather than 80 columns of wrapped cells, unless COLUMNS
+    says how wide (`COLUMNS=80 farm status | less`)."""
+    if stream.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else piped
+
+
+out = Console(width=_width(sys.stdout, 200))
+err = Console(stderr=True, width=_width(sys.stderr, 120))
 
 
 class Format(str, Enum):
@@ -49,9 +58,11 @@ def _cell(value: Any) -> str:
 
 
 def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, title: str | None = None,
-         optional: tuple[str, ...] = ()) -> None:
-    """`optional`: table columns to leave out, in this order, while the table is wider than the
-    terminal (a note on stderr names them); JSON and CSV keep every column."""
+         optional: tuple[str, ...] = (), clip: tuple[str, ...] = ()) -> None:
+    """`optional`: table columns to leave out while the table is wider than the terminal (a note
+    on stderr names them), those empty in every row first, then in this order. `clip`: text
+    columns cut to one line with "…" when the table is too wide (a long message took four lines
+    a row). JSON and CSV keep every column whole."""
     data = [_dict(r) for r in items]
     columns = columns or (list(data[0]) if data else [])
     if fmt == Format.json:
@@ -63,45 +74,79 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
             writer.writerow(["" if d.get(c) is None else
                              json.dumps(d[c]) if isinstance(d.get(c), (list, dict)) else d[c] for c in columns])
     else:
-        table = _table(data, columns, title)
-        if len(data) == 1 and columns != ["field", "value"] and _natural_width(table) > out.width:
-            # One row too wide for the terminal would fold its numbers ("0.9" over "8"): a
-            # field/value table instead, as `farm submit`'s result row in 80 columns.
-            return record({c: data[0].get(c) for c in columns}, fmt, title=title)
-        shown, left_out = list(columns), []
-        for c in optional:  # several rows: fewer columns rather than every cell folded to 3 characters
-            if _narrowest(table) <= out.width:  # fits with no word broken
-                break
-            if c in shown:
-                shown.remove(c)
-                left_out.append(c)
-                table = _table(data, shown, title)
-        out.print(table if data else f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
-        if left_out and data:
-            err.print(f"[dim]left out for the terminal's width: {', '.join(left_out)} (--format csv has "
-                      f"every column)[/dim]")
+        _print_table(data, columns, title, optional, clip, fmt)
 
 
-def _table(data: list[dict], columns: list[str], title: str | None) -> Table:
-    table = Table(title=title, title_justify="left")
+def _print_table(data: list[dict], columns: list[str], title: str | None, optional: tuple[str, ...],
+                 clip: tuple[str, ...], fmt: Format) -> None:
+    if len(data) == 1 and columns != ["field", "value"] and _span(_sizes(data, columns, (), 1)) > out.width:
+        # One row too wide for the terminal would fold its numbers ("0.9" over "8"): a
+        # field/value table instead, as `farm submit`'s result row in 80 columns.
+        return record({c: data[0].get(c) for c in columns}, fmt, title=title)
+    shown, left_out = list(columns), []
+    empty = [c for c in optional if all(d.get(c) is None for d in data)]
+    for c in empty + [c for c in optional if c not in empty]:
+        # several rows: fewer columns rather than every cell folded to 3 characters
+        if _span(_sizes(data, shown, clip, 0)) <= out.width:  # fits with no word broken
+            break
+        if c in shown:
+            shown.remove(c)
+            left_out.append(c)
+    out.print(_table(data, shown, title, clip) if data else f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
+    if left_out and data:
+        err.print(f"[dim]left out for the terminal's width: {', '.join(left_out)} (--format csv has "
+                  f"every column)[/dim]")
+
+
+CLIP_MIN = 16  # a clipped column is cut to no fewer characters
+
+
+def _sizes(data: list[dict], columns: list[str], clip: tuple[str, ...], which: int) -> list[int]:
+    """Each column's narrowest width with no word (nor number) broken (which=0) or its natural
+    width (1). Headers count word by word: they wrap at their underscores, shown as spaces."""
+    sizes = []
     for c in columns:
         cells = [_cell(d.get(c)) for d in data]
-        numeric = all(isinstance(d.get(c), (int, float)) or d.get(c) is None for d in data)
-        # a number is never folded (1156 over 4 reads as 1156); text folds where it must
-        table.add_column(c, overflow="fold", min_width=max(map(len, cells), default=0) if numeric else None)
+        texts = [c.replace("_", " "), *cells]
+        natural = max(len(line) for text in texts for line in text.splitlines() or [""])
+        if which or (c in clip and natural <= CLIP_MIN):
+            sizes.append(natural)
+        elif c in clip:
+            sizes.append(CLIP_MIN)
+        else:
+            numeric = all(isinstance(d.get(c), (int, float)) or d.get(c) is None for d in data)
+            words = [len(w) for text in texts for w in text.split()] + [len(x) for x in cells if numeric]
+            sizes.append(max(words, default=1))
+    return sizes
+
+
+def _span(widths: list[int]) -> int:
+    """A table's width: each column padded by a space each side, with a rule between and around."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _table(data: list[dict], columns: list[str], title: str | None, clip: tuple[str, ...] = ()) -> Table:
+    """Widths chosen here: rich shrinks a too-wide table by breaking words ("succee" over "ded")
+    or cropping it. Each column gets its narrowest width plus a share of the room left, in
+    proportion to how much wider it would be whole; `clip` columns stay one line, cut with "…"."""
+    low, high = _sizes(data, columns, clip, 0), _sizes(data, columns, clip, 1)
+    room = out.width - _span(low)
+    if _span(high) <= out.width:
+        widths = high
+    elif room < 0:  # even the narrowest is too wide: let rich fold as it can
+        widths = [None] * len(columns)
+    else:
+        want = [h - lo for lo, h in zip(low, high)]
+        widths = [lo + room * w // max(1, sum(want)) for lo, w in zip(low, want)]
+    table = Table(title=title, title_justify="left")
+    for c, width in zip(columns, widths):
+        if c in clip:
+            table.add_column(c.replace("_", " "), width=width, no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column(c.replace("_", " "), width=width, overflow="fold")
     for d in data:
         table.add_row(*(_cell(d.get(c)) for c in columns))
     return table
-
-
-def _natural_width(table: Table) -> int:
-    """The table's width with no cell folded (rich measures within the console's width)."""
-    return out.measure(table, options=out.options.update_width(100_000)).maximum
-
-
-def _narrowest(table: Table) -> int:
-    """The table's width with text folded between words but no word (or number) broken."""
-    return out.measure(table, options=out.options.update_width(100_000)).minimum
 
 
 def record(item: Any, fmt: Format, *, title: str | None = None) -> None:

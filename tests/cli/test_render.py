@@ -27,7 +27,7 @@ def test_one_row_too_wide_for_the_terminal_is_shown_as_fields(monkeypatch):
 
 def test_a_row_that_fits_stays_a_table(monkeypatch):
     wide = _render(monkeypatch, 200, [ROW])
-    assert "target_sparsity" in wide.splitlines()[1] and "field" not in wide
+    assert "target sparsity" in wide.splitlines()[1] and "field" not in wide
     several = _render(monkeypatch, 80, [ROW, {**ROW, "job_id": 2}])  # several rows: a table still
     assert "field" not in several
 
@@ -47,3 +47,44 @@ def test_several_rows_too_wide_leave_out_optional_columns_and_say_so(monkeypatch
     assert "left out for the terminal's width: worker" in errors.export_text()
     wide = _render(monkeypatch, 250, jobs, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL)
     assert "worker" in wide and "vm/4026531836:25981" in wide  # room enough: every column
+
+
+JOBS = [{"job_id": i, "status": "succeeded", "model": "tiny", "dataset": "synthetic", "sparsity": s,
+         "scheme": scheme, "bits": bits, "device": "cpu", "stage": None, "progress": 1.0, "attempts": 1,
+         "worker": None, "message": "benchmark skipped: no GPU (job runs on CPU); the GPU queue runs it"}
+        for i, (s, scheme, bits) in enumerate([(0.5, "fp32", 32), (0.98, "fp32", 32), (0.98, "kmeans", 4)], 1)]
+
+
+def test_a_long_message_is_cut_to_one_line_and_empty_columns_go_first(monkeypatch):
+    """At 80 columns `farm status` wrapped each message over four lines and left out scheme and
+    bits, so an fp32 and a 4-bit job of the same sparsity looked alike (a new-user walkthrough)."""
+    from farm.cli.app import STATUS_COLUMNS, STATUS_OPTIONAL
+
+    errors = Console(width=80, record=True, file=io.StringIO())
+    monkeypatch.setattr(render, "err", errors)
+    narrow = _render(monkeypatch, 80, JOBS, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL, clip=("message",))
+    lines = narrow.splitlines()
+    assert len([line for line in lines if line.startswith("│")]) == len(JOBS), narrow  # one line a job
+    assert "│ kmeans " in narrow and "…" in narrow
+    assert max(len(line) for line in lines) <= 80
+    assert "left out for the terminal's width: worker," in errors.export_text()  # empty: first to go
+    wide = _render(monkeypatch, 250, JOBS, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL, clip=("message",))
+    assert "the GPU queue runs it" in wide  # room enough: the whole message
+
+
+def test_headers_wrap_between_words(monkeypatch):
+    from farm.cli.app import RESULT_OPTIONAL
+
+    narrow = _render(monkeypatch, 80, [ROW, {**ROW, "job_id": 2}], optional=RESULT_OPTIONAL)
+    assert "compression" in narrow and "compression_rat" not in narrow and "speedup" in narrow
+
+
+def test_piped_output_takes_its_width_from_columns(monkeypatch):
+    class Piped(io.StringIO):
+        def isatty(self):
+            return False
+
+    monkeypatch.setenv("COLUMNS", "80")
+    assert render._width(Piped(), 200) == 80
+    monkeypatch.setenv("COLUMNS", "")
+    assert render._width(Piped(), 200) == 200

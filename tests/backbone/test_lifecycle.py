@@ -193,3 +193,14 @@ def test_progress_weighs_stages_by_their_epochs():
     assert stage_weights(guarded) == [40, 180, 1, 44]  # up to three retrainings of 60 epochs
     noop = JobSpec(model="tiny", dataset="synthetic", device="cpu", stages=("noop",)).resolve()
     assert stage_weights(noop) == [1.0] and _progress(noop, 0, 0.5) == 0.5
+
+
+def test_cancelling_only_finished_jobs_is_a_one_line_error(farm_home, farm_env, farm_cli):
+    done, failed, waiting = (_job(40, status=JobStatus.SUCCEEDED), _job(41, status=JobStatus.FAILED),
+                             _job(42, status=JobStatus.QUEUED))
+    r = farm_cli(["cancel", str(done), str(failed)], farm_env)
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip() == (f"farm: error: nothing to cancel: job {done} already succeeded, "
+                                f"job {failed} already failed")
+    r = farm_cli(["cancel", str(done), str(waiting), "--format", "csv"], farm_env)  # one to cancel: a table
+    assert r.returncode == 0 and f"{waiting},cancelled,cancelled" in r.stdout and "already succeeded" in r.stdout

@@ -174,7 +174,7 @@ def status(
                                              limit=None if jobs else limit + 1))
     if not jobs and len(rows) > limit:  # one more was read to know whether to say so
         rows = rows[:limit]
-        err.print(f"the latest {limit} jobs; --limit N shows more", highlight=False)
+        err.print(f"the latest {limit} job{'s' * (limit != 1)}; --limit N shows more", highlight=False)
     missing = sorted(set(jobs or ()) - {r.job_id for r in rows})
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")

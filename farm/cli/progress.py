@@ -50,7 +50,9 @@ class StageProgress:
         elif kind == "stage":
             self.task = self.progress.add_task(f"{self.prefix}{data['name']}", total=None, note="")
         elif kind == "epoch" and self.task is not None:
-            note = " ".join(f"{k} {data[k]:.3f}" for k in ("loss", "accuracy") if isinstance(data.get(k), float))
+            # short words: 80 columns hold the label, a 20-wide bar, this note and the time
+            note = " ".join(f"{short} {data[k]:.3f}" for k, short in (("loss", "loss"), ("accuracy", "acc"))
+                            if isinstance(data.get(k), float))
             # The guarded search's sensitivity scan counts layers, not epochs; the benchmark
             # stage says what it just timed.
             step = (data["step"] if data.get("step") else

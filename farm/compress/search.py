@@ -150,7 +150,7 @@ def _over_trials(callback: Callback | None, trial: int, max_trials: int) -> Call
             callback(e)
             return
         callback({**e, "epoch": trial * epochs + e["epoch"], "epochs": max_trials * epochs,
-                  "step": f"trial {trial + 1} of at most {max_trials}, epoch {e['epoch']}/{epochs}"})
+                  "step": f"trial {trial + 1} (of at most {max_trials}) epoch {e['epoch']}/{epochs}"})
 
     return event
 

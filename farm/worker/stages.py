@@ -168,9 +168,12 @@ def _over_all_steps(callback, steps, start: int):
     def event(e: dict) -> None:
         epoch = e["epoch"] + reused
         k = next((k for k, end in enumerate(ends) if epoch <= end), len(steps) - 1)
-        note = f" ({start} reused)" if start else ""
+        note = f", {start} reused" if start else ""
+        # the bar counts over all steps; the words, within this one (a new user read "step 1/3,
+        # epoch 1/6" as six epochs to go)
         callback({**e, "epoch": epoch, "epochs": total,
-                  "step": f"step {k + 1}/{len(steps)} to {steps[k][0] * 100:g}%{note}, epoch {epoch}/{total}"})
+                  "step": f"step {k + 1}/{len(steps)} ({steps[k][0] * 100:g}%{note}) "
+                          f"epoch {epoch - (ends[k] - steps[k][1])}/{steps[k][1]}"})
 
     return event
 

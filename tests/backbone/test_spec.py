@@ -246,8 +246,8 @@ def test_progress_after_reused_steps_counts_over_all_of_them():
     event({"epoch": 1, "epochs": 120})
     event({"epoch": 51, "epochs": 120})
     assert [(e["epoch"], e["epochs"]) for e in seen] == [(61, 180), (111, 180)]
-    assert seen[0]["step"] == "step 2/3 to 95% (1 reused), epoch 61/180"
-    assert seen[1]["step"].startswith("step 3/3 to 98%")
+    assert seen[0]["step"] == "step 2/3 (95%, 1 reused) epoch 1/50"  # within the step; the bar over all
+    assert seen[1]["step"] == "step 3/3 (98%, 1 reused) epoch 1/70"
 
 
 def test_lower_jobs_take_whole_what_a_higher_stepped_job_kept(farm_home):

@@ -44,7 +44,7 @@ def test_guarded_prune_reports_the_best_it_found_when_the_target_is_out_of_reach
     # progress over all the trials it may run: a new trial never sends the bar back to its start
     epochs = [(e["epoch"], e["epochs"]) for e in seen if e.get("epochs")]
     assert epochs == [(1, 3), (2, 3), (3, 3)], epochs
-    assert [e["step"] for e in seen if e.get("epochs")][1] == "trial 2 of at most 3, epoch 1/1"
+    assert [e["step"] for e in seen if e.get("epochs")][1] == "trial 2 (of at most 3) epoch 1/1"
     assert len(result.trials) == 3 and result.trials[0]["target"] == 0.995
     assert result.trials[1]["target"] < 0.995  # it backed off
     assert result.sparsity < 0.995

@@ -178,6 +178,8 @@ def status(
     missing = sorted(set(jobs or ()) - {r.job_id for r in rows})
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
+    if fmt == Format.table:  # a percentage reads at a glance; JSON and CSV keep the fraction
+        rows = [{**r.to_dict(), "progress": None if r.progress is None else f"{r.progress:.0%}"} for r in rows]
     render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
                 title="jobs", optional=STATUS_OPTIONAL, clip=("message",))
 

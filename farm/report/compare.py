@@ -139,7 +139,7 @@ def _note(job: queries.JobRow, metrics: Metrics | None, timed: list[Timed], foun
     if metrics is None:
         return "no metrics recorded"
     if not timed:
-        return "no benchmark results" + (f" (benchmark {bench})" if bench else "")
+        return "no benchmark results" + (f"; benchmark {bench}" if bench else "")  # bench has brackets of its own
     if not found:
         return f"not timed at batch {batch} (timed at {', '.join(map(str, _batches(timed)))})"
     return None

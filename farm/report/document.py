@@ -154,7 +154,8 @@ def _spec(info: SweepInfo) -> str:
 
 def _environments(envs: list[MeasuredOn]) -> str:
     if not envs:
-        return "<p>No timing of this sweep was measured yet, so no environment was recorded.</p>"
+        return ("<p>No job of this sweep has timings, so no environment was recorded for them: the "
+                "benchmark stage runs only on a GPU (the notes above say why each job has none).</p>")
     cols = ["environment_id", *ENV_COLUMNS, "jobs", "model_timings", "layer_timings", "extra"]
     return html_table([e.to_dict() for e in envs], cols)
 

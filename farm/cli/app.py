@@ -6,6 +6,7 @@ Every command parses its options, calls one library function and renders rows wi
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -179,7 +180,9 @@ def status(
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
     if fmt == Format.table:  # a percentage reads at a glance; JSON and CSV keep the fraction
-        rows = [{**r.to_dict(), "progress": None if r.progress is None else f"{r.progress:.0%}"} for r in rows]
+        # rounded down: a running job at 99.6% is not done
+        rows = [{**r.to_dict(), "progress": None if r.progress is None else f"{math.floor(100 * r.progress)}%"}
+                for r in rows]
     render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
                 title="jobs", optional=STATUS_OPTIONAL, clip=("message",))
 

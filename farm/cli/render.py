@@ -13,6 +13,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
@@ -98,7 +99,8 @@ def _print_table(data: list[dict], columns: list[str], title: str | None, option
                   f"every column)[/dim]")
 
 
-CLIP_MIN = 16  # a clipped column is cut to no fewer characters
+CLIP_MIN = 16  # a clipped column is cut to no fewer characters while optional columns can go
+CLIP_LAST = 8  # ... and to no fewer than these when none is left to go
 
 
 def _sizes(data: list[dict], columns: list[str], clip: tuple[str, ...], which: int) -> list[int]:
@@ -106,18 +108,38 @@ def _sizes(data: list[dict], columns: list[str], clip: tuple[str, ...], which: i
     width (1). Headers count word by word: they wrap at their underscores, shown as spaces."""
     sizes = []
     for c in columns:
-        cells = [_cell(d.get(c)) for d in data]
+        cells = [_cut(_cell(d.get(c))) if c in clip else _cell(d.get(c)) for d in data]
         texts = [c.replace("_", " "), *cells]
-        natural = max(len(line) for text in texts for line in text.splitlines() or [""])
+        natural = max(cell_len(line) for text in texts for line in text.splitlines() or [""])
         if which or (c in clip and natural <= CLIP_MIN):
             sizes.append(natural)
         elif c in clip:
             sizes.append(CLIP_MIN)
         else:
             numeric = all(isinstance(d.get(c), (int, float)) or d.get(c) is None for d in data)
-            words = [len(w) for text in texts for w in text.split()] + [len(x) for x in cells if numeric]
+            words = [cell_len(w) for text in texts for w in text.split()] + [cell_len(x) for x in cells if numeric]
             sizes.append(max(words, default=1))
     return sizes
+
+
+def _cut(text: str) -> str:
+    """A clipped cell's first line (one line a row)."""
+    lines = text.splitlines()
+    return lines[0] + "…" if len(lines) > 1 else text
+
+
+def _share(low: list[int], high: list[int], headers: list[int], room: int) -> list[int]:
+    """Widths from the narrowest, `room` more in all: first each header on one line (smallest
+    first: "job id" wrapped for want of 3 characters), then the rest in proportion to how much
+    wider each column would be whole."""
+    widths = list(low)
+    for i in sorted(range(len(low)), key=lambda i: headers[i]):
+        more = min(high[i], max(low[i], headers[i])) - widths[i]
+        if 0 < more <= room:
+            widths[i] += more
+            room -= more
+    want = [h - w for w, h in zip(widths, high)]
+    return [w + room * x // max(1, sum(want)) for w, x in zip(widths, want)]
 
 
 def _span(widths: list[int]) -> int:
@@ -130,14 +152,18 @@ def _table(data: list[dict], columns: list[str], title: str | None, clip: tuple[
     or cropping it. Each column gets its narrowest width plus a share of the room left, in
     proportion to how much wider it would be whole; `clip` columns stay one line, cut with "…"."""
     low, high = _sizes(data, columns, clip, 0), _sizes(data, columns, clip, 1)
+    headers = [cell_len(c) for c in columns]
     room = out.width - _span(low)
+    for i, c in enumerate(columns):  # too wide: the clipped columns give up their room first
+        if room < 0 and c in clip:
+            give = min(-room, low[i] - CLIP_LAST)
+            low[i], room = low[i] - max(give, 0), room + max(give, 0)
     if _span(high) <= out.width:
         widths = high
-    elif room < 0:  # even the narrowest is too wide: let rich fold as it can
-        widths = [None] * len(columns)
+    elif room < 0:  # even the narrowest is too wide: rich folds the rest as it can
+        widths = [CLIP_LAST if c in clip else None for c in columns]
     else:
-        want = [h - lo for lo, h in zip(low, high)]
-        widths = [lo + room * w // max(1, sum(want)) for lo, w in zip(low, want)]
+        widths = _share(low, high, headers, room)
     table = Table(title=title, title_justify="left")
     for c, width in zip(columns, widths):
         if c in clip:
@@ -145,7 +171,7 @@ def _table(data: list[dict], columns: list[str], title: str | None, clip: tuple[
         else:
             table.add_column(c.replace("_", " "), width=width, overflow="fold")
     for d in data:
-        table.add_row(*(_cell(d.get(c)) for c in columns))
+        table.add_row(*(_cut(_cell(d.get(c))) if c in clip else _cell(d.get(c)) for c in columns))
     return table
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from farm import db, settings
-from farm.db.models import Job, Sweep, SweepJob
+from farm.db.models import Job, Sweep, SweepJob, utcnow
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import queue
@@ -285,9 +285,10 @@ def _run_here(spec: JobSpec, *, force: bool, priority: int, on_event) -> Submitt
 
 def _cancel_unclaimed(job_id: int, why: str) -> bool:
     """Cancel the job if no process has claimed it yet (a claimed one the runner ends itself)."""
+    waiting = [status for status in JobStatus if status.is_waiting]
     with db.session() as s:
-        done = s.execute(update(Job).where(Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.PENDING]))
-                         .values(status=JobStatus.CANCELLED, message=why))
+        done = s.execute(update(Job).where(Job.id == job_id, Job.status.in_(waiting))
+                         .values(status=JobStatus.CANCELLED, message=why, finished_at=utcnow()))
         return done.rowcount > 0
 
 

@@ -182,10 +182,12 @@ def stage_weights(spec) -> list[float]:
     least 1 (noop, stall, an fp32 quantize that only saves), so every stage moves the bar. Equal
     shares had a 98% job, whose prune trains 180 epochs, at 46% when four fifths were done."""
     # a guarded prune may retrain up to GUARDED_TRIALS times; its events count over all of them
+    # (the benchmark's share is of one trial's training: the trials do not make it longer)
     trials = GUARDED_TRIALS if spec.max_drop is not None else 1
-    epochs = {"train": spec.epochs, "prune": trials * sum(n for _, n in spec.prune_steps),
+    epochs = {"train": spec.epochs, "prune": sum(n for _, n in spec.prune_steps),
               "quantize": 0 if spec.scheme in FLOAT_BITS else spec.finetune_epochs}
     training = sum(epochs.get(name, 0) for name in spec.stages)
+    epochs["prune"] *= trials
     return [max(1.0, BENCH_SHARE * training if name == "benchmark" else epochs.get(name, 0)) for name in spec.stages]
 
 

@@ -88,3 +88,21 @@ def test_piped_output_takes_its_width_from_columns(monkeypatch):
     assert render._width(Piped(), 200) == 80
     monkeypatch.setenv("COLUMNS", "")
     assert render._width(Piped(), 200) == 200
+
+
+def test_even_the_narrowest_too_wide_folds_every_column_alike(monkeypatch):
+    """At 60 columns the clipped message kept its width and every other column went to nothing."""
+    from farm.cli.app import STATUS_COLUMNS, STATUS_OPTIONAL
+
+    monkeypatch.setattr(render, "err", Console(width=60, file=io.StringIO()))
+    narrow = _render(monkeypatch, 60, JOBS, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL, clip=("message",))
+    assert "│ 1 " in narrow and "│ 3 " in narrow and max(len(line) for line in narrow.splitlines()) <= 60
+    assert len([line for line in narrow.splitlines() if line.startswith("│")]) == len(JOBS)  # message cut shorter
+
+
+def test_a_short_header_gets_its_line_before_long_cells_get_room(monkeypatch):
+    from farm.cli.app import STATUS_COLUMNS, STATUS_OPTIONAL
+
+    monkeypatch.setattr(render, "err", Console(width=80, file=io.StringIO()))
+    narrow = _render(monkeypatch, 80, JOBS, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL, clip=("message",))
+    assert "┃ job id ┃" in narrow

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -100,7 +101,9 @@ def dense_baselines(conv_w: torch.Tensor, params: dict, shape, device, *, cuspar
 
 def _cusparse(w, params, x) -> dict:
     k = w.shape[0]
-    ws = w.reshape(k, -1).to_sparse_csr()
+    with warnings.catch_warnings():  # torch's "CSR support is in beta" note, once per job's output
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        ws = w.reshape(k, -1).to_sparse_csr()
     kh, kw = w.shape[2:]
 
     def im2col():

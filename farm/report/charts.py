@@ -46,8 +46,10 @@ def pareto_chart(session: Session, sweep_id: int, x: XAxis = XAxis.speedup,
     name = queries.get_sweep(session, sweep_id).name
     fig = plots.pareto_figure(ps, x, baseline=baseline, batch=comp.batch, color_by=color_by,
                               title=f"sweep {sweep_id} ({name}): {y.value} vs {x.value}")
-    rows = [{**p.row.to_dict(), "x": p.x, "panel": p.row.gpu} for pn in ps for p in pn.front]
-    return Chart(fig, rows, FRONT_COLUMNS, list(comp.notes))
+    # the x column named for what it holds ("x" read as nothing; 2242 was a size in bytes)
+    axis = {"size": "size_bytes", "latency": "latency_ms", "speedup": "speedup"}[x.value]
+    rows = [{**p.row.to_dict(), axis: p.x, "panel": p.row.gpu} for pn in ps for p in pn.front]
+    return Chart(fig, rows, [axis if c == "x" else c for c in FRONT_COLUMNS], list(comp.notes))
 
 
 def layers_chart(session: Session, job_id: int, *, batches: Sequence[int] | None = None,

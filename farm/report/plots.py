@@ -117,7 +117,7 @@ def pareto_figure(panels: Sequence[ParetoPanel], x: XAxis, *, baseline: str = "f
             ax.set_xscale("log")
         ax.set_xlabel(_x_label(x, baseline, batch, unit))
         ax.set_ylabel("test accuracy (%)")
-        where = f"timed on {panel.card}" if panel.card else "size: no card involved"
+        where = f"timed on {panel.card}" if panel.card else "size on disk (no GPU timing)"
         ax.set_title(f"{panel.dataset}: {where}", fontsize=9)
         ax.grid(alpha=0.3)
     handles = [Patch(color=c, label=k) for k, c in colors.items()]

@@ -53,6 +53,8 @@ def test_pareto_marks_exactly_the_non_dominated_jobs(results_db, tmp_path, x):
     fronts = expected_fronts(results_db, x)
     want = set().union(*fronts.values())
     assert {r["job_id"] for r in json.loads(out.stdout)} == want
+    axis = {"size": "size_bytes", "latency": "latency_ms", "speedup": "speedup"}[x]
+    assert all(isinstance(r[axis], float | int) and "x" not in r for r in json.loads(out.stdout))
     # The figure itself rings those points: each scatter point carries its job id and front flag.
     assert set(map(int, re.findall(r'id="front-job-(\d+)"', svg))) == want
     if x != "size":

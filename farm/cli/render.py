@@ -93,7 +93,8 @@ def _print_table(data: list[dict], columns: list[str], title: str | None, option
         if c in shown:
             shown.remove(c)
             left_out.append(c)
-    out.print(_table(data, shown, title, clip) if data else f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
+    nothing = f"[dim]{title + ': ' if title else ''}nothing to show[/dim]"
+    out.print(_table(data, shown, title, clip) if data else nothing)
     if left_out and data:
         err.print(f"[dim]left out for the terminal's width: {', '.join(left_out)} (--format csv has "
                   f"every column)[/dim]")

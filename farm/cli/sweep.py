@@ -51,8 +51,8 @@ def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file")],
         result = sweep.submit(plan, at=at, priority=priority, device=device)
     when = f", starting {result.start_at:%Y-%m-%d %H:%M} UTC" if result.start_at else ""
     again = " (submitted before: the same sweep)" if result.reused else ""
-    err.print(f"sweep {result.sweep_id} ({plan.name}){again}: {result.jobs} job{'s' * (result.jobs != 1)}, {result.new} new, "
-              f"{result.sent} sent{when}")
+    jobs = f"{result.jobs} job{'s' * (result.jobs != 1)}"
+    err.print(f"sweep {result.sweep_id} ({plan.name}){again}: {jobs}, {result.new} new, {result.sent} sent{when}")
     render.rows([{"sweep_id": result.sweep_id, "jobs": result.jobs, "new": result.new,
                   "sent": result.sent, "start_at": result.start_at}], fmt)
 
@@ -77,7 +77,8 @@ def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: Forma
 
     with interruptible():  # without a broker the jobs run here
         result = sweep.resume(sweep_id)
-    err.print(f"sweep {sweep_id}: {result.sent} of {result.jobs} job{'s' * (result.jobs != 1)} sent again ({result.new} were missing)")
+    jobs = f"{result.jobs} job{'s' * (result.jobs != 1)}"
+    err.print(f"sweep {sweep_id}: {result.sent} of {jobs} sent again ({result.new} were missing)")
     render.rows([{"sweep_id": sweep_id, "jobs": result.jobs, "new": result.new, "sent": result.sent}], fmt)
 
 

@@ -6,7 +6,6 @@ Every command parses its options, calls one library function and renders rows wi
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ STATUS_COLUMNS = ["job_id", "status", "model", "dataset", "sparsity", "scheme", 
 # job of one sparsity look alike)
 RESULT_OPTIONAL = ("compressed_bytes", "target_sparsity", "dataset", "dense_accuracy", "bits", "scheme",
                    "best_speedup_fp32")
-STATUS_OPTIONAL = ("worker", "attempts", "device", "dataset", "progress", "bits", "scheme")
+STATUS_OPTIONAL = ("worker", "attempts", "device", "dataset", "bits", "progress", "scheme")
 
 
 def _quick_note(spec, auto_device: bool = True) -> str:
@@ -179,10 +178,6 @@ def status(
     missing = sorted(set(jobs or ()) - {r.job_id for r in rows})
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
-    if fmt == Format.table:  # a percentage reads at a glance; JSON and CSV keep the fraction
-        # rounded down: a running job at 99.6% is not done
-        rows = [{**r.to_dict(), "progress": None if r.progress is None else f"{math.floor(100 * r.progress)}%"}
-                for r in rows]
     render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
                 title="jobs", optional=STATUS_OPTIONAL, clip=("message",))
 
@@ -209,7 +204,7 @@ def show(job: Annotated[int, typer.Argument(help="job id")], fmt: FormatOpt = Fo
         return
     render.record({**d.job.to_dict(), "spec": d.spec, "sweeps": d.sweeps}, fmt, title=f"job {job}")
     render.rows(d.stages, fmt, columns=["name", "status", "from_job", "seconds", "artifact_key", "message"],
-                title="stages")
+                title="stages", clip=("artifact_key", "message"))  # a 64-digit key took 5 lines at 80
     if d.prune_steps:  # a prune above 95%: each level's accuracy
         render.rows(d.prune_steps, fmt, title="prune steps",
                     columns=["sparsity", "epochs", "accuracy", "train_seconds", "reused", "from_job"])

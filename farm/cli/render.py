@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 from datetime import datetime
@@ -46,15 +47,17 @@ def _dict(row: Any) -> dict[str, Any]:
     return row.to_dict() if hasattr(row, "to_dict") else dict(row)
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return "-"
+    if column == "progress" and isinstance(value, (int, float)):
+        return f"{math.floor(100 * value)}%"  # rounded down: a running job at 99.6% is not done
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e4 else f"{value:.0f}"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, (list, dict)):  # spaced, so a narrow cell wraps between items, not inside a number
+        return json.dumps(value, separators=(", ", ": "))
     return str(value)
 
 
@@ -109,7 +112,7 @@ def _sizes(data: list[dict], columns: list[str], clip: tuple[str, ...], which: i
     width (1). Headers count word by word: they wrap at their underscores, shown as spaces."""
     sizes = []
     for c in columns:
-        cells = [_cut(_cell(d.get(c))) if c in clip else _cell(d.get(c)) for d in data]
+        cells = [_cut(_cell(d.get(c), c)) if c in clip else _cell(d.get(c), c) for d in data]
         texts = [c.replace("_", " "), *cells]
         natural = max(cell_len(line) for text in texts for line in text.splitlines() or [""])
         if which or (c in clip and natural <= CLIP_MIN):
@@ -172,7 +175,7 @@ def _table(data: list[dict], columns: list[str], title: str | None, clip: tuple[
         else:
             table.add_column(c.replace("_", " "), width=width, overflow="fold")
     for d in data:
-        table.add_row(*(_cut(_cell(d.get(c))) if c in clip else _cell(d.get(c)) for c in columns))
+        table.add_row(*(_cut(_cell(d.get(c), c)) if c in clip else _cell(d.get(c), c) for c in columns))
     return table
 
 
@@ -182,4 +185,5 @@ def record(item: Any, fmt: Format, *, title: str | None = None) -> None:
     if fmt == Format.json:
         sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
         return
-    rows([{"field": k, "value": v} for k, v in data.items()], fmt, columns=["field", "value"], title=title)
+    rows([{"field": k, "value": _cell(v, k) if k == "progress" else v} for k, v in data.items()], fmt,
+         columns=["field", "value"], title=title)

@@ -37,7 +37,7 @@ from farm.db.queries import SweepSummary, get_sweep, sweep_summary
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
-from farm.scheduler.spec import FLOAT_BITS, RECIPES, JobSpec
+from farm.scheduler.spec import DEVICES, FLOAT_BITS, RECIPES, JobSpec
 from farm.scheduler.submission import (Submitted, choose_device, keep_start_times, message_lost,
                                        publish, record, to_send)
 
@@ -167,6 +167,8 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     _check_priority(priority)
     conf = settings.load()
     grid = plan.grid
+    if device not in (None, "auto", *DEVICES):
+        raise InvalidSpec(f"--device {device!r} is not one of auto, {', '.join(DEVICES)}")
     device = None if device == "auto" else device  # as if not given: the file's, else the machine's
     if device:  # kept in the stored grid, so `sweep resume` expands to the same jobs
         grid = {**grid, "fixed": {**grid["fixed"], "device": device}}

@@ -155,3 +155,8 @@ def test_embedded_sweep_naming_the_gpu_without_one_is_refused(monkeypatch, ran, 
     with pytest.raises(InvalidSpec, match="no CUDA GPU"):
         sweep.submit(sweep.parse(TINY + extra), device=device)
     assert not ran
+
+
+def test_a_device_that_is_not_one_says_which_are(monkeypatch, ran):
+    with pytest.raises(InvalidSpec, match="--device 'cuda' is not one of auto, gpu, cpu"):
+        sweep.submit(sweep.parse(TINY), device="cuda")

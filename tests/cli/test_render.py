@@ -106,3 +106,14 @@ def test_a_short_header_gets_its_line_before_long_cells_get_room(monkeypatch):
     monkeypatch.setattr(render, "err", Console(width=80, file=io.StringIO()))
     narrow = _render(monkeypatch, 80, JOBS, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL, clip=("message",))
     assert "┃ job id ┃" in narrow
+
+
+def test_progress_is_a_percentage_rounded_down_in_tables_and_fields(monkeypatch):
+    rows = [{**JOBS[0], "progress": 0.996, "status": "running"}, {**JOBS[1], "progress": None}]
+    wide = _render(monkeypatch, 250, rows, columns=["job_id", "status", "progress"])
+    assert "│ 99%      │" in wide and "100%" not in wide
+    fields = io.StringIO()
+    monkeypatch.setattr(render, "out", Console(width=100, record=True, file=fields))
+    render.record({"job_id": 1, "progress": 0.25, "spec": {"a": 1, "b": [1, 2]}}, Format.table)
+    text = render.out.export_text()
+    assert "│ 25%  " in text and '{"a": 1, "b": [1, 2]}' in text  # JSON cells spaced: they wrap between items

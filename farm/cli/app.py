@@ -255,7 +255,7 @@ def cancel(jobs: Annotated[list[int], typer.Argument(help="job ids")], fmt: Form
     from farm.scheduler.control import cancel_jobs
 
     results = cancel_jobs(jobs)
-    if all(r.status.is_finished and r.note.startswith("already") for r in results):  # a no-op is an error
+    if not any(r.changed for r in results):  # a no-op is an error
         raise FarmError("nothing to cancel: " + ", ".join(f"job {r.job_id} {r.note}" for r in results))
     render.rows([{"job_id": r.job_id, "status": str(r.status), "note": r.note} for r in results], fmt)
 

@@ -19,11 +19,12 @@ class CancelResult:
     job_id: int
     status: JobStatus  # after the request
     note: str
+    changed: bool = True  # False: the job had finished, nothing was done
 
 
 def _flag(job: Job) -> CancelResult:
     if job.status.is_finished:
-        return CancelResult(job.id, job.status, f"already {job.status}")
+        return CancelResult(job.id, job.status, f"already {job.status}", changed=False)
     job.cancel_requested = True
     if job.status.is_waiting:
         job.status, job.finished_at, job.message = JobStatus.CANCELLED, utcnow(), "cancelled"

@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from farm.cli.render import err
 from farm.errors import Terminated
@@ -22,8 +23,10 @@ class StageProgress:
         """`preamble`: lines printed before the first event, so nothing is said about a run (the
         recipe, the job's label) when the job already ran and nothing runs."""
         self.preamble = list(preamble)
-        # "job 123 benchmark" fits 18; a 20-wide bar leaves an 80-column terminal room for the note
-        self.progress = Progress(TextColumn("{task.description:<18}"), BarColumn(bar_width=20),
+        # The label column is as wide as its longest label ("benchmark" alone, "job 12 benchmark"
+        # in a sweep): a fixed 18 left 80 columns too little room for a 20-wide bar and the note.
+        label = TextColumn("{task.description}", table_column=Column(min_width=len("benchmark"), no_wrap=True))
+        self.progress = Progress(label, BarColumn(bar_width=20),
                                  TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
                                  console=err, transient=False)
         self.task = None

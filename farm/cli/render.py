@@ -18,6 +18,8 @@ from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 
+from farm.units import in_unit
+
 def _width(stream, piped: int) -> int | None:
     """Piped output gets wide tables rather than 80 columns of wrapped cells, unless COLUMNS
     says how wide (`COLUMNS=80 farm status | less`)."""
@@ -52,6 +54,8 @@ def _cell(value: Any, column: str = "") -> str:
         return "-"
     if column == "progress" and isinstance(value, (int, float)):
         return f"{math.floor(100 * value)}%"  # rounded down: a running job at 99.6% is not done
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and in_unit(value, column):
+        return in_unit(value, column)  # as farm compare and the report write it
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, float):
@@ -185,5 +189,5 @@ def record(item: Any, fmt: Format, *, title: str | None = None) -> None:
     if fmt == Format.json:
         sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
         return
-    rows([{"field": k, "value": _cell(v, k) if k == "progress" else v} for k, v in data.items()], fmt,
+    rows([{"field": k, "value": _cell(v, k) if isinstance(v, (int, float)) else v} for k, v in data.items()], fmt,
          columns=["field", "value"], title=title)

@@ -7,11 +7,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-# Columns named here are shown in a unit; any other float gets 4 significant digits.
-PERCENT = {"accuracy", "dense_accuracy", "pruned_accuracy"}
-FRACTION = {"sparsity", "target_sparsity", "min_sparsity", "max_sparsity", "crossover"}
-BYTES = {"compressed_bytes", "dense_bytes"}
-TIMES = {"speedup_fp32", "speedup_tf32", "speedup_fp16", "compression_ratio"}
+from farm.units import BYTES, TIMES, in_unit
+
+# Columns of farm.units are shown in their unit; any other float gets 4 significant digits.
 
 COMPARE_COLUMNS = ["job_id", "status", "model", "dataset", "scheme", "bits", "target_sparsity",
                    "sparsity", "accuracy", "dense_accuracy", "compressed_bytes", "compression_ratio",
@@ -31,10 +29,8 @@ def cell(value: Any, column: str = "") -> str:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if column in PERCENT and isinstance(value, (int, float)):
-        return f"{100 * value:.2f}%"
-    if column in FRACTION and isinstance(value, (int, float)):
-        return f"{value:.3f}"
+    if isinstance(value, (int, float)) and in_unit(value, column) is not None:
+        return in_unit(value, column)
     if column in BYTES and isinstance(value, (int, float)):
         return human_bytes(value)
     if column in TIMES and isinstance(value, (int, float)):

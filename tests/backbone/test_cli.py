@@ -154,7 +154,7 @@ def test_embedded_stepped_job_shows_its_steps(farm_env, farm_home, farm_cli):
     assert [s["sparsity"] for s in detail["stages"][1]["result"]["steps"]] == [0.9, 0.95, 0.98]
     shown = farm_cli(["show", str(detail["job"]["job_id"])], farm_env)
     table = shown.stdout[shown.stdout.index("prune steps"):]
-    assert shown.returncode == 0 and all(f"│ {level} " in table for level in ("0.9", "0.95", "0.98")), shown.stdout
+    assert shown.returncode == 0 and all(f"│ {level} " in table for level in ("0.900", "0.950", "0.980")), shown.stdout
     assert "True" not in table  # every step trained here
     quantized = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.98", "--scheme", "kmeans", "--bits",
                                      "4", "--format", "json"], farm_env).stdout)

@@ -21,7 +21,7 @@ def _render(monkeypatch, width: int, rows: list[dict], **options) -> str:
 
 def test_one_row_too_wide_for_the_terminal_is_shown_as_fields(monkeypatch):
     narrow = _render(monkeypatch, 80, [ROW])
-    assert "│ target_sparsity   │ 0.98          │" in narrow and "0.9381" in narrow and "41033" in narrow
+    assert "│ target_sparsity   │ 0.980         │" in narrow and "93.81%" in narrow and "41033" in narrow
     assert max(len(line) for line in narrow.splitlines()) <= 80
 
 
@@ -42,7 +42,7 @@ def test_several_rows_too_wide_leave_out_optional_columns_and_say_so(monkeypatch
     errors = Console(width=80, record=True, file=io.StringIO())
     monkeypatch.setattr(render, "err", errors)
     narrow = _render(monkeypatch, 80, jobs, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL)
-    assert "│ succeeded │" in narrow and "│ 0.97 " in narrow  # no word or number broken
+    assert "│ succeeded │" in narrow and "│ 0.970 " in narrow  # no word or number broken
     assert "worker" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80
     assert "left out for the terminal's width: worker" in errors.export_text()
     wide = _render(monkeypatch, 250, jobs, columns=STATUS_COLUMNS, optional=STATUS_OPTIONAL)

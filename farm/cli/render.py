@@ -20,6 +20,7 @@ from rich.table import Table
 
 from farm.units import in_unit
 
+
 def _width(stream, piped: int) -> int | None:
     """Piped output gets wide tables rather than 80 columns of wrapped cells, unless COLUMNS
     says how wide (`COLUMNS=80 farm status | less`)."""
@@ -54,8 +55,8 @@ def _cell(value: Any, column: str = "") -> str:
         return "-"
     if column == "progress" and isinstance(value, (int, float)):
         return f"{math.floor(100 * value)}%"  # rounded down: a running job at 99.6% is not done
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and in_unit(value, column):
-        return in_unit(value, column)  # as farm compare and the report write it
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and (shown := in_unit(value, column)):
+        return shown  # as farm compare and the report write it
     if isinstance(value, datetime):
         return value.isoformat(sep=" ", timespec="seconds")
     if isinstance(value, float):
@@ -87,7 +88,7 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
 
 def _print_table(data: list[dict], columns: list[str], title: str | None, optional: tuple[str, ...],
                  clip: tuple[str, ...], fmt: Format) -> None:
-    if len(data) == 1 and columns != ["field", "value"] and _span(_sizes(data, columns, (), 1)) > out.width:
+    if len(data) == 1 and columns != ["field", "value"] and _span(_sizes(data, columns, ())[1]) > out.width:
         # One row too wide for the terminal would fold its numbers ("0.9" over "8"): a
         # field/value table instead, as `farm submit`'s result row in 80 columns.
         return record({c: data[0].get(c) for c in columns}, fmt, title=title)
@@ -95,7 +96,7 @@ def _print_table(data: list[dict], columns: list[str], title: str | None, option
     empty = [c for c in optional if all(d.get(c) is None for d in data)]
     for c in empty + [c for c in optional if c not in empty]:
         # several rows: fewer columns rather than every cell folded to 3 characters
-        if _span(_sizes(data, shown, clip, 0)) <= out.width:  # fits with no word broken
+        if _span(_sizes(data, shown, clip)[0]) <= out.width:  # fits with no word broken
             break
         if c in shown:
             shown.remove(c)
@@ -111,23 +112,22 @@ CLIP_MIN = 16  # a clipped column is cut to no fewer characters while optional c
 CLIP_LAST = 8  # ... and to no fewer than these when none is left to go
 
 
-def _sizes(data: list[dict], columns: list[str], clip: tuple[str, ...], which: int) -> list[int]:
-    """Each column's narrowest width with no word (nor number) broken (which=0) or its natural
-    width (1). Headers count word by word: they wrap at their underscores, shown as spaces."""
-    sizes = []
+def _sizes(data: list[dict], columns: list[str], clip: tuple[str, ...]) -> tuple[list[int], list[int]]:
+    """Each column's narrowest width with no word (nor number) broken, and its natural width.
+    Headers count word by word: they wrap at their underscores, shown as spaces."""
+    low, high = [], []
     for c in columns:
         cells = [_cut(_cell(d.get(c), c)) if c in clip else _cell(d.get(c), c) for d in data]
         texts = [c.replace("_", " "), *cells]
         natural = max(cell_len(line) for text in texts for line in text.splitlines() or [""])
-        if which or (c in clip and natural <= CLIP_MIN):
-            sizes.append(natural)
-        elif c in clip:
-            sizes.append(CLIP_MIN)
+        high.append(natural)
+        if c in clip:
+            low.append(min(natural, CLIP_MIN))
         else:
             numeric = all(isinstance(d.get(c), (int, float)) or d.get(c) is None for d in data)
             words = [cell_len(w) for text in texts for w in text.split()] + [cell_len(x) for x in cells if numeric]
-            sizes.append(max(words, default=1))
-    return sizes
+            low.append(max(words, default=1))
+    return low, high
 
 
 def _cut(text: str) -> str:
@@ -159,7 +159,7 @@ def _table(data: list[dict], columns: list[str], title: str | None, clip: tuple[
     """Widths chosen here: rich shrinks a too-wide table by breaking words ("succee" over "ded")
     or cropping it. Each column gets its narrowest width plus a share of the room left, in
     proportion to how much wider it would be whole; `clip` columns stay one line, cut with "…"."""
-    low, high = _sizes(data, columns, clip, 0), _sizes(data, columns, clip, 1)
+    low, high = _sizes(data, columns, clip)
     headers = [cell_len(c) for c in columns]
     room = out.width - _span(low)
     for i, c in enumerate(columns):  # too wide: the clipped columns give up their room first

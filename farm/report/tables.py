@@ -29,8 +29,8 @@ def cell(value: Any, column: str = "") -> str:
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, (int, float)) and in_unit(value, column) is not None:
-        return in_unit(value, column)
+    if isinstance(value, (int, float)) and (shown := in_unit(value, column)) is not None:
+        return shown
     if column in BYTES and isinstance(value, (int, float)):
         return human_bytes(value)
     if column in TIMES and isinstance(value, (int, float)):

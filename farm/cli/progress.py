@@ -63,6 +63,9 @@ class StageProgress:
                     else f"{data.get('stage', '')} {data.get('layer', data.get('epoch', ''))}")
             self.progress.update(self.task, total=data.get("epochs") or None,
                                  completed=data.get("epoch", 0), note=f"{step} {note}")
+        elif kind == "waiting" and self.task is not None:  # another job builds what this stage needs
+            who = f"job {data['job_id']}" if data.get("job_id") else "another job"
+            self.progress.update(self.task, note=f"waiting for {who}")
         elif kind == "stage_done" and self.task is not None:
             state = "reused" if data["reused"] else data["skipped"] or "done"
             total = self.progress.tasks[-1].total or 1

@@ -106,3 +106,10 @@ def touch_locks(owner: str) -> None:
     with db.session() as s:
         for lock in s.scalars(select(StageLock).where(StageLock.owner == owner)):
             lock.heartbeat_at = utcnow()
+
+
+def builder(key: str) -> int | None:
+    """The job holding the build lock of `key`, if any."""
+    with db.session() as s:
+        lock = s.get(StageLock, key)
+        return lock.job_id if lock is not None else None

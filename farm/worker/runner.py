@@ -252,8 +252,9 @@ def _wait_for_artifact(claim, key: str, name: str, notify: Observer):
                 log.info("job %s: %s artifact built by another job", claim.job_id, name)
             return found
         if not waited:
-            notify("waiting", {"name": name})
-            log.info("job %s: waiting for another job building the %s artifact", claim.job_id, name)
+            builder = artifacts.builder(key)
+            notify("waiting", {"name": name, "job_id": builder})
+            log.info("job %s: waiting for job %s, which builds the %s artifact", claim.job_id, builder, name)
             waited = True
         if lifecycle.report(claim, stage=name):
             raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
@@ -267,12 +268,12 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
                      progress=_progress(spec, index, 0.0)):
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message="cancelled")
         raise Cancelled(f"job {claim.job_id} cancelled before {name}")
+    held: list[str] = []  # build locks of the stage's shared steps this attempt holds
     ctx = StageContext(spec=spec, device=torch_device(spec.device), workdir=workdir,
-                       callback=_progress_callback(claim, name, index, notify),
-                       # --force recomputes and leaves what other jobs share alone
-                       reuse=(lambda key: _stored(key, claim.job_id)) if spec.run == 0 else (lambda key: None),
-                       keep=(lambda key, file, result: _keep(claim, name, key, file, result)) if spec.run == 0
-                       else (lambda key, file, result: None))
+                       callback=_progress_callback(claim, name, index, notify))
+    if spec.run == 0:  # --force recomputes and leaves what other jobs share alone
+        ctx.steps = lambda keys: _take_steps(claim, name, notify, keys, held)
+        ctx.keep = lambda key, file, result: _keep(claim, name, key, file, result, held)
     try:
         output = STAGES[name](ctx, current)
         output.result = jsonable(output.result)
@@ -286,6 +287,9 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
     except BaseException as e:
         _record_stage(claim.job_id, name, StageStatus.FAILED, started, message=str(ensure_known(e)))
         raise
+    finally:
+        for key in held:  # steps it did not reach: the jobs waiting for them build them
+            artifacts.release(key, claim.owner)
     artifact = None
     if output.file is not None and key is not None:
         artifact = artifacts.store(output.file, key=key, stage=name, kind=output.kind,
@@ -297,16 +301,70 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
     return output, current, False
 
 
-def _keep(claim: lifecycle.Claim, stage: str, key: str, file: Path, result: dict) -> None:
-    """Store a stage's intermediate artifact unless one is stored under its key (a job that
-    computed the same step at the same time, or the job whose whole stage it is, got there
-    first: same inputs, same meaning). Only an optimisation: a failure is logged, not raised."""
+def _keep(claim: lifecycle.Claim, stage: str, key: str, file: Path, result: dict, held: list[str]) -> None:
+    """Store a stage's intermediate artifact unless one is stored under its key (the job whose
+    whole stage it is got there first: same inputs, same meaning), then let the jobs waiting for
+    it go on. Storing is only an optimisation: a failure is logged, not raised."""
     try:
         if artifacts.lookup(key) is None:
             artifacts.store(file, key=key, stage=stage, kind="checkpoint", result=jsonable(result),
                             job_id=claim.job_id)
     except Exception:  # noqa: BLE001
         log.warning("job %s: could not keep a %s step for other jobs", claim.job_id, stage, exc_info=True)
+    if key in held:
+        held.remove(key)
+        artifacts.release(key, claim.owner)
+
+
+def _take_steps(claim: lifecycle.Claim, name: str, notify: Observer, keys: list[str],
+                held: list[str]) -> tuple[int, tuple[Path, dict, int | None] | None]:
+    """How many of a stage's first steps are stored (`keys`: theirs, shortest first) and the
+    furthest one (as `_stored` gives it), once this job holds the build locks of every step after
+    it. While another live job builds one of those (a 90% job's whole prune is a 98% job's first
+    step), wait for it and look again: two jobs of a sweep never train the same step at once.
+    No deadlock: a job waits here holding only its stage's lock, for the locks of shorter chains."""
+    waited = False
+    while True:
+        start = _furthest(keys, claim.job_id)[0]
+        got = _acquire_all(keys[start:], claim)
+        if got is not None:
+            now, found = _furthest(keys, claim.job_id)  # stored by a job that let go just now?
+            if now >= start:
+                for key in got[:now - start]:
+                    artifacts.release(key, claim.owner)
+                held.extend(got[now - start:])
+                return now, found
+            for key in got:  # a stored step's file vanished meanwhile: start over
+                artifacts.release(key, claim.owner)
+            continue
+        if not waited:
+            builder = next((b for b in map(artifacts.builder, keys[start:]) if b not in (None, claim.job_id)), None)
+            notify("waiting", {"name": name, "job_id": builder})
+            log.info("job %s: waiting for job %s, which builds a %s step it needs", claim.job_id, builder, name)
+            waited = True
+        if lifecycle.report(claim, stage=name):
+            raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
+        time.sleep(artifacts.LOCK_POLL_S)
+
+
+def _furthest(keys: list[str], job_id: int) -> tuple[int, tuple[Path, dict, int | None] | None]:
+    for i in range(len(keys), 0, -1):
+        found = _stored(keys[i - 1], job_id)
+        if found is not None:
+            return i, found
+    return 0, None
+
+
+def _acquire_all(keys: list[str], claim: lifecycle.Claim) -> list[str] | None:
+    """The build locks of all `keys`, or none of them."""
+    got: list[str] = []
+    for key in keys:
+        if not artifacts.acquire(key, job_id=claim.job_id, owner=claim.owner):
+            for taken in got:
+                artifacts.release(taken, claim.owner)
+            return None
+        got.append(key)
+    return got
 
 
 def _stored(key: str, job_id: int) -> tuple[Path, dict, int | None] | None:

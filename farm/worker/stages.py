@@ -35,10 +35,12 @@ class StageContext:
     device: str  # torch device: "cuda" or "cpu"
     workdir: Path  # scratch folder for this attempt's files
     callback: Callable[[dict], None]
-    # Artifacts under other keys than the stage's own (the runner's store): `reuse(key)` gives
-    # (file, result, id of the job that made it) of a stored one or None; `keep(key, file,
-    # result)` stores one. No-ops outside the runner.
-    reuse: Callable[[str], tuple[Path, dict, int | None] | None] = lambda key: None
+    # Steps of a stage that other jobs share, each under its own key (the runner's store; no-ops
+    # outside it). `steps(keys)`, their keys shortest first: how many of the first steps are
+    # stored and the furthest one's (file, result, id of the job that made it) or None; the rest
+    # are this job's to build until it keeps them, so other jobs wait rather than train them too.
+    # `keep(key, file, result)` stores one.
+    steps: Callable[[list[str]], tuple[int, tuple[Path, dict, int | None] | None]] = lambda keys: (0, None)
     keep: Callable[[str, Path, dict], None] = lambda key, file, result: None
     _data: Any = None
 
@@ -129,15 +131,14 @@ def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:
     prune_in_steps = _require("farm.compress", "prune_in_steps", "prune")
     steps = ctx.spec.prune_steps
     teacher = copy.deepcopy(model) if config.distill else None  # the dense model teaches every step
-    start, done, before = 0, [], None
-    for i in range(len(steps) - 1, 0, -1):  # the whole chain is the stage's own key: the runner looked
-        found = ctx.reuse(ctx.spec.stage_key("prune", steps[:i]))
-        if found is not None:
-            path, prior, maker = found
-            model, start, before = _load_state(path, ctx), i, prior.get("accuracy_before")
-            # a step the maker took from a third job names that one
-            done = [{**s, "reused": True, "from_job": s.get("from_job", maker)} for s in _steps_of(prior, steps[:i])]
-            break
+    done, before = [], None
+    # the whole chain is the stage's own key: the runner looked
+    start, found = ctx.steps([ctx.spec.stage_key("prune", steps[:i]) for i in range(1, len(steps))])
+    if found is not None:
+        path, prior, maker = found
+        model, before = _load_state(path, ctx), prior.get("accuracy_before")
+        # a step the maker took from a third job names that one
+        done = [{**s, "reused": True, "from_job": s.get("from_job", maker)} for s in _steps_of(prior, steps[:start])]
     mine: list[dict] = []
 
     def keep(i: int, result) -> None:

@@ -153,6 +153,26 @@ def test_sigkill_of_whole_worker_is_redelivered_to_another(workers, farm_cluster
     assert _count(Metrics, job_id=job_id) == 1
 
 
+def test_two_workers_train_a_step_two_jobs_share_once(workers, farm_cluster):
+    """A 97% job submitted while a 90% job prunes, on a second worker: its first step is the
+    90% job's whole prune, so it waits for it instead of training it too."""
+    workers.start(2)
+    shared = [*TINY, "--subset", "1024", "--retrain-epochs", "8", "--seed", "13"]
+    plain = _submit(farm_cluster, *shared, "--sparsity", "0.9")
+    wait_for(lambda: _job(plain).stage == "prune", timeout=60, what="the 90% job to prune")
+    stepped = _submit(farm_cluster, *shared, "--sparsity", "0.97")
+    jobs = wait_for(_all_finished, timeout=180, every=1, what="both jobs to finish")
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 2, [(j.id, j.message) for j in jobs]
+    assert len({j.worker for j in jobs}) == 2  # side by side, not one after the other
+    with db.session() as s:
+        prunes = {st.job_id: st for st in s.scalars(select(Stage).where(Stage.name == "prune"))}
+    assert prunes[plain].status == "succeeded"
+    first = prunes[stepped].result["steps"][0]  # waited for the 90% job's prune, then took it
+    assert (first["reused"], first["from_job"], first["accuracy"]) == (True, plain, prunes[plain].result["accuracy"])
+    # its prune began while the 90% job's ran and ended after it (its own two steps)
+    assert prunes[stepped].started_at < prunes[plain].finished_at < prunes[stepped].finished_at
+
+
 def test_concurrent_submits_of_one_spec_make_one_job_and_one_message(farm_cluster, redis_url):
     import redis
 

@@ -292,3 +292,70 @@ def test_a_step_kept_by_an_earlier_attempt_of_the_same_job_names_no_other_job(fa
     assert _stored("k" * 64, first.job_id)[1:] == ({"accuracy": 0.5}, None)  # its own retry
     assert _stored("k" * 64, first.job_id + 1)[1:] == ({"accuracy": 0.5}, first.job_id)
     assert _stored("j" * 64, first.job_id) is None
+
+
+def test_jobs_side_by_side_train_a_shared_step_once(farm_home, monkeypatch):
+    """A 90% job and a 97% job at once (two workers): the 90% prune is the other's first step, so
+    one of them trains it and the other waits for it instead of training it too."""
+    import threading
+    import time
+
+    import farm.compress
+    from farm import db
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker import artifacts
+    from farm.worker.runner import run_job
+
+    monkeypatch.setattr(artifacts, "LOCK_POLL_S", 0.05)
+    trained, events = [], {}
+
+    def slow(real):  # long enough that the second job reaches its prune while the first trains
+        def run(model, data, pruning, config, *levels, **kwargs):
+            trained.append(tuple(levels[0]) if levels else (pruning.sparsity,))
+            time.sleep(1.5)
+            return real(model, data, pruning, config, *levels, **kwargs)
+        return run
+
+    monkeypatch.setattr(farm.compress, "prune_and_retrain", slow(farm.compress.prune_and_retrain))
+    monkeypatch.setattr(farm.compress, "prune_in_steps", slow(farm.compress.prune_in_steps))
+    with db.session() as s:
+        specs = [JobSpec(**TINY, sparsity=x, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+                 for x in (0.9, 0.97)]
+        ids = [sub.job_id for sub in record(s, specs, status=JobStatus.QUEUED)]
+
+    def run(job_id, owner):  # owners on other hosts, alive while their heartbeats are fresh
+        events[job_id] = []
+        assert run_job(job_id, owner=owner, on_event=lambda kind, data: events[job_id].append((kind, data))) \
+            == JobStatus.SUCCEEDED
+
+    threads = [threading.Thread(target=run, args=(job_id, f"host{job_id}:1")) for job_id in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(events) == sorted(ids)
+    assert [levels[0] for levels in trained].count(0.9) == 1, trained  # the shared step, once
+    plain, stepped = (_stage_of(job_id) for job_id in ids)
+    if plain.status == "reused":  # the 97% job got there first and kept its 90% step
+        assert plain.result["accuracy"] == stepped.result["steps"][0]["accuracy"]
+        waiter, builder = ids
+    else:
+        assert stepped.result["steps"][0] == {**stepped.result["steps"][0], "reused": True, "from_job": ids[0]}
+        builder, waiter = ids
+    assert ("waiting", {"name": "prune", "job_id": builder}) in events[waiter]
+    with db.session() as s:
+        from sqlalchemy import select
+
+        from farm.db.models import StageLock
+        assert s.scalars(select(StageLock)).all() == []  # every build lock let go
+
+
+def _stage_of(job_id: int, name: str = "prune"):
+    from sqlalchemy import select
+
+    from farm import db
+    from farm.db.models import Stage
+
+    with db.session() as s:
+        return s.scalars(select(Stage).where(Stage.job_id == job_id, Stage.name == name)).one()

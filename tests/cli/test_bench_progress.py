@@ -44,3 +44,13 @@ def test_the_cli_shows_what_was_timed(monkeypatch):
             bars("epoch", event)
         bars.progress.refresh()
     assert "layer1.conv, batch 32 (2/3)" in out.getvalue()
+
+
+def test_a_stage_waiting_for_another_job_says_which(monkeypatch):
+    out = io.StringIO()
+    monkeypatch.setattr(cli_progress, "err", Console(file=out, width=100, force_terminal=False))
+    with cli_progress.StageProgress() as bars:
+        bars("stage", {"name": "prune"})
+        bars("waiting", {"name": "prune", "job_id": 7})
+        bars.progress.refresh()
+    assert "waiting for job 7" in out.getvalue()

@@ -53,6 +53,8 @@ def _dict(row: Any) -> dict[str, Any]:
 def _cell(value: Any, column: str = "") -> str:
     if value is None:
         return "-"
+    if isinstance(value, bool):  # as the report writes them
+        return "yes" if value else "no"
     if column == "progress" and isinstance(value, (int, float)):
         return f"{math.floor(100 * value)}%"  # rounded down: a running job at 99.6% is not done
     if isinstance(value, (int, float)) and not isinstance(value, bool) and (shown := in_unit(value, column)):

@@ -155,12 +155,12 @@ def test_embedded_stepped_job_shows_its_steps(farm_env, farm_home, farm_cli):
     shown = farm_cli(["show", str(detail["job"]["job_id"])], farm_env)
     table = shown.stdout[shown.stdout.index("prune steps"):]
     assert shown.returncode == 0 and all(f"│ {level} " in table for level in ("0.900", "0.950", "0.980")), shown.stdout
-    assert "True" not in table  # every step trained here
+    assert "│ yes " not in table and table.count("│ no ") == 3  # every step trained here
     quantized = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.98", "--scheme", "kmeans", "--bits",
                                      "4", "--format", "json"], farm_env).stdout)
     assert quantized["stages"][1]["status"] == "reused"  # the same prune, taken whole
     again = farm_cli(["show", str(quantized["job"]["job_id"])], farm_env).stdout
-    assert again[again.index("prune steps"):].count("True") == 3
+    assert again[again.index("prune steps"):].count("│ yes ") == 3
     steps = json.loads(farm_cli(["show", str(quantized["job"]["job_id"]), "--format", "json"], farm_env).stdout)
     assert steps["stages"][1]["from_job"] == detail["job"]["job_id"]  # the 98% job's prune
     assert [(s["reused"], s["from_job"]) for s in steps["prune_steps"]] == [(True, detail["job"]["job_id"])] * 3

@@ -26,9 +26,9 @@ class StageProgress:
         # The label column is as wide as its longest label ("benchmark" alone, "job 12 benchmark"
         # in a sweep): a fixed 18 left 80 columns too little room for a 20-wide bar and the note.
         label = TextColumn("{task.description}", table_column=Column(min_width=len("benchmark"), no_wrap=True))
-        self.progress = Progress(label, BarColumn(bar_width=20),
-                                 TextColumn("{task.fields[note]}"), TimeElapsedColumn(),
-                                 console=err, transient=False)
+        self.note = Column(no_wrap=True, overflow="ellipsis")  # its width: _fit_note
+        self.progress = Progress(label, BarColumn(bar_width=20), TextColumn("{task.fields[note]}", table_column=self.note),
+                                 TimeElapsedColumn(), console=err, transient=False)
         self.task = None
         self.prefix = ""
         self.started = False
@@ -52,6 +52,7 @@ class StageProgress:
             self.progress.console.print(f"[bold]{self.prefix}[/bold]{data['label']}")
         elif kind == "stage":
             self.task = self.progress.add_task(f"{self.prefix}{data['name']}", total=None, note="")
+            self._fit_note()
         elif kind == "epoch" and self.task is not None:
             # short words: 80 columns hold the label, a 20-wide bar, this note and the time
             note = " ".join(f"{short} {data[k]:.3f}" for k, short in (("loss", "loss"), ("accuracy", "acc"))
@@ -70,6 +71,14 @@ class StageProgress:
             state = "reused" if data["reused"] else data["skipped"] or "done"
             total = self.progress.tasks[-1].total or 1
             self.progress.update(self.task, total=total, completed=total, note=state)
+
+
+    def _fit_note(self) -> None:
+        """Narrow terminals cut the note, not the bar: rich takes the width it lacks from the bar
+        first, which was gone below ~65 columns. The note gets what a bar of 10, the label and
+        the time (7) leave."""
+        label = max(len("benchmark"), *(len(task.description) for task in self.progress.tasks))
+        self.note.max_width = max(10, err.width - label - 10 - 7 - 3)
 
 
 @contextmanager

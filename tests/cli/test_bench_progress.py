@@ -2,7 +2,9 @@
 stage (layers, then the whole model) with a note naming what was timed, shown by the CLI."""
 
 import io
+import re
 
+import pytest
 from rich.console import Console
 
 from farm.cli import progress as cli_progress
@@ -54,3 +56,18 @@ def test_a_stage_waiting_for_another_job_says_which(monkeypatch):
         bars("waiting", {"name": "prune", "job_id": 7})
         bars.progress.refresh()
     assert "waiting for job 7" in out.getvalue()
+
+
+@pytest.mark.parametrize("width", [50, 60, 80, 120])
+def test_narrow_terminals_cut_the_note_and_keep_the_bar_and_the_time(monkeypatch, width):
+    out = io.StringIO()
+    monkeypatch.setattr(cli_progress, "err", Console(file=out, width=width, force_terminal=True, color_system=None))
+    with cli_progress.StageProgress() as bars:
+        bars("stage", {"name": "prune"})
+        bars("epoch", {"epoch": 60, "epochs": 180, "step": "step 2/3 (95%) epoch 1/50", "loss": 0.1234,
+                       "accuracy": 0.9123})
+        bars.progress.refresh()
+    line = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue().split("\r")[-1]).strip()
+    assert line.startswith("prune") and line.endswith("0:00:00") and len(line) <= width, line
+    assert "━" in line and "step 2/3" in line
+    assert ("acc 0.912" in line) == (width >= 80)  # what does not fit is cut, with "…"

@@ -251,14 +251,20 @@ def _wait_for_artifact(claim, key: str, name: str, notify: Observer):
             if waited:
                 log.info("job %s: %s artifact built by another job", claim.job_id, name)
             return found
-        if not waited:
-            builder = artifacts.builder(key)
-            notify("waiting", {"name": name, "job_id": builder})
-            log.info("job %s: waiting for job %s, which builds the %s artifact", claim.job_id, builder, name)
-            waited = True
-        if lifecycle.report(claim, stage=name):
-            raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
-        time.sleep(artifacts.LOCK_POLL_S)
+        waited = _wait_once(claim, name, notify, [key], waited)
+
+
+def _wait_once(claim, name: str, notify: Observer, keys: list[str], waited: bool) -> bool:
+    """One round of waiting for another job that builds one of `keys`: the first round says
+    which job (the progress line shows it), each one honours a cancel. Returns True: waited."""
+    if not waited:
+        builder = next((b for b in map(artifacts.builder, keys) if b not in (None, claim.job_id)), None)
+        notify("waiting", {"name": name, "job_id": builder})
+        log.info("job %s: waiting for job %s, which builds what its %s stage needs", claim.job_id, builder, name)
+    if lifecycle.report(claim, stage=name):
+        raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
+    time.sleep(artifacts.LOCK_POLL_S)
+    return True
 
 
 def _compute_stage(claim, name: str, index: int, key: str | None, current: Path | None,
@@ -337,14 +343,7 @@ def _take_steps(claim: lifecycle.Claim, name: str, notify: Observer, keys: list[
             for key in got:  # a stored step's file vanished meanwhile: start over
                 artifacts.release(key, claim.owner)
             continue
-        if not waited:
-            builder = next((b for b in map(artifacts.builder, keys[start:]) if b not in (None, claim.job_id)), None)
-            notify("waiting", {"name": name, "job_id": builder})
-            log.info("job %s: waiting for job %s, which builds a %s step it needs", claim.job_id, builder, name)
-            waited = True
-        if lifecycle.report(claim, stage=name):
-            raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
-        time.sleep(artifacts.LOCK_POLL_S)
+        waited = _wait_once(claim, name, notify, keys[start:], waited)
 
 
 def _furthest(keys: list[str], job_id: int) -> tuple[int, tuple[Path, dict, int | None] | None]:

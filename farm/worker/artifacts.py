@@ -50,6 +50,10 @@ def path_of(artifact: Artifact) -> Path:
 def store(file: Path, *, key: str, stage: str, kind: str, result: dict, job_id: int | None) -> Artifact:
     """Move `file` into the store and record it; if another job stored the same key meanwhile,
     keep theirs (same inputs, so the same meaning) and return it."""
+    theirs = lookup(key)
+    if theirs is not None and theirs.job_id not in (None, job_id):
+        file.unlink()
+        return theirs
     digest = file_sha256(file)
     rel = Path(digest[:2]) / f"{digest}{file.suffix}"
     dest = root() / rel
@@ -65,7 +69,7 @@ def store(file: Path, *, key: str, stage: str, kind: str, result: dict, job_id: 
     try:
         with db.session() as s:
             old = s.scalars(select(Artifact).where(Artifact.key == key)).one_or_none()
-            if old is not None:  # a stale row whose file was gone: point it at the new file
+            if old is not None:  # a stale row whose file was gone, or this job's earlier attempt's
                 for name, value in row.items():
                     setattr(old, name, value)
                 return old

@@ -7,6 +7,7 @@ epochs, where `farm.errors.Cancelled` unwinds the stage.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -298,13 +299,22 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
             artifacts.release(key, claim.owner)
     artifact = None
     if output.file is not None and key is not None:
-        artifact = artifacts.store(output.file, key=key, stage=name, kind=output.kind,
+        artifact = artifacts.store(output.file, key=_own_key(spec, key), stage=name, kind=output.kind,
                                    result=output.result, job_id=claim.job_id)
         current = artifacts.path_of(artifact)
     status = StageStatus.SKIPPED if output.skipped else StageStatus.SUCCEEDED
     _record_stage(claim.job_id, name, status, started, result=output.result,
                   artifact_id=artifact.id if artifact else None, message=output.skipped)
     return output, current, False
+
+
+def _own_key(spec, key: str) -> str:
+    """The key a stage's artifact is stored under: its stage key, or for a forced run (--force) a
+    key of its own, so the rerun neither replaces the artifact other jobs took (they would name
+    it as their maker) nor is taken by later jobs instead of it."""
+    if spec.run == 0:
+        return key
+    return hashlib.sha256(f"{key}:run{spec.run}".encode()).hexdigest()
 
 
 def _keep(claim: lifecycle.Claim, stage: str, key: str, file: Path, result: dict, held: list[str]) -> None:

@@ -294,6 +294,27 @@ def test_a_step_kept_by_an_earlier_attempt_of_the_same_job_names_no_other_job(fa
     assert _stored("j" * 64, first.job_id) is None
 
 
+def test_a_forced_run_leaves_the_artifacts_other_jobs_took_and_their_makers_alone(farm_home):
+    from sqlalchemy import select
+
+    from farm import db
+    from farm.db.models import Artifact
+    from farm.worker.runner import _own_key
+
+    first = _prune_stage(0.9)
+    second = _prune_stage(0.5)  # takes the first job's dense model
+    with db.session() as s:
+        before = {a.key: (a.job_id, a.path, a.result) for a in s.scalars(select(Artifact))}
+    forced = _prune_stage(0.9, run_no=1)  # trains and prunes again
+    with db.session() as s:
+        after = {a.key: (a.job_id, a.path, a.result) for a in s.scalars(select(Artifact))}
+    assert all(after[k] == v for k, v in before.items())  # the first job still made what the second took
+    spec = JobSpec(**TINY, sparsity=0.9, recipe="quick", subset=64, stages=("train", "prune"), run=1).resolve()
+    mine = {k: v for k, v in after.items() if k not in before}
+    assert sorted(mine) == sorted(_own_key(spec, spec.stage_key(stage)) for stage in ("train", "prune"))
+    assert {job for job, _, _ in mine.values()} == {forced.job_id} and first.job_id != second.job_id
+
+
 def test_jobs_side_by_side_train_a_shared_step_once(farm_home, monkeypatch):
     """A 90% job and a 97% job at once (two workers): the 90% prune is the other's first step, so
     one of them trains it and the other waits for it instead of training it too."""

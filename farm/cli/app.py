@@ -133,7 +133,8 @@ def submit(
     with db.session() as s:
         job = db.queries.get_job(s, sub.job_id)
         if job.status == db.JobStatus.FAILED:  # the command fails: say why, as an error
-            raise FarmError(f"job {sub.job_id} failed: {job.message or 'no reason recorded'}")
+            where = f" (log: {progress.log_path})" if progress.log_path else ""
+            raise FarmError(f"job {sub.job_id} failed: {job.message or 'no reason recorded'}{where}")
         if job.status != db.JobStatus.SUCCEEDED:
             raise typer.Exit(1)
 

@@ -34,11 +34,16 @@ class StageProgress:
         self.started = False
 
     def __enter__(self) -> StageProgress:
+        from farm.cli.joblog import job_log
+
+        self._log = job_log()
+        self.log_path = self._log.__enter__()  # the jobs' log file: a failed job's error names it
         return self
 
     def __exit__(self, *exc) -> None:
         if self.started:  # a live display stopped before it showed a stage leaves a blank line
             self.progress.stop()
+        self._log.__exit__(*exc)
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         for line in self.preamble:  # at the first event, so an error before it is the only line

@@ -37,24 +37,46 @@ def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file")],
     from farm.db import get_engine
 
     get_engine()  # an unreachable database fails now, before any output
-    progress = None
-    if settings.load().embedded:
-        from farm.cli.progress import StageProgress
-
-        progress = StageProgress()
-    if progress:
-        from farm.cli.progress import interruptible
-
-        with interruptible(), progress:
-            result = sweep.submit(plan, at=at, priority=priority, device=device, on_event=progress)
-    else:
-        result = sweep.submit(plan, at=at, priority=priority, device=device)
+    embedded = settings.load().embedded
+    result, log = _here_or_sent(lambda on_event: sweep.submit(plan, at=at, priority=priority, device=device,
+                                                              on_event=on_event), embedded)
     when = f", starting {result.start_at:%Y-%m-%d %H:%M} UTC" if result.start_at else ""
     again = " (submitted before: the same sweep)" if result.reused else ""
     jobs = f"{result.jobs} job{'s' * (result.jobs != 1)}"
-    err.print(f"sweep {result.sweep_id} ({plan.name}){again}: {jobs}, {result.new} new, {result.sent} sent{when}")
+    err.print(f"sweep {result.sweep_id} ({plan.name}){again}: {jobs}, {result.new} new, "
+              f"{result.sent} {'run here' if embedded else 'sent'}{when}")
     render.rows([{"sweep_id": result.sweep_id, "jobs": result.jobs, "new": result.new,
                   "sent": result.sent, "start_at": result.start_at}], fmt)
+    if embedded:
+        _how_they_ended(result.sweep_id, log)
+
+
+def _here_or_sent(call, embedded: bool):
+    """(call's result, the jobs' log file): without a broker the jobs run in this process,
+    with a progress line per stage; with one they are only sent (no log here)."""
+    if not embedded:
+        return call(None), None
+    from farm.cli.progress import StageProgress, interruptible
+
+    with interruptible(), StageProgress() as progress:
+        return call(progress), progress.log_path
+
+
+def _how_they_ended(sweep_id: int, log) -> None:
+    """The sweep's jobs ran here: say how they ended, and fail as `farm submit` does when any
+    did not succeed (a sweep with a failed job exited 0)."""
+    from farm import db
+    from farm.errors import FarmError
+
+    with db.session() as s:
+        counts = db.queries.sweep_summary(s, sweep_id).counts
+    ended = ", ".join(f"{counts[k]} {k}" for k in ("succeeded", "failed", "cancelled") if counts.get(k))
+    err.print(f"sweep {sweep_id}: {ended or 'no job ended'}")
+    bad = counts.get("failed", 0) + counts.get("cancelled", 0)
+    if bad:
+        where = f"; log: {log}" if log else ""
+        raise FarmError(f"sweep {sweep_id}: {bad} job{'s' * (bad != 1)} did not succeed "
+                        f"(farm status --sweep {sweep_id}{where})")
 
 
 @sweep_app.command("status")
@@ -72,14 +94,17 @@ def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (defaul
 def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: FormatOpt = Format.table):
     """Re-enqueue only the sweep's failed, cancelled, missing or lost jobs (queued or scheduled,
     but gone from the broker; a scheduled one keeps its start time)."""
-    from farm.cli.progress import interruptible
+    from farm import settings
     from farm.scheduler import sweep
 
-    with interruptible():  # without a broker the jobs run here
-        result = sweep.resume(sweep_id)
+    embedded = settings.load().embedded
+    result, log = _here_or_sent(lambda on_event: sweep.resume(sweep_id, on_event=on_event), embedded)
     jobs = f"{result.jobs} job{'s' * (result.jobs != 1)}"
-    err.print(f"sweep {sweep_id}: {result.sent} of {jobs} sent again ({result.new} were missing)")
+    again = "run again here" if embedded else "sent again"
+    err.print(f"sweep {sweep_id}: {result.sent} of {jobs} {again} ({result.new} were missing)")
     render.rows([{"sweep_id": sweep_id, "jobs": result.jobs, "new": result.new, "sent": result.sent}], fmt)
+    if embedded:
+        _how_they_ended(sweep_id, log)
 
 
 @sweep_app.command("cancel")

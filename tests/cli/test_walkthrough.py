@@ -2,6 +2,7 @@
 come back as the one line on stderr, listings name their columns, a CPU sweep's report says plainly
 that nothing was timed."""
 
+import json
 import os
 import subprocess
 import sys
@@ -106,4 +107,19 @@ def test_resubmitting_a_finished_sweep_prints_no_blank_line(tmp_path):
     assert _farm(tmp_path, "sweep", "submit", grid).returncode == 0
     again = _farm(tmp_path, "sweep", "submit", grid)
     assert again.returncode == 0, again.stderr
-    assert "0 new, 0 sent" in again.stderr and "\n\n" not in again.stderr, repr(again.stderr)
+    assert "0 new, 0 run here" in again.stderr and "\n\n" not in again.stderr, repr(again.stderr)
+
+
+def test_a_sweep_run_here_says_how_its_jobs_ended_and_fails_when_one_did(tmp_path):
+    grid = tmp_path / "grid.yaml"  # Inception-v3 pools 28x28 images below its kernels: that job fails
+    grid.write_text(SWEEP.replace("  sparsity: [0.5, 0.9]\n", "  model: [tiny, inception_v3]\n")
+                    .replace("  model: tiny\n", "  sparsity: 0.5\n").replace("subset: 512", "subset: 64"))
+    r = _farm(tmp_path, "sweep", "submit", grid, "--format", "json")
+    assert r.returncode == 1 and json.loads(r.stdout)[0]["sent"] == 2, r.stderr  # the row, then the error
+    assert "2 jobs, 2 new, 2 run here" in r.stderr and "sweep 1: 1 succeeded, 1 failed" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("farm: error: sweep 1: 1 job did not succeed (farm status --sweep 1; log: ") and \
+        "Traceback" not in r.stderr, r.stderr
+    again = _farm(tmp_path, "sweep", "resume", "1")  # runs the failed one here again, with its progress
+    assert again.returncode == 1 and "1 of 2 jobs run again here" in again.stderr
+    assert "inception_v3/synthetic" in again.stderr and "train" in again.stderr, again.stderr

@@ -105,8 +105,12 @@ def _close_stages(s, job_id: int, status: JobStatus, message: str | None) -> Non
         row.seconds = (now - row.started_at).total_seconds() if row.started_at else None
 
 
-def report(claim: Claim, *, stage: str | None = None, progress: float | None = None) -> bool:
-    """Write progress and heartbeat; returns whether cancel was requested."""
+UNCHANGED = object()
+
+
+def report(claim: Claim, *, stage: str | None = None, progress: float | None = None, message=UNCHANGED) -> bool:
+    """Write progress and heartbeat (and `message`, what a running job is doing: "waiting for job
+    4", or None); returns whether cancel was requested."""
     with db.session() as s:
         job = s.get(Job, claim.job_id)
         if job is None:
@@ -117,6 +121,8 @@ def report(claim: Claim, *, stage: str | None = None, progress: float | None = N
                 job.stage = stage
             if progress is not None:
                 job.progress = round(min(max(progress, 0.0), 1.0), 4)
+            if message is not UNCHANGED:
+                job.message = message
         return job.cancel_requested
 
 

@@ -246,26 +246,36 @@ def _wait_for_artifact(claim, key: str, name: str, notify: Observer):
         if found is None and artifacts.acquire(key, job_id=claim.job_id, owner=claim.owner):
             found = artifacts.lookup(key)  # stored by a job that released the lock just now?
             if found is None:
+                _waited(claim, waited)
                 return None
             artifacts.release(key, claim.owner)
         if found is not None:
             if waited:
                 log.info("job %s: %s artifact built by another job", claim.job_id, name)
+            _waited(claim, waited)
             return found
         waited = _wait_once(claim, name, notify, [key], waited)
 
 
 def _wait_once(claim, name: str, notify: Observer, keys: list[str], waited: bool) -> bool:
     """One round of waiting for another job that builds one of `keys`: the first round says
-    which job (the progress line shows it), each one honours a cancel. Returns True: waited."""
+    which job (the progress line shows it, and `farm status` in the job's message), each one
+    honours a cancel. Returns True: waited."""
+    said = lifecycle.UNCHANGED
     if not waited:
         builder = next((b for b in map(artifacts.builder, keys) if b not in (None, claim.job_id)), None)
         notify("waiting", {"name": name, "job_id": builder})
         log.info("job %s: waiting for job %s, which builds what its %s stage needs", claim.job_id, builder, name)
-    if lifecycle.report(claim, stage=name):
+        said = f"waiting for job {builder}" if builder else "waiting for another job"
+    if lifecycle.report(claim, stage=name, message=said):
         raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
     time.sleep(artifacts.LOCK_POLL_S)
     return True
+
+
+def _waited(claim, waited: bool) -> None:
+    if waited:  # the job's message said whom it waited for
+        lifecycle.report(claim, message=None)
 
 
 def _compute_stage(claim, name: str, index: int, key: str | None, current: Path | None,
@@ -349,6 +359,7 @@ def _take_steps(claim: lifecycle.Claim, name: str, notify: Observer, keys: list[
                 for key in got[:now - start]:
                     artifacts.release(key, claim.owner)
                 held.extend(got[now - start:])
+                _waited(claim, waited)
                 return now, found
             for key in got:  # a stored step's file vanished meanwhile: start over
                 artifacts.release(key, claim.owner)

@@ -321,8 +321,11 @@ def test_jobs_side_by_side_train_a_shared_step_once(farm_home, monkeypatch):
     import threading
     import time
 
+    from sqlalchemy import select
+
     import farm.compress
     from farm import db
+    from farm.db.models import Job, StageLock
     from farm.db.status import JobStatus
     from farm.scheduler.submission import record
     from farm.worker import artifacts
@@ -353,6 +356,11 @@ def test_jobs_side_by_side_train_a_shared_step_once(farm_home, monkeypatch):
     threads = [threading.Thread(target=run, args=(job_id, f"host{job_id}:1")) for job_id in ids]
     for t in threads:
         t.start()
+    said = set()  # what `farm status` shows of the running jobs meanwhile
+    while any(t.is_alive() for t in threads):
+        with db.session() as s:
+            said |= {(j.id, j.message) for j in s.scalars(select(Job).where(Job.id.in_(ids))) if j.message}
+        time.sleep(0.02)
     for t in threads:
         t.join(timeout=120)
     assert sorted(events) == sorted(ids)
@@ -365,10 +373,10 @@ def test_jobs_side_by_side_train_a_shared_step_once(farm_home, monkeypatch):
         assert stepped.result["steps"][0] == {**stepped.result["steps"][0], "reused": True, "from_job": ids[0]}
         builder, waiter = ids
     assert ("waiting", {"name": "prune", "job_id": builder}) in events[waiter]
+    assert (waiter, f"waiting for job {builder}") in said
+    with db.session() as s:  # said while waiting, not afterwards
+        assert [s.get(Job, job_id).message for job_id in ids] == [None, None]
     with db.session() as s:
-        from sqlalchemy import select
-
-        from farm.db.models import StageLock
         assert s.scalars(select(StageLock)).all() == []  # every build lock let go
 
 

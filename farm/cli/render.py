@@ -103,8 +103,12 @@ def _print_table(data: list[dict], columns: list[str], title: str | None, option
         if c in shown:
             shown.remove(c)
             left_out.append(c)
-    nothing = f"[dim]{title + ': ' if title else ''}nothing to show[/dim]"
-    out.print(_table(data, shown, title, clip) if data else nothing)
+    if not data:
+        out.print(f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
+    else:
+        if title:  # a line of its own: rich pads a table's title with spaces to the table's width
+            out.print(title, style="table.title", highlight=False, markup=False)
+        out.print(_table(data, shown, clip))
     if left_out and data:
         err.print(f"[dim]left out for the terminal's width: {', '.join(left_out)} (--format csv has "
                   f"every column)[/dim]")
@@ -157,7 +161,7 @@ def _span(widths: list[int]) -> int:
     return sum(widths) + 3 * len(widths) + 1
 
 
-def _table(data: list[dict], columns: list[str], title: str | None, clip: tuple[str, ...] = ()) -> Table:
+def _table(data: list[dict], columns: list[str], clip: tuple[str, ...] = ()) -> Table:
     """Widths chosen here: rich shrinks a too-wide table by breaking words ("succee" over "ded")
     or cropping it. Each column gets its narrowest width plus a share of the room left, in
     proportion to how much wider it would be whole; `clip` columns stay one line, cut with "…"."""
@@ -174,7 +178,7 @@ def _table(data: list[dict], columns: list[str], title: str | None, clip: tuple[
         widths = [CLIP_LAST if c in clip else None for c in columns]
     else:
         widths = _share(low, high, headers, room)
-    table = Table(title=title, title_justify="left")
+    table = Table()
     for c, width in zip(columns, widths):
         if c in clip:
             table.add_column(c.replace("_", " "), width=width, no_wrap=True, overflow="ellipsis")

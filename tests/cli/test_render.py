@@ -117,3 +117,8 @@ def test_progress_is_a_percentage_rounded_down_in_tables_and_fields(monkeypatch)
     render.record({"job_id": 1, "progress": 0.25, "spec": {"a": 1, "b": [1, 2]}}, Format.table)
     text = render.out.export_text()
     assert "│ 25%  " in text and '{"a": 1, "b": [1, 2]}' in text  # JSON cells spaced: they wrap between items
+
+
+def test_a_title_is_its_own_line_with_no_trailing_spaces(monkeypatch):
+    shown = _render(monkeypatch, 120, [ROW, {**ROW, "job_id": 2}], title="results")
+    assert shown.splitlines()[0] == "results" and not any(line.endswith(" ") for line in shown.splitlines())

@@ -113,4 +113,9 @@ def cancel(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: Forma
     from farm.scheduler import sweep
 
     rows = sweep.cancel(sweep_id)
+    if not any(r.changed for r in rows):  # a no-op is an error, as for farm cancel
+        from farm.errors import FarmError
+
+        raise FarmError(f"nothing to cancel: every job of sweep {sweep_id} has finished" if rows
+                        else f"nothing to cancel: sweep {sweep_id} has no jobs")
     render.rows([{"job_id": r.job_id, "status": str(r.status), "note": r.note} for r in rows], fmt)

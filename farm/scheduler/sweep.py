@@ -323,10 +323,12 @@ def _requeue_lost(s, subs: list[Submitted], broker_url: str) -> list[Submitted]:
 
 
 def cancel(sweep_id: int) -> list[control.CancelResult]:
+    """Cancel the sweep's unfinished jobs; a sweep whose jobs have all finished is left as it is
+    (not marked cancelled: nothing was)."""
     with db.session() as s:
         sweep = get_sweep(s, sweep_id)
-        sweep.cancel_requested = True
         job_ids = [j.id for j in sweep.jobs]
+        sweep.cancel_requested = any(not j.status.is_finished for j in sweep.jobs) or sweep.cancel_requested
     return control.cancel_jobs(job_ids)
 
 

@@ -123,3 +123,6 @@ def test_a_sweep_run_here_says_how_its_jobs_ended_and_fails_when_one_did(tmp_pat
     again = _farm(tmp_path, "sweep", "resume", "1")  # runs the failed one here again, with its progress
     assert again.returncode == 1 and "1 of 2 jobs run again here" in again.stderr
     assert "inception_v3/synthetic" in again.stderr and "train" in again.stderr, again.stderr
+    _only_error_line(_farm(tmp_path, "sweep", "cancel", "1"), "nothing to cancel: every job of sweep 1 has finished")
+    status = json.loads(_farm(tmp_path, "sweep", "status", "1", "--format", "json").stdout)[0]
+    assert status["cancel_requested"] is False  # nothing was cancelled

@@ -158,10 +158,10 @@ def _print_outcome(job_id: int, fmt: Format) -> None:
 
 @app.command()
 def status(
-    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (default: the latest)")] = None,
+    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (default: the latest)", metavar="JOB_ID")] = None,
     sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
     state: Annotated[str | None, typer.Option("--status", help="only jobs in this status")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="at most this many jobs")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="at most this many jobs", metavar="N")] = 20,
     fmt: FormatOpt = Format.table,
 ):
     """List jobs with their status, stage and progress."""
@@ -251,7 +251,7 @@ def results(
 
 
 @app.command()
-def cancel(jobs: Annotated[list[int], typer.Argument(help="job ids")], fmt: FormatOpt = Format.table):
+def cancel(jobs: Annotated[list[int], typer.Argument(help="job ids", metavar="JOB_ID")], fmt: FormatOpt = Format.table):
     """Cancel jobs: waiting ones at once, running ones at their next epoch or stage."""
     from farm.scheduler.control import cancel_jobs
 

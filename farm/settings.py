@@ -83,6 +83,12 @@ def load() -> Settings:
             raise FarmError(f"setting {key} (FARM_{key.upper()}) must be a whole number, got {value!r}") from None
 
     home = Path(get("home", "~/.farm")).expanduser()
+    broker_url = get("broker_url")
+    if broker_url and not str(broker_url).startswith(("redis://", "rediss://", "redis+socket://")):
+        # Redis is the broker and the result store: another transport failed deep in Celery
+        # ("Unknown result backend: 'amqp'")
+        raise FarmError(f"setting broker_url (FARM_BROKER_URL) must be a Redis URL (redis://host:6379/0), "
+                        f"got {broker_url!r}")
     data_dir = get("data_dir")
     job_time_limit = whole("job_time_limit", 12 * 3600)
     # Redis redelivers an unacked message after this; it must exceed the longest job.
@@ -90,7 +96,7 @@ def load() -> Settings:
     return Settings(
         home=home,
         db_url=get("db_url", f"sqlite:///{home / 'farm.db'}"),
-        broker_url=get("broker_url"),
+        broker_url=broker_url,
         data_dir=Path(data_dir).expanduser() if data_dir else None,
         artifacts=Path(get("artifacts", home / "artifacts")).expanduser(),
         kernel_cache=Path(get("kernel_cache", home / "kernels")).expanduser(),

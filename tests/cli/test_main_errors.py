@@ -72,3 +72,8 @@ def test_a_job_that_fails_here_is_one_error_line_and_its_traceback_is_in_the_log
     [line] = [x for x in r.stderr.splitlines() if "error" in x]
     assert line.startswith("farm: error: job 1 failed: RuntimeError: Calculated padded input size") and str(log) in line
     assert "Traceback" in log.read_text() and "job 1 failed" in log.read_text()
+
+
+def test_a_broker_that_is_not_redis_is_one_line(tmp_path):
+    _one_line(_farm("status", env={"FARM_HOME": str(tmp_path), "FARM_BROKER_URL": "amqp://guest@localhost//"}),
+              "must be a Redis URL (redis://host:6379/0), got 'amqp://guest@localhost//'")

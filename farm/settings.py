@@ -84,7 +84,7 @@ def load() -> Settings:
 
     home = Path(get("home", "~/.farm")).expanduser()
     broker_url = get("broker_url")
-    if broker_url and not str(broker_url).startswith(("redis://", "rediss://", "redis+socket://")):
+    if broker_url and not str(broker_url).lower().startswith(("redis://", "rediss://", "redis+socket://", "sentinel://")):
         # Redis is the broker and the result store: another transport failed deep in Celery
         # ("Unknown result backend: 'amqp'")
         raise FarmError(f"setting broker_url (FARM_BROKER_URL) must be a Redis URL (redis://host:6379/0), "

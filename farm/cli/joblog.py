@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from farm import settings
@@ -30,35 +30,39 @@ class _OneLine(logging.Handler):
 
 @contextmanager
 def job_log() -> Iterator[Path | None]:
-    """Route the farm's log (and Python warnings) while jobs run here; yields the file, or None
-    where the home folder cannot take one (then stderr only)."""
-    handlers: list[logging.Handler] = [_OneLine(logging.WARNING)]
-    path: Path | None = settings.load().home / LOG_FILE
+    """Route the farm's log (and Python warnings, into the file) while jobs run here; yields the
+    file, or None where the home folder cannot take one (then warnings on stderr only, and
+    Python's warnings as they were)."""
+    to_file, path = _file_handler(settings.load().home / LOG_FILE)
+    farm = logging.getLogger("farm")
+    with ExitStack() as undo:
+        _attach(undo, farm, [_OneLine(logging.WARNING), *([to_file] if to_file else [])], logging.INFO)
+        if to_file:
+            _attach(undo, logging.getLogger("py.warnings"), [to_file], logging.WARNING)
+            if logging._warnings_showwarning is None:  # not captured already (by whoever called us)
+                logging.captureWarnings(True)
+                undo.callback(logging.captureWarnings, False)
+            undo.callback(to_file.close)
+        yield path
+
+
+def _file_handler(path: Path) -> tuple[logging.Handler | None, Path | None]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(path)
-        to_file.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
-        handlers.append(to_file)
+        handler = logging.FileHandler(path)
     except OSError:
-        path = None
-    farm, warnings = logging.getLogger("farm"), logging.getLogger("py.warnings")
-    saved = [(lg, lg.level, lg.propagate) for lg in (farm, warnings)]
-    farm.setLevel(logging.INFO)
-    for lg in (farm, warnings):
-        lg.propagate = False
+        return None, None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    return handler, path
+
+
+def _attach(undo: ExitStack, logger: logging.Logger, handlers: list[logging.Handler], level: int) -> None:
+    """`handlers` on `logger` alone (not its parents: the root's last-resort handler printed the
+    tracebacks), until `undo` closes."""
+    saved = logger.level, logger.propagate
+    logger.setLevel(level)
+    logger.propagate = False
     for h in handlers:
-        farm.addHandler(h)
-    if len(handlers) > 1:
-        warnings.addHandler(handlers[1])  # library warnings: in the file only
-    logging.captureWarnings(True)
-    try:
-        yield path
-    finally:
-        logging.captureWarnings(False)
-        for h in handlers:
-            farm.removeHandler(h)
-            warnings.removeHandler(h)
-            h.close()
-        for lg, level, propagate in saved:
-            lg.setLevel(level)
-            lg.propagate = propagate
+        logger.addHandler(h)
+        undo.callback(logger.removeHandler, h)
+    undo.callback(lambda: (logger.setLevel(saved[0]), setattr(logger, "propagate", saved[1])))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import typer
@@ -27,8 +27,8 @@ class StageProgress:
         # in a sweep): a fixed 18 left 80 columns too little room for a 20-wide bar and the note.
         label = TextColumn("{task.description}", table_column=Column(min_width=len("benchmark"), no_wrap=True))
         self.note = Column(no_wrap=True, overflow="ellipsis")  # its width: _fit_note
-        self.progress = Progress(label, BarColumn(bar_width=20), TextColumn("{task.fields[note]}", table_column=self.note),
-                                 TimeElapsedColumn(), console=err, transient=False)
+        note = TextColumn("{task.fields[note]}", table_column=self.note)
+        self.progress = Progress(label, BarColumn(bar_width=20), note, TimeElapsedColumn(), console=err, transient=False)
         self.task = None
         self.prefix = ""
         self.started = False
@@ -36,14 +36,14 @@ class StageProgress:
     def __enter__(self) -> StageProgress:
         from farm.cli.joblog import job_log
 
-        self._log = job_log()
-        self.log_path = self._log.__enter__()  # the jobs' log file: a failed job's error names it
+        self._undo = ExitStack()
+        self.log_path = self._undo.enter_context(job_log())  # the jobs' log file: a failed job's error names it
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.started:  # a live display stopped before it showed a stage leaves a blank line
-            self.progress.stop()
-        self._log.__exit__(*exc)
+        with self._undo:  # the log goes back as it was, whatever stopping the display does
+            if self.started:  # a live display stopped before it showed a stage leaves a blank line
+                self.progress.stop()
 
     def __call__(self, kind: str, data: dict[str, Any]) -> None:
         for line in self.preamble:  # at the first event, so an error before it is the only line
@@ -76,7 +76,6 @@ class StageProgress:
             state = "reused" if data["reused"] else data["skipped"] or "done"
             total = self.progress.tasks[-1].total or 1
             self.progress.update(self.task, total=total, completed=total, note=state)
-
 
     def _fit_note(self) -> None:
         """Narrow terminals cut the note, not the bar: rich takes the width it lacks from the bar

@@ -195,5 +195,6 @@ def record(item: Any, fmt: Format, *, title: str | None = None) -> None:
     if fmt == Format.json:
         sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
         return
-    rows([{"field": k, "value": _cell(v, k) if isinstance(v, (int, float)) else v} for k, v in data.items()], fmt,
+    rows([{"field": k, "value": _cell(v, k) if isinstance(v, (int, float)) and not isinstance(v, bool) else v}
+          for k, v in data.items()], fmt,
          columns=["field", "value"], title=title)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from farm import db
 from sqlalchemy import select
@@ -105,10 +106,11 @@ def _close_stages(s, job_id: int, status: JobStatus, message: str | None) -> Non
         row.seconds = (now - row.started_at).total_seconds() if row.started_at else None
 
 
-UNCHANGED = object()
+UNCHANGED: Any = object()  # report(message=...) left out: the job's message stays as it is
 
 
-def report(claim: Claim, *, stage: str | None = None, progress: float | None = None, message=UNCHANGED) -> bool:
+def report(claim: Claim, *, stage: str | None = None, progress: float | None = None,
+           message: str | None = UNCHANGED) -> bool:
     """Write progress and heartbeat (and `message`, what a running job is doing: "waiting for job
     4", or None); returns whether cancel was requested."""
     with db.session() as s:

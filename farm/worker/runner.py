@@ -223,58 +223,61 @@ def _run_stage(claim, name: str, index: int, current: Path | None, workdir: Path
     key = spec.stage_key(name) if name in CACHED else None
     # A forced re-run (run > 0) recomputes its stages instead of reusing stored ones.
     reuse = key is not None and spec.run == 0
-    found = _wait_for_artifact(claim, key, name, notify) if reuse else None
-    started = utcnow()
-    if found is not None:
-        if _record_stage(claim.job_id, name, StageStatus.REUSED, started, result=found.result,
-                         artifact_id=found.id, claim=claim, progress=_progress(spec, index, 1.0)):
-            raise Cancelled(f"job {claim.job_id} cancelled")
-        return StageOutput(found.result, artifacts.path_of(found)), artifacts.path_of(found), True
-    try:
+    try:  # the build lock goes however this ends, the wait for it included
+        found = _wait_for_artifact(claim, key, name, notify) if reuse else None
+        started = utcnow()
+        if found is not None:
+            if _record_stage(claim.job_id, name, StageStatus.REUSED, started, result=found.result,
+                             artifact_id=found.id, claim=claim, progress=_progress(spec, index, 1.0)):
+                raise Cancelled(f"job {claim.job_id} cancelled")
+            return StageOutput(found.result, artifacts.path_of(found)), artifacts.path_of(found), True
         return _compute_stage(claim, name, index, key, current, workdir, notify, started)
     finally:
         if reuse:
-            artifacts.release(key, claim.owner)
+            artifacts.release(key, claim.owner)  # a no-op unless this job holds it
+
+
+NOT_WAITING = object()  # a wait's state before its first round: nothing said yet
 
 
 def _wait_for_artifact(claim, key: str, name: str, notify: Observer):
     """The stored artifact, or None once this job holds the build lock and must compute it.
     While another live job builds the same artifact, wait for it rather than build it twice."""
-    waited = False
+    shown = NOT_WAITING
     while True:
         found = artifacts.lookup(key)
         if found is None and artifacts.acquire(key, job_id=claim.job_id, owner=claim.owner):
             found = artifacts.lookup(key)  # stored by a job that released the lock just now?
             if found is None:
-                _waited(claim, waited)
+                _waited(claim, shown)
                 return None
             artifacts.release(key, claim.owner)
         if found is not None:
-            if waited:
+            if shown is not NOT_WAITING:
                 log.info("job %s: %s artifact built by another job", claim.job_id, name)
-            _waited(claim, waited)
+            _waited(claim, shown)
             return found
-        waited = _wait_once(claim, name, notify, [key], waited)
+        shown = _wait_once(claim, name, notify, [key], shown)
 
 
-def _wait_once(claim, name: str, notify: Observer, keys: list[str], waited: bool) -> bool:
-    """One round of waiting for another job that builds one of `keys`: the first round says
-    which job (the progress line shows it, and `farm status` in the job's message), each one
-    honours a cancel. Returns True: waited."""
+def _wait_once(claim, name: str, notify: Observer, keys: list[str], shown):
+    """One round of waiting for another job that builds one of `keys`; returns the job waited
+    for. The progress line and the job's message in `farm status` name it, again whenever it
+    changes (the first builder finished and a second one builds the next step). Honours a cancel."""
+    builder = next((b for b in map(artifacts.builder, keys) if b not in (None, claim.job_id)), None)
     said = lifecycle.UNCHANGED
-    if not waited:
-        builder = next((b for b in map(artifacts.builder, keys) if b not in (None, claim.job_id)), None)
+    if builder != shown:
         notify("waiting", {"name": name, "job_id": builder})
         log.info("job %s: waiting for job %s, which builds what its %s stage needs", claim.job_id, builder, name)
         said = f"waiting for job {builder}" if builder else "waiting for another job"
     if lifecycle.report(claim, stage=name, message=said):
         raise Cancelled(f"job {claim.job_id} cancelled while waiting for {name}")
     time.sleep(artifacts.LOCK_POLL_S)
-    return True
+    return builder
 
 
-def _waited(claim, waited: bool) -> None:
-    if waited:  # the job's message said whom it waited for
+def _waited(claim, shown) -> None:
+    if shown is not NOT_WAITING:  # the job's message said whom it waited for
         lifecycle.report(claim, message=None)
 
 
@@ -305,12 +308,14 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
         _record_stage(claim.job_id, name, StageStatus.FAILED, started, message=str(ensure_known(e)))
         raise
     finally:
-        for key in held:  # steps it did not reach: the jobs waiting for them build them
-            artifacts.release(key, claim.owner)
+        _release_all(held, claim.owner)
     artifact = None
     if output.file is not None and key is not None:
         artifact = artifacts.store(output.file, key=_own_key(spec, key), stage=name, kind=output.kind,
                                    result=output.result, job_id=claim.job_id)
+        if artifact.job_id != claim.job_id:  # another job stored it meanwhile: the next stage reads theirs
+            log.warning("job %s: %s artifact stored by job %s meanwhile; going on from theirs", claim.job_id,
+                        name, artifact.job_id)
         current = artifacts.path_of(artifact)
     status = StageStatus.SKIPPED if output.skipped else StageStatus.SUCCEEDED
     _record_stage(claim.job_id, name, status, started, result=output.result,
@@ -338,33 +343,42 @@ def _keep(claim: lifecycle.Claim, stage: str, key: str, file: Path, result: dict
     except Exception:  # noqa: BLE001
         log.warning("job %s: could not keep a %s step for other jobs", claim.job_id, stage, exc_info=True)
     if key in held:
-        held.remove(key)
         artifacts.release(key, claim.owner)
+        held.remove(key)  # after: a lock that failed to go is still released at the stage's end
+
+
+def _release_all(held: list[str], owner: str) -> None:
+    """The step locks left at the stage's end (steps it did not reach: the jobs waiting for them
+    build them), each tried even if one fails."""
+    for key in held:
+        try:
+            artifacts.release(key, owner)
+        except Exception:  # noqa: BLE001 - a lock left behind goes with its owner's process
+            log.warning("could not release the build lock %s", key, exc_info=True)
 
 
 def _take_steps(claim: lifecycle.Claim, name: str, notify: Observer, keys: list[str],
                 held: list[str]) -> tuple[int, tuple[Path, dict, int | None] | None]:
     """How many of a stage's first steps are stored (`keys`: theirs, shortest first) and the
     furthest one (as `_stored` gives it), once this job holds the build locks of every step after
-    it. While another live job builds one of those (a 90% job's whole prune is a 98% job's first
-    step), wait for it and look again: two jobs of a sweep never train the same step at once.
-    No deadlock: a job waits here holding only its stage's lock, for the locks of shorter chains."""
-    waited = False
+    it (in `held`, so the stage's end lets them go whatever happens). While another live job
+    builds one of those (a 90% job's whole prune is a 98% job's first step), wait for it and
+    look again: two jobs of a sweep never train the same step at once. No deadlock: a job waits
+    here holding only its stage's lock, for the locks of shorter chains."""
+    shown = NOT_WAITING
     while True:
         start = _furthest(keys, claim.job_id)[0]
-        got = _acquire_all(keys[start:], claim)
-        if got is not None:
+        if _acquire_all(keys[start:], claim, held):
             now, found = _furthest(keys, claim.job_id)  # stored by a job that let go just now?
-            if now >= start:
-                for key in got[:now - start]:
-                    artifacts.release(key, claim.owner)
-                held.extend(got[now - start:])
-                _waited(claim, waited)
-                return now, found
-            for key in got:  # a stored step's file vanished meanwhile: start over
+            # those are not ours to build; if a stored step's file vanished, start over
+            for key in keys[start:now] if now >= start else keys[start:]:
                 artifacts.release(key, claim.owner)
-            continue
-        waited = _wait_once(claim, name, notify, keys[start:], waited)
+                held.remove(key)
+            if now >= start:
+                _waited(claim, shown)
+                return now, found
+        else:
+            shown = _wait_once(claim, name, notify, keys[start:], shown)
 
 
 def _furthest(keys: list[str], job_id: int) -> tuple[int, tuple[Path, dict, int | None] | None]:
@@ -375,16 +389,24 @@ def _furthest(keys: list[str], job_id: int) -> tuple[int, tuple[Path, dict, int 
     return 0, None
 
 
-def _acquire_all(keys: list[str], claim: lifecycle.Claim) -> list[str] | None:
-    """The build locks of all `keys`, or none of them."""
+def _acquire_all(keys: list[str], claim: lifecycle.Claim, held: list[str]) -> bool:
+    """The build locks of all `keys` added to `held`, or none of them. Longest chain first: a
+    job that cannot have it holds none of the shorter ones, which another job may need, even
+    for a moment."""
     got: list[str] = []
-    for key in keys:
-        if not artifacts.acquire(key, job_id=claim.job_id, owner=claim.owner):
-            for taken in got:
-                artifacts.release(taken, claim.owner)
-            return None
-        got.append(key)
-    return got
+    try:
+        for key in reversed(keys):
+            if not artifacts.acquire(key, job_id=claim.job_id, owner=claim.owner):
+                break
+            got.append(key)
+        else:
+            held.extend(got)
+            return True
+    except BaseException:
+        _release_all(got, claim.owner)
+        raise
+    _release_all(got, claim.owner)
+    return False
 
 
 def _stored(key: str, job_id: int) -> tuple[Path, dict, int | None] | None:

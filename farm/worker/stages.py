@@ -132,13 +132,14 @@ def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:
     steps = ctx.spec.prune_steps
     teacher = copy.deepcopy(model) if config.distill else None  # the dense model teaches every step
     done, before = [], None
-    # the whole chain is the stage's own key: the runner looked
+    # the keys of the chain's first 1 .. n-1 steps (all n: the stage's own key, the runner's)
     start, found = ctx.steps([ctx.spec.stage_key("prune", steps[:i]) for i in range(1, len(steps))])
     if found is not None:
         path, prior, maker = found
         model, before = _load_state(path, ctx), prior.get("accuracy_before")
-        # a step the maker took from a third job names that one
-        done = [{**s, "reused": True, "from_job": s.get("from_job", maker)} for s in _steps_of(prior, steps[:start])]
+        # a step the maker took from a third job names that one; one with no job named (or
+        # None: kept by the maker's earlier attempt) the maker trained
+        done = [{**s, "reused": True, "from_job": s.get("from_job") or maker} for s in _steps_of(prior, steps[:start])]
     mine: list[dict] = []
 
     def keep(i: int, result) -> None:

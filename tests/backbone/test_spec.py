@@ -388,3 +388,32 @@ def _stage_of(job_id: int, name: str = "prune"):
 
     with db.session() as s:
         return s.scalars(select(Stage).where(Stage.job_id == job_id, Stage.name == name)).one()
+
+
+def test_a_stepped_prune_that_fails_after_taking_its_step_locks_lets_them_go(farm_home, monkeypatch):
+    """A database error right after the locks were taken (the look for steps stored meanwhile)
+    left them held by a live process: jobs waiting for those steps waited for ever."""
+    from sqlalchemy import select
+    from sqlalchemy.exc import OperationalError
+
+    from farm import db
+    from farm.db.models import StageLock
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker import runner
+
+    real, calls = runner._furthest, []
+
+    def flaky(keys, job_id):
+        calls.append(keys)
+        if len(calls) == 2:
+            raise OperationalError("SELECT ...", {}, Exception("database is locked"))
+        return real(keys, job_id)
+
+    monkeypatch.setattr(runner, "_furthest", flaky)
+    with db.session() as s:
+        spec = JobSpec(**TINY, sparsity=0.97, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+        [sub] = record(s, [spec], status=JobStatus.QUEUED)
+    assert runner.run_job(sub.job_id, owner="elsewhere:1") == JobStatus.FAILED
+    with db.session() as s:
+        assert s.scalars(select(StageLock)).all() == []

@@ -122,3 +122,10 @@ def test_progress_is_a_percentage_rounded_down_in_tables_and_fields(monkeypatch)
 def test_a_title_is_its_own_line_with_no_trailing_spaces(monkeypatch):
     shown = _render(monkeypatch, 120, [ROW, {**ROW, "job_id": 2}], title="results")
     assert shown.splitlines()[0] == "results" and not any(line.endswith(" ") for line in shown.splitlines())
+
+
+def test_booleans_are_yes_no_in_tables_and_stay_booleans_in_csv(monkeypatch, capsys):
+    render.record({"job_id": 1, "cancel_requested": False}, Format.csv)
+    assert "cancel_requested,False" in capsys.readouterr().out  # as pandas reads it
+    shown = _render(monkeypatch, 80, [{"job_id": 1, "cancel_requested": False}, {"job_id": 2, "cancel_requested": True}])
+    assert "│ no " in shown and "│ yes " in shown

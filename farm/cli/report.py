@@ -58,11 +58,14 @@ def compare(
     if fmt in (CompareFormat.json, CompareFormat.csv):
         render.rows(comp.rows, Format(fmt.value), columns=CompareRow.columns())
         return
+    # fields empty for every job (the timings of jobs that ran on a CPU: the note says why) are
+    # left out of the table: ten rows of dashes; JSON and CSV keep them
+    fields = [c for c in COMPARE_COLUMNS if any(getattr(r, c) is not None for r in comp.rows)] or COMPARE_COLUMNS
     if len(comp.rows) <= SIDE_BY_SIDE_MAX:
-        rows, columns = transpose(comp.rows, COMPARE_COLUMNS)
+        rows, columns = transpose(comp.rows, fields)
     else:
-        rows = [{c: cell(getattr(r, c), c) for c in COMPARE_COLUMNS} for r in comp.rows]
-        columns = COMPARE_COLUMNS
+        rows = [{c: cell(getattr(r, c), c) for c in fields} for r in comp.rows]
+        columns = fields
     if fmt == CompareFormat.markdown:
         sys.stdout.write(markdown(rows, columns, raw=True))
     else:

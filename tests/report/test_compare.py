@@ -79,3 +79,11 @@ def test_sweep_with_no_finished_job_still_lists_its_jobs(results_db):
     out = invoke("compare", "--sweep", results_db.pending_sweep, "--format", "json")
     assert out.exit_code == 0
     assert {r["status"] for r in json.loads(out.stdout)} == {"queued", "failed"}
+
+
+def test_jobs_with_no_timings_leave_the_timing_fields_out_of_the_table_not_the_csv(results_db):
+    table = invoke("compare", "--sweep", results_db.untimed_sweep).output
+    assert "accuracy" in table and "no benchmark results" in table
+    assert "latency_ms" not in table and "speedup_fp16" not in table and "–" not in table, table
+    csv = invoke("compare", "--sweep", results_db.untimed_sweep, "--format", "csv").output
+    assert any(line.startswith("job_id,") and "latency_ms" in line for line in csv.splitlines())

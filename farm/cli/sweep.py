@@ -70,11 +70,10 @@ def _how_they_ended(sweep_id: int, log) -> None:
 
     with db.session() as s:
         counts = db.queries.sweep_summary(s, sweep_id).counts
-    # jobs another process runs (a second terminal) are still going: say so
-    order = ["succeeded", "failed", "cancelled", "running"]
-    ended = ", ".join(f"{counts[k]} {k}" + (" (in another process)" if k == "running" else "")
-                      for k in sorted(counts, key=lambda k: order.index(k) if k in order else len(order)) if counts[k])
-    err.print(f"sweep {sweep_id}: {ended or 'no jobs'}")
+    words = {"running": "running (in another process)"}  # a second terminal's jobs are still going
+    first = ["succeeded", "failed", "cancelled"]
+    ended = [f"{counts[k]} {words.get(k, k)}" for k in first + sorted(set(counts) - set(first)) if counts.get(k)]
+    err.print(f"sweep {sweep_id}: {', '.join(ended) or 'no jobs'}")
     bad = counts.get("failed", 0) + counts.get("cancelled", 0)
     if bad:
         where = f"; log: {log}" if log else ""

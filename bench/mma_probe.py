@@ -1,10 +1,10 @@
-"""csrmma (tensor cores over column unions, farm/kernels/csrmma) on ResNet-50's 3x3 and 1x1
-layers with fp16 activations: checked against float64 F.conv2d, then timed against cuDNN in the same run.
-The probe that says whether a tensor-core family is worth building (docs/BENCHMARKS.md, next
-steps); not a tuner candidate.
+"""The tensor-core families over column unions on ResNet-50's 3x3 and 1x1 layers with fp16
+activations: csrldm (B by ldmatrix, farm/kernels/csrldm) or csrmma (B gathered by 16-bit loads,
+the session-8 probe). Checked against float64 F.conv2d, then timed against cuDNN in the same run.
 
-    python bench/mma_probe.py --out $OUT/mma.json [--batches 32] [--sparsities 0.9,0.95]
-        [--variants fp16,cb4] [--configs 8x4x64,4x8x128,...]   # NTxWARPSxCC
+    python bench/mma_probe.py --out $OUT/mma.json [--family ldm] [--batches 32] [--sparsities 0.9,0.95]
+        [--variants fp16,cb4] [--layers r50.l3.3x3,...]
+        [--configs 7x2x4x64,...]   # ldm: RxNTWxWGxCC; mma: NTxWARPSxCC
 
 Timing as the benchmark's (CUDA graph of 10 calls, median of 50 replays).
 """
@@ -24,9 +24,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from kernels_layers import LAYERS, VARIANTS, make_layer  # noqa: E402
 
+from farm.kernels.csrldm.family import LdmConfig  # noqa: E402
 from farm.kernels.csrmma.family import MmaConfig  # noqa: E402
 
-DEFAULT_CONFIGS = "8x4x64,8x4x128,4x8x128,16x4x32,8x8x64,8x8x128"
+DEFAULT_CONFIGS = {
+    "mma": "8x4x64,8x4x128,4x8x128,16x4x32,8x8x64,8x8x128",
+    # R x NTW x WG x CC, each tried where it fits the layer's width and wastes under 30% of its
+    # n-tiles: 56 wide (7 column tiles), 28 (4), 14 (2), 7 (1)
+    "ldm": ",".join([
+        "2x14x4x64", "2x14x2x64x2", "1x8x4x64", "2x4x4x64", "4x14x4x64", "4x14x4x128", "2x14x4x128",  # 56 wide
+        "4x4x4x64", "4x8x4x64", "4x16x2x64", "4x8x8x64", "4x4x8x128", "4x4x8x128x2", "4x8x4x64x2",    # 28
+        "4x4x4x128x4", "2x8x8x128x2", "4x8x8x64x2", "4x4x8x128x2x2",
+        "7x8x8x64", "7x8x8x64x2", "7x14x4x64x2", "7x14x4x64x4", "4x4x8x128x4", "4x8x4x128x4",        # 14
+        "7x8x8x128x4", "7x4x8x64x2", "7x2x8x64x2", "7x8x8x64x2x2", "7x14x8x64x2",
+        "7x4x8x64", "7x8x4x128x4", "7x4x8x128x2", "7x8x16x64", "7x8x8x128x4", "7x4x16x64x2"]),      # 7
+}
 
 
 def main() -> int:
@@ -35,14 +47,18 @@ def main() -> int:
     ap.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], default=[32])
     ap.add_argument("--sparsities", type=lambda s: [float(v) for v in s.split(",")], default=[0.9, 0.95])
     ap.add_argument("--variants", default="fp16,cb4")
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS)
+    ap.add_argument("--family", choices=("ldm", "mma"), default="ldm")
+    ap.add_argument("--layers", default="", help="names from kernels_layers.LAYERS (default: every stride-1 one)")
+    ap.add_argument("--configs", default="", help="comma-separated; ldm: RxNTWxWGxCC[xGPW[xMINB]]")
     ap.add_argument("--precompile", action="store_true", help="compile only (any machine)")
     args = ap.parse_args()
-    configs = [MmaConfig(*map(int, c.split("x"))) for c in args.configs.split(",") if c]
+    make = LdmConfig if args.family == "ldm" else MmaConfig
+    configs = [make(*map(int, c.split("x"))) for c in (args.configs or DEFAULT_CONFIGS[args.family]).split(",") if c]
+    layers = [row for row in LAYERS if row[5] == 1 and (not args.layers or row[0] in args.layers.split(","))]
     from farm.kernels.compile import precompile
 
     if args.precompile:
-        srcs = _sources(configs)
+        srcs = _sources(configs, layers)
         errors = precompile(srcs, "sm_90")
         print(f"{len(srcs)} sources, {len(errors)} errors {errors[:1]}")
         return 1 if errors else 0
@@ -52,7 +68,7 @@ def main() -> int:
     from farm.kernels.env import environment
 
     runtime.require_gpu()
-    precompile(_sources(configs), runtime.arch())
+    precompile(_sources(configs, layers), runtime.arch())
     device = torch.device("cuda")
     result = {"env": environment(), "command": " ".join(sys.argv), "rows": []}
     t0 = time.time()
@@ -61,16 +77,14 @@ def main() -> int:
             dtype, scheme, bits = VARIANTS[vname]
             if dtype != torch.float16:
                 continue  # tensor cores take fp16 activations here
-            for name, cin, cout, hw, k, s, p in LAYERS:
-                if s != 1:
-                    continue  # csrmma is stride 1
+            for name, cin, cout, hw, k, s, p in layers:
                 layer = make_layer(cin, cout, k, 1, p, 1, sp, scheme, bits, dtype, seed=7).to(device)
                 dense = layer.weight_record.to_dense().numpy()
                 for n in args.batches:
                     shape = (n, cin, hw, hw)
                     base = dense_baselines(layer.dense_weight(), {"stride": (1, 1), "padding": (p, p),
                                                                   "dilation": (1, 1)}, shape, device, cusparse=False)
-                    for cfg in (c for c in configs if c.fits(k, k)):
+                    for cfg in (c for c in configs if _suits(c, k, hw + 2 * p - k + 1)):
                         row = {"layer": name, "sparsity": sp, "variant": vname, "batch": n, "config": cfg.name, **base}
                         try:
                             row.update(_measure(layer, dense, shape, cfg, device))
@@ -92,10 +106,11 @@ def _measure(layer, dense, shape, cfg, device) -> dict:
     from farm.kernels import runtime
     from farm.kernels.autotune import rel_err
     from farm.kernels.bench import RUNS, TOLERANCE
+    from farm.kernels.csrldm.family import LdmPlan
     from farm.kernels.csrmma.family import MmaPlan
     from farm.kernels.timing import time_graph
 
-    plan = MmaPlan(dense, layer.scale, shape, layer.padding, cfg, device)
+    plan = (LdmPlan if isinstance(cfg, LdmConfig) else MmaPlan)(dense, layer.scale, shape, layer.padding, cfg, device)
     out = {"union_share": plan.tables.share}
     oshape = (shape[0], dense.shape[0], *plan.out_hw)
     errs = []
@@ -114,9 +129,24 @@ def _measure(layer, dense, shape, cfg, device) -> dict:
     return out
 
 
-def _sources(configs) -> list[str]:
-    """Each config for the 1x1 and the 3x3 layers, where it fits."""
-    return [c.source(k, k) for c in configs for k in (1, 3) if c.fits(k, k)]
+def _suits(cfg, k: int, ow: int) -> bool:
+    """csrldm: fits the layer and leaves under 30% of its n-tiles or rows idle; csrmma: fits."""
+    if not isinstance(cfg, LdmConfig):
+        return cfg.fits(k, k)
+    tiles = cfg.r * -(-ow // 8)
+    return (cfg.fits(k, k, ow) and cfg.split(ow) * cfg.ntw <= 1.3 * tiles
+            and -(-ow // cfg.r) * cfg.r <= 1.3 * ow)
+
+
+def _sources(configs, layers) -> list[str]:
+    """Each config for each layer's kernel size (and width, for csrldm), where it suits."""
+    out = set()
+    for _, _, _, hw, k, _, p in layers:
+        ow = hw + 2 * p - k + 1
+        for c in configs:
+            if _suits(c, k, ow):
+                out.add(c.source(k, k, hw, (p, p)) if isinstance(c, LdmConfig) else c.source(k, k))
+    return sorted(out)
 
 
 def _line(r: dict) -> str:

@@ -37,7 +37,9 @@ DEFAULT_CONFIGS = {
         "4x4x4x128x4", "2x8x8x128x2", "4x8x8x64x2", "4x4x8x128x2x2",
         "7x8x8x64", "7x8x8x64x2", "7x14x4x64x2", "7x14x4x64x4", "4x4x8x128x4", "4x8x4x128x4",        # 14
         "7x8x8x128x4", "7x4x8x64x2", "7x2x8x64x2", "7x8x8x64x2x2", "7x14x8x64x2",
-        "7x4x8x64", "7x8x4x128x4", "7x4x8x128x2", "7x8x16x64", "7x8x8x128x4", "7x4x16x64x2"]),      # 7
+        "7x4x8x64", "7x8x4x128x4", "7x4x8x128x2", "7x8x16x64", "7x8x8x128x4", "7x4x16x64x2",          # 7
+        "7x8x8x32", "4x8x8x32", "7x4x8x32", "7x8x8x32x2", "4x14x4x32", "2x14x4x32", "4x4x8x32x2",   # smaller chunks
+        "7x8x8x32x1x2", "4x4x8x64x1x2", "7x8x4x32x2x2"]),
 }
 
 
@@ -51,6 +53,8 @@ def main() -> int:
     ap.add_argument("--layers", default="", help="names from kernels_layers.LAYERS (default: every stride-1 one)")
     ap.add_argument("--configs", default="", help="comma-separated; ldm: RxNTWxWGxCC[xGPW[xMINB]]")
     ap.add_argument("--precompile", action="store_true", help="compile only (any machine)")
+    ap.add_argument("--launch", action="store_true",
+                    help="no checks or timing: launch each suiting config 5 times, for a profiler (ncu -k regex:csr)")
     args = ap.parse_args()
     make = LdmConfig if args.family == "ldm" else MmaConfig
     configs = [make(*map(int, c.split("x"))) for c in (args.configs or DEFAULT_CONFIGS[args.family]).split(",") if c]
@@ -82,6 +86,9 @@ def main() -> int:
                 dense = layer.weight_record.to_dense().numpy()
                 for n in args.batches:
                     shape = (n, cin, hw, hw)
+                    if args.launch:
+                        _launch(layer, dense, shape, [c for c in configs if _suits(c, k, hw + 2 * p - k + 1)], device)
+                        continue
                     base = dense_baselines(layer.dense_weight(), {"stride": (1, 1), "padding": (p, p),
                                                                   "dilation": (1, 1)}, shape, device, cusparse=False)
                     for cfg in (c for c in configs if _suits(c, k, hw + 2 * p - k + 1)):
@@ -127,6 +134,20 @@ def _measure(layer, dense, shape, cfg, device) -> dict:
         y = torch.empty(oshape, device=device, dtype=torch.float16)
         out["ms"] = time_graph(lambda: plan(x, y, layer.bias, None, layer.relu), runs=RUNS, stream=runtime.stream())
     return out
+
+
+def _launch(layer, dense, shape, configs, device) -> None:
+    from farm.kernels.csrldm.family import LdmPlan
+    from farm.kernels.csrmma.family import MmaPlan
+
+    for cfg in configs:
+        plan = (LdmPlan if isinstance(cfg, LdmConfig) else MmaPlan)(dense, layer.scale, shape, layer.padding, cfg, device)
+        x = torch.randn(shape, device=device).half()
+        y = torch.empty((shape[0], dense.shape[0], *plan.out_hw), device=device, dtype=torch.float16)
+        for _ in range(5):
+            plan(x, y, layer.bias, None, layer.relu)
+        torch.cuda.synchronize()
+        print(f"launched {cfg.name} x5", flush=True)
 
 
 def _suits(cfg, k: int, ow: int) -> bool:

@@ -17,10 +17,10 @@
 // warp w takes groups w % WG + WG * i (i < GPW) and n-tiles (w / WG) * NTW .. + NTW - 1. Input
 // channels are staged CC at a time, each thread one (channel, row, column tile) with VEC-wide
 // loads (VEC divides W, so a vector lies wholly inside a row or wholly outside) from which it
-// cuts the KW shifted rows. The k-steps lie chunk by chunk, group by group (kstart), so the
-// block's groups' k-steps of one chunk are one stretch of the tables: staged with the input, as
-// an A fragment fetched from L2 a k-step ahead waited out L2's latency at every step (the time
-// hardly moved with the number of k-steps).
+// cuts the KW shifted rows. Two buffers: the next chunk's loads are issued before this chunk's
+// k-steps and stored after them, since with one buffer the block waited out the loads' latency
+// at every chunk (ncu: 46% of stalls on L1TEX at one block an SM). The k-steps lie chunk by chunk,
+// group by group (kstart); each warp fetches its A fragments from L2 a k-step ahead.
 // Fragments (PTX ISA, mma.m16n8k16, .f16 A/B, .f32 C): lane = 4 g + t;
 //   A regs {A[g][2t..2t+1]}, {A[g+8][2t..]}, {A[g][2t+8..]}, {A[g+8][2t+8..]};
 //   C c0,c1 = C[g][2t..2t+1] (pixels 2t, 2t+1 of the n-tile), c2,c3 = C[g+8][..].
@@ -68,6 +68,8 @@
 #define SPLIT ((NB + NTW - 1) / NTW)         // warps per group
 #define RP ((R + KH - 1) | 1)                // staged rows per (channel, shift), odd
 #define SLOTS (CT * CC * KW * RP)            // 16-byte rows of the staged chunk
+#define THREADS (WG * SPLIT * 32)
+#define ITEMS ((CC * RP * CT + THREADS - 1) / THREADS)  // (channel, row, column tile)s a thread stages
 
 __device__ __forceinline__ void mma16816(float (&c)[4], const uint4& a, unsigned b0, unsigned b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -87,45 +89,59 @@ template <> struct Vec<1> { typedef unsigned short T; };
 template <> struct Vec<2> { typedef unsigned T; };
 template <> struct Vec<4> { typedef uint2 T; };
 template <> struct Vec<8> { typedef uint4 T; };
+typedef typename Vec<VEC>::T V;
 
-// One (channel, input row, column tile): the KW rows of 8 halves, shifted 0..KW-1, into the tile.
-__device__ __forceinline__ void stage_row(const __half* __restrict__ row, bool inside, int w0, int W,
-                                          uint4* __restrict__ dst) {
-    typedef typename Vec<VEC>::T V;
-    __align__(16) unsigned short h[NV * VEC];
+// The vectors of this thread's (channel, input row, column tile)s of chunk c0, into registers.
+__device__ __forceinline__ void load_chunk(V (&pre)[ITEMS][NV], const __half* __restrict__ xin, int c0, int cn,
+                                           int oh0, int H, int W) {
 #pragma unroll
-    for (int i = 0; i < NV; ++i) {
-        const int w = w0 + i * VEC;
-        V v;
-        if (inside && w >= 0 && w < W)
-            v = *reinterpret_cast<const V*>(row + w);
-        else
-            v = V();
-        *reinterpret_cast<V*>(h + i * VEC) = v;
-    }
+    for (int it = 0; it < ITEMS; ++it) {
+        const int i = threadIdx.x + it * THREADS;
+        const int ct = i % CT, r = (i / CT) % RP, c = i / (CT * RP);
+        const int ih = oh0 + r - PH, w0 = 8 * ct - PW - LEAD;
+        const bool inside = i < cn * RP * CT && ih >= 0 && ih < H;
+        const __half* row = xin + ((size_t)(c0 + c) * H + ih) * W;
 #pragma unroll
-    for (int s = 0; s < KW; ++s) {
-        uint4 o;
-        o.x = h[LEAD + s + 0] | ((unsigned)h[LEAD + s + 1] << 16);
-        o.y = h[LEAD + s + 2] | ((unsigned)h[LEAD + s + 3] << 16);
-        o.z = h[LEAD + s + 4] | ((unsigned)h[LEAD + s + 5] << 16);
-        o.w = h[LEAD + s + 6] | ((unsigned)h[LEAD + s + 7] << 16);
-        dst[s * RP] = o;
+        for (int v = 0; v < NV; ++v) {
+            const int w = w0 + v * VEC;
+            pre[it][v] = (inside && w >= 0 && w < W) ? *reinterpret_cast<const V*>(row + w) : V();
+        }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(WG * SPLIT * 32, MINB)
+// ... and from registers the KW shifted rows of 8 halves each into the tile.
+__device__ __forceinline__ void store_chunk(const V (&pre)[ITEMS][NV], uint4* __restrict__ tile, int cn) {
+#pragma unroll
+    for (int it = 0; it < ITEMS; ++it) {
+        const int i = threadIdx.x + it * THREADS;
+        if (i >= cn * RP * CT)
+            break;
+        const int ct = i % CT, r = (i / CT) % RP, c = i / (CT * RP);
+        __align__(16) unsigned short h[NV * VEC];
+#pragma unroll
+        for (int v = 0; v < NV; ++v)
+            *reinterpret_cast<V*>(h + v * VEC) = pre[it][v];
+#pragma unroll
+        for (int s = 0; s < KW; ++s) {
+            uint4 o;
+            o.x = h[LEAD + s + 0] | ((unsigned)h[LEAD + s + 1] << 16);
+            o.y = h[LEAD + s + 2] | ((unsigned)h[LEAD + s + 3] << 16);
+            o.z = h[LEAD + s + 4] | ((unsigned)h[LEAD + s + 5] << 16);
+            o.w = h[LEAD + s + 6] | ((unsigned)h[LEAD + s + 7] << 16);
+            tile[((ct * CC + c) * KW + s) * RP + r] = o;
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(THREADS, MINB)
 csrldm(const __half* __restrict__ x, __half* __restrict__ y, const __half* __restrict__ res,
        const float* __restrict__ scale, const float* __restrict__ bias,
        const uint4* __restrict__ afrag,  // [k-step][32 lanes]: the lane's A registers
        const int* __restrict__ cols,     // [k-step][16]: byte offset of each column's slot
        const int* __restrict__ kstart,   // [chunk * groups + group]: its first k-step, then the end
-       int C, int K, int H, int W, int OH, int OW, int chunks, int groups, int relu,
-       int asteps)                       // room for this many staged k-steps (the block's most)
+       int C, int K, int H, int W, int OH, int OW, int chunks, int groups, int relu)
 {
-    extern __shared__ uint4 tile[];  // SLOTS rows of 8 halves, then the staged tables
-    uint4* const sa = tile + SLOTS;                               // [k-step][32 lanes]
-    int* const sc = reinterpret_cast<int*>(sa + (size_t)asteps * 32);  // [k-step][16]
+    extern __shared__ uint4 tile[];  // two buffers of SLOTS rows of 8 halves
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int rb = (OH + R - 1) / R;
@@ -134,7 +150,7 @@ csrldm(const __half* __restrict__ x, __half* __restrict__ y, const __half* __res
     const int j0 = (warp / WG) * NTW;                      // its first n-tile
     const __half* xin = x + (size_t)img * C * H * W;
     // Slots no column reads may still be read by the zero-weight padding columns: never NaN.
-    for (int i = threadIdx.x; i < SLOTS; i += blockDim.x)
+    for (int i = threadIdx.x; i < 2 * SLOTS; i += THREADS)
         tile[i] = make_uint4(0, 0, 0, 0);
     // this lane's ldmatrix row: k = lane % 16 of the k-step, n-tile j0 + 2p + lane / 16
     const int krow = lane & 15;
@@ -150,49 +166,46 @@ csrldm(const __half* __restrict__ x, __half* __restrict__ y, const __half* __res
 #pragma unroll
         for (int n = 0; n < NTW; ++n)
             acc[q][n][0] = acc[q][n][1] = acc[q][n][2] = acc[q][n][3] = 0.f;
+    V pre[ITEMS][NV];
+    __syncthreads();  // zeroed before the first chunk lands
+    load_chunk(pre, xin, 0, min(CC, C), oh0, H, W);
+    store_chunk(pre, tile, min(CC, C));
     for (int chunk = 0; chunk < chunks; ++chunk) {
-        const int c0 = chunk * CC, cn = min(CC, C - c0);
-        __syncthreads();  // the previous chunk's reads are done (and the zeroing)
-        for (int i = threadIdx.x; i < cn * RP * CT; i += blockDim.x) {
-            const int ct = i % CT, r = (i / CT) % RP, c = i / (CT * RP);
-            const int ih = oh0 + r - PH;
-            stage_row(xin + ((size_t)(c0 + c) * H + ih) * W, ih >= 0 && ih < H, 8 * ct - PW - LEAD, W,
-                      tile + ((ct * CC + c) * KW) * RP + r);
-        }
+        const unsigned buf = (chunk & 1) * SLOTS * 16u;
+        __syncthreads();  // this chunk is staged; every warp is done with the other buffer
+        const int next = (chunk + 1) * CC;
+        if (chunk + 1 < chunks)  // in flight while this chunk multiplies
+            load_chunk(pre, xin, next, min(CC, C - next), oh0, H, W);
         const int* ks = kstart + (size_t)chunk * groups;
-        const int gb = blockIdx.y * WG * GPW, kb = ks[gb], ke = ks[min(gb + WG * GPW, groups)];
-        for (int i = threadIdx.x; i < (ke - kb) * 32; i += blockDim.x)
-            sa[i] = afrag[(size_t)kb * 32 + i];
-        for (int i = threadIdx.x; i < (ke - kb) * 16; i += blockDim.x)
-            sc[i] = cols[(size_t)kb * 16 + i];
-        __syncthreads();
 #pragma unroll
         for (int q = 0; q < GPW; ++q) {
             const int group = group0 + q * WG;
             if (group >= groups || j0 >= NB)
                 continue;  // a warp past the last group only stages
-            const int kend = ks[group + 1] - kb;
-            int k = ks[group] - kb;
+            const int kend = ks[group + 1];
+            int k = ks[group];
             uint4 a = make_uint4(0, 0, 0, 0), an = a;
             int cb = 0, cbn = 0;
             if (k < kend) {
-                a = sa[k * 32 + lane];
-                cb = sc[k * 16 + krow];
+                a = afrag[(size_t)k * 32 + lane];
+                cb = cols[(size_t)k * 16 + krow];
             }
             for (; k < kend; ++k, a = an, cb = cbn) {
-                if (k + 1 < kend) {  // the next k-step's tables on their way while this one multiplies
-                    an = sa[(k + 1) * 32 + lane];
-                    cbn = sc[(k + 1) * 16 + krow];
+                if (k + 1 < kend) {  // the next k-step's tables in flight while this one multiplies
+                    an = afrag[(size_t)(k + 1) * 32 + lane];
+                    cbn = cols[(size_t)(k + 1) * 16 + krow];
                 }
 #pragma unroll
                 for (int p = 0; p < NTW / 2; ++p) {
                     unsigned b0, b1, b2, b3;
-                    ldsm_x4_trans(off[p] + cb, b0, b1, b2, b3);
+                    ldsm_x4_trans(off[p] + buf + cb, b0, b1, b2, b3);
                     mma16816(acc[q][2 * p], a, b0, b1);
                     mma16816(acc[q][2 * p + 1], a, b2, b3);
                 }
             }
         }
+        if (chunk + 1 < chunks)
+            store_chunk(pre, tile + ((chunk + 1) & 1) * SLOTS, min(CC, C - next));
     }
 #pragma unroll
     for (int q = 0; q < GPW; ++q) {

@@ -24,8 +24,7 @@ from farm.kernels.csrmma.family import ROWS, _a_fragments
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrldm.cu")
-ARG_TYPES = "PPPPPPPP" + "i" * 10  # C K H W OH OW chunks groups relu asteps
-STEP_BYTES = 32 * 16 + 16 * 4  # a staged k-step: 32 lanes' A registers, 16 column offsets
+ARG_TYPES = "PPPPPPPP" + "i" * 9  # C K H W OH OW chunks groups relu
 MAX_SHARED = 227 * 1024  # an H100 / A100 block's dynamic shared memory, on request
 WINDOWS = 8  # 16-byte bank windows in the 128-byte cycle that one ldmatrix phase reads
 
@@ -66,7 +65,8 @@ class LdmConfig:
         return 32 * self.wg * self.split(ow)
 
     def shared_bytes(self, kw: int, kh: int, ow: int) -> int:
-        return 16 * col_tiles(ow) * self.cc * kw * self.rp(kh)
+        """Two buffers of the staged chunk (the next one lands while this one multiplies)."""
+        return 2 * 16 * col_tiles(ow) * self.cc * kw * self.rp(kh)
 
     def fits(self, kh: int, kw: int, ow: int) -> bool:
         return self.shared_bytes(kw, kh, ow) <= MAX_SHARED and self.threads(ow) <= 1024
@@ -102,11 +102,6 @@ class LdmTables:
     def steps(self, ch: int, g0: int, g1: int) -> range:
         """The k-steps of groups g0 .. g1 - 1 over chunk ch: one stretch of the tables."""
         return range(self.kstart[ch * self.groups + g0], self.kstart[ch * self.groups + min(g1, self.groups)])
-
-    def most_steps(self, per_block: int) -> int:
-        """The most k-steps one block stages at a time."""
-        return max((len(self.steps(ch, g, g + per_block)) for ch in range(self.chunks)
-                    for g in range(0, self.groups, per_block)), default=0)
 
     @property
     def share(self) -> float:
@@ -229,10 +224,7 @@ class LdmPlan:
         self.kstart = torch.from_numpy(t.kstart).to(device).contiguous()
         self.scale = scale.float().to(device)
         self.groups, self.chunks = t.groups, t.chunks
-        self.asteps = t.most_steps(cfg.groups_per_block)
-        self.smem = cfg.shared_bytes(kw, kh, ow) + self.asteps * STEP_BYTES
-        if self.smem > MAX_SHARED:
-            raise ValueError(f"{cfg.name}: {self.smem} bytes of staged input and tables a block, over {MAX_SHARED}")
+        self.smem = cfg.shared_bytes(kw, kh, ow)
         fn = runtime.load_function(cfg.source(kh, kw, w, padding), "csrldm")
         if not hasattr(fn, "_farm_prepared"):
             fn.prepare(ARG_TYPES)
@@ -258,7 +250,7 @@ class LdmPlan:
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), self.scale.data_ptr(), bias.data_ptr(),
             self.afrag.data_ptr(), self.cols.data_ptr(), self.kstart.data_ptr(),
-            c, self.k, h, w, *self.out_hw, self.chunks, self.groups, int(relu), self.asteps,
+            c, self.k, h, w, *self.out_hw, self.chunks, self.groups, int(relu),
             shared_size=self.smem)
         return y
 

@@ -89,8 +89,7 @@ def test_the_launch_passes_what_the_kernel_takes():
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_source_compiles(arch):
-    for cfg, ks, w in ((LdmConfig(7, 2, 4, 64), 1, 14), (LdmConfig(2, 14, 4, 64, 2), 3, 56),
-                       (LdmConfig(7, 8, 8, 128, 1, 2), 3, 7), (LdmConfig(4, 4, 4, 64, 4), 1, 28)):
+    for cfg, ks, w in ((LdmConfig(2, 14, 4, 64, 2), 3, 56), (LdmConfig(7, 8, 8, 128, 1, 2), 1, 7)):
         assert len(compile_cubin(cfg.source(ks, ks, w, (ks // 2, ks // 2)), arch, use_cache=False)) > 1000
 
 

@@ -4,7 +4,7 @@ the session-8 probe). Checked against float64 F.conv2d, then timed against cuDNN
 
     python bench/mma_probe.py --out $OUT/mma.json [--family ldm] [--batches 32] [--sparsities 0.9,0.95]
         [--variants fp16,cb4] [--layers r50.l3.3x3,...]
-        [--configs 7x2x4x64,...]   # ldm: RxNTWxWGxCC; mma: NTxWARPSxCC
+        [--configs 7x2x4x64,...]   # ldm: RxNTWxWGxCC[xGPW[xMINB]]; mma: NTxWARPSxCC
 
 Timing as the benchmark's (CUDA graph of 10 calls, median of 50 replays).
 """
@@ -29,7 +29,7 @@ from farm.kernels.csrmma.family import MmaConfig  # noqa: E402
 
 DEFAULT_CONFIGS = {
     "mma": "8x4x64,8x4x128,4x8x128,16x4x32,8x8x64,8x8x128",
-    # R x NTW x WG x CC, each tried where it fits the layer's width and wastes under 30% of its
+    # R x NTW x WG x CC [x GPW [x MINB]], each tried where it fits the layer's width and wastes under 30% of its
     # n-tiles: 56 wide (7 column tiles), 28 (4), 14 (2), 7 (1)
     "ldm": ",".join([
         "2x14x4x64", "2x14x2x64x2", "1x8x4x64", "2x4x4x64", "4x14x4x64", "4x14x4x128", "2x14x4x128",  # 56 wide
@@ -57,7 +57,8 @@ def main() -> int:
                     help="no checks or timing: launch each suiting config 5 times, for a profiler (ncu -k regex:csr)")
     args = ap.parse_args()
     make = LdmConfig if args.family == "ldm" else MmaConfig
-    configs = [make(*map(int, c.split("x"))) for c in (args.configs or DEFAULT_CONFIGS[args.family]).split(",") if c]
+    names = dict.fromkeys(c for c in (args.configs or DEFAULT_CONFIGS[args.family]).split(",") if c)
+    configs = [make(*map(int, c.split("x"))) for c in names]
     layers = [row for row in LAYERS if row[5] == 1 and (not args.layers or row[0] in args.layers.split(","))]
     from farm.kernels.compile import precompile
 
@@ -145,7 +146,7 @@ def _launch(layer, dense, shape, configs, device) -> None:
         x = torch.randn(shape, device=device).half()
         y = torch.empty((shape[0], dense.shape[0], *plan.out_hw), device=device, dtype=torch.float16)
         for _ in range(5):
-            plan(x, y, layer.bias, None, layer.relu)
+            plan.run(x, y, layer.bias, None, layer.relu)
         torch.cuda.synchronize()
         print(f"launched {cfg.name} x5", flush=True)
 

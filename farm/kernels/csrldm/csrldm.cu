@@ -15,7 +15,7 @@
 //
 // Block: WG x SPLIT warps over R output rows of one image (R * CT n-tiles) and WG * GPW groups;
 // warp w takes groups w % WG + WG * i (i < GPW) and n-tiles (w / WG) * NTW .. + NTW - 1. Input
-// channels are staged CC at a time, each thread one (channel, row, column tile) with VEC-wide
+// channels are staged CC at a time, each thread ITEMS (channel, row, column tile)s with VEC-wide
 // loads (VEC divides W, so a vector lies wholly inside a row or wholly outside) from which it
 // cuts the KW shifted rows. Two buffers: the next chunk's loads are issued before this chunk's
 // k-steps and stored after them, since with one buffer the block waited out the loads' latency

@@ -4,8 +4,8 @@ every n-tile (see csrldm.cu). csrmma, the probe before it, gathered B with four 
 per mma; ldmatrix.x4 gives two n-tiles' B in one instruction.
 
 The tables: per group of 16 output channels and chunk of CC input channels, the columns any of
-the 16 rows uses, in k-steps of 16 ordered so that each k-step's two halves (the rows of one
-8x8 matrix of ldmatrix) sit in different shared-memory bank windows where they can; A fragments
+the 16 rows uses, in k-steps of 16 ordered so that the 8 columns of each half of a k-step (the
+rows of one 8x8 matrix of ldmatrix) sit in 8 different shared-memory bank windows where they can; A fragments
 in lane order; each column's byte offset in the staged chunk.
 
 `emulate` runs the tables through the fragment arithmetic in numpy, so the packing is tested on
@@ -25,7 +25,7 @@ from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrldm.cu")
 ARG_TYPES = "PPPPPPPP" + "i" * 9  # C K H W OH OW chunks groups relu
-MAX_SHARED = 227 * 1024  # an H100 / A100 block's dynamic shared memory, on request
+MAX_SHARED = 227 * 1024  # an H100's dynamic shared memory a block, on request (an A100's: 163 KB; LdmPlan asks the card)
 WINDOWS = 8  # 16-byte bank windows in the 128-byte cycle that one ldmatrix phase reads
 
 
@@ -64,12 +64,12 @@ class LdmConfig:
     def threads(self, ow: int) -> int:
         return 32 * self.wg * self.split(ow)
 
-    def shared_bytes(self, kw: int, kh: int, ow: int) -> int:
+    def shared_bytes(self, kh: int, kw: int, ow: int) -> int:
         """Two buffers of the staged chunk (the next one lands while this one multiplies)."""
         return 2 * 16 * col_tiles(ow) * self.cc * kw * self.rp(kh)
 
     def fits(self, kh: int, kw: int, ow: int) -> bool:
-        return self.shared_bytes(kw, kh, ow) <= MAX_SHARED and self.threads(ow) <= 1024
+        return self.shared_bytes(kh, kw, ow) <= MAX_SHARED and self.threads(ow) <= 1024
 
     def source(self, kh: int, kw: int, w: int, padding: tuple[int, int]) -> str:
         """The kernel for a KH x KW layer on W-wide inputs with this padding."""
@@ -224,14 +224,17 @@ class LdmPlan:
         self.kstart = torch.from_numpy(t.kstart).to(device).contiguous()
         self.scale = scale.float().to(device)
         self.groups, self.chunks = t.groups, t.chunks
-        self.smem = cfg.shared_bytes(kw, kh, ow)
+        self.smem = cfg.shared_bytes(kh, kw, ow)
         fn = runtime.load_function(cfg.source(kh, kw, w, padding), "csrldm")
         if not hasattr(fn, "_farm_prepared"):
             fn.prepare(ARG_TYPES)
             fn._farm_prepared = True
-        if self.smem > 48 * 1024:  # past 48 KB only on request (per plan: the tables' share differs)
+        if self.smem > 48 * 1024:  # past 48 KB only on request, and only up to what the card allows
             import pycuda.driver as cuda
 
+            most = cuda.Context.get_device().get_attribute(cuda.device_attribute.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            if self.smem > most:
+                raise ValueError(f"{cfg.name} stages {self.smem} bytes a block; this card allows {most}")
             fn.set_attribute(cuda.function_attribute.MAX_DYNAMIC_SHARED_SIZE_BYTES, self.smem)
         self.fn = fn
         self.grid = (n * -(-oh // cfg.r), -(-self.groups // cfg.groups_per_block), 1)
@@ -242,10 +245,13 @@ class LdmPlan:
         out = (n, self.k, *self.out_hw)
         # the kernel reads raw pointers: a wrong tensor would be read wrongly, not refused
         if (x.dtype != torch.float16 or tuple(x.shape) != self.shape or not x.is_contiguous() or not x.is_cuda
+                or x.data_ptr() % 16  # the staging's vector loads assume aligned rows
                 or y.dtype != torch.float16 or tuple(y.shape) != out or not y.is_contiguous()
+                or bias.dtype != torch.float32 or bias.numel() != self.k or not bias.is_cuda
                 or (residual is not None and (tuple(residual.shape) != out or residual.dtype != torch.float16
                                               or not residual.is_contiguous()))):
-            raise ValueError(f"csrldm takes contiguous fp16 CUDA tensors, x {self.shape} and y {out}")
+            raise ValueError(f"csrldm takes contiguous, aligned fp16 CUDA tensors, x {self.shape} and y {out}, "
+                             f"and {self.k} fp32 biases")
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), self.scale.data_ptr(), bias.data_ptr(),

@@ -4,7 +4,7 @@ the session-8 probe). Checked against float64 F.conv2d, then timed against cuDNN
 
     python bench/mma_probe.py --out $OUT/mma.json [--family ldm] [--batches 32] [--sparsities 0.9,0.95]
         [--variants fp16,cb4] [--layers r50.l3.3x3,...]
-        [--configs 7x2x4x64,...]   # ldm: RxNTWxWGxCC[xGPW[xMINB]]; mma: NTxWARPSxCC
+        [--configs 7x2x4x64,...]   # ldm: RxNTWxWGxCC[xGPW[xMINB[xPF]]]; mma: NTxWARPSxCC
 
 Timing as the benchmark's (CUDA graph of 10 calls, median of 50 replays).
 """
@@ -29,7 +29,7 @@ from farm.kernels.csrmma.family import MmaConfig  # noqa: E402
 
 DEFAULT_CONFIGS = {
     "mma": "8x4x64,8x4x128,4x8x128,16x4x32,8x8x64,8x8x128",
-    # R x NTW x WG x CC [x GPW [x MINB]], each tried where it fits the layer's width and wastes under 30% of its
+    # R x NTW x WG x CC [x GPW [x MINB [x PF]]], each tried where it fits the layer's width and wastes under 30% of its
     # n-tiles: 56 wide (7 column tiles), 28 (4), 14 (2), 7 (1)
     "ldm": ",".join([
         "2x14x4x64", "2x14x2x64x2", "1x8x4x64", "2x4x4x64", "4x14x4x64", "4x14x4x128", "2x14x4x128",  # 56 wide
@@ -39,7 +39,11 @@ DEFAULT_CONFIGS = {
         "7x8x8x128x4", "7x4x8x64x2", "7x2x8x64x2", "7x8x8x64x2x2", "7x14x8x64x2",
         "7x4x8x64", "7x8x4x128x4", "7x4x8x128x2", "7x8x16x64", "7x8x8x128x4", "7x4x16x64x2",          # 7
         "7x8x8x32", "4x8x8x32", "7x4x8x32", "7x8x8x32x2", "4x14x4x32", "2x14x4x32", "4x4x8x32x2",   # smaller chunks
-        "7x8x8x32x1x2", "4x4x8x64x1x2", "7x8x4x32x2x2"]),
+        "7x8x8x32x1x2", "4x4x8x64x1x2", "7x8x4x32x2x2",
+        # the prefetch depth (default 4) on session 17's best configs: one step ahead and eight
+        *(f"{c}x{pf}" for c in ("1x8x4x64x1x1", "4x14x4x32x1x1", "4x8x8x64x1x1", "2x8x8x128x2x1", "7x14x4x64x2x1",
+                                "4x4x8x128x2x1", "7x8x8x64x2x1", "7x14x8x64x2x1", "7x8x8x64x1x1", "7x8x8x64x2x2",
+                                "4x4x8x128x2x2") for pf in (1, 8))]),
 }
 
 
@@ -51,7 +55,7 @@ def main() -> int:
     ap.add_argument("--variants", default="fp16,cb4")
     ap.add_argument("--family", choices=("ldm", "mma"), default="ldm")
     ap.add_argument("--layers", default="", help="names from kernels_layers.LAYERS (default: every stride-1 one)")
-    ap.add_argument("--configs", default="", help="comma-separated; ldm: RxNTWxWGxCC[xGPW[xMINB]]")
+    ap.add_argument("--configs", default="", help="comma-separated; ldm: RxNTWxWGxCC[xGPW[xMINB[xPF]]]")
     ap.add_argument("--precompile", action="store_true", help="compile only (any machine)")
     ap.add_argument("--launch", action="store_true",
                     help="no checks or timing: launch each suiting config 5 times, for a profiler (ncu -k regex:csr)")

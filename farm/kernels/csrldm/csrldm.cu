@@ -20,7 +20,7 @@
 // cuts the KW shifted rows. Two buffers: the next chunk's loads are issued before this chunk's
 // k-steps and stored after them, since with one buffer the block waited out the loads' latency
 // at every chunk (ncu: 46% of stalls on L1TEX at one block an SM). The k-steps lie chunk by chunk,
-// group by group (kstart); each warp fetches its A fragments from L2 a k-step ahead.
+// group by group (kstart); each warp fetches its A fragments from L2 PF k-steps ahead.
 // Fragments (PTX ISA, mma.m16n8k16, .f16 A/B, .f32 C): lane = 4 g + t;
 //   A regs {A[g][2t..2t+1]}, {A[g+8][2t..]}, {A[g][2t+8..]}, {A[g+8][2t+8..]};
 //   C c0,c1 = C[g][2t..2t+1] (pixels 2t, 2t+1 of the n-tile), c2,c3 = C[g+8][..].
@@ -61,6 +61,9 @@
 #endif
 #ifndef MINB
 #define MINB 1
+#endif
+#ifndef PF
+#define PF 4
 #endif
 #define LEAD ((VEC - PW % VEC) % VEC)              // halves loaded before a row's first column
 #define NV ((LEAD + 8 + KW - 1 + VEC - 1) / VEC)  // vectors loaded for one (channel, row, tile)
@@ -183,24 +186,37 @@ csrldm(const __half* __restrict__ x, __half* __restrict__ y, const __half* __res
             if (group >= groups || j0 >= NB)
                 continue;  // a warp past the last group only stages
             const int kend = ks[group + 1];
-            int k = ks[group];
-            uint4 a = make_uint4(0, 0, 0, 0), an = a;
-            int cb = 0, cbn = 0;
-            if (k < kend) {
-                a = afrag[(size_t)k * 32 + lane];
-                cb = cols[(size_t)k * 16 + krow];
-            }
-            for (; k < kend; ++k, a = an, cb = cbn) {
-                if (k + 1 < kend) {  // the next k-step's tables in flight while this one multiplies
-                    an = afrag[(size_t)(k + 1) * 32 + lane];
-                    cbn = cols[(size_t)(k + 1) * 16 + krow];
-                }
+            // PF k-steps' tables in flight: one step ahead left each warp waiting out L2's latency
+            // at every k-step (the time hardly moved with the number of k-steps)
+            uint4 ar[PF];
+            int cr[PF];
 #pragma unroll
-                for (int p = 0; p < NTW / 2; ++p) {
-                    unsigned b0, b1, b2, b3;
-                    ldsm_x4_trans(off[p] + buf + cb, b0, b1, b2, b3);
-                    mma16816(acc[q][2 * p], a, b0, b1);
-                    mma16816(acc[q][2 * p + 1], a, b2, b3);
+            for (int d = 0; d < PF; ++d) {
+                const int k = ks[group] + d;
+                if (k < kend) {
+                    ar[d] = afrag[(size_t)k * 32 + lane];
+                    cr[d] = cols[(size_t)k * 16 + krow];
+                }
+            }
+            for (int k0 = ks[group]; k0 < kend; k0 += PF) {
+#pragma unroll
+                for (int d = 0; d < PF; ++d) {
+                    const int k = k0 + d;
+                    if (k >= kend)
+                        break;
+                    const uint4 a = ar[d];
+                    const int cb = cr[d];
+                    if (k + PF < kend) {
+                        ar[d] = afrag[(size_t)(k + PF) * 32 + lane];
+                        cr[d] = cols[(size_t)(k + PF) * 16 + krow];
+                    }
+#pragma unroll
+                    for (int p = 0; p < NTW / 2; ++p) {
+                        unsigned b0, b1, b2, b3;
+                        ldsm_x4_trans(off[p] + buf + cb, b0, b1, b2, b3);
+                        mma16816(acc[q][2 * p], a, b0, b1);
+                        mma16816(acc[q][2 * p + 1], a, b2, b3);
+                    }
                 }
             }
         }

@@ -37,16 +37,18 @@ class LdmConfig:
     cc: int = 64  # input channels staged at a time
     gpw: int = 1  # groups a warp takes in turn over each staged chunk
     minb: int = 1  # blocks per SM asked of the register allocator
+    pf: int = 4  # k-steps of A fragments and offsets in flight a warp
 
     def __post_init__(self):
         if not (1 <= self.r <= 64 and self.ntw in (2, 4, 6, 8, 10, 12, 14, 16)
                 and self.wg in (1, 2, 4, 8, 16) and self.cc in (16, 32, 64, 128, 256)
-                and self.gpw in (1, 2, 4, 8) and self.minb in (1, 2, 3, 4)):
+                and self.gpw in (1, 2, 4, 8) and self.minb in (1, 2, 3, 4) and self.pf in (1, 2, 4, 8)):
             raise ValueError(f"bad ldm config {self}")
 
     @property
     def name(self) -> str:
-        extra = (f"-g{self.gpw}" if self.gpw > 1 else "") + (f"-b{self.minb}" if self.minb > 1 else "")
+        extra = ((f"-g{self.gpw}" if self.gpw > 1 else "") + (f"-b{self.minb}" if self.minb > 1 else "")
+                 + (f"-p{self.pf}" if self.pf != 4 else ""))
         return f"ld-r{self.r}-n{self.ntw}-w{self.wg}-c{self.cc}{extra}"
 
     @property
@@ -75,7 +77,8 @@ class LdmConfig:
         """The kernel for a KH x KW layer on W-wide inputs with this padding."""
         ow = w + 2 * padding[1] - kw + 1
         d = {"R": self.r, "CT": col_tiles(ow), "NTW": self.ntw, "WG": self.wg, "CC": self.cc, "KH": kh, "KW": kw,
-             "PH": padding[0], "PW": padding[1], "GPW": self.gpw, "MINB": self.minb, "VEC": vec_width(w)}
+             "PH": padding[0], "PW": padding[1], "GPW": self.gpw, "MINB": self.minb, "PF": self.pf,
+             "VEC": vec_width(w)}
         return "".join(f"#define {k} {v}\n" for k, v in d.items()) + read_source(SOURCE)
 
 

@@ -33,6 +33,10 @@ STATUS_COLUMNS = ["job_id", "status", "model", "dataset", "sparsity", "scheme", 
 # job of one sparsity look alike)
 RESULT_OPTIONAL = ("compressed_bytes", "target_sparsity", "dataset", "dense_accuracy", "bits", "scheme",
                    "best_speedup_fp32")
+# How results are sorted (the query's order, and the reached sparsity): a table that leaves one of
+# these out sorts by those it shows, so the reached sparsity stands in for the target (equal but
+# for --max-drop jobs) and a dataset left out does not split the rows into runs that look shuffled
+RESULT_ORDER = ("model", "dataset", "target_sparsity", "sparsity", "scheme", "bits", "job_id")
 STATUS_OPTIONAL = ("worker", "attempts", "device", "dataset", "bits", "progress", "scheme")
 
 
@@ -247,7 +251,15 @@ def results(
                                   sweep=sweep)
     # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).
     render.rows(rows, fmt, columns=RESULT_COLUMNS if fmt == Format.table else db.queries.ResultRow.columns(),
-                title="results", optional=RESULT_OPTIONAL)
+                title="results", optional=_result_optional(rows), order=RESULT_ORDER)
+
+
+def _result_optional(rows) -> tuple[str, ...]:
+    """Rows of several datasets keep the dataset to the last: an accuracy means little without
+    it, and two jobs alike but for their dataset would look like one job twice."""
+    if len({r.dataset for r in rows}) < 2:
+        return RESULT_OPTIONAL
+    return tuple(c for c in RESULT_OPTIONAL if c != "dataset") + ("dataset",)
 
 
 @app.command()

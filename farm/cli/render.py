@@ -69,11 +69,12 @@ def _cell(value: Any, column: str = "") -> str:
 
 
 def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, title: str | None = None,
-         optional: tuple[str, ...] = (), clip: tuple[str, ...] = ()) -> None:
+         optional: tuple[str, ...] = (), clip: tuple[str, ...] = (), order: tuple[str, ...] = ()) -> None:
     """`optional`: table columns to leave out while the table is wider than the terminal (a note
     on stderr names them), those empty in every row first, then in this order. `clip`: text
     columns cut to one line with "…" when the table is too wide (a long message took four lines
-    a row). JSON and CSV keep every column whole."""
+    a row). `order`: the columns `items` are sorted by; a table sorts its rows again by those it
+    shows, so no column left out decides the order. JSON and CSV keep every column whole."""
     data = [_dict(r) for r in items]
     columns = columns or (list(data[0]) if data else [])
     if fmt == Format.json:
@@ -85,11 +86,11 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
             writer.writerow(["" if d.get(c) is None else
                              json.dumps(d[c]) if isinstance(d.get(c), (list, dict)) else d[c] for c in columns])
     else:
-        _print_table(data, columns, title, optional, clip, fmt)
+        _print_table(data, columns, title, optional, clip, fmt, order)
 
 
 def _print_table(data: list[dict], columns: list[str], title: str | None, optional: tuple[str, ...],
-                 clip: tuple[str, ...], fmt: Format) -> None:
+                 clip: tuple[str, ...], fmt: Format, order: tuple[str, ...] = ()) -> None:
     if len(data) == 1 and columns != ["field", "value"] and _span(_sizes(data, columns, ())[1]) > out.width:
         # One row too wide for the terminal would fold its numbers ("0.9" over "8"): a
         # field/value table instead, as `farm submit`'s result row in 80 columns.
@@ -103,6 +104,8 @@ def _print_table(data: list[dict], columns: list[str], title: str | None, option
         if c in shown:
             shown.remove(c)
             left_out.append(c)
+    if set(left_out) & set(order):  # sorted by a column not shown, the rows would look shuffled
+        data = _sorted(data, [c for c in order if c in shown])
     if not data:
         out.print(f"[dim]{title + ': ' if title else ''}nothing to show[/dim]")
     else:
@@ -112,6 +115,11 @@ def _print_table(data: list[dict], columns: list[str], title: str | None, option
     if left_out and data:
         err.print(f"[dim]left out for the terminal's width: {', '.join(left_out)} (--format csv has "
                   f"every column)[/dim]")
+
+
+def _sorted(data: list[dict], keys: list[str]) -> list[dict]:
+    """Stable, so rows equal in every shown key keep the caller's order; empty cells last."""
+    return sorted(data, key=lambda d: [(d.get(k) is None, d.get(k) if d.get(k) is not None else 0) for k in keys])
 
 
 CLIP_MIN = 16  # a clipped column is cut to no fewer characters while optional columns can go

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from farm.cli import render
+from farm.cli.command import Command
 from farm.cli.render import Format, err
 from farm.errors import FarmError
 
@@ -72,9 +73,10 @@ def _batches(text: str) -> list[int]:
         raise FarmError(f"--batches takes comma-separated batch sizes, e.g. 1,8,32, got {text!r}") from None
 
 
-@app.command()
+@app.command(cls=Command)
 def submit(
-    model: Annotated[str, typer.Argument(help="model: resnet (= resnet20), resnet56, vgg16, tiny, ...")],
+    model: Annotated[str, typer.Argument(help="model: resnet (= resnet20), resnet56, vgg16, tiny, ...",
+                                         metavar="MODEL")],
     dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or synthetic")] = "fashion-mnist",
     sparsity: Annotated[float, typer.Option(
         help="fraction of weights pruned, in [0, 1); above 0.95 the prune goes through 90%, 95% (and 98%) "
@@ -160,7 +162,7 @@ def _print_outcome(job_id: int, fmt: Format) -> None:
         err.print(f"note: {detail.job.message}")
 
 
-@app.command()
+@app.command(cls=Command)
 def status(
     jobs: Annotated[list[int] | None, typer.Argument(help="job ids (default: the latest)", metavar="JOB_ID")] = None,
     sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
@@ -197,8 +199,8 @@ def _job_status(text: str):
                         f"{', '.join(s.value for s in JobStatus)}") from None
 
 
-@app.command()
-def show(job: Annotated[int, typer.Argument(help="job id")], fmt: FormatOpt = Format.table):
+@app.command(cls=Command)
+def show(job: Annotated[int, typer.Argument(help="job id", metavar="JOB_ID")], fmt: FormatOpt = Format.table):
     """Everything about one job: spec, stages, metrics, timings, environment."""
     from farm import db
 
@@ -227,16 +229,16 @@ def show(job: Annotated[int, typer.Argument(help="job id")], fmt: FormatOpt = Fo
         render.record(e, fmt, title=f"environment {e.environment_id}")
 
 
-@app.command()
+@app.command(cls=Command)
 def results(
-    model: Annotated[list[str] | None, typer.Option(help="model name (repeatable)")] = None,
-    dataset: Annotated[list[str] | None, typer.Option(help="dataset name (repeatable)")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="model name (repeatable)", metavar="NAME")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="dataset name (repeatable)", metavar="NAME")] = None,
     sparsity_min: Annotated[float | None, typer.Option("--sparsity-min", "--min-sparsity",
                                                        help="target sparsity at least")] = None,
     sparsity_max: Annotated[float | None, typer.Option("--sparsity-max", "--max-sparsity",
                                                        help="target sparsity at most")] = None,
-    scheme: Annotated[list[str] | None, typer.Option(help="weight scheme (repeatable)")] = None,
-    bits: Annotated[list[int] | None, typer.Option(help="bits (repeatable)")] = None,
+    scheme: Annotated[list[str] | None, typer.Option(help="weight scheme (repeatable)", metavar="SCHEME")] = None,
+    bits: Annotated[list[int] | None, typer.Option(help="bits (repeatable)", metavar="N")] = None,
     sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
     fmt: FormatOpt = Format.table,
 ):
@@ -262,7 +264,7 @@ def _result_optional(rows) -> tuple[str, ...]:
     return tuple(c for c in RESULT_OPTIONAL if c != "dataset") + ("dataset",)
 
 
-@app.command()
+@app.command(cls=Command)
 def cancel(jobs: Annotated[list[int], typer.Argument(help="job ids", metavar="JOB_ID")], fmt: FormatOpt = Format.table):
     """Cancel jobs: waiting ones at once, running ones at their next epoch or stage."""
     from farm.scheduler.control import cancel_jobs
@@ -273,7 +275,7 @@ def cancel(jobs: Annotated[list[int], typer.Argument(help="job ids", metavar="JO
     render.rows([{"job_id": r.job_id, "status": str(r.status), "note": r.note} for r in results], fmt)
 
 
-@app.command()
+@app.command(cls=Command)
 def models(fmt: FormatOpt = Format.table):
     """The model and dataset names a job can use."""
     from farm.models import list_datasets, list_models
@@ -282,7 +284,7 @@ def models(fmt: FormatOpt = Format.table):
                 + [{"kind": "dataset", "name": n} for n in list_datasets()], fmt)
 
 
-@app.command()
+@app.command(cls=Command)
 def worker(
     gpu: Annotated[int | None, typer.Option(help="GPU index this worker owns (CUDA_VISIBLE_DEVICES)")] = None,
     queues: Annotated[str | None, typer.Option(help="queues to consume (default: gpu with --gpu, else cpu)")] = None,
@@ -331,9 +333,9 @@ def _register_subcommands() -> None:
     from farm.cli.report import compare, report
     from farm.cli.sweep import sweep_app
 
-    app.command()(compare)  # jobs side by side (farm.report.compare)
-    app.command()(report)  # a sweep's HTML report
-    app.command()(bench)  # our kernels against cuDNN on a model's layers
+    app.command(cls=Command)(compare)  # jobs side by side (farm.report.compare)
+    app.command(cls=Command)(report)  # a sweep's HTML report
+    app.command(cls=Command)(bench)  # our kernels against cuDNN on a model's layers
     app.add_typer(plot_app, name="plot")
     app.add_typer(sweep_app, name="sweep")
     app.add_typer(db_app, name="db")

@@ -55,7 +55,8 @@ def _pruned_model(name: str, sparsity: float, c: int, h: int, num_classes: int):
     return model.eval()
 
 
-def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, vgg16, ...")] = "resnet50",
+def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, vgg16, ...",
+                                               metavar="MODEL")] = "resnet50",
           sparsity: Annotated[float, typer.Option(help="fraction of each layer's weights pruned, in [0, 1)")] = 0.9,
           batches: Annotated[str, typer.Option(help="batch sizes, comma-separated")] = "1,32",
           dtype: Annotated[DType, typer.Option(help="activations: fp32 or fp16")] = DType.fp32,

@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
+from farm.cli.command import Command
 from farm.cli.render import err
 
 db_app = typer.Typer(help="The results database.", no_args_is_help=True)
 
 
-@db_app.command()
+@db_app.command(cls=Command)
 def upgrade(url: Annotated[str | None, typer.Option(help="database URL (default: settings)")] = None,
             revision: Annotated[str, typer.Option(help="target revision")] = "head"):
     """Apply Alembic migrations up to --revision (default: head, the one farm needs)."""
@@ -30,7 +31,7 @@ def upgrade(url: Annotated[str | None, typer.Option(help="database URL (default:
     err.print(f"database {masked(url)} is at schema {reached}")
 
 
-@db_app.command()
+@db_app.command(cls=Command)
 def current(url: Annotated[str | None, typer.Option(help="database URL (default: settings)")] = None):
     """Print the database's schema revision and the one farm needs."""
     from farm.db.session import _create_engine, check_reachable, current_revision, database_url, head_revision

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from farm.cli import render
+from farm.cli.command import Command
 from farm.cli.render import Format, err
 from farm.report.pareto import XAxis, YAxis
 
@@ -45,7 +46,7 @@ def _finish(chart, out: Path, fmt: Format, title: str) -> None:
     render.rows(chart.rows, fmt, columns=chart.columns if fmt == Format.table else None, title=title)
 
 
-@plot_app.command("pareto")
+@plot_app.command("pareto", cls=Command)
 def pareto(
     sweep: Annotated[int, typer.Option(help="sweep id")],
     x: Annotated[XAxis | None, typer.Option("--x", help="speedup (×), latency (ms) or size (bytes on disk); "
@@ -78,10 +79,10 @@ def pareto(
     _finish(chart, out or Path(f"sweep{sweep}-pareto-{(x or XAxis.speedup).value}"), fmt, "non-dominated jobs")
 
 
-@plot_app.command("layers")
+@plot_app.command("layers", cls=Command)
 def layers(
-    job: Annotated[int, typer.Argument(help="job id")],
-    batch: Annotated[list[int] | None, typer.Option(help="only this batch size (repeatable)")] = None,
+    job: Annotated[int, typer.Argument(help="job id", metavar="JOB_ID")],
+    batch: Annotated[list[int] | None, typer.Option(help="only this batch size (repeatable)", metavar="N")] = None,
     dtype: Annotated[str | None, typer.Option(help="only our kernel in this dtype: fp32 or fp16")] = None,
     out: OutOpt = None,
     fmt: FormatOpt = Format.table,
@@ -95,12 +96,13 @@ def layers(
     _finish(chart, out or Path(f"job{job}-layers"), fmt, f"job {job}: layer speedups")
 
 
-@plot_app.command("crossover")
+@plot_app.command("crossover", cls=Command)
 def crossover(
     sweep: Annotated[int | None, typer.Option(help="only this sweep's jobs")] = None,
-    model: Annotated[list[str] | None, typer.Option(help="only this model (repeatable)")] = None,
-    job: Annotated[list[int] | None, typer.Option(help="only this job (repeatable)")] = None,
-    baseline: Annotated[list[Baseline] | None, typer.Option(help="cuDNN precision (repeatable)")] = None,
+    model: Annotated[list[str] | None, typer.Option(help="only this model (repeatable)", metavar="NAME")] = None,
+    job: Annotated[list[int] | None, typer.Option(help="only this job (repeatable)", metavar="JOB_ID")] = None,
+    baseline: Annotated[list[Baseline] | None, typer.Option(help="cuDNN precision (repeatable)",
+                                                            metavar="<fp32|tf32|fp16>")] = None,
     out: OutOpt = None,
     fmt: FormatOpt = Format.table,
 ):

@@ -38,7 +38,7 @@ def _notes(notes: list[str]) -> None:
 
 
 def compare(
-    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (or --sweep)")] = None,
+    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (or --sweep)", metavar="JOB_ID")] = None,
     sweep: Annotated[int | None, typer.Option(help="every job of this sweep")] = None,
     batch: BatchOpt = None,
     fmt: CompareFormatOpt = CompareFormat.table,

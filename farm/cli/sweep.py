@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from farm.cli import render
+from farm.cli.command import Command
 from farm.cli.render import Format, err
 
 sweep_app = typer.Typer(help="Sweeps: a YAML grid of jobs.", no_args_is_help=True)
@@ -21,8 +22,8 @@ def _summary_row(s) -> dict:
         "priority": s.priority, "start_at": s.start_at, "cancel_requested": s.cancel_requested}
 
 
-@sweep_app.command("submit")
-def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file")],
+@sweep_app.command("submit", cls=Command)
+def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file", metavar="FILE")],
            at: Annotated[str | None, typer.Option(help="start at this local time, HH:MM")] = None,
            priority: Annotated[int, typer.Option(help="0..9, higher runs first")] = 0,
            device: Annotated[str | None, typer.Option(
@@ -81,8 +82,8 @@ def _how_they_ended(sweep_id: int, log) -> None:
                         f"(farm status --sweep {sweep_id}{where})")
 
 
-@sweep_app.command("status")
-def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (default: all)")] = None,
+@sweep_app.command("status", cls=Command)
+def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (default: all)", metavar="SWEEP_ID")] = None,
            fmt: FormatOpt = Format.table):
     """Job counts by status for a sweep (or every sweep)."""
     from farm import db
@@ -92,8 +93,9 @@ def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (defaul
     render.rows([_summary_row(x) for x in summaries], fmt, title="sweeps")
 
 
-@sweep_app.command("resume")
-def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: FormatOpt = Format.table):
+@sweep_app.command("resume", cls=Command)
+def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id", metavar="SWEEP_ID")],
+           fmt: FormatOpt = Format.table):
     """Re-enqueue only the sweep's failed, cancelled, missing or lost jobs (queued or scheduled,
     but gone from the broker; a scheduled one keeps its start time)."""
     from farm import settings
@@ -109,8 +111,9 @@ def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: Forma
         _how_they_ended(sweep_id, log)
 
 
-@sweep_app.command("cancel")
-def cancel(sweep_id: Annotated[int, typer.Argument(help="sweep id")], fmt: FormatOpt = Format.table):
+@sweep_app.command("cancel", cls=Command)
+def cancel(sweep_id: Annotated[int, typer.Argument(help="sweep id", metavar="SWEEP_ID")],
+           fmt: FormatOpt = Format.table):
     """Cancel every unfinished job of the sweep."""
     from farm.scheduler import sweep
 

@@ -24,7 +24,7 @@ from farm.kernels.csrmma.family import ROWS, _a_fragments
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrldm.cu")
-ARG_TYPES = "PPPPPPPP" + "i" * 9  # C K H W OH OW chunks groups relu
+ARG_TYPES = "PPPPPPPP" + "i" * 8  # C K H W OH chunks groups relu (the output width is built in)
 MAX_SHARED = 227 * 1024  # an H100's dynamic shared memory a block, on request (an A100's: 163 KB; LdmPlan asks the card)
 WINDOWS = 8  # 16-byte bank windows in the 128-byte cycle that one ldmatrix phase reads
 
@@ -67,8 +67,10 @@ class LdmConfig:
         return 32 * self.wg * self.split(ow)
 
     def shared_bytes(self, kh: int, kw: int, ow: int) -> int:
-        """Two buffers of the staged chunk (the next one lands while this one multiplies)."""
-        return 2 * 16 * col_tiles(ow) * self.cc * kw * self.rp(kh)
+        """Two buffers of the staged chunk (the next one lands while this one multiplies), or one
+        pass of the epilogue (WG x 16 channels of fp32 over the block's n-tiles), the larger."""
+        staged = 2 * 16 * col_tiles(ow) * self.cc * kw * self.rp(kh)
+        return max(staged, 4 * self.wg * 16 * (self.r * col_tiles(ow) * 8 + 4))
 
     def fits(self, kh: int, kw: int, ow: int) -> bool:
         return self.shared_bytes(kh, kw, ow) <= MAX_SHARED and self.threads(ow) <= 1024
@@ -78,7 +80,7 @@ class LdmConfig:
         ow = w + 2 * padding[1] - kw + 1
         d = {"R": self.r, "CT": col_tiles(ow), "NTW": self.ntw, "WG": self.wg, "CC": self.cc, "KH": kh, "KW": kw,
              "PH": padding[0], "PW": padding[1], "GPW": self.gpw, "MINB": self.minb, "PF": self.pf,
-             "VEC": vec_width(w)}
+             "VEC": vec_width(w), "OWD": ow}
         return "".join(f"#define {k} {v}\n" for k, v in d.items()) + read_source(SOURCE)
 
 
@@ -259,7 +261,7 @@ class LdmPlan:
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), self.scale.data_ptr(), bias.data_ptr(),
             self.afrag.data_ptr(), self.cols.data_ptr(), self.kstart.data_ptr(),
-            c, self.k, h, w, *self.out_hw, self.chunks, self.groups, int(relu),
+            c, self.k, h, w, self.out_hw[0], self.chunks, self.groups, int(relu),
             shared_size=self.smem)
         return y
 

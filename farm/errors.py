@@ -33,6 +33,16 @@ class NotFound(FarmError, LookupError):
     """A job, sweep or artifact id that does not exist."""
 
 
+class Deferred(Exception):
+    """A job that a worker runs meets another live job building what it needs: rather than hold
+    the worker (and its GPU) idle until that is stored, the attempt ends, uncounted, and the job
+    goes back on the queue. Not an error: nothing is reported as failed."""
+
+    def __init__(self, builder: int, stage: str):
+        super().__init__(f"waiting for job {builder}")
+        self.builder, self.stage = builder, stage
+
+
 class Cancelled(FarmError):
     """Raised inside a running job when its cancel flag is seen between epochs or stages."""
 

@@ -31,6 +31,7 @@ class Claim:
     spec: JobSpec
     owner: str
     attempt: int
+    defer: bool = False  # a worker's attempt: give the worker back while another job builds (Deferred)
 
 
 def claim(job_id: int, owner: str) -> Claim | str:
@@ -77,6 +78,21 @@ def finish(claim: Claim, status: JobStatus, message: str | None = None, write=No
         else:
             _close_stages(s, job.id, status, message)
         job.stage = None
+        return True
+
+
+def defer(claim: Claim, message: str) -> bool:
+    """Put the job back in the queue (the caller sends it again) if this attempt still owns it:
+    the attempt is not counted (it waited, it did not fail) and the stage that waited is no longer
+    running (the next attempt records it afresh)."""
+    with db.session() as s:
+        job = s.get(Job, claim.job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.RUNNING or job.worker != claim.owner:
+            return False
+        job.status, job.worker, job.message, job.stage = JobStatus.QUEUED, None, message, None
+        job.attempts = max(0, job.attempts - 1)
+        for row in s.scalars(select(Stage).where(Stage.job_id == job.id, Stage.status == StageStatus.RUNNING)):
+            s.delete(row)
         return True
 
 

@@ -16,6 +16,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from sqlalchemy import select
 from farm import db
 from farm.db.models import Job, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
-from farm.errors import Cancelled, FarmError, Terminated
+from farm.errors import Cancelled, Deferred, FarmError, Terminated
 from farm.scheduler.spec import FLOAT_BITS, GUARDED_TRIALS
 from farm.worker import artifacts, lifecycle
 from farm.worker.held import HeldSignals
@@ -77,13 +78,17 @@ def remove_workdirs(job_id: int, pid: int) -> None:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None = None) -> JobStatus:
-    """Run the job if this delivery should; returns the job's status afterwards."""
+def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None = None,
+            defer: bool = False) -> JobStatus:
+    """Run the job if this delivery should; returns the job's status afterwards. With `defer` (a
+    worker's delivery), a job that would wait for another live job's artifact goes back on the
+    queue instead (status QUEUED: the caller sends it again later)."""
     with HeldSignals() as held:  # Ctrl-C waits, except while the stages run (held.py)
         claim = lifecycle.claim(job_id, owner or lifecycle.owner_id())
         if isinstance(claim, str):
             log.info(claim)
             return _status(job_id)
+        claim = replace(claim, defer=defer)
         log.info("job %s attempt %s: %s", job_id, claim.attempt, claim.spec.label())
         workdir = Path(tempfile.mkdtemp(prefix=_workdir_prefix(job_id, os.getpid())))
         try:
@@ -108,6 +113,10 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
     except Cancelled:
         held.hold()
         return JobStatus.CANCELLED, "cancelled", None
+    except Deferred as e:
+        held.hold()
+        log.info("job %s: %s stage waits for job %s; back to the queue", claim.job_id, e.stage, e.builder)
+        return JobStatus.QUEUED, str(e), None
     except KeyboardInterrupt as e:
         held.hold()
         interrupted = _interrupted(claim, interrupt_reason(e))
@@ -121,6 +130,8 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
 
 
 def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:
+    if status == JobStatus.QUEUED:
+        return status if lifecycle.defer(claim, message) else None
     try:
         recorded = lifecycle.finish(claim, status, message, write=write)
     except Exception as e:  # noqa: BLE001
@@ -265,6 +276,8 @@ def _wait_once(claim, name: str, notify: Observer, keys: list[str], shown):
     for. The progress line and the job's message in `farm status` name it, again whenever it
     changes (the first builder finished and a second one builds the next step). Honours a cancel."""
     builder = next((b for b in map(artifacts.builder, keys) if b not in (None, claim.job_id)), None)
+    if claim.defer and builder is not None:
+        raise Deferred(builder, name)
     said = lifecycle.UNCHANGED
     if builder != shown:
         notify("waiting", {"name": name, "job_id": builder})
@@ -301,6 +314,8 @@ def _compute_stage(claim, name: str, index: int, key: str | None, current: Path 
     except Cancelled as e:
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=str(e))
         raise
+    except Deferred:
+        raise  # not a failure: lifecycle.defer takes the stage's row back
     except KeyboardInterrupt as e:
         _record_stage(claim.job_id, name, StageStatus.CANCELLED, started, message=interrupt_reason(e))
         raise

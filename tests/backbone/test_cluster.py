@@ -155,22 +155,33 @@ def test_sigkill_of_whole_worker_is_redelivered_to_another(workers, farm_cluster
 
 def test_two_workers_train_a_step_two_jobs_share_once(workers, farm_cluster):
     """A 97% job submitted while a 90% job prunes, on a second worker: its first step is the
-    90% job's whole prune, so it waits for it instead of training it too."""
-    workers.start(2)
-    shared = [*TINY, "--subset", "1024", "--retrain-epochs", "8", "--seed", "13"]
+    90% job's whole prune, so it does not train it too. Nor does it hold its worker while that
+    prune runs: it goes back on the queue ("waiting for job N", the attempt not counted), and the
+    worker runs a third job meanwhile."""
+    workers.start(2, extra_env={"FARM_DEFER_S": "2"})
+    shared = [*TINY, "--subset", "1024", "--retrain-epochs", "12", "--seed", "13"]
     plain = _submit(farm_cluster, *shared, "--sparsity", "0.9")
     wait_for(lambda: _job(plain).stage == "prune", timeout=60, what="the 90% job to prune")
     stepped = _submit(farm_cluster, *shared, "--sparsity", "0.97")
-    jobs = wait_for(_all_finished, timeout=180, every=1, what="both jobs to finish")
-    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 2, [(j.id, j.message) for j in jobs]
-    assert len({j.worker for j in jobs}) == 2  # side by side, not one after the other
+    def back_on_the_queue():
+        j = _job(stepped)
+        return j if (j.status, j.message, j.worker) == ("queued", f"waiting for job {plain}", None) else None
+
+    deferred = wait_for(back_on_the_queue, timeout=60, every=0.1, what="the 97% job to go back on the queue")
+    assert deferred.attempts == 0 and _job(plain).status == "running"
+    other = _submit(farm_cluster, "--seed", "14")  # its own dense model: nothing to wait for
+    jobs = wait_for(_all_finished, timeout=240, every=1, what="the three jobs to finish")
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 3, [(j.id, j.message) for j in jobs]
+    by_id = {j.id: j for j in jobs}
+    assert by_id[stepped].attempts == 1  # the deferred rounds are not attempts
     with db.session() as s:
         prunes = {st.job_id: st for st in s.scalars(select(Stage).where(Stage.name == "prune"))}
     assert prunes[plain].status == "succeeded"
+    # the third job ran while the 90% job pruned: the worker was given back
+    assert by_id[other].started_at < prunes[plain].finished_at
     first = prunes[stepped].result["steps"][0]  # waited for the 90% job's prune, then took it
     assert (first["reused"], first["from_job"], first["accuracy"]) == (True, plain, prunes[plain].result["accuracy"])
-    # its prune began while the 90% job's ran and ended after it (its own two steps)
-    assert prunes[stepped].started_at < prunes[plain].finished_at < prunes[stepped].finished_at
+    assert prunes[stepped].finished_at > prunes[plain].finished_at  # then trained its own two steps
 
 
 def test_concurrent_submits_of_one_spec_make_one_job_and_one_message(farm_cluster, redis_url):

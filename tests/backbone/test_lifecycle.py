@@ -204,3 +204,24 @@ def test_cancelling_only_finished_jobs_is_a_one_line_error(farm_home, farm_env, 
                                 f"job {failed} already failed")
     r = farm_cli(["cancel", str(done), str(waiting), "--format", "csv"], farm_env)  # one to cancel: a table
     assert r.returncode == 0 and f"{waiting},cancelled,cancelled" in r.stdout and "already succeeded" in r.stdout
+
+
+def test_a_deferred_attempt_goes_back_on_the_queue_uncounted(farm_home):
+    """A worker's attempt that would wait for another job's artifact ends as queued: its
+    attempt is not counted, its waiting stage is no longer running, and the next delivery runs
+    it. An attempt that no longer owns the job cannot defer it."""
+    from farm.db.models import utcnow
+    from farm.worker import lifecycle
+
+    job_id = _job(40)
+    claim = lifecycle.claim(job_id, owners.owner_id())
+    with db.session() as s:
+        s.add(Stage(job_id=job_id, name="prune", status=StageStatus.RUNNING, started_at=utcnow()))
+    assert lifecycle.defer(claim, "waiting for job 7")
+    job = _get(job_id)
+    assert (job.status, job.attempts, job.worker, job.message, job.stage) == (
+        JobStatus.QUEUED, 0, None, "waiting for job 7", None)
+    with db.session() as s:
+        assert s.query(Stage).filter_by(job_id=job_id).count() == 0
+    assert not lifecycle.defer(claim, "waiting for job 8")  # not its attempt any more
+    assert run_job(job_id) == JobStatus.SUCCEEDED and _get(job_id).attempts == 1

@@ -380,6 +380,37 @@ def test_jobs_side_by_side_train_a_shared_step_once(farm_home, monkeypatch):
         assert s.scalars(select(StageLock)).all() == []  # every build lock let go
 
 
+def test_a_workers_job_goes_back_on_the_queue_while_another_builds_what_it_needs(farm_home):
+    """With `defer` (a Celery worker's delivery) a job that would wait for another live job's
+    artifact ends its attempt as queued, uncounted, saying whom it waits for, and leaves the
+    other's build lock alone; run again once the other let go, it trains and succeeds."""
+    from sqlalchemy import select
+
+    from farm import db
+    from farm.db.models import Job, StageLock
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker import artifacts
+    from farm.worker.runner import run_job
+
+    with db.session() as s:
+        specs = [JobSpec(**TINY, sparsity=x, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+                 for x in (0.9, 0.5)]
+        builder, waiter = (sub.job_id for sub in record(s, specs, status=JobStatus.QUEUED))
+    key = specs[1].stage_key("train")  # the dense model both jobs start from
+    assert artifacts.acquire(key, job_id=builder, owner="elsewhere:1")  # the builder trains it now
+    assert run_job(waiter, owner="here:1", defer=True) == JobStatus.QUEUED
+    with db.session() as s:
+        job = s.get(Job, waiter)
+        assert (job.status, job.attempts, job.worker, job.message) == (
+            JobStatus.QUEUED, 0, None, f"waiting for job {builder}")
+        assert [lock.key for lock in s.scalars(select(StageLock))] == [key]
+    artifacts.release(key, "elsewhere:1")
+    assert run_job(waiter, owner="here:1", defer=True) == JobStatus.SUCCEEDED
+    with db.session() as s:
+        assert s.get(Job, waiter).attempts == 1 and s.get(Job, waiter).message is None
+
+
 def _stage_of(job_id: int, name: str = "prune"):
     from sqlalchemy import select
 

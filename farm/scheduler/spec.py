@@ -120,6 +120,7 @@ class JobSpec:
         """Validated, with names canonical and every default filled in: the form that is hashed."""
         _check_types(self)
         model, dataset = canonical_model(self.model), canonical_dataset(self.dataset)
+        _check_image_size(model, dataset)
         if not 0.0 <= self.sparsity < 1.0:
             raise InvalidSpec(f"sparsity must be in [0, 1), got {self.sparsity}")
         _check_choice("method", self.method, METHODS)
@@ -239,6 +240,15 @@ def _check_types(spec: JobSpec) -> None:
             raise InvalidSpec(f"{name} must be a whole number, got {value!r}")
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.batches):
         raise InvalidSpec(f"batches must be whole numbers, e.g. [1, 32], got {list(spec.batches)}")
+
+
+def _check_image_size(model: str, dataset: str) -> None:
+    """Here, not when the job runs: a model too large for the images failed only after it was
+    queued (or halfway through a sweep), with torch's word for it."""
+    from farm.models.sizes import too_small
+
+    if why := too_small(model, dataset):
+        raise InvalidSpec(why)
 
 
 def _check_max_drop(spec: JobSpec) -> None:

@@ -22,6 +22,8 @@ BAD_SUBMITS = [
     (["submit", "tiny", "--priority", "12"], "--priority must be from 0 to 9"),
     (["submit", "tiny", "--max-drop", "-1"], "max_drop is accuracy points in [0, 100)"),
     (["submit", "tiny", "--max-drop", "0.5", "--method", "oneshot"], "needs method gradual and scope global"),
+    (["submit", "inception_v3", "--dataset", "fashion-mnist"],  # was queued, then failed in torch
+     "model inception_v3 needs images of at least 75x75 pixels, but fashion-mnist's are 28x28"),
     (["show", "999"], "no job 999"),
     (["sweep", "status", "77"], "no sweep 77"),
 ]
@@ -52,6 +54,9 @@ def test_bad_input_is_one_line_and_writes_nothing(args, words, farm_env, farm_ho
     ("", "is empty"),
     ("grid: [1, 2\n", "not valid YAML"),
     ("grid:\n  model: tiny\n  sparsity: [0.5, 2.0]\n", "sparsity must be in [0, 1)"),
+    ("grid:\n  model: [tiny, inception_v3]\nfixed:\n  dataset: fashion-mnist\n",
+     "job (model=inception_v3): model inception_v3 needs images of at least 75x75 pixels, but fashion-mnist's "
+     "are 28x28"),
 ])
 def test_bad_sweep_file_is_one_line_and_writes_nothing(text, words, farm_env, farm_home, tmp_path, farm_cli):
     path = tmp_path / "bad.yaml"

@@ -1,0 +1,59 @@
+"""The image sizes the scheduler checks jobs with agree with the loaders and the models."""
+
+import pytest
+import torch
+import torchvision
+
+from farm.errors import InvalidSpec
+from farm.models import get_model, list_models, load_dataset, names
+from farm.models.sizes import IMAGE_SIZES, MIN_SIDES
+from farm.scheduler.spec import JobSpec
+
+# torchvision's weights say these need more than our smallest images; they run on 16 px
+WEIGHTS_OVERSTATE = ("efficientnet_v2", "swin")
+
+
+def test_every_dataset_has_its_size_and_the_loader_uses_it():
+    assert set(IMAGE_SIZES) == set(names.DATASETS)
+    assert load_dataset("synthetic").input_size == IMAGE_SIZES["synthetic"]
+
+
+def test_declared_models_exist():
+    assert set(MIN_SIDES) <= set(list_models())
+
+
+def test_torchvision_models_that_need_more_than_our_smallest_images_are_declared():
+    """A torchvision release adding such a model fails here until it is measured and declared."""
+    smallest = min(min(size) for size in IMAGE_SIZES.values())
+    for name in torchvision.models.list_models(module=torchvision.models):
+        if name in names.OWN_MODELS or name.startswith(WEIGHTS_OVERSTATE):
+            continue
+        declared = min(min(w.meta["min_size"]) for w in torchvision.models.get_model_weights(name))
+        if declared > smallest:
+            assert MIN_SIDES.get(name) == declared, name
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "googlenet"])
+def test_the_declared_side_runs_and_one_pixel_less_does_not(name):
+    model = get_model(name, in_channels=1).eval()
+    side = MIN_SIDES[name]
+    with torch.no_grad():
+        model(torch.randn(2, 1, side, side))
+        with pytest.raises(RuntimeError):
+            model(torch.randn(2, 1, side - 1, side - 1))
+
+
+def test_a_model_too_large_for_the_images_is_refused_with_both_sizes():
+    with pytest.raises(InvalidSpec) as e:
+        JobSpec(model="inception_v3", dataset="fashion-mnist").resolve()
+    assert str(e.value).startswith("model inception_v3 needs images of at least 75x75 pixels, but "
+                                   "fashion-mnist's are 28x28")
+    assert "\n" not in str(e.value)
+    with pytest.raises(InvalidSpec, match="squeezenet1_0 needs images of at least 21x21"):
+        JobSpec(model="squeezenet1_0", dataset="synthetic").resolve()
+
+
+@pytest.mark.parametrize("model, dataset", [("squeezenet1_0", "fashion-mnist"), ("vgg16", "synthetic"),
+                                            ("tiny", "synthetic"), ("swin_t", "synthetic")])
+def test_models_that_fit_the_images_pass(model, dataset):
+    assert JobSpec(model=model, dataset=dataset).resolve().model == model

@@ -88,8 +88,15 @@ def get_model(name: str, *, in_channels: int = 3, num_classes: int = 10, **optio
         raise InvalidSpec(f"model {name!r} does not take these options {sorted(options)}: {e}") from None
 
 
+# Models whose training-mode output is a tuple with auxiliary heads' logits, which farm's training
+# loop (one loss on one tensor) cannot take: built without those heads unless asked for them.
+AUX_HEADS = ("googlenet", "inception_v3")
+
+
 def _generic_torchvision(name: str) -> Callable[..., nn.Module]:
     def build(in_channels: int, num_classes: int, **o) -> nn.Module:
+        if name in AUX_HEADS:
+            o = {"aux_logits": False, "init_weights": True, **o}  # init_weights: else a FutureWarning
         model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **o)
         if in_channels != 3:
             _replace_first_conv(model, in_channels)

@@ -33,3 +33,17 @@ def test_unknown_model_is_a_clear_error():
         get_model("resnet9000")
     with pytest.raises(InvalidSpec):
         get_model("resnet20", bogus_option=1)
+
+
+def test_models_with_auxiliary_heads_train_as_one_tensor():
+    """googlenet (and inception_v3) return a tuple with their auxiliary heads' logits in training
+    mode, which the training loop's loss cannot take: farm builds them without those heads."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor torchvision's init_weights FutureWarning
+        model = get_model("googlenet", in_channels=1, num_classes=10)
+    out = model.train()(torch.randn(2, 1, 32, 32))
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+    torch.nn.functional.cross_entropy(out, torch.tensor([1, 2])).backward()
+    assert get_model("googlenet", num_classes=10, aux_logits=True).aux1 is not None  # asked for: kept

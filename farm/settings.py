@@ -25,6 +25,7 @@ DOC = {
     "job_time_limit": "seconds one job may run before it is stopped and marked failed (default 43200)",
     "visibility_timeout": "seconds before Redis redelivers an unacknowledged job (default: time limit + 3600)",
     "gpu_index": "host index of the GPU recorded with timings, for a container that sees it as device 0",
+    "defer_s": "seconds a job waiting for another job's artifact stays off the workers before it is sent again (default 30)",
 }
 
 
@@ -39,6 +40,7 @@ class Settings:
     job_time_limit: int
     visibility_timeout: int
     gpu_index: int | None
+    defer_s: int
 
     @property
     def embedded(self) -> bool:
@@ -103,4 +105,11 @@ def load() -> Settings:
         job_time_limit=job_time_limit,
         visibility_timeout=visibility_timeout,
         gpu_index=whole("gpu_index"),
+        defer_s=_positive("defer_s", whole("defer_s", 30)),
     )
+
+
+def _positive(key: str, value: int) -> int:
+    if value < 1:  # 0 would send a waiting job round the workers without a pause
+        raise FarmError(f"setting {key} (FARM_{key.upper()}) must be at least 1, got {value}")
+    return value

@@ -111,6 +111,9 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # set while the job waits, queued, for another job's artifact (farm.worker.lifecycle.defer):
+    # the workers' watch sends it again from this time on
+    deferred_at: Mapped[datetime | None]
 
     sweeps: Mapped[list[Sweep]] = relationship(secondary="sweep_jobs", back_populates="jobs")
     stages: Mapped[list[Stage]] = relationship(back_populates="job", order_by="Stage.id",

@@ -117,6 +117,8 @@ def _unpublished(job: Job) -> bool:
 
 def message_lost(job: Job, present: set[str]) -> bool:
     """Whether a waiting job's message is gone from the broker (`present`: the ids it holds)."""
+    if job.deferred_at is not None:  # it has none on purpose: the workers' watch sends it again
+        return False
     if job.task_id is None:
         return _unpublished(job)  # else a submit may be publishing it right now
     return job.task_id not in present

@@ -54,7 +54,7 @@ def claim(job_id: int, owner: str) -> Claim | str:
             job.stage = None
             return f"job {job_id} ran out of attempts"
         job.attempts += 1
-        job.status, job.worker, job.message = JobStatus.RUNNING, owner, None
+        job.status, job.worker, job.message, job.deferred_at = JobStatus.RUNNING, owner, None, None
         job.started_at = job.heartbeat_at = utcnow()
         return Claim(job.id, JobSpec.from_dict(job.spec), owner, job.attempts)
 
@@ -81,19 +81,25 @@ def finish(claim: Claim, status: JobStatus, message: str | None = None, write=No
         return True
 
 
-def defer(claim: Claim, message: str) -> bool:
-    """Put the job back in the queue (the caller sends it again) if this attempt still owns it:
-    the attempt is not counted (it waited, it did not fail) and the stage that waited is no longer
-    running (the next attempt records it afresh)."""
+def defer(claim: Claim, message: str) -> JobStatus | None:
+    """Put the job back in the queue if this attempt still owns it: the attempt is not counted
+    (it waited, it did not fail) and the stage that waited is no longer running (the next attempt
+    records it afresh). No message goes to the broker: `deferred_at` has the workers' watch
+    (farm.worker.orphans.resend_deferred) send it again, so any idle worker takes it and a worker
+    that dies meanwhile strands nothing. A cancel asked for meanwhile ends it now. Returns the
+    job's status, or None if this attempt no longer owned it."""
     with db.session() as s:
         job = s.get(Job, claim.job_id, with_for_update=True)
         if job is None or job.status != JobStatus.RUNNING or job.worker != claim.owner:
-            return False
-        job.status, job.worker, job.message, job.stage = JobStatus.QUEUED, None, message, None
-        job.attempts = max(0, job.attempts - 1)
+            return None
         for row in s.scalars(select(Stage).where(Stage.job_id == job.id, Stage.status == StageStatus.RUNNING)):
             s.delete(row)
-        return True
+        job.attempts, job.stage, job.worker = max(0, job.attempts - 1), None, None
+        if job.cancel_requested:
+            _close(job, JobStatus.CANCELLED, "cancelled while it waited for another job")
+            return JobStatus.CANCELLED
+        job.status, job.message, job.deferred_at = JobStatus.QUEUED, message, utcnow()
+        return JobStatus.QUEUED
 
 
 def fail_overrun(job_id: int, owner: str, limit_s: float) -> bool:

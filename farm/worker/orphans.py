@@ -7,6 +7,10 @@ worker, when it starts and then once a minute, looks for such jobs and queues th
 claim then counts the attempt (max_attempts still bounds a job that kills its workers), and a
 late redelivery of the old message finds the job taken or finished and does nothing.
 
+The same watch sends again the jobs that a worker put back on the queue to wait for another job's
+artifact (`lifecycle.defer`), once they have waited `defer_s`: from the database, so any idle worker
+takes them, and a worker that dies meanwhile strands none.
+
 Only owners on this host are judged, by their pid, which is exact. An owner elsewhere is judged
 by its heartbeat, written with that host's clock: a scan every minute would turn clock skew or a
 database pause into a second run of a live job, so those wait for the redelivery (whose claim
@@ -17,10 +21,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 
 from sqlalchemy import select
 
-from farm.db.models import Job
+from farm import settings
+from farm.db.models import Job, utcnow
 from farm.db.session import unpooled_session
 from farm.db.status import JobStatus
 from farm.worker.owners import owner_alive, owner_id, this_host
@@ -98,10 +104,55 @@ def adopt(app) -> list[int]:
     return sent
 
 
-class Watch:
-    """adopt() now and every SCAN_EVERY_S in a daemon thread of the worker's main process."""
+def due(defer_s: float) -> list[int]:
+    """Jobs deferred at least `defer_s` ago, still queued."""
+    before = utcnow() - timedelta(seconds=defer_s)
+    with unpooled_session() as s:
+        return list(s.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED, Job.deferred_at.is_not(None),
+                                                   Job.deferred_at <= before)))
 
-    def __init__(self, app, every: float = SCAN_EVERY_S):
+
+def take_due(job_id: int, defer_s: float, task_id: str) -> tuple[str, int] | None:
+    """Take the re-send of a due deferred job (one scanner of many wins): its deferral restarts
+    now, so a send that fails is tried again a round later; returns (queue, priority)."""
+    with unpooled_session() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        now = utcnow()
+        if (job is None or job.status != JobStatus.QUEUED or job.deferred_at is None
+                or job.deferred_at > now - timedelta(seconds=defer_s)):
+            return None
+        job.deferred_at, job.task_id = now, task_id
+        return job.device, job.priority
+
+
+def resend_deferred(app, defer_s: float | None = None) -> list[int]:
+    """Send again every deferred job that has waited `defer_s` (settings.defer_s); their ids."""
+    from farm.worker.celery_app import TASK_RUN_JOB, celery_priority, task_id
+
+    defer_s = settings.load().defer_s if defer_s is None else defer_s
+    sent = []
+    for job_id in due(defer_s):
+        tid = task_id(job_id)
+        where = take_due(job_id, defer_s, tid)
+        if where is None:
+            continue
+        queue, priority = where
+        try:
+            app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, task_id=tid, priority=celery_priority(priority))
+        except Exception:  # still deferred: the round after next sends it
+            log.exception("job %s: could not send it again after its wait; a later round tries again", job_id)
+            continue
+        log.info("job %s: sent again after waiting for another job's artifact", job_id)
+        sent.append(job_id)
+    return sent
+
+
+class Watch:
+    """adopt() and resend_deferred() now and every SCAN_EVERY_S (or defer_s, if shorter) in a
+    daemon thread of the worker's main process."""
+
+    def __init__(self, app, every: float | None = None):
+        every = min(SCAN_EVERY_S, settings.load().defer_s) if every is None else every
         self.app, self.every = app, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="farm-orphans", daemon=True)
@@ -119,5 +170,9 @@ class Watch:
                 adopt(self.app)
             except Exception:  # a database blip must not end the watch
                 log.exception("looking for jobs of dead workers failed")
+            try:
+                resend_deferred(self.app)
+            except Exception:
+                log.exception("sending waiting jobs again failed")
             if self._stop.wait(self.every):
                 return

@@ -130,8 +130,8 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
 
 
 def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:
-    if status == JobStatus.QUEUED:
-        return status if lifecycle.defer(claim, message) else None
+    if status == JobStatus.QUEUED:  # it waits for another job: Deferred
+        return lifecycle.defer(claim, message)
     try:
         recorded = lifecycle.finish(claim, status, message, write=write)
     except Exception as e:  # noqa: BLE001
@@ -276,7 +276,9 @@ def _wait_once(claim, name: str, notify: Observer, keys: list[str], shown):
     for. The progress line and the job's message in `farm status` name it, again whenever it
     changes (the first builder finished and a second one builds the next step). Honours a cancel."""
     builder = next((b for b in map(artifacts.builder, keys) if b not in (None, claim.job_id)), None)
-    if claim.defer and builder is not None:
+    if claim.defer and builder is not None and _status(builder) == JobStatus.RUNNING:
+        # (a lock that looks live under a job that ended is waited out here, as in-process,
+        # where the job time limit bounds it, not deferred round after round)
         raise Deferred(builder, name)
     said = lifecycle.UNCHANGED
     if builder != shown:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
@@ -18,9 +17,6 @@ from farm.worker.celery_app import TASK_RUN_JOB
 # the message out again) looks again this much later instead of being dropped, so the job is not
 # lost if that process then dies.
 BUSY_RECHECK_S = 60
-# A job that went back on the queue while another job builds what it needs (runner's `defer`) is
-# delivered again this much later; FARM_DEFER_S sets it (the tests use seconds).
-DEFER_S = float(os.environ.get("FARM_DEFER_S", "30"))
 
 log = logging.getLogger("farm.worker")
 
@@ -68,6 +64,6 @@ def run_job(self, job_id: int) -> str:
         return str(JobStatus.FAILED)
     if status == JobStatus.RUNNING:
         raise self.retry(countdown=BUSY_RECHECK_S)
-    if status == JobStatus.QUEUED:  # it gave the worker back: waits for another job's artifact
-        raise self.retry(countdown=DEFER_S)
+    # QUEUED: it gave the worker back to wait for another job's artifact; the workers' watch sends
+    # it again (farm.worker.orphans), not a countdown retry, which would wait in this worker's memory
     return str(status)

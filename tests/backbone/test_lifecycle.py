@@ -209,7 +209,8 @@ def test_cancelling_only_finished_jobs_is_a_one_line_error(farm_home, farm_env, 
 def test_a_deferred_attempt_goes_back_on_the_queue_uncounted(farm_home):
     """A worker's attempt that would wait for another job's artifact ends as queued: its
     attempt is not counted, its waiting stage is no longer running, and the next delivery runs
-    it. An attempt that no longer owns the job cannot defer it."""
+    it. An attempt that no longer owns the job cannot defer it; a cancel asked for meanwhile
+    ends it instead."""
     from farm.db.models import utcnow
     from farm.worker import lifecycle
 
@@ -217,11 +218,63 @@ def test_a_deferred_attempt_goes_back_on_the_queue_uncounted(farm_home):
     claim = lifecycle.claim(job_id, owners.owner_id())
     with db.session() as s:
         s.add(Stage(job_id=job_id, name="prune", status=StageStatus.RUNNING, started_at=utcnow()))
-    assert lifecycle.defer(claim, "waiting for job 7")
+    assert lifecycle.defer(claim, "waiting for job 7") == JobStatus.QUEUED
     job = _get(job_id)
     assert (job.status, job.attempts, job.worker, job.message, job.stage) == (
         JobStatus.QUEUED, 0, None, "waiting for job 7", None)
+    assert job.deferred_at is not None
     with db.session() as s:
         assert s.query(Stage).filter_by(job_id=job_id).count() == 0
-    assert not lifecycle.defer(claim, "waiting for job 8")  # not its attempt any more
-    assert run_job(job_id) == JobStatus.SUCCEEDED and _get(job_id).attempts == 1
+    assert lifecycle.defer(claim, "waiting for job 8") is None  # not its attempt any more
+    assert run_job(job_id) == JobStatus.SUCCEEDED
+    assert (_get(job_id).attempts, _get(job_id).deferred_at) == (1, None)
+
+    cancelled = _job(41)
+    claim = lifecycle.claim(cancelled, owners.owner_id())
+    with db.session() as s:
+        s.get(Job, cancelled).cancel_requested = True
+    assert lifecycle.defer(claim, "waiting for job 7") == JobStatus.CANCELLED
+    assert (_get(cancelled).status, _get(cancelled).deferred_at) == (JobStatus.CANCELLED, None)
+
+
+class _Broker:
+    """Records what would be sent (the real send is the cluster test's); `fail` refuses it."""
+
+    def __init__(self, fail: bool = False):
+        self.sent, self.fail = [], fail
+
+    def send_task(self, name, args, queue, task_id, priority):
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.append((args[0], queue, task_id))
+
+
+def test_deferred_jobs_are_sent_again_once_after_their_wait(farm_home):
+    """The workers' watch sends a deferred job again once it has waited defer_s: one scanner of
+    several, with a new task id; not before; a send that fails is tried again a round later, and
+    a job claimed meanwhile is left alone. Its message was not lost meanwhile (sweep resume)."""
+    from datetime import timedelta
+
+    from farm.db.models import utcnow
+    from farm.scheduler.submission import message_lost
+    from farm.worker import lifecycle, orphans
+
+    job_id = _job(42)
+    lifecycle.defer(lifecycle.claim(job_id, owners.owner_id()), "waiting for job 7")
+    assert not message_lost(_get(job_id), present=set())
+    broker = _Broker()
+    assert orphans.resend_deferred(broker, defer_s=60) == []  # not yet
+    with db.session() as s:
+        s.get(Job, job_id).deferred_at = utcnow() - timedelta(seconds=61)
+    down = _Broker(fail=True)
+    assert orphans.resend_deferred(down, defer_s=60) == []  # the broker refused: still deferred
+    with db.session() as s:
+        s.get(Job, job_id).deferred_at = utcnow() - timedelta(seconds=61)
+    assert orphans.resend_deferred(broker, defer_s=60) == [job_id]
+    assert orphans.resend_deferred(_Broker(), defer_s=60) == []  # another scanner: taken already
+    [(sent, queue, task_id)] = broker.sent
+    assert (sent, queue, _get(job_id).task_id) == (job_id, "cpu", task_id)
+    assert run_job(job_id) == JobStatus.SUCCEEDED
+    with db.session() as s:
+        s.get(Job, job_id).deferred_at = utcnow() - timedelta(seconds=61)  # a stale mark on a finished job
+    assert orphans.resend_deferred(broker, defer_s=60) == []

@@ -380,10 +380,22 @@ def test_jobs_side_by_side_train_a_shared_step_once(farm_home, monkeypatch):
         assert s.scalars(select(StageLock)).all() == []  # every build lock let go
 
 
+def _running_elsewhere(job_id: int, owner: str = "elsewhere:1") -> None:
+    """The job runs on another host, alive while its heartbeat is fresh."""
+    from farm import db
+    from farm.db.models import Job, utcnow
+    from farm.db.status import JobStatus
+
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        job.status, job.worker, job.heartbeat_at, job.attempts = JobStatus.RUNNING, owner, utcnow(), 1
+
+
 def test_a_workers_job_goes_back_on_the_queue_while_another_builds_what_it_needs(farm_home):
-    """With `defer` (a Celery worker's delivery) a job that would wait for another live job's
-    artifact ends its attempt as queued, uncounted, saying whom it waits for, and leaves the
-    other's build lock alone; run again once the other let go, it trains and succeeds."""
+    """With `defer` (a Celery worker's delivery) a job that would wait for another running job's
+    artifact ends its attempt as queued, uncounted, saying whom it waits for and when it began to
+    (the workers' watch sends it again from then), and leaves the other's build lock alone; run
+    again once the other let go, it trains and succeeds."""
     from sqlalchemy import select
 
     from farm import db
@@ -397,6 +409,7 @@ def test_a_workers_job_goes_back_on_the_queue_while_another_builds_what_it_needs
         specs = [JobSpec(**TINY, sparsity=x, recipe="quick", subset=64, stages=("train", "prune")).resolve()
                  for x in (0.9, 0.5)]
         builder, waiter = (sub.job_id for sub in record(s, specs, status=JobStatus.QUEUED))
+    _running_elsewhere(builder)
     key = specs[1].stage_key("train")  # the dense model both jobs start from
     assert artifacts.acquire(key, job_id=builder, owner="elsewhere:1")  # the builder trains it now
     assert run_job(waiter, owner="here:1", defer=True) == JobStatus.QUEUED
@@ -404,11 +417,41 @@ def test_a_workers_job_goes_back_on_the_queue_while_another_builds_what_it_needs
         job = s.get(Job, waiter)
         assert (job.status, job.attempts, job.worker, job.message) == (
             JobStatus.QUEUED, 0, None, f"waiting for job {builder}")
+        assert job.deferred_at is not None
         assert [lock.key for lock in s.scalars(select(StageLock))] == [key]
     artifacts.release(key, "elsewhere:1")
     assert run_job(waiter, owner="here:1", defer=True) == JobStatus.SUCCEEDED
     with db.session() as s:
-        assert s.get(Job, waiter).attempts == 1 and s.get(Job, waiter).message is None
+        job = s.get(Job, waiter)
+        assert (job.attempts, job.message, job.deferred_at) == (1, None, None)
+
+
+def test_a_stepped_prune_defers_without_a_failed_stage_or_a_lock_left(farm_home):
+    """A 97% job whose 90% step another running job is training defers from inside its prune
+    stage: no prune row is left (not "failed: waiting for job N"), nor any lock of its own."""
+    from sqlalchemy import select
+
+    from farm import db
+    from farm.db.models import Job, Stage, StageLock
+    from farm.db.status import JobStatus
+    from farm.scheduler.submission import record
+    from farm.worker import artifacts
+    from farm.worker.runner import run_job
+
+    with db.session() as s:
+        specs = [JobSpec(**TINY, sparsity=x, recipe="quick", subset=64, stages=("train", "prune")).resolve()
+                 for x in (0.9, 0.97)]
+        builder, waiter = (sub.job_id for sub in record(s, specs, status=JobStatus.QUEUED))
+    _running_elsewhere(builder)
+    step = specs[1].stage_key("prune", specs[1].prune_steps[:1])  # the 90% step: the builder's prune
+    assert step == specs[0].stage_key("prune")
+    assert artifacts.acquire(step, job_id=builder, owner="elsewhere:1")
+    assert run_job(waiter, owner="here:1", defer=True) == JobStatus.QUEUED
+    with db.session() as s:
+        stages = {st.name: st.status for st in s.scalars(select(Stage).where(Stage.job_id == waiter))}
+        assert stages == {"train": "succeeded"}, stages  # it trained the dense model, then waited
+        assert [lock.key for lock in s.scalars(select(StageLock))] == [step]
+        assert s.get(Job, waiter).message == f"waiting for job {builder}"
 
 
 def _stage_of(job_id: int, name: str = "prune"):

@@ -15,11 +15,24 @@ sweep_app = typer.Typer(help="Sweeps: a YAML grid of jobs.", no_args_is_help=Tru
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output: table, json or csv")]
 
 
+COUNTS = ("pending", "scheduled", "queued", "running", "succeeded", "failed", "cancelled")
+# What a narrow terminal leaves out of `sweep status` (the CSV and JSON keep them): 13 columns in
+# 80 broke every header into syllables. Columns with nothing in any row go first (a count of 0
+# in every sweep, no --at, none cancelled), then these in order; id, name, jobs, succeeded and
+# failed stay: how far each sweep got.
+SWEEP_OPTIONAL = ("start_at", "cancel_requested", "scheduled", "priority", "pending", "queued", "cancelled",
+                  "running")
+
+
 def _summary_row(s) -> dict:
-    return {"sweep_id": s.sweep_id, "name": s.name, "jobs": s.jobs, **{
-        k: s.counts.get(k, 0) for k in ("pending", "scheduled", "queued", "running", "succeeded",
-                                        "failed", "cancelled")},
-        "priority": s.priority, "start_at": s.start_at, "cancel_requested": s.cancel_requested}
+    return {"sweep_id": s.sweep_id, "name": s.name, "jobs": s.jobs, **{k: s.counts.get(k, 0) for k in COUNTS},
+            "priority": s.priority, "start_at": s.start_at, "cancel_requested": s.cancel_requested}
+
+
+def _sweep_optional(rows: list[dict]) -> tuple[str, ...]:
+    """SWEEP_OPTIONAL with the columns that are 0, no or empty in every row first."""
+    idle = [c for c in SWEEP_OPTIONAL if not any(r[c] for r in rows)]
+    return tuple(idle + [c for c in SWEEP_OPTIONAL if c not in idle])
 
 
 @sweep_app.command("submit", cls=Command)
@@ -90,7 +103,8 @@ def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (defaul
 
     with db.session() as s:
         summaries = [db.queries.sweep_summary(s, sweep_id)] if sweep_id is not None else db.queries.sweeps(s)
-    render.rows([_summary_row(x) for x in summaries], fmt, title="sweeps")
+    rows = [_summary_row(x) for x in summaries]
+    render.rows(rows, fmt, title="sweeps", optional=_sweep_optional(rows))
 
 
 @sweep_app.command("resume", cls=Command)

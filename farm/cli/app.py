@@ -172,12 +172,12 @@ def status(
 ):
     """List jobs with their status, stage and progress."""
     from farm import db
-
+    from farm.cli import filters
     from farm.scheduler.control import with_liveness
 
-    status_ = _job_status(state) if state else None
+    status_ = filters.job_status(state) if state else None
     with db.session() as s:
-        rows = with_liveness(db.queries.jobs(s, job_ids=jobs or None, sweep=sweep, status=status_,
+        rows = with_liveness(db.queries.jobs(s, job_ids=jobs or None, sweep=filters.sweep(s, sweep), status=status_,
                                              limit=None if jobs else limit + 1))
     if not jobs and len(rows) > limit:  # one more was read to know whether to say so
         rows = rows[:limit]
@@ -187,16 +187,6 @@ def status(
         raise FarmError(f"no job {', '.join(map(str, missing))}")
     render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
                 title="jobs", optional=STATUS_OPTIONAL, clip=("message",))
-
-
-def _job_status(text: str):
-    from farm.db.status import JobStatus
-
-    try:
-        return JobStatus(text)
-    except ValueError:
-        raise FarmError(f"unknown status {text!r}; choose from "
-                        f"{', '.join(s.value for s in JobStatus)}") from None
 
 
 @app.command(cls=Command)
@@ -244,13 +234,14 @@ def results(
 ):
     """Finished jobs' metrics, filtered."""
     from farm import db
-    from farm.scheduler.spec import canonical_model
+    from farm.cli import filters
 
-    models = [canonical_model(m) for m in model] if model else None
+    where = {"model": filters.models(model), "dataset": filters.datasets(dataset),
+             "sparsity_min": filters.sparsity("--sparsity-min", sparsity_min),
+             "sparsity_max": filters.sparsity("--sparsity-max", sparsity_max),
+             "scheme": filters.schemes(scheme), "bits": filters.bits(bits)}
     with db.session() as s:
-        rows = db.queries.results(s, model=models, dataset=dataset or None, sparsity_min=sparsity_min,
-                                  sparsity_max=sparsity_max, scheme=scheme or None, bits=bits or None,
-                                  sweep=sweep)
+        rows = db.queries.results(s, sweep=filters.sweep(s, sweep), **where)
     # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).
     render.rows(rows, fmt, columns=RESULT_COLUMNS if fmt == Format.table else db.queries.ResultRow.columns(),
                 title="results", optional=_result_optional(rows), order=RESULT_ORDER)

@@ -1,0 +1,68 @@
+"""Listing filters checked before the query: a value no job can have is an error that names the
+choices, as `farm status --status bogus` is. `farm results --scheme bogus` printed "nothing to
+show" and exit 0, which reads as "no such job yet". A valid value with no rows is not an error.
+"""
+
+from __future__ import annotations
+
+from farm.errors import FarmError
+
+
+def job_status(text: str):
+    from farm.db.status import JobStatus
+
+    try:
+        return JobStatus(text)
+    except ValueError:
+        raise FarmError(f"unknown status {text!r}; choose from "
+                        f"{', '.join(s.value for s in JobStatus)}") from None
+
+
+def models(names: list[str] | None) -> list[str] | None:
+    """Canonical names (`resnet` finds resnet20's jobs); an unknown one fails with the choices."""
+    from farm.scheduler.spec import canonical_model
+
+    return [canonical_model(n) for n in names] if names else None
+
+
+def datasets(names: list[str] | None) -> list[str] | None:
+    from farm.scheduler.spec import canonical_dataset
+
+    return [canonical_dataset(n) for n in names] if names else None
+
+
+def schemes(names: list[str] | None) -> list[str] | None:
+    from farm.scheduler.spec import SCHEMES
+
+    for name in names or ():
+        if name not in SCHEMES:
+            raise FarmError(f"unknown scheme {name!r}; choose from {', '.join(SCHEMES)}")
+    return names or None
+
+
+def bits(values: list[int] | None) -> list[int] | None:
+    """The widths a job can store: each float scheme's, and the quantized schemes' codes."""
+    from farm.scheduler.spec import FLOAT_BITS, QUANT_BITS
+
+    floats = " or ".join(f"{b} ({s})" for b, s in sorted((b, s) for s, b in FLOAT_BITS.items()))
+    for value in values or ():
+        if value not in QUANT_BITS and value not in FLOAT_BITS.values():
+            raise FarmError(f"no job has {value} bits; choose from {QUANT_BITS.start} to {QUANT_BITS.stop - 1} "
+                            f"(linear, log, kmeans), {floats}")
+    return values or None
+
+
+def sparsity(option: str, value: float | None) -> float | None:
+    """A fraction: `--sparsity-min 90` (meant as a percentage) matched nothing, silently."""
+    if value is not None and not 0 <= value <= 1:
+        raise FarmError(f"{option} takes a fraction from 0 to 1 (0.9 for 90%), got {value:g}")
+    return value
+
+
+def sweep(session, sweep_id: int | None) -> int | None:
+    """An unknown sweep is "no sweep N", as in `farm sweep status N`."""
+    if sweep_id is not None:
+        from farm.db.queries import get_sweep
+
+        get_sweep(session, sweep_id)
+    return sweep_id

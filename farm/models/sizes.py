@@ -40,4 +40,14 @@ def too_small(model: str, dataset: str) -> str | None:
     if min(height, width) >= need:
         return None
     return (f"model {model} needs images of at least {need}x{need} pixels, but {dataset}'s are "
-            f"{height}x{width}; models made for small images: resnet20, resnet56, vgg16, resnet18")
+            f"{height}x{width}; models made for small images: {', '.join(small_models(dataset))}")
+
+
+def small_models(dataset: str) -> list[str]:
+    """farm's own models (built for small images) that take `dataset`'s, in names.OWN_MODELS's
+    order; read from there so a model added to farm is named too. Aliases (resnet, vgg) are left
+    out: the hint names models as the error does, by their canonical names."""
+    from farm.models.names import OWN_MODELS
+
+    side = min(IMAGE_SIZES[dataset])
+    return [m for m in OWN_MODELS if MIN_SIDES.get(m, 1) <= side]

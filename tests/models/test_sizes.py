@@ -57,3 +57,15 @@ def test_a_model_too_large_for_the_images_is_refused_with_both_sizes():
                                             ("tiny", "synthetic"), ("swin_t", "synthetic")])
 def test_models_that_fit_the_images_pass(model, dataset):
     assert JobSpec(model=model, dataset=dataset).resolve().model == model
+
+
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "synthetic"])
+def test_the_hint_names_every_own_model_that_takes_the_images_in_a_stable_order(dataset):
+    """It named four of them (resnet20, resnet56, vgg16, resnet18): resnet32, vgg11 and tiny were missing."""
+    with pytest.raises(InvalidSpec) as e:
+        JobSpec(model="inception_v3", dataset=dataset).resolve()
+    hint = str(e.value).split("models made for small images: ")[1]
+    assert hint == ", ".join(names.OWN_MODELS)  # every one of them fits 16 px and more
+    assert hint == "resnet18, resnet20, resnet32, resnet50, resnet56, tiny, vgg11, vgg16"
+    for name in hint.split(", "):
+        assert JobSpec(model=name, dataset=dataset).resolve().model == name

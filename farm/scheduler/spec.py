@@ -18,6 +18,10 @@ from typing import Any
 from farm.errors import InvalidSpec, UnknownDataset, UnknownModel
 
 SPEC_VERSION = 1  # bump when the meaning of a field changes: old hashes then stop matching
+# Fields that are no option of `farm submit`: the pipeline's stages (a prefix, or the benchmark's
+# and tests' noop/stall), the repeat number --force picks and the format's version. A stored spec
+# carries them, so from_dict takes them, but an error's list of known fields does not offer them.
+INTERNAL_FIELDS = ("stages", "run", "version")
 
 PIPELINE = ("train", "prune", "quantize", "benchmark")
 NOOP = ("noop",)  # the queue-overhead benchmark's job: the whole farm path, no work
@@ -113,7 +117,8 @@ class JobSpec:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise InvalidSpec(f"unknown job field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+            offered = sorted(known - set(INTERNAL_FIELDS))
+            raise InvalidSpec(f"unknown job field(s) {', '.join(unknown)}; known: {', '.join(offered)}")
         return cls(**data).resolve()
 
     def resolve(self) -> JobSpec:

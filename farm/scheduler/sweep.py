@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "grid", "fixed"}
 LIST_FIELDS = ("batches", "stages")  # each value is itself a list: a list of lists is the axis
 MAX_JOBS = 100_000  # a grid this big is almost surely a typo
+# Options of the submit commands put in a file, as docs/USAGE.md warns: what to do instead
+NOT_JOB_FIELDS = {
+    "priority": "pass --priority to farm sweep submit (0..9, higher runs first)",
+    "force": "a sweep reuses the jobs that already ran; farm submit --force runs one of them again",
+}
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
         raise InvalidSpec(f"{where}: `grid` and `fixed` must be mappings of job fields to values")
     if not grid:
         raise InvalidSpec(f"{where}: `grid` is empty; give at least one field, e.g. sparsity: [0.5, 0.9]")
+    _refuse_options(grid, fixed, where)
     if both := sorted(set(grid) & set(fixed)):  # one would silently override the other
         raise InvalidSpec(f"{where}: {', '.join(both)} in both `grid` and `fixed`; give each field once")
     title = doc.get("name")
@@ -102,6 +108,15 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
         raise InvalidSpec(f"{where}: `name` must be a plain name, not {type(title).__name__} {title!r}")
     specs = expand(grid, fixed, where)
     return SweepPlan(str(title or name), source, {"grid": grid, "fixed": fixed}, specs)
+
+
+def _refuse_options(grid: dict[str, Any], fixed: dict[str, Any], where: str) -> None:
+    """Said before the jobs are expanded: "unknown job field(s) priority" listed every field but
+    did not say where priority goes."""
+    for section, fields in (("grid", grid), ("fixed", fixed)):
+        if options := [k for k in NOT_JOB_FIELDS if k in fields]:
+            raise InvalidSpec(f"{where}: `{section}` has {options[0]}, which is not a job field: "
+                              f"{NOT_JOB_FIELDS[options[0]]}")
 
 
 def _axis(key: str, value: Any, where: str) -> list[Any]:

@@ -67,3 +67,31 @@ def test_scalar_batches_is_one_batch_size():
 def test_batches_as_comma_text_is_named_whole():
     with pytest.raises(InvalidSpec, match=r"batches must be whole numbers, e.g. \[1, 32\], got \['1,32'\]"):
         sweep.parse("grid:\n  sparsity: [0.5]\nfixed:\n  model: tiny\n  batches: 1,32\n")
+
+
+@pytest.mark.parametrize("text, words", [
+    ("grid:\n  sparsity: [0.5]\nfixed:\n  model: tiny\n  priority: 5\n",
+     "s.yaml: `fixed` has priority, which is not a job field: pass --priority to farm sweep submit"),
+    ("grid:\n  sparsity: [0.5]\n  priority: [1, 2]\n", "`grid` has priority, which is not a job field"),
+    ("grid:\n  sparsity: [0.5]\nfixed:\n  force: true\n",
+     "`fixed` has force, which is not a job field: a sweep reuses the jobs that already ran"),
+])
+def test_a_submit_option_in_the_file_says_where_it_goes(text, words):
+    """It was "unknown job field(s) priority; known: ..., run, stages, version"."""
+    with pytest.raises(InvalidSpec) as info:
+        sweep.parse(text, where="s.yaml")
+    assert words in str(info.value) and "known:" not in str(info.value)
+
+
+def test_an_unknown_field_is_not_offered_the_internal_ones():
+    with pytest.raises(InvalidSpec) as info:
+        sweep.parse("grid:\n  sparsty: [0.5]\n", where="s.yaml")
+    known = str(info.value).split("known: ")[1].split(", ")
+    assert {"model", "sparsity", "seed", "batches", "max_drop"} <= set(known)
+    assert not {"run", "stages", "version"} & set(known), known
+
+
+def test_internal_fields_are_still_taken_from_a_file():
+    """Not offered, but a stored grid or a benchmark's file may carry them (bench/multi_gpu.py)."""
+    plan = sweep.parse("grid:\n  sparsity: [0.5]\nfixed:\n  model: tiny\n  stages: [train]\n  run: 1\n")
+    assert [(s.stages, s.run) for s in plan.specs] == [(("train",), 1)]

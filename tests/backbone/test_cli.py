@@ -183,3 +183,16 @@ def test_every_command_has_help():
             walk(sub, [*path, name])
 
     walk(get_command(app), [])
+
+
+def test_embedded_sweep_summary_says_run_here_not_sent(farm_env, tmp_path, farm_cli):
+    """Without a broker nothing is sent: the summary under "2 run here" had a column `sent 2`."""
+    path = tmp_path / "here.yaml"
+    path.write_text("grid:\n  sparsity: [0.5, 0.6]\nfixed:\n  model: tiny\n  dataset: synthetic\n  device: cpu\n"
+                    "  recipe: quick\n  subset: 64\n  epochs: 1\n  retrain_epochs: 1\n")
+    submitted = farm_cli(["sweep", "submit", str(path)], farm_env)
+    assert submitted.returncode == 0, submitted.stderr
+    assert "2 run here" in submitted.stderr and "run here" in submitted.stdout, submitted.stdout
+    assert "sent" not in submitted.stdout
+    again = farm_cli(["sweep", "resume", "1", "--format", "json"], farm_env)
+    assert again.returncode == 0 and json.loads(again.stdout) == [{"sweep_id": 1, "jobs": 2, "new": 0, "run_here": 0}]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from farm.kernels import runtime
-from farm.kernels.csrmma.family import ROWS, _a_fragments
+from farm.kernels.csrmma.family import ROWS, StreamedPlan, _a_fragments, a_tile, fp16_io_ok
 from farm.kernels.cuda_source import read_source
 
 SOURCE = Path(__file__).with_name("csrldm.cu")
@@ -192,14 +192,7 @@ def emulate(t: LdmTables, x: np.ndarray, cfg: LdmConfig, k: int, kh: int, kw: in
     for gi in range(t.groups):
         for ch in range(t.chunks):
             for ks in t.steps(ch, gi, gi + 1):
-                a, b = np.zeros((ROWS, 16)), np.zeros((16, oh * ow))
-                for lane in range(32):
-                    g, tt = divmod(lane, 4)
-                    regs = t.afrag[ks, lane]
-                    for i, (row, col) in enumerate(((g, 2 * tt), (g + 8, 2 * tt), (g, 2 * tt + 8),
-                                                    (g + 8, 2 * tt + 8))):
-                        a[row, col] = np.uint16(regs[i] & 0xFFFF).view(np.float16)
-                        a[row, col + 1] = np.uint16(regs[i] >> 16).view(np.float16)
+                a, b = a_tile(t.afrag[ks]), np.zeros((16, oh * ow))
                 for j in range(16):
                     slot = int(t.cols[ks, j]) // 16
                     cl, rest = divmod(slot, kw * rp)
@@ -210,7 +203,7 @@ def emulate(t: LdmTables, x: np.ndarray, cfg: LdmConfig, k: int, kh: int, kw: in
     return out[:k].reshape(k, oh, ow)
 
 
-class LdmPlan:
+class LdmPlan(StreamedPlan):
     """One stride-1 layer at one input shape: call it to run csrldm."""
 
     def __init__(self, dense: np.ndarray, scale: torch.Tensor, shape, padding, cfg: LdmConfig, device):
@@ -248,13 +241,9 @@ class LdmPlan:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
         n, c, h, w = self.shape
         out = (n, self.k, *self.out_hw)
-        # the kernel reads raw pointers: a wrong tensor would be read wrongly, not refused
-        if (x.dtype != torch.float16 or tuple(x.shape) != self.shape or not x.is_contiguous() or not x.is_cuda
+        if (not fp16_io_ok(x, y, residual, self.shape, out)
                 or x.data_ptr() % 16  # the staging's vector loads assume aligned rows
-                or y.dtype != torch.float16 or tuple(y.shape) != out or not y.is_contiguous()
-                or bias.dtype != torch.float32 or bias.numel() != self.k or not bias.is_cuda
-                or (residual is not None and (tuple(residual.shape) != out or residual.dtype != torch.float16
-                                              or not residual.is_contiguous()))):
+                or bias.dtype != torch.float32 or bias.numel() != self.k or not bias.is_cuda):
             raise ValueError(f"csrldm takes contiguous, aligned fp16 CUDA tensors, x {self.shape} and y {out}, "
                              f"and {self.k} fp32 biases")
         self.fn.prepared_async_call(
@@ -263,14 +252,4 @@ class LdmPlan:
             self.afrag.data_ptr(), self.cols.data_ptr(), self.kstart.data_ptr(),
             c, self.k, h, w, self.out_hw[0], self.chunks, self.groups, int(relu),
             shared_size=self.smem)
-        return y
-
-    def run(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
-        """As SparseConv2d.run: on our stream, ordered after the caller's stream and back."""
-        ours, cur = runtime.stream(), torch.cuda.current_stream()
-        if cur.cuda_stream != ours.cuda_stream:
-            ours.wait_stream(cur)
-        self(x, y, bias, residual, relu)
-        if cur.cuda_stream != ours.cuda_stream:
-            cur.wait_stream(ours)
         return y

@@ -143,6 +143,39 @@ def _a_fragments(a: np.ndarray) -> np.ndarray:
     return _halves(a[:, _A_ROW, _A_COL], a[:, _A_ROW, _A_COL + 1])
 
 
+def a_tile(regs: np.ndarray) -> np.ndarray:
+    """One k-step's A (16 rows x 16 columns, float64) back from its 32 lanes' registers (32, 4),
+    as mma.m16n8k16 reads them: the inverse of _a_fragments, for the emulators."""
+    a = np.zeros((ROWS, 16))
+    halves = regs.astype(np.uint32)
+    lo = (halves & 0xFFFF).astype(np.uint16).view(np.float16)
+    hi = (halves >> 16).astype(np.uint16).view(np.float16)
+    a[_A_ROW, _A_COL], a[_A_ROW, _A_COL + 1] = lo, hi
+    return a
+
+
+def fp16_io_ok(x: torch.Tensor, y: torch.Tensor, residual, shape, out) -> bool:
+    """The tensors a tensor-core probe's kernel reads by raw pointer are what it expects: a wrong
+    one would be read wrongly, not refused."""
+    return not (x.dtype != torch.float16 or tuple(x.shape) != tuple(shape) or not x.is_contiguous() or not x.is_cuda
+                or y.dtype != torch.float16 or tuple(y.shape) != tuple(out) or not y.is_contiguous()
+                or (residual is not None and (tuple(residual.shape) != tuple(out) or residual.dtype != torch.float16
+                                              or not residual.is_contiguous())))
+
+
+class StreamedPlan:
+    """`run` as SparseConv2d.run: on our stream, ordered after the caller's stream and back."""
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
+        ours, cur = runtime.stream(), torch.cuda.current_stream()
+        if cur.cuda_stream != ours.cuda_stream:
+            ours.wait_stream(cur)
+        self(x, y, bias, residual, relu)
+        if cur.cuda_stream != ours.cuda_stream:
+            cur.wait_stream(ours)
+        return y
+
+
 def emulate(t: MmaTables, x: np.ndarray, cfg: MmaConfig, k: int, kh: int, kw: int,
             padding: tuple[int, int]) -> np.ndarray:
     """x: one image (C, H, W); the (K, OH, OW) the kernel's fragments compute (no epilogue), in
@@ -159,14 +192,9 @@ def emulate(t: MmaTables, x: np.ndarray, cfg: MmaConfig, k: int, kh: int, kw: in
     for gi in range(groups):
         for ch in range(chunks):
             for ks in range(t.kstart[gi, ch], t.kstart[gi, ch + 1]):
-                a, b = np.zeros((ROWS, 16)), np.zeros((16, oh * ow))
+                a, b = a_tile(t.afrag[ks]), np.zeros((16, oh * ow))
                 for lane in range(32):
-                    g, tt = divmod(lane, 4)
-                    regs = t.afrag[ks, lane]
-                    for r, (row, col) in enumerate(((g, 2 * tt), (g + 8, 2 * tt), (g, 2 * tt + 8),
-                                                    (g + 8, 2 * tt + 8))):
-                        a[row, col] = np.uint16(regs[r] & 0xFFFF).view(np.float16)
-                        a[row, col + 1] = np.uint16(regs[r] >> 16).view(np.float16)
+                    tt = lane % 4
                     for j, off in zip((2 * tt, 2 * tt + 1, 2 * tt + 8, 2 * tt + 9), t.cols[ks, tt]):
                         cl, rem = divmod(int(off), cs)
                         r_, s_ = divmod(rem, rw)
@@ -175,7 +203,7 @@ def emulate(t: MmaTables, x: np.ndarray, cfg: MmaConfig, k: int, kh: int, kw: in
     return out[:k].reshape(k, oh, ow)
 
 
-class MmaPlan:
+class MmaPlan(StreamedPlan):
     """One stride-1 layer at one input shape: call it to run csrmma."""
 
     def __init__(self, dense: np.ndarray, scale: torch.Tensor, shape, padding, cfg: MmaConfig, device):
@@ -205,25 +233,11 @@ class MmaPlan:
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
         n, c, h, w = self.shape
         out = (n, self.k, *self.out_hw)
-        # the kernel reads raw pointers: a wrong tensor would be read wrongly, not refused
-        if (x.dtype != torch.float16 or tuple(x.shape) != self.shape or not x.is_contiguous() or not x.is_cuda
-                or y.dtype != torch.float16 or tuple(y.shape) != out or not y.is_contiguous()
-                or (residual is not None and (tuple(residual.shape) != out or residual.dtype != torch.float16
-                                              or not residual.is_contiguous()))):
+        if not fp16_io_ok(x, y, residual, self.shape, out):
             raise ValueError(f"csrmma takes contiguous fp16 CUDA tensors, x {self.shape} and y {out}")
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), self.scale.data_ptr(), bias.data_ptr(),
             self.afrag.data_ptr(), self.cols.data_ptr(), self.kstart.data_ptr(),
             c, self.k, h, w, *self.out_hw, *self.padding, self.chunks, self.groups, int(relu))
-        return y
-
-    def run(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
-        """As SparseConv2d.run: on our stream, ordered after the caller's stream and back."""
-        ours, cur = runtime.stream(), torch.cuda.current_stream()
-        if cur.cuda_stream != ours.cuda_stream:
-            ours.wait_stream(cur)
-        self(x, y, bias, residual, relu)
-        if cur.cuda_stream != ours.cuda_stream:
-            cur.wait_stream(ours)
         return y

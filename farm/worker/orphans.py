@@ -81,26 +81,33 @@ def _undo(job_id: int, task_id: str) -> None:
             job.status = JobStatus.RUNNING
 
 
-def adopt(app) -> list[int]:
-    """Queue every orphan again on its own device's queue; returns their ids."""
+def _send(app, job_id: int, take, undo=None) -> bool:
+    """Send the job under a new task id once `take(task id)` has given its (queue, priority);
+    whether it went. A failed send is logged (and `undo(task id)` called): a later scan tries again."""
     from farm.worker.celery_app import TASK_RUN_JOB, celery_priority, task_id
 
+    tid = task_id(job_id)
+    where = take(tid)
+    if where is None:
+        return False
+    queue, priority = where
+    try:
+        app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, task_id=tid, priority=celery_priority(priority))
+    except Exception:
+        log.exception("job %s: could not send it again; a later scan tries again", job_id)
+        if undo is not None:
+            undo(tid)
+        return False
+    return True
+
+
+def adopt(app) -> list[int]:
+    """Queue every orphan again on its own device's queue; returns their ids."""
     sent = []
     for job_id, owner in orphans():
-        tid = task_id(job_id)
-        where = requeue(job_id, owner, tid)
-        if where is None:
-            continue
-        queue, priority = where
-        try:
-            app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, task_id=tid,
-                          priority=celery_priority(priority))
-        except Exception:
-            log.exception("job %s: could not send it again; the next scan tries again", job_id)
-            _undo(job_id, tid)
-            continue
-        log.warning("job %s: its worker %s is gone; sent again", job_id, owner)
-        sent.append(job_id)
+        if _send(app, job_id, lambda tid: requeue(job_id, owner, tid), lambda tid: _undo(job_id, tid)):
+            log.warning("job %s: its worker %s is gone; sent again", job_id, owner)
+            sent.append(job_id)
     return sent
 
 
@@ -126,24 +133,14 @@ def take_due(job_id: int, defer_s: float, task_id: str) -> tuple[str, int] | Non
 
 
 def resend_deferred(app, defer_s: float | None = None) -> list[int]:
-    """Send again every deferred job that has waited `defer_s` (settings.defer_s); their ids."""
-    from farm.worker.celery_app import TASK_RUN_JOB, celery_priority, task_id
-
+    """Send again every deferred job that has waited `defer_s` (settings.defer_s); their ids. A
+    send that fails leaves the job deferred, from now: the round after next tries again."""
     defer_s = settings.load().defer_s if defer_s is None else defer_s
     sent = []
     for job_id in due(defer_s):
-        tid = task_id(job_id)
-        where = take_due(job_id, defer_s, tid)
-        if where is None:
-            continue
-        queue, priority = where
-        try:
-            app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, task_id=tid, priority=celery_priority(priority))
-        except Exception:  # still deferred: the round after next sends it
-            log.exception("job %s: could not send it again after its wait; a later round tries again", job_id)
-            continue
-        log.info("job %s: sent again after waiting for another job's artifact", job_id)
-        sent.append(job_id)
+        if _send(app, job_id, lambda tid: take_due(job_id, defer_s, tid)):
+            log.info("job %s: sent again after waiting for another job's artifact", job_id)
+            sent.append(job_id)
     return sent
 
 

@@ -81,8 +81,8 @@ def remove_workdirs(job_id: int, pid: int) -> None:
 def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None = None,
             defer: bool = False) -> JobStatus:
     """Run the job if this delivery should; returns the job's status afterwards. With `defer` (a
-    worker's delivery), a job that would wait for another live job's artifact goes back on the
-    queue instead (status QUEUED: the caller sends it again later)."""
+    worker's delivery), a job that would wait for another running job's artifact goes back on the
+    queue instead (status QUEUED; the workers' watch sends it again, farm.worker.orphans)."""
     with HeldSignals() as held:  # Ctrl-C waits, except while the stages run (held.py)
         claim = lifecycle.claim(job_id, owner or lifecycle.owner_id())
         if isinstance(claim, str):

@@ -60,7 +60,7 @@ def submit(file: Annotated[Path, typer.Argument(help="sweep YAML file", metavar=
     err.print(f"sweep {result.sweep_id} ({plan.name}){again}: {jobs}, {result.new} new, "
               f"{result.sent} {'run here' if embedded else 'sent'}{when}")
     render.rows([{"sweep_id": result.sweep_id, "jobs": result.jobs, "new": result.new,
-                  _handed_on(embedded): result.sent, "start_at": result.start_at}], fmt)
+                  _handed_on(embedded, fmt): result.sent, "start_at": result.start_at}], fmt)
     if embedded:
         _how_they_ended(result.sweep_id, log)
 
@@ -76,10 +76,11 @@ def _here_or_sent(call, embedded: bool):
         return call(progress), progress.log_path
 
 
-def _handed_on(embedded: bool) -> str:
-    """The summary's column for the jobs `sent` counts: without a broker nothing is sent, they
-    ran in this process (a `sent 4` under the line "4 run here" read as if they went elsewhere)."""
-    return "run_here" if embedded else "sent"
+def _handed_on(embedded: bool, fmt: Format) -> str:
+    """The summary table's column for the jobs `sent` counts: without a broker nothing is sent,
+    they ran in this process (a `sent 4` under the line "4 run here" read as if they went
+    elsewhere). JSON and CSV keep the key `sent` either way, so a script reads one name."""
+    return "run_here" if embedded and fmt == Format.table else "sent"
 
 
 def _how_they_ended(sweep_id: int, log) -> None:
@@ -126,7 +127,7 @@ def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id", metavar="SWE
     jobs = f"{result.jobs} job{'s' * (result.jobs != 1)}"
     again = "run again here" if embedded else "sent again"
     err.print(f"sweep {sweep_id}: {result.sent} of {jobs} {again} ({result.new} were missing)")
-    render.rows([{"sweep_id": sweep_id, "jobs": result.jobs, "new": result.new, _handed_on(embedded): result.sent}],
+    render.rows([{"sweep_id": sweep_id, "jobs": result.jobs, "new": result.new, _handed_on(embedded, fmt): result.sent}],
                 fmt)
     if embedded:
         _how_they_ended(sweep_id, log)

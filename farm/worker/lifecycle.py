@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from farm.db.models import Job, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
+from farm.errors import InvalidSpec
 from farm.scheduler.spec import JobSpec
 from farm.worker import artifacts
 from farm.worker.owners import owner_alive, owner_id  # noqa: F401 - owner_id is part of this API
@@ -53,10 +54,15 @@ def claim(job_id: int, owner: str) -> Claim | str:
             _close_stages(s, job.id, JobStatus.FAILED, "its worker died")  # else "running" for ever
             job.stage = None
             return f"job {job_id} ran out of attempts"
+        try:
+            spec = JobSpec.from_dict(job.spec)
+        except InvalidSpec as e:  # stored before a check it fails was added: else queued for good
+            _close(job, JobStatus.FAILED, f"cannot run: {e}")
+            return f"job {job_id} cannot run: {e}"
         job.attempts += 1
         job.status, job.worker, job.message, job.deferred_at = JobStatus.RUNNING, owner, None, None
         job.started_at = job.heartbeat_at = utcnow()
-        return Claim(job.id, JobSpec.from_dict(job.spec), owner, job.attempts)
+        return Claim(job.id, spec, owner, job.attempts)
 
 
 def _close(job: Job, status: JobStatus, message: str | None) -> None:

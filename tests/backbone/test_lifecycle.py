@@ -278,3 +278,16 @@ def test_deferred_jobs_are_sent_again_once_after_their_wait(farm_home):
     with db.session() as s:
         s.get(Job, job_id).deferred_at = utcnow() - timedelta(seconds=61)  # a stale mark on a finished job
     assert orphans.resend_deferred(broker, defer_s=60) == []
+
+
+def test_a_stored_spec_that_no_longer_validates_fails_the_job_in_one_line(farm_home):
+    """A job queued before a check it fails was added (inception_v3 on 16 px images, refused at
+    submit since): its delivery raised in the claim, Celery dropped it, and the job stayed queued
+    with no message for good."""
+    job_id = _job(43)
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        job.spec = {**job.spec, "model": "inception_v3"}
+    assert run_job(job_id) == JobStatus.FAILED
+    job = _get(job_id)
+    assert job.attempts == 0 and job.message.startswith("cannot run: model inception_v3 needs images")

@@ -102,7 +102,8 @@ _watch = []
 
 @worker_ready.connect
 def _watch_orphans(sender=None, **_):
-    # Jobs of workers that died whole are sent again now and every minute (farm.worker.orphans).
+    # Jobs of workers that died whole, and deferred jobs that waited defer_s, are sent again now
+    # and every minute, or every defer_s if that is shorter (farm.worker.orphans).
     from farm.worker.orphans import Watch
 
     _watch.append(Watch(sender.app).start())

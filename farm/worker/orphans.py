@@ -3,7 +3,8 @@
 Celery redelivers a job whose pool child dies at once, but when the worker's main process dies
 too, the job's message stays unacknowledged in Redis until the visibility timeout: hours (the
 job time limit plus one). Meanwhile the job reads RUNNING under a process that is gone. So every
-worker, when it starts and then once a minute, looks for such jobs and queues them again; the
+worker, when it starts and then once a minute (or every defer_s, if shorter), looks for such jobs
+and queues them again; the
 claim then counts the attempt (max_attempts still bounds a job that kills its workers), and a
 late redelivery of the old message finds the job taken or finished and does nothing.
 

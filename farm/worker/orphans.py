@@ -4,9 +4,9 @@ Celery redelivers a job whose pool child dies at once, but when the worker's mai
 too, the job's message stays unacknowledged in Redis until the visibility timeout: hours (the
 job time limit plus one). Meanwhile the job reads RUNNING under a process that is gone. So every
 worker, when it starts and then once a minute (or every defer_s, if shorter), looks for such jobs
-and queues them again; the
-claim then counts the attempt (max_attempts still bounds a job that kills its workers), and a
-late redelivery of the old message finds the job taken or finished and does nothing.
+and queues them again; the claim then counts the attempt (max_attempts still bounds a job that
+kills its workers), and a late redelivery of the old message finds the job taken or finished and
+does nothing.
 
 The same watch sends again the jobs that a worker put back on the queue to wait for another job's
 artifact (`lifecycle.defer`), once they have waited `defer_s`: from the database, so any idle worker

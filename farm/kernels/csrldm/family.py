@@ -104,9 +104,9 @@ class LdmTables:
     groups: int
     chunks: int
 
-    def steps(self, ch: int, g0: int, g1: int) -> range:
-        """The k-steps of groups g0 .. g1 - 1 over chunk ch: one stretch of the tables."""
-        return range(self.kstart[ch * self.groups + g0], self.kstart[ch * self.groups + min(g1, self.groups)])
+    def steps(self, ch: int, g: int) -> range:
+        """The k-steps of group g over chunk ch."""
+        return range(self.kstart[ch * self.groups + g], self.kstart[ch * self.groups + g + 1])
 
     @property
     def share(self) -> float:
@@ -191,7 +191,7 @@ def emulate(t: LdmTables, x: np.ndarray, cfg: LdmConfig, k: int, kh: int, kw: in
     out = np.zeros((t.groups * ROWS, oh * ow))
     for gi in range(t.groups):
         for ch in range(t.chunks):
-            for ks in t.steps(ch, gi, gi + 1):
+            for ks in t.steps(ch, gi):
                 a, b = a_tile(t.afrag[ks]), np.zeros((16, oh * ow))
                 for j in range(16):
                     slot = int(t.cols[ks, j]) // 16

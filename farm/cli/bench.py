@@ -36,12 +36,31 @@ class DType(str, Enum):
     fp16 = "fp16"
 
 
-def _input(text: str) -> tuple[int, int, int]:
+def _input(text: str, model: str) -> tuple[int, int, int]:
+    """--input as (C, H, W), checked here so a bad one is one line before any GPU work (torch's
+    word for an image too small for the model came after minutes of tuning)."""
+    from farm.models.sizes import too_small_input
+    from farm.scheduler.spec import canonical_model
+
     try:
         c, h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise InvalidSpec(f"--input must be CxHxW such as 3x224x224, got {text!r}") from None
+    if min(c, h, w) < 1:
+        raise InvalidSpec(f"--input must be positive sizes such as 3x224x224, got {text!r}")
+    if why := too_small_input(canonical_model(model), h, w, "--input is"):
+        raise InvalidSpec(why)
     return c, h, w
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        sizes = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise InvalidSpec(f"--batches must be batch sizes such as 1,32, got {text!r}")
+    return sizes
 
 
 def _pruned_model(name: str, sparsity: float, c: int, h: int, num_classes: int):
@@ -70,11 +89,8 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
     canonical_model(model)  # an unknown model is one line, on any machine
     if not 0.0 <= sparsity < 1.0:
         raise InvalidSpec(f"sparsity must be in [0, 1), got {sparsity}")
-    c, h, w = _input(input)
-    try:
-        sizes = [int(b) for b in batches.split(",") if b.strip()]
-    except ValueError:
-        raise InvalidSpec(f"--batches must be batch sizes such as 1,32, got {batches!r}") from None
+    c, h, w = _input(input, model)
+    sizes = _batches(batches)
     import torch
 
     from farm.kernels import benchmark_layers, benchmark_model

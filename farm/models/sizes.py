@@ -36,11 +36,18 @@ MIN_SIDES = {
 
 def too_small(model: str, dataset: str) -> str | None:
     """Why `dataset`'s images are too small for `model` (canonical names), or None if they fit."""
-    need, (height, width) = MIN_SIDES.get(model, 1), IMAGE_SIZES[dataset]
+    height, width = IMAGE_SIZES[dataset]
+    if why := too_small_input(model, height, width, f"{dataset}'s are"):
+        return f"{why}; models made for small images: {', '.join(small_models(dataset))}"
+    return None
+
+
+def too_small_input(model: str, height: int, width: int, whose: str = "the input is") -> str | None:
+    """Why images of height x width are too small for `model` (a canonical name), or None."""
+    need = MIN_SIDES.get(model, 1)
     if min(height, width) >= need:
         return None
-    return (f"model {model} needs images of at least {need}x{need} pixels, but {dataset}'s are "
-            f"{height}x{width}; models made for small images: {', '.join(small_models(dataset))}")
+    return f"model {model} needs images of at least {need}x{need} pixels, but {whose} {height}x{width}"
 
 
 def small_models(dataset: str) -> list[str]:

@@ -20,6 +20,11 @@ def _run(*args):
     (["resnet20", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
     (["resnet20", "--input", "3x2"], "--input must be CxHxW"),
     (["resnet20", "--batches", "1,x"], "--batches must be batch sizes"),
+    (["resnet20", "--batches", "0"], "--batches must be batch sizes"),
+    (["resnet20", "--batches", ","], "--batches must be batch sizes"),
+    (["resnet20", "--input", "3x0x32"], "--input must be positive sizes"),
+    (["inception_v3", "--input", "3x32x32"], "model inception_v3 needs images of at least 75x75 pixels, "
+                                             "but --input is 32x32"),
 ])
 def test_bad_input_is_one_line(args, message):
     r = _run(*args)

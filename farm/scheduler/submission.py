@@ -90,6 +90,10 @@ def _resubmit(job: Job, embedded: bool) -> tuple[bool, bool]:
         return True, True  # run it again from scratch
     if job.status == JobStatus.PENDING:
         return True, True  # never handed over (a submit that died between insert and publish)
+    if embedded and job.status == JobStatus.QUEUED and job.deferred_at is not None:
+        # Deferred by a worker, for the workers' watch to send again; here no watch runs (the
+        # farm may be gone), so it runs here, and if a worker takes it too, the claim runs it once.
+        return True, False
     if job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED) and job.task_id is None and _unpublished(job):
         # Committed as queued (or scheduled), then the submitting process died before publishing:
         # no message exists. Sent again (a scheduled one keeps its start time: keep_start_times);

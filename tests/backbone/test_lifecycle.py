@@ -280,6 +280,21 @@ def test_deferred_jobs_are_sent_again_once_after_their_wait(farm_home):
     assert orphans.resend_deferred(broker, defer_s=60) == []
 
 
+def test_a_deferred_job_submitted_again_here_runs_here(farm_home):
+    """Without a broker no watch sends a deferred job again (its workers may be gone for good):
+    submitting it here, alone or by its sweep's resume, runs it here, once."""
+    from farm.scheduler.submission import submit
+    from farm.worker import lifecycle
+
+    job_id = _job(44)
+    lifecycle.defer(lifecycle.claim(job_id, owners.owner_id()), "waiting for job 7")
+    sub = submit(JobSpec(**NOOP, seed=44))
+    assert (sub.job_id, sub.status) == (job_id, JobStatus.SUCCEEDED)
+    job = _get(job_id)
+    assert (job.attempts, job.deferred_at) == (1, None)
+    assert submit(JobSpec(**NOOP, seed=44)).status == JobStatus.SUCCEEDED and _get(job_id).attempts == 1
+
+
 def test_a_stored_spec_that_no_longer_validates_fails_the_job_in_one_line(farm_home):
     """A job queued before a check it fails was added (inception_v3 on 16 px images, refused at
     submit since): its delivery raised in the claim, Celery dropped it, and the job stayed queued

@@ -22,7 +22,7 @@ from torch import Tensor
 from farm import settings
 from farm.errors import DatasetMissing, InvalidSpec, UnknownDataset
 from farm.models.idx import read_idx
-from farm.models.sizes import IMAGE_SIZES
+from farm.models.sizes import IMAGE_SIZES, SHAPES
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = {
@@ -121,7 +121,8 @@ def _fashion_mnist(root: Path | None, download: bool) -> Dataset:
         "fashion-mnist",
         _normalise(raw["train_x"], FASHION_STATS), torch.from_numpy(raw["train_y"].astype(np.int64)),
         _normalise(raw["test_x"], FASHION_STATS), torch.from_numpy(raw["test_y"].astype(np.int64)),
-        num_classes=10, in_channels=1, input_size=IMAGE_SIZES["fashion-mnist"])
+        num_classes=SHAPES["fashion-mnist"][1], in_channels=SHAPES["fashion-mnist"][0],
+        input_size=IMAGE_SIZES["fashion-mnist"])
 
 
 def _cifar10(root: Path | None, download: bool) -> Dataset:
@@ -143,11 +144,12 @@ def _cifar10(root: Path | None, download: bool) -> Dataset:
         "cifar10",
         _normalise(train.data, CIFAR_STATS), torch.tensor(train.targets, dtype=torch.int64),
         _normalise(test.data, CIFAR_STATS), torch.tensor(test.targets, dtype=torch.int64),
-        num_classes=10, in_channels=3, input_size=IMAGE_SIZES["cifar10"])
+        num_classes=SHAPES["cifar10"][1], in_channels=SHAPES["cifar10"][0], input_size=IMAGE_SIZES["cifar10"])
 
 
 def _synthetic(root: Path | None, download: bool, *, n_train: int = 1024, n_test: int = 256,
-               size: int = IMAGE_SIZES["synthetic"][0], channels: int = 3, classes: int = 10) -> Dataset:
+               size: int = IMAGE_SIZES["synthetic"][0], channels: int = SHAPES["synthetic"][0],
+               classes: int = SHAPES["synthetic"][1]) -> Dataset:
     """Each class is a fixed random smooth pattern; an example is its pattern, randomly shifted by
     up to 2 px, scaled, plus noise. Learnable by a tiny CNN in a few epochs, not trivially."""
     g = torch.Generator().manual_seed(1234)

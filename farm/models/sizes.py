@@ -9,6 +9,9 @@ from __future__ import annotations
 
 # (height, width) of each dataset's images: the loaders' Dataset.input_size is taken from here.
 IMAGE_SIZES = {"cifar10": (32, 32), "fashion-mnist": (28, 28), "synthetic": (16, 16)}
+# (image channels, classes) of each: a model can be built without loading the data (a worker's
+# job that waits for another job's artifact learns it before reading a file)
+SHAPES = {"cifar10": (3, 10), "fashion-mnist": (1, 10), "synthetic": (3, 10)}
 
 # The smallest square image (pixels a side) each model's forward pass takes, for models that
 # need more than one pixel: measured with weights=None and one input channel on torchvision 0.29,

@@ -59,11 +59,14 @@ class StageContext:
         import torch
 
         from farm.models import get_model
+        from farm.models.sizes import SHAPES
 
+        # the shape from the table, not self.data: a stage that then waits for another job's
+        # artifact (and is deferred, round after round) has read no dataset
+        in_channels, num_classes = SHAPES[self.spec.dataset]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.spec.seed)
-            return get_model(self.spec.model, in_channels=self.data.in_channels,
-                             num_classes=self.data.num_classes)
+            return get_model(self.spec.model, in_channels=in_channels, num_classes=num_classes)
 
     def train_config(self, epochs: int, distill: float = 0.0, **options):
         TrainConfig = _require("farm.compress", "TrainConfig", "train")

@@ -6,7 +6,7 @@ import torchvision
 
 from farm.errors import InvalidSpec
 from farm.models import get_model, list_models, load_dataset, names
-from farm.models.sizes import IMAGE_SIZES, MIN_SIDES
+from farm.models.sizes import IMAGE_SIZES, MIN_SIDES, SHAPES
 from farm.scheduler.spec import JobSpec
 
 # torchvision's weights say these need more than our smallest images; they run on 16 px
@@ -15,7 +15,20 @@ WEIGHTS_OVERSTATE = ("efficientnet_v2", "swin")
 
 def test_every_dataset_has_its_size_and_the_loader_uses_it():
     assert set(IMAGE_SIZES) == set(names.DATASETS)
-    assert load_dataset("synthetic").input_size == IMAGE_SIZES["synthetic"]
+    assert set(SHAPES) == set(names.DATASETS)
+    for name in ("synthetic", "fashion-mnist"):  # cifar10 is not installed here (nothing downloads)
+        data = load_dataset(name, subset=8)
+        assert (data.input_size, (data.in_channels, data.num_classes)) == (IMAGE_SIZES[name], SHAPES[name])
+
+
+def test_a_stage_builds_its_model_without_reading_the_data(tmp_path):
+    """A worker's stage that loads its input model and then waits for another job (deferred,
+    round after round) must not have read the dataset for the model's shape."""
+    from farm.worker.stages import StageContext
+
+    ctx = StageContext(spec=JobSpec(model="resnet20", dataset="fashion-mnist").resolve(), device="cpu",
+                       workdir=tmp_path, callback=lambda e: None)
+    assert ctx.new_model().conv1.in_channels == 1 and ctx._data is None
 
 
 def test_declared_models_exist():

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -206,9 +206,40 @@ def upgrade(engine: Engine | str | None = None, revision: str = "head") -> str:
     with _file_lock(engine):
         if current_revision(engine) == head_revision() and revision == "head":
             return head_revision()
-        with engine.begin() as conn:
+        with _migrating(engine) as conn:
             command.upgrade(_alembic_config(conn), revision)
     return current_revision(engine)
+
+
+def downgrade(engine: Engine | str | None, revision: str) -> str | None:
+    """Run the Alembic migrations down to `revision`; returns the revision reached."""
+    from alembic import command
+
+    if not isinstance(engine, Engine):
+        engine = _create_engine(database_url(engine))
+        check_reachable(engine)
+    with _file_lock(engine), _migrating(engine) as conn:
+        command.downgrade(_alembic_config(conn), revision)
+    return current_revision(engine)
+
+
+@contextmanager
+def _migrating(engine: Engine) -> Iterator[Connection]:
+    """A connection in a transaction for migrations. On SQLite without foreign key enforcement:
+    a batch migration copies a table and drops the old one, and with enforcement on that drop
+    deleted the rows of every table referencing it (ON DELETE CASCADE: a downgrade of 0003
+    emptied stages and metrics). The pragma is a no-op inside a transaction, so it goes to the
+    driver's connection before SQLAlchemy's BEGIN, and back on before the pool has it again."""
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys = OFF")
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys = ON")
 
 
 def table_names(engine: Engine) -> list[str]:

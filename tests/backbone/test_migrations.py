@@ -94,3 +94,48 @@ def test_sqlite_database_of_the_first_schema_upgrades_with_its_rows(tmp_path):
     with engine.connect() as conn:
         assert conn.exec_driver_sql("select job_id, accuracy, environment_id from metrics").all() == [(1, 0.9, None)]
     engine.dispose()
+
+
+def _rows_of_a_finished_job(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("insert into jobs (id, spec_hash, spec, model, dataset, sparsity, method, scheme,"
+                             " bits, seed, device, priority, status, progress, attempts, max_attempts,"
+                             " cancel_requested, created_at) values (1, 'h', '{}', 'tiny', 'synthetic', 0.5,"
+                             " 'gradual', 'fp32', 32, 0, 'cpu', 0, 'SUCCEEDED', 1.0, 1, 3, false, '2026-11-26')")
+        conn.exec_driver_sql("insert into metrics (job_id, accuracy, bits, scheme, created_at)"
+                             " values (1, 0.9, 32, 'fp32', '2026-11-26')")
+        conn.exec_driver_sql("insert into stages (job_id, name, status) values (1, 'train', 'SUCCEEDED')")
+    engine.dispose()
+
+
+def _child_rows(url: str) -> tuple:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = (conn.exec_driver_sql("select job_id, accuracy from metrics").all(),
+                conn.exec_driver_sql("select job_id, name from stages").all())
+    engine.dispose()
+    return rows
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
+def test_down_and_up_again_keeps_every_row(tmp_path, backend, request):
+    """Down to 0002 and up again: a job's metrics and stages stay. On SQLite the batch copy of
+    `jobs` dropped the old table with foreign keys enforced, and that drop deleted every row
+    referencing it (ON DELETE CASCADE)."""
+    from farm.db.session import downgrade
+
+    url = f"sqlite:///{tmp_path / 'd.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    assert upgrade(url) == head_revision()
+    _rows_of_a_finished_job(url)
+    expected = ([(1, 0.9)], [(1, "train")])
+    assert downgrade(url, "0002") == "0002"
+    assert _child_rows(url) == expected
+    assert upgrade(url) == head_revision()
+    assert _child_rows(url) == expected
+    _no_drift(url)
+    if backend == "sqlite":  # enforcement is back on for the connections that follow
+        engine = get_engine(url)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        dispose_all()

@@ -28,6 +28,7 @@ def _flag(job: Job) -> CancelResult:
     job.cancel_requested = True
     if job.status.is_waiting:
         job.status, job.finished_at, job.message = JobStatus.CANCELLED, utcnow(), "cancelled"
+        job.deferred_at = None  # else the workers' watch would still find it due once it is queued again
         return CancelResult(job.id, job.status, "cancelled")
     if not _owner_running(job):  # nobody is left to see the flag: it would stay RUNNING forever
         note = "cancelled (its worker was gone)"

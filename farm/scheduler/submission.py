@@ -159,7 +159,7 @@ def keep_start_times(s: Session, resent: dict[int, Job], subs: list[Submitted],
 
 def _reset(job: Job, status: JobStatus) -> None:
     job.status, job.attempts, job.cancel_requested = status, 0, False
-    job.message = job.stage = job.worker = job.finished_at = None
+    job.message = job.stage = job.worker = job.finished_at = job.deferred_at = None
     job.progress = 0.0
 
 

@@ -58,6 +58,8 @@ def claim(job_id: int, owner: str) -> Claim | str:
             spec = JobSpec.from_dict(job.spec)
         except InvalidSpec as e:  # stored before a check it fails was added: else queued for good
             _close(job, JobStatus.FAILED, f"cannot run: {e}")
+            _close_stages(s, job.id, JobStatus.FAILED, f"cannot run: {e}")  # a dead attempt's stage
+            job.stage = None
             return f"job {job_id} cannot run: {e}"
         job.attempts += 1
         job.status, job.worker, job.message, job.deferred_at = JobStatus.RUNNING, owner, None, None
@@ -66,7 +68,7 @@ def claim(job_id: int, owner: str) -> Claim | str:
 
 
 def _close(job: Job, status: JobStatus, message: str | None) -> None:
-    job.status, job.message, job.finished_at = status, message, utcnow()
+    job.status, job.message, job.finished_at, job.deferred_at = status, message, utcnow(), None
 
 
 def finish(claim: Claim, status: JobStatus, message: str | None = None, write=None) -> bool:

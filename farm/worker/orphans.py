@@ -82,15 +82,16 @@ def _undo(job_id: int, task_id: str) -> None:
             job.status = JobStatus.RUNNING
 
 
-def _send(app, job_id: int, take, undo=None) -> bool:
+def _send(app, job_id: int, take, undo=None) -> str | None:
     """Send the job under a new task id once `take(task id)` has given its (queue, priority);
-    whether it went. A failed send is logged (and `undo(task id)` called): a later scan tries again."""
+    the task id if it went. A failed send is logged (and `undo(task id)` called): a later scan
+    tries again."""
     from farm.worker.celery_app import TASK_RUN_JOB, celery_priority, task_id
 
     tid = task_id(job_id)
     where = take(tid)
     if where is None:
-        return False
+        return None
     queue, priority = where
     try:
         app.send_task(TASK_RUN_JOB, args=[job_id], queue=queue, task_id=tid, priority=celery_priority(priority))
@@ -98,8 +99,8 @@ def _send(app, job_id: int, take, undo=None) -> bool:
         log.exception("job %s: could not send it again; a later scan tries again", job_id)
         if undo is not None:
             undo(tid)
-        return False
-    return True
+        return None
+    return tid
 
 
 def adopt(app) -> list[int]:
@@ -133,13 +134,24 @@ def take_due(job_id: int, defer_s: float, task_id: str) -> tuple[str, int] | Non
         return job.device, job.priority
 
 
+def _sent(job_id: int, task_id: str) -> None:
+    """The re-send went: the job is an ordinary queued job with a message from now on, no longer
+    due (else every scan until a worker is free sent it again, a message a round). A scanner
+    that dies before this sends it once more a defer_s later; the claim runs it once."""
+    with unpooled_session() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is not None and job.status == JobStatus.QUEUED and job.task_id == task_id:
+            job.deferred_at = None
+
+
 def resend_deferred(app, defer_s: float | None = None) -> list[int]:
     """Send again every deferred job that has waited `defer_s` (settings.defer_s); their ids. A
     send that fails leaves the job deferred, from now: the round after next tries again."""
     defer_s = settings.load().defer_s if defer_s is None else defer_s
     sent = []
     for job_id in due(defer_s):
-        if _send(app, job_id, lambda tid: take_due(job_id, defer_s, tid)):
+        if tid := _send(app, job_id, lambda tid: take_due(job_id, defer_s, tid)):
+            _sent(job_id, tid)
             log.info("job %s: sent again after waiting for another job's artifact", job_id)
             sent.append(job_id)
     return sent

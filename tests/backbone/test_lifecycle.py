@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from farm import db
-from farm.db.models import Job, Metrics, Stage
+from farm.db.models import Job, Metrics, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
 from farm.scheduler.spec import JobSpec
 from farm.scheduler.submission import record
@@ -237,6 +237,24 @@ def test_a_deferred_attempt_goes_back_on_the_queue_uncounted(farm_home):
     assert (_get(cancelled).status, _get(cancelled).deferred_at) == (JobStatus.CANCELLED, None)
 
 
+def test_a_deferred_job_cancelled_and_submitted_again_is_not_due(farm_home):
+    """A cancel ends the deferral: submitted again, the job is an ordinary queued one, which the
+    workers' watch does not send a second message for (nor sweep resume take as not lost)."""
+    from farm.scheduler import control
+    from farm.scheduler.submission import record
+    from farm.worker import lifecycle, orphans
+
+    job_id = _job(45)
+    lifecycle.defer(lifecycle.claim(job_id, owners.owner_id()), "waiting for job 7")
+    assert control.cancel(job_id).status == JobStatus.CANCELLED
+    assert _get(job_id).deferred_at is None
+    with db.session() as s:
+        s.get(Job, job_id).deferred_at = utcnow()  # as an earlier version left it
+        [sub] = record(s, [JobSpec(**NOOP, seed=45).resolve()], status=JobStatus.QUEUED)
+    assert sub.job_id == job_id and _get(job_id).status == JobStatus.QUEUED
+    assert _get(job_id).deferred_at is None and orphans.due(0) == []
+
+
 class _Broker:
     """Records what would be sent (the real send is the cluster test's); `fail` refuses it."""
 
@@ -272,6 +290,9 @@ def test_deferred_jobs_are_sent_again_once_after_their_wait(farm_home):
         s.get(Job, job_id).deferred_at = utcnow() - timedelta(seconds=61)
     assert orphans.resend_deferred(broker, defer_s=60) == [job_id]
     assert orphans.resend_deferred(_Broker(), defer_s=60) == []  # another scanner: taken already
+    # sent: an ordinary queued job now, not sent again by every scan until a worker is free
+    assert _get(job_id).deferred_at is None
+    assert orphans.resend_deferred(broker, defer_s=0) == []
     [(sent, queue, task_id)] = broker.sent
     assert (sent, queue, _get(job_id).task_id) == (job_id, "cpu", task_id)
     assert run_job(job_id) == JobStatus.SUCCEEDED
@@ -306,3 +327,14 @@ def test_a_stored_spec_that_no_longer_validates_fails_the_job_in_one_line(farm_h
     assert run_job(job_id) == JobStatus.FAILED
     job = _get(job_id)
     assert job.attempts == 0 and job.message.startswith("cannot run: model inception_v3 needs images")
+
+    lost = _job(46, status=JobStatus.RUNNING, worker=owners.owner_id(_dead_pid()), attempts=1, stage="noop")
+    with db.session() as s:  # its worker died in a stage, and farm was upgraded meanwhile
+        s.add(Stage(job_id=lost, name="noop", status=StageStatus.RUNNING, started_at=utcnow()))
+        job = s.get(Job, lost)
+        job.spec = {**job.spec, "model": "inception_v3"}
+    assert run_job(lost) == JobStatus.FAILED
+    assert _get(lost).stage is None
+    with db.session() as s:
+        [stage] = s.query(Stage).filter_by(job_id=lost).all()
+        assert stage.status == StageStatus.FAILED and stage.message.startswith("cannot run: ")

@@ -445,11 +445,16 @@ def _record_stage(job_id: int, name: str, status: StageStatus, started, *, resul
         if row is None:
             row = Stage(job_id=job_id, name=name)
             s.add(row)
-        row.status, row.result, row.artifact_id, row.message = status, result, artifact_id, message
-        row.started_at = started
-        done = status != StageStatus.RUNNING
-        row.finished_at = utcnow() if done else None
-        row.seconds = (row.finished_at - started).total_seconds() if done else None
+        # An earlier attempt of this job computed the artifact it now reuses (it was interrupted,
+        # or deferred): the row keeps saying so, with its seconds, rather than "reused" from itself.
+        own = (status == StageStatus.REUSED and row.status == StageStatus.SUCCEEDED
+               and row.artifact_id is not None and row.artifact_id == artifact_id)
+        if not own:
+            row.status, row.result, row.artifact_id, row.message = status, result, artifact_id, message
+            row.started_at = started
+            done = status != StageStatus.RUNNING
+            row.finished_at = utcnow() if done else None
+            row.seconds = (row.finished_at - started).total_seconds() if done else None
         if claim is None:
             return False
         job = s.get(Job, job_id)

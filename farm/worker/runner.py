@@ -96,7 +96,20 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         recorded = _record(claim, *outcome)  # a Ctrl-C meanwhile is delivered after it
+    _log_outcome(claim, recorded, outcome[1])
     return recorded or _status(job_id)  # None: another attempt owns the job now
+
+
+def _log_outcome(claim: lifecycle.Claim, status: JobStatus | None, message: str | None) -> None:
+    """How the attempt ended, in the log (farm.log for jobs run in the CLI, the worker's log on a
+    farm), which a failed job's error line points to: the reason, not only "attempt 1" above it.
+    A failure is an error record: the CLI prints its own line for it, and this goes to the file."""
+    if status is None:
+        log.info("job %s attempt %s: ended, but another attempt owns the job now", claim.job_id, claim.attempt)
+    elif status == JobStatus.FAILED:
+        log.error("job %s attempt %s failed: %s", claim.job_id, claim.attempt, message)
+    else:
+        log.info("job %s attempt %s: %s%s", claim.job_id, claim.attempt, status, f" ({message})" if message else "")
 
 
 def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: HeldSignals) -> tuple:

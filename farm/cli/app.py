@@ -257,10 +257,9 @@ def results(
     from farm import db
     from farm.cli import filters
 
+    low, high = filters.sparsity_range(sparsity_min, sparsity_max)
     where = {"model": filters.models(model), "dataset": filters.datasets(dataset),
-             "sparsity_min": filters.sparsity("--sparsity-min", sparsity_min),
-             "sparsity_max": filters.sparsity("--sparsity-max", sparsity_max),
-             "scheme": filters.schemes(scheme), "bits": filters.bits(bits)}
+             "sparsity_min": low, "sparsity_max": high, "scheme": filters.schemes(scheme), "bits": filters.bits(bits)}
     with db.session() as s:
         rows = db.queries.results(s, sweep=filters.sweep(s, sweep), **where)
     # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).

@@ -59,6 +59,15 @@ def sparsity(option: str, value: float | None) -> float | None:
     return value
 
 
+def sparsity_range(low: float | None, high: float | None) -> tuple[float | None, float | None]:
+    """Each end a fraction, and a range some job can be in: `--sparsity-min 0.95 --sparsity-max
+    0.5` said "nothing to show" and exit 0, as if such jobs had just not run yet."""
+    low, high = sparsity("--sparsity-min", low), sparsity("--sparsity-max", high)
+    if low is not None and high is not None and low > high:
+        raise FarmError(f"--sparsity-min {low:g} is above --sparsity-max {high:g}: no job can match both")
+    return low, high
+
+
 def sweep(session, sweep_id: int | None) -> int | None:
     """An unknown sweep is "no sweep N", as in `farm sweep status N`."""
     if sweep_id is not None:

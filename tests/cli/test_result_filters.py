@@ -36,6 +36,9 @@ def farm(monkeypatch, capsys):
     (["results", "--bits", "12"], "no job has 12 bits; choose from 2 to 8 (linear, log, kmeans), 16 (fp16) or 32"),
     (["results", "--sparsity-min", "90"], "--sparsity-min takes a fraction from 0 to 1 (0.9 for 90%), got 90"),
     (["results", "--sparsity-max", "-0.5"], "--sparsity-max takes a fraction from 0 to 1"),
+    (["results", "--sparsity-min", "0.95", "--sparsity-max", "0.5"],
+     "--sparsity-min 0.95 is above --sparsity-max 0.5: no job can match both"),
+    (["results", "--min-sparsity", "0.9", "--max-sparsity", "0.8"], "--sparsity-min 0.9 is above --sparsity-max 0.8"),
     (["results", "--sweep", "7"], "no sweep 7"),
     (["status", "--sweep", "7"], "no sweep 7"),
     (["status", "--status", "bogus"], "unknown status 'bogus'; choose from pending"),
@@ -49,6 +52,7 @@ def test_a_filter_no_job_can_match_is_one_error_line(farm, args, words):
 @pytest.mark.parametrize("args", [["results", "--scheme", "kmeans"], ["results", "--model", "resnet"],
                                   ["results", "--model", "mobilenet_v2"], ["results", "--dataset", "CIFAR10"],
                                   ["results", "--bits", "4", "--bits", "16", "--sparsity-min", "0.9"],
+                                  ["results", "--sparsity-min", "0.5", "--sparsity-max", "0.5"],
                                   ["status", "--status", "running"]])
 def test_a_valid_filter_with_no_rows_yet_is_an_empty_listing(farm, args):
     code, out, err = farm(*args)

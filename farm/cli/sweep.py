@@ -126,7 +126,9 @@ def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id", metavar="SWE
     result, log = _here_or_sent(lambda on_event: sweep.resume(sweep_id, on_event=on_event), embedded)
     jobs = f"{result.jobs} job{'s' * (result.jobs != 1)}"
     again = "run again here" if embedded else "sent again"
-    err.print(f"sweep {sweep_id}: {result.sent} of {jobs} {again} ({result.new} were missing)")
+    # "new": jobs of the grid the database did not have (a sweep file grown since); said only then
+    new = f", {result.new} of them new" if result.new else ""
+    err.print(f"sweep {sweep_id}: {result.sent} of {jobs} {again}{new}")
     render.rows([{"sweep_id": sweep_id, "jobs": result.jobs, "new": result.new, _handed_on(embedded, fmt): result.sent}],
                 fmt)
     if embedded:
@@ -136,11 +138,12 @@ def resume(sweep_id: Annotated[int, typer.Argument(help="sweep id", metavar="SWE
 @sweep_app.command("cancel", cls=Command)
 def cancel(sweep_id: Annotated[int, typer.Argument(help="sweep id", metavar="SWEEP_ID")],
            fmt: FormatOpt = Format.table):
-    """Cancel every unfinished job of the sweep."""
+    """Cancel every unfinished job of the sweep (but those another sweep still wants)."""
     from farm.scheduler import sweep
 
     rows = sweep.cancel(sweep_id)
-    if not any(r.changed for r in rows):  # a no-op is an error, as for farm cancel
+    # a no-op is an error, as for farm cancel; jobs left to another sweep are not a no-op
+    if not any(r.changed or not r.status.is_finished for r in rows):
         from farm.errors import FarmError
 
         raise FarmError(f"nothing to cancel: every job of sweep {sweep_id} has finished" if rows

@@ -32,14 +32,14 @@ import yaml
 from sqlalchemy import select
 
 from farm import db, settings
-from farm.db.models import Job, Sweep, utcnow
+from farm.db.models import Job, Sweep, SweepJob, utcnow
 from farm.db.queries import SweepSummary, get_sweep, sweep_summary
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
 from farm.scheduler.spec import DEVICES, FLOAT_BITS, RECIPES, JobSpec
 from farm.scheduler.submission import (Submitted, choose_device, keep_start_times, message_lost,
-                                       publish, record, to_send)
+                                       publish, record, start_times, to_send)
 
 log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "grid", "fixed"}
@@ -211,12 +211,29 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
         sweep.priority = max(sweep.priority, priority)
         subs = record(s, specs, priority=priority, status=status, sweep_id=sweep.id,
                       embedded=conf.embedded)
+        if not conf.embedded:
+            subs = _bring_forward(s, subs, start_at)
         sweep_id = sweep.id
     if note and to_send(subs):  # said only where jobs will run
         log.info(note)
         if on_event:  # the progress observer prints a job event's label as one plain line
             on_event("job", {"job_id": "", "label": note})
     return replace(_send(sweep_id, subs, conf, priority, start_at, on_event), note=note, reused=reused)
+
+
+def _bring_forward(s, subs: list[Submitted], start_at: datetime | None) -> list[Submitted]:
+    """Jobs this sweep shares with a sweep that waits for a later --at run at this sweep's time
+    (now, or its earlier --at): they are sent again for it, and their later message then finds
+    them done. They had waited for the other sweep's hour without a word."""
+    held = [sub.job_id for sub in subs if sub.status == JobStatus.SCHEDULED and not (sub.created or sub.requeued)]
+    if not held:
+        return subs
+    mine = start_at.replace(tzinfo=UTC) if start_at else None
+    early = {job_id for job_id, at in start_times(s, held).items() if mine is None or at > mine}
+    status = JobStatus.SCHEDULED if start_at else JobStatus.QUEUED
+    for job in s.scalars(select(Job).where(Job.id.in_(early))):
+        job.status = status
+    return [replace(sub, requeued=True, status=status) if sub.job_id in early else sub for sub in subs]
 
 
 def _same_sweep(s, name: str, grid: dict[str, Any], start_at: datetime | None) -> Sweep | None:
@@ -338,13 +355,29 @@ def _requeue_lost(s, subs: list[Submitted], broker_url: str) -> list[Submitted]:
 
 
 def cancel(sweep_id: int) -> list[control.CancelResult]:
-    """Cancel the sweep's unfinished jobs; a sweep whose jobs have all finished is left as it is
-    (not marked cancelled: nothing was)."""
+    """Cancel the sweep's unfinished jobs, except those another sweep still wants (not cancelled
+    itself): those are left to run, and said so (`farm cancel JOB` stops one anyway). A sweep
+    whose jobs have all finished is left as it is (not marked cancelled: nothing was)."""
     with db.session() as s:
         sweep = get_sweep(s, sweep_id)
-        job_ids = [j.id for j in sweep.jobs]
-        sweep.cancel_requested = any(not j.status.is_finished for j in sweep.jobs) or sweep.cancel_requested
-    return control.cancel_jobs(job_ids)
+        jobs = list(sweep.jobs)
+        wanted = _wanted_elsewhere(s, sweep_id, [j.id for j in jobs if not j.status.is_finished])
+        sweep.cancel_requested = any(not j.status.is_finished for j in jobs) or sweep.cancel_requested
+        statuses = {j.id: j.status for j in jobs}
+    kept = [control.CancelResult(job_id, statuses[job_id], f"left running: sweep {other} wants it too",
+                                 changed=False) for job_id, other in sorted(wanted.items())]
+    return control.cancel_jobs([j.id for j in jobs if j.id not in wanted]) + kept
+
+
+def _wanted_elsewhere(s, sweep_id: int, job_ids: list[int]) -> dict[int, int]:
+    """{job id: the first other sweep, not cancelled, that has it} of `job_ids`."""
+    rows = s.execute(select(SweepJob.job_id, SweepJob.sweep_id).join(Sweep, Sweep.id == SweepJob.sweep_id)
+                     .where(SweepJob.job_id.in_(job_ids), SweepJob.sweep_id != sweep_id,
+                            Sweep.cancel_requested.is_(False)).order_by(SweepJob.sweep_id))
+    wanted: dict[int, int] = {}
+    for job_id, other in rows:
+        wanted.setdefault(job_id, other)
+    return wanted
 
 
 def status(sweep_id: int) -> SweepSummary:

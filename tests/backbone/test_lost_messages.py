@@ -192,3 +192,39 @@ def test_resuming_a_cancelled_scheduled_sweep_waits_for_its_start_time(farm_clus
     assert job.status == JobStatus.SCHEDULED  # as `sweep status` shows it: not queued for now
     [message] = [m for m in _messages(redis_url) if m["headers"]["id"] == job.task_id]
     assert _eta(message) == done.start_at
+
+
+def _second_sweep(tmp_path, at: str | None = None):
+    """Another sweep with the scheduled sweep's job (seed 1) and one of its own (seed 2)."""
+    from farm.scheduler import sweep
+
+    path = tmp_path / "now.yaml"
+    path.write_text(SCHEDULED_SWEEP.replace("name: later", "name: now").replace("seed: [1]", "seed: [1, 2]"))
+    return sweep.submit(sweep.load(path), at=at)
+
+
+def test_a_sweep_for_now_runs_the_job_it_shares_with_a_later_sweep_now(farm_cluster, tmp_path, redis_url):
+    """It waited for the other sweep's --at without a word (a new-user walkthrough); now it is
+    sent for now too, and the later message finds it done."""
+    later, shared = _submit_later(tmp_path)
+    now = _second_sweep(tmp_path)
+    assert now.sent == 2 and shared in now.job_ids
+    job = _job(shared)
+    assert job.status == JobStatus.QUEUED
+    by_id = {m["headers"]["id"]: m for m in _messages(redis_url)}
+    assert len(by_id) == 3 and by_id[job.task_id]["headers"].get("eta") is None
+    assert _second_sweep(tmp_path).sent == 0  # submitted again: nothing doubled
+
+
+def test_cancelling_a_sweep_leaves_the_jobs_another_sweep_wants(farm_cluster, tmp_path, farm_cli):
+    later, shared = _submit_later(tmp_path)
+    other = _second_sweep(tmp_path)
+    own = next(j for j in other.job_ids if j != shared)
+    r = farm_cli(["sweep", "cancel", str(later.sweep_id), "--format", "json"], farm_cluster)
+    assert r.returncode == 0, r.stderr
+    [row] = json.loads(r.stdout)
+    assert row == {"job_id": shared, "status": "queued", "note": f"left running: sweep {other.sweep_id} wants it too"}
+    assert _job(shared).status == JobStatus.QUEUED
+    r = farm_cli(["sweep", "cancel", str(other.sweep_id), "--format", "json"], farm_cluster)
+    assert r.returncode == 0, r.stderr  # the first sweep is cancelled: nobody else wants them now
+    assert {(x["job_id"], x["status"]) for x in json.loads(r.stdout)} == {(shared, "cancelled"), (own, "cancelled")}

@@ -62,7 +62,10 @@ def cancel(job_id: int) -> CancelResult:
     return cancel_jobs([job_id])[0]
 
 
-LOST = "lost: its process is gone; submit it again (or `farm sweep resume`) to run it"
+# Still "running" in the database: a worker on its host sends it again (at its start, then every
+# minute); a host that is gone has none, hence the second way.
+LOST = ("lost: its process is gone; a worker on its host sends it again within a minute, "
+        "else submit it again (or `farm sweep resume`)")
 
 
 def with_liveness(rows: list[JobRow]) -> list[JobRow]:

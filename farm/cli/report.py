@@ -47,7 +47,7 @@ def compare(
     and speedup over cuDNN fp32 / TF32 / fp16."""
     from farm import db
     from farm.report.compare import CompareRow, compare_jobs, compare_sweep
-    from farm.report.tables import COMPARE_COLUMNS, cell, markdown, transpose
+    from farm.report.tables import cell, compare_columns, markdown, transpose
 
     if bool(jobs) == (sweep is not None):
         raise FarmError("give job ids (farm compare 3 7 9) or --sweep ID, one of the two")
@@ -58,9 +58,7 @@ def compare(
     if fmt in (CompareFormat.json, CompareFormat.csv):
         render.rows(comp.rows, Format(fmt.value), columns=CompareRow.columns())
         return
-    # fields empty for every job (the timings of jobs that ran on a CPU: the note says why) are
-    # left out of the table: ten rows of dashes; JSON and CSV keep them
-    fields = [c for c in COMPARE_COLUMNS if any(getattr(r, c) is not None for r in comp.rows)] or COMPARE_COLUMNS
+    fields = compare_columns(comp.rows)  # JSON and CSV keep every field
     if len(comp.rows) <= SIDE_BY_SIDE_MAX:
         rows, columns = transpose(comp.rows, fields)
     else:

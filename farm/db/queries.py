@@ -103,9 +103,12 @@ class JobRow(_Row):
     dataset: str
     sparsity: float  # target
     method: str
+    scope: str
+    max_drop: float | None  # accuracy points, as --max-drop and the spec have it
     scheme: str
     bits: int
     seed: int
+    run: int  # 0, or the --force run number
     device: str
     priority: int
     stage: str | None
@@ -123,11 +126,18 @@ class JobRow(_Row):
     @classmethod
     def of(cls, j: Job) -> JobRow:
         return cls(job_id=j.id, status=str(j.status), model=j.model, dataset=j.dataset,
-                   sparsity=j.sparsity, method=j.method, scheme=j.scheme, bits=j.bits, seed=j.seed,
+                   sparsity=j.sparsity, method=j.method, **spec_fields(j), scheme=j.scheme, bits=j.bits, seed=j.seed,
                    device=j.device, priority=j.priority, stage=j.stage, progress=j.progress,
                    attempts=j.attempts, worker=j.worker, message=j.message,
                    created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
                    heartbeat_at=j.heartbeat_at, spec_hash=j.spec_hash, cancel_requested=bool(j.cancel_requested))
+
+
+def spec_fields(j: Job) -> dict[str, Any]:
+    """What tells apart jobs alike in every column of their own (scope, max_drop, run live only
+    in the spec): without them a lamp and a global job, or two --force runs, read as one job
+    twice. Defaults for specs written before a field existed."""
+    return {"scope": j.spec.get("scope", "global"), "max_drop": j.spec.get("max_drop"), "run": j.spec.get("run", 0)}
 
 
 @dataclass(frozen=True)
@@ -140,9 +150,12 @@ class ResultRow(_Row):
     target_sparsity: float
     sparsity: float | None  # reached
     method: str
+    scope: str
+    max_drop: float | None  # accuracy points (--max-drop); None: plain pruning to the target
     scheme: str
     bits: int
     seed: int
+    run: int  # 0, or the --force run number
     accuracy: float | None
     dense_accuracy: float | None
     pruned_accuracy: float | None
@@ -317,7 +330,7 @@ def results(session: Session, where: ResultFilter | None = None, **kw) -> list[R
     best = _best_speedups(session, [j.id for j, _ in pairs]) if pairs else {}
     return [ResultRow(
         job_id=j.id, model=j.model, dataset=j.dataset, target_sparsity=j.sparsity,
-        sparsity=m.sparsity, method=j.method, scheme=m.scheme, bits=m.bits, seed=j.seed,
+        sparsity=m.sparsity, method=j.method, **spec_fields(j), scheme=m.scheme, bits=m.bits, seed=j.seed,
         accuracy=m.accuracy, dense_accuracy=m.dense_accuracy, pruned_accuracy=m.pruned_accuracy,
         dense_bytes=m.dense_bytes, compressed_bytes=m.compressed_bytes,
         compression_ratio=m.compression_ratio, best_speedup_fp32=best.get(j.id),

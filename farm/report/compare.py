@@ -30,6 +30,10 @@ class CompareRow:
     model: str
     dataset: str
     method: str
+    scope: str
+    max_drop: float | None  # accuracy points (--max-drop)
+    seed: int
+    run: int  # 0, or the --force run number
     scheme: str
     bits: int
     target_sparsity: float
@@ -150,7 +154,8 @@ def _row(job: queries.JobRow, m: Metrics | None, timed: list[Timed], batch: int 
     t, gpu = _pick(timed, batch)
     return CompareRow(
         job_id=job.job_id, status=job.status, model=job.model, dataset=job.dataset,
-        method=job.method, scheme=job.scheme, bits=job.bits, target_sparsity=job.sparsity,
+        method=job.method, scope=job.scope, max_drop=job.max_drop, seed=job.seed, run=job.run,
+        scheme=job.scheme, bits=job.bits, target_sparsity=job.sparsity,
         **{f: getattr(m, f, None) for f in METRIC_FIELDS},
         batch=batch if t is not None else None, gpu=gpu, latency_ms=getattr(t, "sparse_ms", None),
         dtype=((t.extra or {}).get("dtype") or "fp32") if t is not None else None,

@@ -15,6 +15,23 @@ COMPARE_COLUMNS = ["job_id", "status", "model", "dataset", "scheme", "bits", "ta
                    "sparsity", "accuracy", "dense_accuracy", "compressed_bytes", "compression_ratio",
                    "gpu", "batch", "dtype", "latency_ms", "dense_fp32_ms", "dense_tf32_ms",
                    "dense_fp16_ms", "speedup_fp32", "speedup_tf32", "speedup_fp16", "note"]
+# How jobs may differ beyond the columns above: shown only where they do (a column of "global",
+# "-", "0" in every job is noise), else two jobs alike but for their scope read as one job twice
+SETUP_COLUMNS = ("method", "scope", "max_drop", "seed", "run")
+
+
+def differing(rows: Sequence[Any], columns: Sequence[str] = SETUP_COLUMNS) -> list[str]:
+    """Those of `columns` in which the rows do not all agree."""
+    data = _dicts(rows)
+    return [c for c in columns if len({json.dumps(d.get(c)) for d in data}) > 1]
+
+
+def compare_columns(rows: Sequence[Any]) -> list[str]:
+    """The compare table's fields: those some job has (CPU jobs have no timings: ten rows of
+    dashes, which a note explains), with the setup fields the jobs differ in after their bits."""
+    shown = [c for c in COMPARE_COLUMNS if any(d.get(c) is not None for d in _dicts(rows))] or COMPARE_COLUMNS
+    at = shown.index("bits") + 1 if "bits" in shown else len(shown)
+    return shown[:at] + differing(rows) + shown[at:]
 
 
 def human_bytes(n: float) -> str:

@@ -1,0 +1,94 @@
+"""`farm results` and `farm compare` tell apart jobs that differ only in their pruning scope, their
+--max-drop or their --force run: the CSV had `method` but no `scope`, `max_drop` or `run`, so a
+lamp and a global job of one sparsity read as one job twice (a new-user walkthrough). The tables
+show those columns only where the rows differ in them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from farm import db
+from farm.cli import render
+from farm.cli.app import app
+from farm.scheduler.spec import JobSpec
+from farm.scheduler.submission import record
+from farm.worker.results import write_results
+
+PLAIN = {"model": "tiny", "dataset": "synthetic", "device": "cpu", "sparsity": 0.9}
+# alike but for one field each: the scope, the accuracy guard, a second run of the first
+LAMP, GUARDED, RERUN = {"scope": "lamp"}, {"max_drop": 1.0}, {"run": 1}
+
+
+def _finish(**fields) -> int:
+    spec = JobSpec(**{**PLAIN, **fields}).resolve()
+    with db.session() as s:
+        [sub] = record(s, [spec])
+    results = {"train": {"accuracy": 0.91}, "prune": {"accuracy": 0.9, "sparsity": 0.9},
+               "quantize": {"size": {"dense_bytes": 40_000, "compressed_bytes": 4_000}}}
+    with db.session() as s:
+        write_results(s, s.get(db.models.Job, sub.job_id), spec, results, {}, fresh=True)
+    return sub.job_id
+
+
+def _farm(monkeypatch, *args: str, width: int = 200) -> str:
+    console = Console(width=width, record=True, file=io.StringIO())
+    monkeypatch.setattr(render, "out", console)
+    monkeypatch.setattr(render, "err", Console(width=width, file=io.StringIO()))
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return console.export_text() + result.stdout
+
+
+def _headers(table: str) -> list[str]:
+    """Column names of a rendered table, its wrapped header lines joined."""
+    rows = [line.split("┃")[1:-1] for line in table.splitlines() if line.startswith("┃")]
+    return [" ".join(w for w in (r[i].strip() for r in rows) if w).replace(" ", "_") for i in range(len(rows[0]))]
+
+
+def test_json_and_csv_rows_have_scope_max_drop_and_run(monkeypatch):
+    ids = [_finish(), _finish(**LAMP), _finish(**GUARDED), _finish(**RERUN)]
+    rows = {r["job_id"]: r for r in json.loads(_farm(monkeypatch, "results", "--format", "json"))}
+    assert [(rows[i]["scope"], rows[i]["max_drop"], rows[i]["run"]) for i in ids] == [
+        ("global", None, 0), ("lamp", None, 0), ("global", 1.0, 0), ("global", None, 1)]
+    table = list(csv.DictReader(io.StringIO(_farm(monkeypatch, "results", "--format", "csv"))))
+    assert {(r["scope"], r["max_drop"], r["run"]) for r in table} == {
+        ("global", "", "0"), ("lamp", "", "0"), ("global", "1.0", "0"), ("global", "", "1")}
+    compared = json.loads(_farm(monkeypatch, "compare", *map(str, ids), "--format", "json"))
+    assert [(r["scope"], r["max_drop"], r["run"]) for r in compared] == [
+        ("global", None, 0), ("lamp", None, 0), ("global", 1.0, 0), ("global", None, 1)]
+
+
+@pytest.mark.parametrize("other, column, value", [(LAMP, "scope", "lamp"), (GUARDED, "max_drop", "1"),
+                                                  (RERUN, "run", "1")], ids=["scope", "max_drop", "run"])
+def test_the_results_table_shows_a_setup_column_where_rows_differ(monkeypatch, other, column, value):
+    _finish(), _finish(**other)
+    for width in (200, 80):  # kept at 80 columns too, with the dataset, as the last to go
+        names = _headers(_farm(monkeypatch, "results", width=width))
+        assert column in names, (width, names)
+        assert not {"scope", "max_drop", "run", "method", "seed"} - {column} & set(names), names
+    table = _farm(monkeypatch, "results")
+    cells = [line.split("│")[1:-1] for line in table.splitlines() if line.startswith("│")]
+    assert sorted(r[_headers(table).index(column)].strip() for r in cells)[-1] == value
+
+
+def test_alike_rows_show_no_setup_column(monkeypatch):
+    _finish(), _finish(sparsity=0.5)
+    names = _headers(_farm(monkeypatch, "results"))
+    assert not {"scope", "max_drop", "run", "method", "seed"} & set(names), names
+
+
+@pytest.mark.parametrize("other, field", [(LAMP, "scope"), (GUARDED, "max_drop"), (RERUN, "run")],
+                         ids=["scope", "max_drop", "run"])
+def test_the_compare_table_shows_a_setup_field_where_jobs_differ(monkeypatch, other, field):
+    first, second = _finish(), _finish(**other)
+    shown = _farm(monkeypatch, "compare", str(first), str(second))
+    fields = [line.split("│")[1].strip() for line in shown.splitlines() if line.startswith("│")]
+    assert field in fields and not {"scope", "max_drop", "run", "seed", "method"} - {field} & set(fields), fields
+    alike = _farm(monkeypatch, "compare", str(first), str(_finish(sparsity=0.5)))
+    assert not any(f"│ {name} " in alike for name in ("scope", "max_drop", "run ")), alike

@@ -73,6 +73,17 @@ def load_dataset(name: str, *, root: str | Path | None = None, subset: int | Non
     return data.to(device)
 
 
+def require_files(name: str, root: str | Path | None = None) -> None:
+    """Raise DatasetMissing, with the same words as loading it would, if `name`'s files are not on
+    this machine; reads nothing. A job run here is checked before it is recorded, rather than
+    failing in its first stage."""
+    root = Path(root).expanduser() if root else None
+    if name.lower() == "fashion-mnist":
+        _fashion_dir(root)
+    elif name.lower() == "cifar10":
+        _cifar_folder(root, download=False)
+
+
 def _normalise(images: np.ndarray, stats: tuple) -> Tensor:
     """uint8 NHWC/NHW -> float32 NCHW, normalised per channel."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
@@ -128,13 +139,7 @@ def _fashion_mnist(root: Path | None, download: bool) -> Dataset:
 def _cifar10(root: Path | None, download: bool) -> Dataset:
     import torchvision  # only this loader needs it
 
-    data_dir = settings.load().data_dir
-    folder = root or data_dir or (settings.load().home / "data")
-    if not download and not (folder / "cifar-10-batches-py").is_dir():
-        raise DatasetMissing(
-            f"CIFAR-10 not found in {folder}/cifar-10-batches-py; set FARM_DATA_DIR to a folder "
-            f"holding it, or fetch it once (needs the internet): python -c "
-            + shlex.quote(f"import torchvision; torchvision.datasets.CIFAR10({str(folder)!r}, download=True)"))
+    folder = _cifar_folder(root, download)
     try:
         train = torchvision.datasets.CIFAR10(str(folder), train=True, download=download)
         test = torchvision.datasets.CIFAR10(str(folder), train=False, download=download)
@@ -145,6 +150,17 @@ def _cifar10(root: Path | None, download: bool) -> Dataset:
         _normalise(train.data, CIFAR_STATS), torch.tensor(train.targets, dtype=torch.int64),
         _normalise(test.data, CIFAR_STATS), torch.tensor(test.targets, dtype=torch.int64),
         num_classes=SHAPES["cifar10"][1], in_channels=SHAPES["cifar10"][0], input_size=IMAGE_SIZES["cifar10"])
+
+
+def _cifar_folder(root: Path | None, download: bool) -> Path:
+    data_dir = settings.load().data_dir
+    folder = root or data_dir or (settings.load().home / "data")
+    if not download and not (folder / "cifar-10-batches-py").is_dir():
+        raise DatasetMissing(
+            f"CIFAR-10 not found in {folder}/cifar-10-batches-py; set FARM_DATA_DIR to a folder "
+            f"holding it, or fetch it once (needs the internet): python -c "
+            + shlex.quote(f"import torchvision; torchvision.datasets.CIFAR10({str(folder)!r}, download=True)"))
+    return folder
 
 
 def _synthetic(root: Path | None, download: bool, *, n_train: int = 1024, n_test: int = 256,

@@ -251,6 +251,7 @@ def submit(spec: JobSpec, *, force: bool = False, priority: int = 0, on_event=No
     spec = spec.resolve()
     conf = settings.load()
     if conf.embedded:
+        check_data_here([spec], force=force)
         return _run_here(spec, force=force, priority=priority, on_event=on_event)
     queue.check_broker(conf.broker_url)
     db.get_engine()  # an unreachable database fails here, before anything is published
@@ -258,6 +259,20 @@ def submit(spec: JobSpec, *, force: bool = False, priority: int = 0, on_event=No
         [sub] = record(s, [spec], force=force, priority=priority, status=JobStatus.QUEUED)
     publish(conf.broker_url, [sub], priority=priority)
     return replace(sub, status=job_status(sub.job_id))
+
+
+def check_data_here(specs: Sequence[JobSpec], *, force: bool = False) -> None:
+    """Jobs run here need their datasets on this machine: one error line before anything is
+    recorded, not a job that fails in its first stage. A job already succeeded is not run again
+    (unless forced), so its data need not be here. (On a farm the workers' machines hold the
+    data, so a submit there cannot check.)"""
+    from farm.models.datasets import require_files
+
+    with db.session() as s:
+        done = set() if force else set(s.scalars(select(Job.spec_hash).where(
+            Job.spec_hash.in_([spec.hash for spec in specs]), Job.status == JobStatus.SUCCEEDED)))
+    for name in sorted({spec.dataset for spec in specs if spec.hash not in done}):
+        require_files(name)
 
 
 def _run_here(spec: JobSpec, *, force: bool, priority: int, on_event) -> Submitted:

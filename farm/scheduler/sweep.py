@@ -38,8 +38,8 @@ from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
 from farm.scheduler.spec import DEVICES, FLOAT_BITS, RECIPES, JobSpec
-from farm.scheduler.submission import (Submitted, choose_device, keep_start_times, message_lost,
-                                       publish, record, start_times, to_send)
+from farm.scheduler.submission import (Submitted, check_data_here, choose_device, keep_start_times,
+                                       message_lost, publish, record, start_times, to_send)
 
 log = logging.getLogger(__name__)
 TOP_KEYS = {"name", "grid", "fixed"}
@@ -196,6 +196,8 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     specs = plan.specs if grid is plan.grid else expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
     if conf.embedded and named:
         _refuse_gpu_without_one(specs)  # named, not the default: that one follows the machine
+    if conf.embedded:
+        check_data_here(specs)
     note = note or _quick_note(grid, specs)
     if not conf.embedded:
         queue.check_broker(conf.broker_url)
@@ -329,6 +331,8 @@ def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
         start_at = None  # an --at sweep resumed before its time waits for it again; after it, runs now
     specs = expand(grid.get("grid") or {}, grid.get("fixed") or {}, f"sweep {sweep_id}")
     status = (JobStatus.PENDING if conf.embedded else JobStatus.SCHEDULED if start_at else JobStatus.QUEUED)
+    if conf.embedded:
+        check_data_here(specs)
     with db.session() as s:
         subs = record(s, specs, priority=priority, sweep_id=sweep_id, embedded=conf.embedded, status=status)
         if not conf.embedded:

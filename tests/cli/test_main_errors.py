@@ -86,9 +86,11 @@ def test_a_broker_that_is_not_redis_is_one_line(tmp_path):
 def test_the_log_a_failed_job_points_to_says_why_it_failed(tmp_path):
     # a failure farm expects (a dataset not installed) was only the CLI's line: the log named the
     # attempt and nothing after it
-    r = _farm("submit", "tiny", "--dataset", "cifar10", "--device", "cpu", "--sparsity", "0.5",
-              env={"FARM_HOME": str(tmp_path), "FARM_DATA_DIR": str(tmp_path / "no-data")})
+    from .test_walkthrough import corrupt_fashion_mnist
+
+    r = _farm("submit", "tiny", "--dataset", "fashion-mnist", "--device", "cpu", "--sparsity", "0.5",
+              env={"FARM_HOME": str(tmp_path), "FARM_DATA_DIR": str(corrupt_fashion_mnist(tmp_path / "data"))})
     assert r.returncode == 1 and str(tmp_path / "farm.log") in r.stderr, r.stderr
     text = (tmp_path / "farm.log").read_text()
-    assert "job 1 attempt 1 failed: CIFAR-10" in text, text
-    assert "Traceback" not in text and text.count("CIFAR-10") == 1, text  # no traceback for an expected one
+    assert "job 1 attempt 1 failed: Fashion-MNIST file" in text, text
+    assert "Traceback" not in text and text.count("is corrupt") == 1, text  # no traceback for an expected one

@@ -26,11 +26,24 @@ fixed:
 """
 
 
-def _farm(home, *args):
+def _farm(home, *args, data_dir=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FARM_")}
     env["FARM_HOME"] = str(home)
+    if data_dir is not None:
+        env["FARM_DATA_DIR"] = str(data_dir)
     return subprocess.run([sys.executable, "-m", "farm.cli.app", *map(str, args)], capture_output=True,
                           text=True, timeout=300, env=env)
+
+
+def corrupt_fashion_mnist(data_dir):
+    """A data folder whose Fashion-MNIST files are there but unreadable: found at submit, the job
+    fails when it loads them (a failure of a run, not of the spec)."""
+    folder = data_dir / "fashion-mnist"
+    folder.mkdir(parents=True)
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (folder / f"{stem}.gz").write_bytes(b"not gzip")
+    return data_dir
 
 
 def _only_error_line(r, expected: str):
@@ -89,16 +102,24 @@ def test_resubmitting_a_finished_job_says_nothing_about_running_it(tmp_path):
     assert "quick CPU recipe" not in again.stderr and "tiny/synthetic" not in again.stderr
 
 
-def test_a_failed_job_ends_with_an_error_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("FARM_DATA_DIR", str(tmp_path / "no-data"))  # CIFAR-10 is not there
-    env_home = tmp_path / "home"
-    r = subprocess.run([sys.executable, "-m", "farm.cli.app", "submit", "tiny", "--dataset", "cifar10",
-                        "--device", "cpu", "--format", "json"], capture_output=True, text=True, timeout=300,
-                       env={**{k: v for k, v in os.environ.items() if not k.startswith("FARM_")},
-                            "FARM_HOME": str(env_home), "FARM_DATA_DIR": str(tmp_path / "no-data")})
+def test_a_failed_job_ends_with_an_error_line(tmp_path):
+    r = _farm(tmp_path / "home", "submit", "tiny", "--dataset", "fashion-mnist", "--device", "cpu", "--format", "json",
+              data_dir=corrupt_fashion_mnist(tmp_path / "data"))
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("farm: error: job 1 failed: CIFAR-10 not found"), r.stderr
+    assert last.startswith("farm: error: job 1 failed: Fashion-MNIST file ") and "is corrupt" in last, r.stderr
+
+
+def test_a_dataset_not_on_this_machine_is_refused_before_the_job_is_recorded(tmp_path):
+    """Run here, a job needs its data here: one line at submit (it was a job that failed in its
+    first stage), for a sweep too; nothing recorded."""
+    home, no_data = tmp_path / "home", tmp_path / "no-data"
+    _only_error_line(_farm(home, "submit", "tiny", "--dataset", "cifar10", "--device", "cpu", data_dir=no_data),
+                     f"CIFAR-10 not found in {no_data}/cifar-10-batches-py")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(SWEEP.replace("  dataset: synthetic\n", "  dataset: cifar10\n"))
+    _only_error_line(_farm(home, "sweep", "submit", grid, data_dir=no_data), "CIFAR-10 not found")
+    assert "nothing to show" in _farm(home, "status").stdout
 
 
 def test_resubmitting_a_finished_sweep_prints_no_blank_line(tmp_path):
@@ -111,18 +132,19 @@ def test_resubmitting_a_finished_sweep_prints_no_blank_line(tmp_path):
 
 
 def test_a_sweep_run_here_says_how_its_jobs_ended_and_fails_when_one_did(tmp_path):
-    grid = tmp_path / "grid.yaml"  # CIFAR-10 is not on this machine: that job fails when it runs
-    grid.write_text(SWEEP.replace("  sparsity: [0.5, 0.9]\n", "  dataset: [synthetic, cifar10]\n")
+    grid = tmp_path / "grid.yaml"  # Fashion-MNIST's files are corrupt: that job fails when it runs
+    grid.write_text(SWEEP.replace("  sparsity: [0.5, 0.9]\n", "  dataset: [synthetic, fashion-mnist]\n")
                     .replace("  dataset: synthetic\n", "  sparsity: 0.5\n").replace("subset: 512", "subset: 64"))
-    r = _farm(tmp_path, "sweep", "submit", grid, "--format", "json")
+    data = corrupt_fashion_mnist(tmp_path / "data")
+    r = _farm(tmp_path, "sweep", "submit", grid, "--format", "json", data_dir=data)
     assert r.returncode == 1 and json.loads(r.stdout)[0]["sent"] == 2, r.stderr  # the row, then the error
     assert "2 jobs, 2 new, 2 run here" in r.stderr and "sweep 1: 1 succeeded, 1 failed" in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("farm: error: sweep 1: 1 job did not succeed (farm status --sweep 1; log: ") and \
         "Traceback" not in r.stderr, r.stderr
-    again = _farm(tmp_path, "sweep", "resume", "1")  # runs the failed one here again, with its progress
+    again = _farm(tmp_path, "sweep", "resume", "1", data_dir=data)  # runs the failed one here again, with its progress
     assert again.returncode == 1 and "1 of 2 jobs run again here" in again.stderr
-    assert "tiny/cifar10" in again.stderr and "train" in again.stderr, again.stderr
+    assert "tiny/fashion-mnist" in again.stderr and "train" in again.stderr, again.stderr
     _only_error_line(_farm(tmp_path, "sweep", "cancel", "1"), "nothing to cancel: every job of sweep 1 has finished")
     status = json.loads(_farm(tmp_path, "sweep", "status", "1", "--format", "json").stdout)[0]
     assert status["cancel_requested"] is False  # nothing was cancelled

@@ -6,7 +6,7 @@ import torch
 
 from farm.errors import DatasetMissing, InvalidSpec, UnknownDataset
 from farm.models import list_datasets, load_dataset
-from farm.models.datasets import SYSTEM_FASHION_MNIST
+from farm.models.datasets import SYSTEM_FASHION_MNIST, require_files
 
 needs_fashion = pytest.mark.skipif(not SYSTEM_FASHION_MNIST.is_dir(),
                                    reason="apt-get install dataset-fashion-mnist")
@@ -43,13 +43,18 @@ def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("FARM_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetMissing, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist")
+    with pytest.raises(DatasetMissing, match="apt-get install dataset-fashion-mnist"):
+        require_files("fashion-mnist")  # the check at submit says the same
 
 
 def test_missing_cifar10_does_not_download(tmp_path, monkeypatch):
     monkeypatch.setenv("FARM_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetMissing, match="FARM_DATA_DIR"):
         load_dataset("cifar10")
+    with pytest.raises(DatasetMissing, match="FARM_DATA_DIR"):
+        require_files("cifar10")
     assert not any(tmp_path.iterdir())
+    require_files("synthetic")  # nothing to find
 
 
 def test_synthetic_is_deterministic_and_balanced():

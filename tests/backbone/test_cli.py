@@ -18,7 +18,7 @@ BAD_SUBMITS = [
     (["submit", "tiny", "--sparsity", "-0.2"], "sparsity must be in [0, 1)"),
     (["submit", "tiny", "--scheme", "kmeans", "--bits", "9"], "bits must be from 2 to 8"),
     (["submit", "tiny", "--scheme", "fp32", "--bits", "4"], "needs a quantized scheme"),
-    (["submit", "tiny", "--scheme", "kmeans"], "needs --bits"),
+    (["submit", "tiny", "--scheme", "kmeans"], "needs bits (--bits; in a sweep file, bits:)"),
     (["submit", "tiny", "--priority", "12"], "--priority must be from 0 to 9"),
     (["submit", "tiny", "--max-drop", "-1"], "max_drop is accuracy points in [0, 100)"),
     (["submit", "tiny", "--max-drop", "0.5", "--method", "oneshot"], "needs method gradual and scope global"),
@@ -143,6 +143,8 @@ def test_embedded_guarded_job_reports_what_it_found(farm_env, farm_home, farm_cl
     assert detail["metrics"]["sparsity"] == pytest.approx(0.6, abs=0.01)  # 50 points: reached at once
     search = detail["stages"][1]["result"]  # the guarded search's own record, not plain pruning's
     assert search["target_sparsity"] == 0.6 and search["reached"] and search["trials"][0]["within_drop"]
+    # the drop in points, as the spec has it (50.0), named so: the fraction 0.5 read as half a point
+    assert search["max_drop_points"] == 50.0 and "max_drop" not in search
     assert len(search["sensitivity"]["layers"]) == len(search["layers"]) - 2  # first conv, classifier dense
     plain = json.loads(farm_cli(["submit", "tiny", *TINY, "--sparsity", "0.6", "--format", "json"], farm_env).stdout)
     assert plain["job"]["job_id"] != detail["job"]["job_id"]  # a different job, not a dedupe hit

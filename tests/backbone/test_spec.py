@@ -61,7 +61,7 @@ def test_dense_baseline_key_ignores_sparsity_and_scheme():
     (dict(sparsity=-0.1), InvalidSpec, "[0, 1)"),
     (dict(scheme="kmeans", bits=9), InvalidSpec, "bits must be from 2 to 8"),
     (dict(scheme="kmeans", bits=1), InvalidSpec, "bits must be from 2 to 8"),
-    (dict(scheme="kmeans"), InvalidSpec, "needs --bits"),
+    (dict(scheme="kmeans"), InvalidSpec, "needs bits (--bits; in a sweep file, bits:)"),
     (dict(scheme="fp32", bits=4), InvalidSpec, "quantized scheme"),
     (dict(scheme="int3", bits=3), InvalidSpec, "scheme 'int3'"),
     (dict(method="random"), InvalidSpec, "method"),

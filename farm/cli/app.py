@@ -225,6 +225,7 @@ def show(job: Annotated[int, typer.Argument(help="job id", metavar="JOB_ID")], f
     render.record({**d.job.to_dict(), "spec": d.spec, "sweeps": d.sweeps}, fmt, title=f"job {job}")
     render.rows(d.stages, fmt, columns=["name", "status", "from_job", "seconds", "artifact_key", "message"],
                 title="stages", clip=("artifact_key", "message"))  # a 64-digit key took 5 lines at 80
+    _show_files(job, d.files)
     if d.prune_steps:  # a prune above 95%: each level's accuracy
         render.rows(d.prune_steps, fmt, title="prune steps",
                     columns=["sparsity", "epochs", "accuracy", "train_seconds", "reused", "from_job"])
@@ -240,6 +241,55 @@ def show(job: Annotated[int, typer.Argument(help="job id", metavar="JOB_ID")], f
             "cudnn_tf32_ms", "cudnn_fp16_ms", "cusparse_ms", "speedup_fp32", "max_rel_err"])
     for e in d.environments:
         render.record(e, fmt, title=f"environment {e.environment_id}")
+
+
+def _show_files(job: int, files) -> None:
+    """Where the stored files lie: the artifact key finds a file, but is not its name (a new user
+    looked for the model under the key, and in the deleted scratch path of the stage's result).
+    One line each, not a table: a path folded over three cells cannot be copied."""
+    if not files:
+        return
+    render.out.print("files", style="table.title", highlight=False, markup=False)
+    width = max(len(f.what) for f in files)
+    for f in files:
+        where = f.path if f.exists else f"{f.path} (gone from the store)"
+        render.out.print(f"{f.what:<{width}}  {f.bytes:>11,} bytes  {where}", highlight=False, markup=False,
+                         soft_wrap=True)
+    if any(f.stage == "quantize" and f.exists for f in files):
+        err.print(f"note: `farm export {job} --out FILE` copies the compressed model out (docs/USAGE.md: "
+                  "loading it)", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command(cls=Command)
+def export(
+    job: Annotated[int, typer.Argument(help="job id", metavar="JOB_ID")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="the file to write, or a folder "
+                                             "(default: jobN.farm here)")] = None,
+):
+    """Copy a job's compressed model out of the artifact store, to load with
+    farm.compress.load_compressed."""
+    import shutil
+
+    from farm import db
+    from farm.models.sizes import SHAPES
+
+    with db.session() as s:
+        stored = db.queries.stored_file(s, job)
+        spec = db.queries.get_job(s, job).spec
+    dest = out if out is not None else Path(f"job{job}.farm")
+    dest = dest / f"job{job}.farm" if dest.is_dir() else dest
+    try:
+        shutil.copyfile(stored.path, dest)
+    except OSError as e:
+        if e.filename != str(dest):
+            raise
+        raise FarmError(f"cannot write {dest}: {e.strerror or e}") from None
+    err.print(f"wrote {dest} ({dest.stat().st_size:,} bytes): job {job}'s compressed model, {spec['model']} "
+              f"on {spec['dataset']}", highlight=False, markup=False, soft_wrap=True)
+    channels, classes = SHAPES.get(spec["dataset"], (3, 10))
+    err.print(f"load it: model = get_model({spec['model']!r}, in_channels={channels}, num_classes={classes}); "
+              f"load_compressed({str(dest)!r}).load_into(model)  (farm.models, farm.compress)",
+              highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command(cls=Command)

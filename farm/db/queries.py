@@ -179,6 +179,18 @@ class StageRow(_Row):
 
 
 @dataclass(frozen=True)
+class FileRow(_Row):
+    """A stage's stored output on disk: under FARM_ARTIFACTS, named by its content hash (not by
+    the artifact key that finds it), shared by every job that reused it."""
+
+    stage: str
+    what: str  # dense checkpoint | pruned checkpoint | compressed model
+    path: str  # absolute, on this machine
+    bytes: int
+    exists: bool  # False once the file was deleted from the store
+
+
+@dataclass(frozen=True)
 class PruneStepRow(_Row):
     job_id: int
     sparsity: float  # the level this step pruned to
@@ -281,6 +293,7 @@ class JobDetail(_Row):
     environments: list[EnvironmentRow]
     sweeps: list[int]
     prune_steps: list[PruneStepRow]  # a prune above 95%: its levels; [] for one-step prunes
+    files: list[FileRow]  # where its checkpoints and compressed model lie
 
 
 @dataclass(frozen=True)
@@ -371,13 +384,66 @@ def job_detail(session: Session, job_id: int) -> JobDetail:
     return JobDetail(job=JobRow.of(job), spec=job.spec, stages=stages,
                      metrics=_metrics_dict(job.metrics), layer_timings=lt, model_timings=mt,
                      environments=[EnvironmentRow.of(e) for e in envs],
-                     sweeps=[s.id for s in job.sweeps], prune_steps=steps)
+                     sweeps=[s.id for s in job.sweeps], prune_steps=steps, files=_files(job))
+
+
+STORED = {"train": "dense checkpoint", "prune": "pruned checkpoint", "quantize": "compressed model"}
+
+
+def _files(job: Job) -> list[FileRow]:
+    from farm.worker.artifacts import path_of  # where the store is on this machine
+
+    rows = []
+    for s in job.stages:
+        if s.artifact is not None:
+            path = path_of(s.artifact)
+            rows.append(FileRow(stage=s.name, what=STORED.get(s.name, f"{s.name} output"), path=str(path),
+                                bytes=s.artifact.bytes, exists=path.is_file()))
+    return rows
+
+
+def stored_file(session: Session, job_id: int, stage: str = "quantize") -> FileRow:
+    """The file a job's stage stored (its compressed model by default); NotFound says why there
+    is none: the job has not got that far, has no such stage, or the file was deleted."""
+    job = get_job(session, job_id)
+    what = STORED.get(stage, f"{stage} output")
+    found = next((f for f in _files(job) if f.stage == stage), None)
+    if found is not None and found.exists:
+        return found
+    if found is not None:
+        raise NotFound(f"job {job_id}'s {what} is gone from the artifact store ({found.path}); "
+                       f"FARM_ARTIFACTS was cleaned or points elsewhere")
+    if stage not in job.spec.get("stages", STORED):
+        raise NotFound(f"job {job_id} has no {what}: its stages are {', '.join(job.spec['stages'])}")
+    raise NotFound(f"job {job_id} has no {what}: {_not_yet(job)}")
+
+
+def _not_yet(job: Job) -> str:
+    """Why a job has no output of a stage in its pipeline."""
+    if job.status == JobStatus.FAILED:
+        return f"it failed ({job.message or 'no reason recorded'})"
+    if job.status == JobStatus.RUNNING:
+        return f"it is still running ({job.stage or 'starting'})"
+    return {JobStatus.SUCCEEDED: "none was stored", JobStatus.CANCELLED: "it was cancelled"}.get(
+        job.status, f"it is {job.status}, not yet run")
 
 
 def _stage_row(s: Stage) -> StageRow:
     return StageRow(name=s.name, status=str(s.status), reused=str(s.status) == "reused",
                     from_job=_maker(s), artifact_key=s.artifact.key if s.artifact else None,
-                    message=s.message, seconds=s.seconds, result=s.result)
+                    message=s.message, seconds=s.seconds, result=_as_recorded_now(s.result))
+
+
+def _as_recorded_now(result: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stage result written before, read as one written now: the compressed model's
+    `size.path`, a scratch file deleted with the job's workdir, is gone (the stored one is in
+    JobDetail.files)."""
+    if not result:
+        return result
+    out = dict(result)
+    if isinstance(out.get("size"), dict) and "path" in out["size"]:
+        out["size"] = {k: v for k, v in out["size"].items() if k != "path"}
+    return out
 
 
 def step_rows(job_id: int, prune: StageRow) -> list[PruneStepRow]:

@@ -212,8 +212,11 @@ def quantize(ctx: StageContext, pruned: Path) -> StageOutput:
     elif ctx.spec.scheme == "fp16":
         model = model.half()
     path = ctx.workdir / "model.farm"
-    size = save_compressed(model, path)
-    return StageOutput({**result, "size": size.to_dict()}, path, kind="compressed")
+    size = save_compressed(model, path).to_dict()
+    # not the scratch path: the runner moves the file into the store and the workdir goes with
+    # the job (`farm show` names the stored file, `farm export` copies it out)
+    del size["path"]
+    return StageOutput({**result, "size": size}, path, kind="compressed")
 
 
 def _gpu_index() -> int | None:

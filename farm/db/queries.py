@@ -435,12 +435,15 @@ def _stage_row(s: Stage) -> StageRow:
 
 
 def _as_recorded_now(result: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A stage result written before, read as one written now: the compressed model's
-    `size.path`, a scratch file deleted with the job's workdir, is gone (the stored one is in
-    JobDetail.files)."""
+    """A stage result written before two fixes, read as one written now: a guarded prune's drop
+    as a fraction under `max_drop` (beside the spec's points) is `max_drop_points`, and the
+    compressed model's `size.path`, a scratch file deleted with the job's workdir, is gone (the
+    stored one is in JobDetail.files)."""
     if not result:
         return result
     out = dict(result)
+    if "max_drop" in out:  # only the guarded search's record had it, as a fraction
+        out["max_drop_points"] = round(100 * out.pop("max_drop"), 9)
     if isinstance(out.get("size"), dict) and "path" in out["size"]:
         out["size"] = {k: v for k, v in out["size"].items() if k != "path"}
     return out

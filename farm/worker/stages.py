@@ -113,16 +113,26 @@ def prune(ctx: StageContext, dense: Path) -> StageOutput:
     config = ctx.train_config(ctx.spec.retrain_epochs, ctx.spec.distill, crop_pad=ctx.spec.retrain_crop)
     if ctx.spec.max_drop is not None:
         guarded_prune = _require("farm.compress", "guarded_prune", "prune")
-        result = guarded_prune(model, ctx.data, ctx.spec.sparsity, ctx.spec.max_drop / 100, config,
-                               max_trials=GUARDED_TRIALS, device=ctx.device, callback=ctx.callback)
+        found = guarded_prune(model, ctx.data, ctx.spec.sparsity, ctx.spec.max_drop / 100, config,
+                              max_trials=GUARDED_TRIALS, device=ctx.device, callback=ctx.callback)
+        result = guarded_record(found.to_dict(), ctx.spec.max_drop)
     else:
         MagnitudePruning = _require("farm.compress", "MagnitudePruning", "prune")
         pruning = MagnitudePruning(ctx.spec.sparsity, schedule=ctx.spec.method, scope=ctx.spec.scope)
         if len(ctx.spec.prune_steps) > 1:  # high sparsity: through lower levels first (JobSpec.prune_steps says why)
             return _prune_in_steps(ctx, model, pruning, config)
         prune_and_retrain = _require("farm.compress", "prune_and_retrain", "prune")
-        result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device, callback=ctx.callback)
-    return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "pruned.pt"))
+        result = prune_and_retrain(model, ctx.data, pruning, config, device=ctx.device,
+                                   callback=ctx.callback).to_dict()
+    return StageOutput(result, _save_state(model, ctx.workdir / "pruned.pt"))
+
+
+def guarded_record(result: dict, points: float) -> dict:
+    """The search's record with its drop in accuracy points, named so, as --max-drop and the
+    spec give it: the library's fraction (0.01 beside the spec's 1.0) read as a hundredth of a
+    point. Its accuracies stay fractions, as every stage's do."""
+    out = {k: v for k, v in result.items() if k != "max_drop"}
+    return {**out, "max_drop_points": points}
 
 
 def _prune_in_steps(ctx: StageContext, model, pruning, config) -> StageOutput:

@@ -117,9 +117,10 @@ def test_export_without_a_model_to_copy_is_one_error_line(farm, tmp_path, monkey
 
 
 def test_results_recorded_before_read_as_now():
-    """Rows written before: the scratch path of the compressed model."""
+    """Rows written before: the guarded search's drop as a fraction named like the spec's points,
+    and the scratch path of the compressed model."""
     from farm.db.queries import _as_recorded_now
 
-    old = {"accuracy": 0.9, "size": {"path": "/tmp/farm-job1-x/model.farm", "ratio": 8.0}}
-    assert _as_recorded_now(old) == {"accuracy": 0.9, "size": {"ratio": 8.0}}
+    old = {"max_drop": 0.003, "accuracy": 0.9, "size": {"path": "/tmp/farm-job1-x/model.farm", "ratio": 8.0}}
+    assert _as_recorded_now(old) == {"max_drop_points": 0.3, "accuracy": 0.9, "size": {"ratio": 8.0}}
     assert _as_recorded_now(None) is None and _as_recorded_now({}) == {}

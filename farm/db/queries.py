@@ -391,12 +391,13 @@ STORED = {"train": "dense checkpoint", "prune": "pruned checkpoint", "quantize":
 
 
 def _files(job: Job) -> list[FileRow]:
-    from farm.worker.artifacts import path_of  # where the store is on this machine
+    from farm import settings
 
+    store = settings.load().artifacts  # where the store is on this machine (as artifacts.path_of)
     rows = []
     for s in job.stages:
         if s.artifact is not None:
-            path = path_of(s.artifact)
+            path = store / s.artifact.path
             rows.append(FileRow(stage=s.name, what=STORED.get(s.name, f"{s.name} output"), path=str(path),
                                 bytes=s.artifact.bytes, exists=path.is_file()))
     return rows

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from farm import db
 from farm.db.models import Job, Stage, utcnow
@@ -95,7 +96,7 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
             outcome = _outcome(claim, workdir, on_event or (lambda kind, data: None), held)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        recorded = _record(claim, *outcome)  # a Ctrl-C meanwhile is delivered after it
+        recorded = _record_retrying(claim, *outcome)  # a Ctrl-C meanwhile is delivered after it
     _log_outcome(claim, recorded, outcome[1])
     return recorded or _status(job_id)  # None: another attempt owns the job now
 
@@ -142,11 +143,32 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
         return JobStatus.FAILED, str(ensure_known(e)), None
 
 
+# Waits before trying again to record an attempt's outcome in a database that is unreachable or
+# locked (a PostgreSQL restart, a long SQLite writer): given up, the job would read RUNNING under
+# a live worker process, which no scan takes over, until that process exits.
+RECORD_RETRIES_S = (1.0, 2.0, 4.0, 8.0, 16.0)
+
+
+def _record_retrying(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:
+    for wait in (*RECORD_RETRIES_S, None):
+        try:
+            return _record(claim, status, message, write)
+        except OperationalError as e:
+            if wait is None:
+                raise
+            first = (str(e.orig or e).strip().splitlines() or ["?"])[0]
+            log.warning("job %s: could not record how it ended (%s); trying again in %g s", claim.job_id, first, wait)
+            time.sleep(wait)
+    return None  # not reached: the last round returns or raises
+
+
 def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:
     if status == JobStatus.QUEUED:  # it waits for another job: Deferred
         return lifecycle.defer(claim, message)
     try:
         recorded = lifecycle.finish(claim, status, message, write=write)
+    except OperationalError:
+        raise  # the database, not the result rows: the outcome is tried again as it is
     except Exception as e:  # noqa: BLE001
         if write is None:
             raise

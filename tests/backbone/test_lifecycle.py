@@ -338,3 +338,34 @@ def test_a_stored_spec_that_no_longer_validates_fails_the_job_in_one_line(farm_h
     with db.session() as s:
         [stage] = s.query(Stage).filter_by(job_id=lost).all()
         assert stage.status == StageStatus.FAILED and stage.message.startswith("cannot run: ")
+
+
+def test_an_outcome_waits_out_a_locked_database(farm_home, monkeypatch):
+    """A database that cannot take the outcome for a moment (locked here; a PostgreSQL restart on
+    a farm): the attempt tries again and the job ends as it did, not running for good under a
+    live worker nor failed for a blip."""
+    import sqlite3
+    import threading
+
+    import importlib
+
+    from farm.worker import lifecycle, runner
+
+    session = importlib.import_module("farm.db.session")  # the module; farm.db.session is its function
+
+    monkeypatch.setattr(session, "SQLITE_BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(runner, "RECORD_RETRIES_S", (0.3,) * 10)
+    session.dispose_all()  # engines made from here wait 0.1 s for a lock
+    job_id = _job(47)
+    claim = lifecycle.claim(job_id, owners.owner_id())
+    blocker = sqlite3.connect(farm_home / "farm.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the database for a second
+    release = threading.Timer(1.0, lambda: blocker.execute("COMMIT"))
+    release.start()
+    try:
+        assert runner._record_retrying(claim, JobStatus.SUCCEEDED, None, None) == JobStatus.SUCCEEDED
+    finally:
+        release.join()
+        blocker.close()
+    assert _get(job_id).status == JobStatus.SUCCEEDED
+    session.dispose_all()

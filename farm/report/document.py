@@ -19,7 +19,7 @@ from farm.report.compare import Comparison, compare_sweep
 from farm.report.crossover import crossovers
 from farm.report.pareto import XAxis, panels
 from farm.report.provenance import ENV_COLUMNS, MeasuredOn, SweepInfo, environments, sweep_info
-from farm.report.tables import COMPARE_COLUMNS, html_table
+from farm.report.tables import COMPARE_COLUMNS, differing, html_table
 
 MAX_LAYER_CHARTS = 6  # per-layer charts in one report; `farm plot layers JOB` draws any other
 
@@ -132,8 +132,11 @@ def _results(comp: Comparison) -> str:
                    f"dense model measured in precision X (as given, BN folded, cuDNN-fused or "
                    f"channels_last; jobs benchmarked before 2026-11-26 only as given); speedup_X: "
                    f"dense_X_ms over our time (for tf32, with our kept-dense layers in TF32). {size}")
-    return f'<p class="caption">{html.escape(caption)}</p>' + html_table(comp.rows, COMPARE_COLUMNS,
-                                                                         css="results")
+    # every column (the caption explains empty timings), and the setup fields the jobs differ in
+    # (scope, run, ...) after their bits, as `farm compare` shows them
+    at = COMPARE_COLUMNS.index("bits") + 1
+    columns = COMPARE_COLUMNS[:at] + differing(comp.rows) + COMPARE_COLUMNS[at:]
+    return f'<p class="caption">{html.escape(caption)}</p>' + html_table(comp.rows, columns, css="results")
 
 
 STEP_COLUMNS = ["job_id", "sparsity", "epochs", "accuracy", "train_seconds", "reused", "from_job"]

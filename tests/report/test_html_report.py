@@ -126,3 +126,22 @@ def test_report_with_png_images_and_no_layer_charts(results_db, tmp_path):
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert 'src="data:image/png;base64,' in text and "Per-layer speedups" not in text
+
+
+def test_the_results_table_shows_the_setup_the_jobs_differ_in(results_db):
+    """A lamp and a global job of one sweep read as one job twice without their scope (as in
+    `farm compare`); a setup field all jobs share stays out."""
+    from dataclasses import replace
+
+    from farm import db
+    from farm.report import compare_sweep
+    from farm.report.document import _results
+
+    with db.session() as s:
+        comp = compare_sweep(s, results_db.grid_sweep)
+    heads = lambda html: re.findall(r"<th[^>]*>(.*?)</th>", html)  # noqa: E731
+    assert "scope" not in heads(_results(comp))
+    first, *rest = comp.rows
+    mixed = replace(comp, rows=[replace(first, scope="lamp"), *rest])
+    shown = heads(_results(mixed))
+    assert shown.index("scope") == shown.index("bits") + 1 and "run" not in shown

@@ -34,6 +34,7 @@ class Submitted:
     requeued: bool  # an existing failed/cancelled/never-sent job sent again
     status: JobStatus
     eta: datetime | None = None  # a re-sent scheduled job's own start time (aware UTC), if ahead
+    before: JobStatus | None = None  # a job sent earlier than it waited for: its status if the send fails
 
 
 def _insert_ignore(session: Session, rows: list[dict]) -> dict[str, int]:
@@ -128,11 +129,13 @@ def message_lost(job: Job, present: set[str]) -> bool:
     return job.task_id not in present
 
 
-def start_times(s: Session, job_ids: Sequence[int]) -> dict[int, datetime]:
+def start_times(s: Session, job_ids: Sequence[int], *, besides: int | None = None) -> dict[int, datetime]:
     """The start time (aware UTC) each job still waits for: that of the latest of its sweeps
-    submitted with --at, where it is still ahead. The lost message held it; a re-sent job keeps it."""
+    submitted with --at (other than sweep `besides`), where it is still ahead. The lost message
+    held it; a re-sent job keeps it."""
     rows = s.execute(select(SweepJob.job_id, Sweep.start_at).join(Sweep, Sweep.id == SweepJob.sweep_id)
-                     .where(SweepJob.job_id.in_(list(job_ids)), Sweep.start_at.is_not(None))
+                     .where(SweepJob.job_id.in_(list(job_ids)), Sweep.start_at.is_not(None),
+                            Sweep.id != (besides if besides is not None else -1))
                      .order_by(Sweep.id))
     latest = {job_id: at for job_id, at in rows}  # ordered by sweep id: the latest sweep's time wins
     now = db.models.utcnow()
@@ -240,7 +243,9 @@ def _undo(sending: Sequence[Submitted]) -> None:
             job = s.get(Job, sub.job_id)
             if job is None or job.status not in (JobStatus.QUEUED, JobStatus.SCHEDULED):
                 continue
-            if sub.created:
+            if sub.before is not None:  # brought forward: its own message still runs it at its hour
+                job.status = sub.before
+            elif sub.created:
                 s.delete(job)
             else:
                 job.status, job.message = JobStatus.FAILED, "could not be re-sent to the broker"

@@ -214,7 +214,7 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
         subs = record(s, specs, priority=priority, status=status, sweep_id=sweep.id,
                       embedded=conf.embedded)
         if not conf.embedded:
-            subs = _bring_forward(s, subs, start_at)
+            subs = _bring_forward(s, subs, sweep.id, start_at, priority)
         sweep_id = sweep.id
     if note and to_send(subs):  # said only where jobs will run
         log.info(note)
@@ -223,19 +223,22 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     return replace(_send(sweep_id, subs, conf, priority, start_at, on_event), note=note, reused=reused)
 
 
-def _bring_forward(s, subs: list[Submitted], start_at: datetime | None) -> list[Submitted]:
+def _bring_forward(s, subs: list[Submitted], sweep_id: int, start_at: datetime | None,
+                   priority: int) -> list[Submitted]:
     """Jobs this sweep shares with a sweep that waits for a later --at run at this sweep's time
     (now, or its earlier --at): they are sent again for it, and their later message then finds
-    them done. They had waited for the other sweep's hour without a word."""
+    them done. They had waited for the other sweep's hour without a word. A send that fails puts
+    them back as they were (`before`): their own message still runs them then."""
     held = [sub.job_id for sub in subs if sub.status == JobStatus.SCHEDULED and not (sub.created or sub.requeued)]
     if not held:
         return subs
     mine = start_at.replace(tzinfo=UTC) if start_at else None
-    early = {job_id for job_id, at in start_times(s, held).items() if mine is None or at > mine}
+    early = {job_id for job_id, at in start_times(s, held, besides=sweep_id).items() if mine is None or at > mine}
     status = JobStatus.SCHEDULED if start_at else JobStatus.QUEUED
     for job in s.scalars(select(Job).where(Job.id.in_(early))):
-        job.status = status
-    return [replace(sub, requeued=True, status=status) if sub.job_id in early else sub for sub in subs]
+        job.status, job.priority = status, max(job.priority, priority)
+    return [replace(sub, requeued=True, status=status, before=JobStatus.SCHEDULED) if sub.job_id in early else sub
+            for sub in subs]
 
 
 def _same_sweep(s, name: str, grid: dict[str, Any], start_at: datetime | None) -> Sweep | None:
@@ -326,14 +329,14 @@ def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
     with db.session() as s:
         sweep = get_sweep(s, sweep_id)
         grid, priority, start_at = sweep.grid, sweep.priority, sweep.start_at
-        sweep.cancel_requested = False
     if conf.embedded or (start_at is not None and start_at <= utcnow()):
         start_at = None  # an --at sweep resumed before its time waits for it again; after it, runs now
     specs = expand(grid.get("grid") or {}, grid.get("fixed") or {}, f"sweep {sweep_id}")
     status = (JobStatus.PENDING if conf.embedded else JobStatus.SCHEDULED if start_at else JobStatus.QUEUED)
     if conf.embedded:
-        check_data_here(specs)
+        check_data_here(specs)  # refused: the sweep stays as it was (cancelled, if it was)
     with db.session() as s:
+        get_sweep(s, sweep_id).cancel_requested = False
         subs = record(s, specs, priority=priority, sweep_id=sweep_id, embedded=conf.embedded, status=status)
         if not conf.embedded:
             subs = _requeue_lost(s, subs, conf.broker_url)
@@ -368,7 +371,7 @@ def cancel(sweep_id: int) -> list[control.CancelResult]:
         wanted = _wanted_elsewhere(s, sweep_id, [j.id for j in jobs if not j.status.is_finished])
         sweep.cancel_requested = any(not j.status.is_finished for j in jobs) or sweep.cancel_requested
         statuses = {j.id: j.status for j in jobs}
-    kept = [control.CancelResult(job_id, statuses[job_id], f"left running: sweep {other} wants it too",
+    kept = [control.CancelResult(job_id, statuses[job_id], f"kept: sweep {other} wants it too",
                                  changed=False) for job_id, other in sorted(wanted.items())]
     return control.cancel_jobs([j.id for j in jobs if j.id not in wanted]) + kept
 

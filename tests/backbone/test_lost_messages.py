@@ -223,8 +223,38 @@ def test_cancelling_a_sweep_leaves_the_jobs_another_sweep_wants(farm_cluster, tm
     r = farm_cli(["sweep", "cancel", str(later.sweep_id), "--format", "json"], farm_cluster)
     assert r.returncode == 0, r.stderr
     [row] = json.loads(r.stdout)
-    assert row == {"job_id": shared, "status": "queued", "note": f"left running: sweep {other.sweep_id} wants it too"}
+    assert row == {"job_id": shared, "status": "queued", "note": f"kept: sweep {other.sweep_id} wants it too"}
     assert _job(shared).status == JobStatus.QUEUED
     r = farm_cli(["sweep", "cancel", str(other.sweep_id), "--format", "json"], farm_cluster)
     assert r.returncode == 0, r.stderr  # the first sweep is cancelled: nobody else wants them now
     assert {(x["job_id"], x["status"]) for x in json.loads(r.stdout)} == {(shared, "cancelled"), (own, "cancelled")}
+
+
+def test_an_earlier_sweep_brings_a_shared_job_to_its_own_start_time(farm_cluster, tmp_path, redis_url):
+    from datetime import datetime, timedelta
+
+    later, shared = _submit_later(tmp_path, minutes=3)
+    sooner = _second_sweep(tmp_path, at=(datetime.now() + timedelta(minutes=1)).strftime("%H:%M"))
+    assert sooner.start_at < later.start_at and sooner.sent == 2
+    job = _job(shared)
+    assert job.status == JobStatus.SCHEDULED
+    [message] = [m for m in _messages(redis_url) if m["headers"]["id"] == job.task_id]
+    assert _eta(message) == sooner.start_at  # its new message is for the earlier sweep's time
+
+
+def test_a_shared_job_brought_forward_whose_send_fails_keeps_its_own_time(farm_cluster, tmp_path, redis_url,
+                                                                            monkeypatch):
+    """Not failed 'could not be re-sent': its message for the later sweep is still there."""
+    from farm.scheduler import queue
+
+    later, shared = _submit_later(tmp_path)
+    before = _job(shared).task_id
+
+    def refuse(*args, **kwargs):
+        raise ConnectionError("broker went away")
+
+    monkeypatch.setattr(queue, "enqueue", refuse)
+    with pytest.raises(ConnectionError):
+        _second_sweep(tmp_path)
+    job = _job(shared)
+    assert (job.status, job.task_id, job.message) == (JobStatus.SCHEDULED, before, None)

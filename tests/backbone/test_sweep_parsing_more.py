@@ -160,3 +160,21 @@ def test_embedded_sweep_naming_the_gpu_without_one_is_refused(monkeypatch, ran, 
 def test_a_device_that_is_not_one_says_which_are(monkeypatch, ran):
     with pytest.raises(InvalidSpec, match="--device 'cuda' is not one of auto, gpu, cpu"):
         sweep.submit(sweep.parse(TINY), device="cuda")
+
+
+def test_a_resume_refused_for_missing_data_leaves_a_cancelled_sweep_cancelled(monkeypatch, ran, farm_home):
+    """Refused before anything ran: the sweep is not 'resumed' (un-cancelled) either."""
+    from farm.db.models import Sweep
+    from farm.errors import DatasetMissing
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    done = sweep.submit(sweep.parse(TINY))
+    with db.session() as s:
+        cancelled = s.get(Sweep, done.sweep_id)
+        cancelled.cancel_requested = True
+        cancelled.grid = {**cancelled.grid, "fixed": {**cancelled.grid["fixed"], "dataset": "cifar10"}}
+    monkeypatch.setenv("FARM_DATA_DIR", str(farm_home / "no-data"))
+    with pytest.raises(DatasetMissing, match="CIFAR-10 not found"):
+        sweep.resume(done.sweep_id)
+    with db.session() as s:
+        assert s.get(Sweep, done.sweep_id).cancel_requested is True

@@ -106,7 +106,9 @@ def defer(claim: Claim, message: str) -> JobStatus | None:
         if job.cancel_requested:
             _close(job, JobStatus.CANCELLED, "cancelled while it waited for another job")
             return JobStatus.CANCELLED
-        job.status, job.message, job.deferred_at = JobStatus.QUEUED, message, utcnow()
+        # No message of its own from now on: the watch's re-send (orphans._sent) then clears the
+        # new mark only if it was for that send, not one a worker made while the re-send went out
+        job.status, job.message, job.deferred_at, job.task_id = JobStatus.QUEUED, message, utcnow(), None
         return JobStatus.QUEUED
 
 

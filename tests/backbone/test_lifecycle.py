@@ -295,6 +295,17 @@ def test_deferred_jobs_are_sent_again_once_after_their_wait(farm_home):
     assert orphans.resend_deferred(broker, defer_s=0) == []
     [(sent, queue, task_id)] = broker.sent
     assert (sent, queue, _get(job_id).task_id) == (job_id, "cpu", task_id)
+
+    # A worker takes that message and defers the job again before the scanner marks the send
+    # done: the new deferral stands (else no scan would send it again, and it sat queued for good).
+    again = _job(48)
+    lifecycle.defer(lifecycle.claim(again, owners.owner_id()), "waiting for job 7")
+    with db.session() as s:
+        s.get(Job, again).deferred_at = utcnow() - timedelta(seconds=61)
+    assert orphans.take_due(again, 60, "task-1") is not None
+    lifecycle.defer(lifecycle.claim(again, owners.owner_id()), "waiting for job 7")  # the worker, meanwhile
+    orphans._sent(again, "task-1")
+    assert _get(again).deferred_at is not None and orphans.due(0) == [again]
     assert run_job(job_id) == JobStatus.SUCCEEDED
     with db.session() as s:
         s.get(Job, job_id).deferred_at = utcnow() - timedelta(seconds=61)  # a stale mark on a finished job

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from farm import db
-from farm.db.models import Job, Stage, utcnow
+from farm.db.models import Artifact, Job, Stage, utcnow
 from farm.db.status import JobStatus, StageStatus
 from farm.errors import Cancelled, Deferred, FarmError, Terminated
 from farm.scheduler.spec import FLOAT_BITS, GUARDED_TRIALS
@@ -96,8 +96,8 @@ def run_job(job_id: int, *, owner: str | None = None, on_event: Observer | None 
             outcome = _outcome(claim, workdir, on_event or (lambda kind, data: None), held)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        recorded = _record_retrying(claim, *outcome)  # a Ctrl-C meanwhile is delivered after it
-    _log_outcome(claim, recorded, outcome[1])
+        recorded, message = _record_retrying(claim, *outcome)  # a Ctrl-C meanwhile is delivered after it
+    _log_outcome(claim, recorded, message)
     return recorded or _status(job_id)  # None: another attempt owns the job now
 
 
@@ -144,27 +144,34 @@ def _outcome(claim: lifecycle.Claim, workdir: Path, notify: Observer, held: Held
 
 
 # Waits before trying again to record an attempt's outcome in a database that is unreachable or
-# locked (a PostgreSQL restart, a long SQLite writer): given up, the job would read RUNNING under
-# a live worker process, which no scan takes over, until that process exits.
+# locked (a PostgreSQL restart, a long SQLite writer; each try may also wait out SQLite's busy
+# timeout): given up, the job would read RUNNING under a live worker process, which no scan takes
+# over, until that process exits.
 RECORD_RETRIES_S = (1.0, 2.0, 4.0, 8.0, 16.0)
 
+Recorded = tuple[JobStatus | None, str | None]  # the status written (None: not this attempt's), its message
 
-def _record_retrying(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:
+
+def _record_retrying(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> Recorded:
     for wait in (*RECORD_RETRIES_S, None):
         try:
             return _record(claim, status, message, write)
         except OperationalError as e:
-            if wait is None:
-                raise
             first = (str(e.orig or e).strip().splitlines() or ["?"])[0]
+            if wait is None:
+                if write is None:
+                    raise
+                # the result rows may be what the database refuses (a full disk, a schema
+                # behind): the job fails with the reason rather than staying RUNNING
+                return _record(claim, JobStatus.FAILED, f"could not record results: {first}", None)
             log.warning("job %s: could not record how it ended (%s); trying again in %g s", claim.job_id, first, wait)
             time.sleep(wait)
-    return None  # not reached: the last round returns or raises
+    return None, None  # not reached: the last round returns or raises
 
 
-def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> JobStatus | None:
+def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, write) -> Recorded:
     if status == JobStatus.QUEUED:  # it waits for another job: Deferred
-        return lifecycle.defer(claim, message)
+        return lifecycle.defer(claim, message), message
     try:
         recorded = lifecycle.finish(claim, status, message, write=write)
     except OperationalError:
@@ -172,13 +179,13 @@ def _record(claim: lifecycle.Claim, status: JobStatus, message: str | None, writ
     except Exception as e:  # noqa: BLE001
         if write is None:
             raise
-        # The result rows could not be written (database error, a constraint): without this the
+        # The result rows could not be written (a constraint, a bad value): without this the
         # job stays RUNNING under a live owner and every redelivery is ignored.
         log.exception("job %s: could not record results", claim.job_id)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        status = JobStatus.FAILED
-        recorded = lifecycle.finish(claim, status, f"could not record results: {first}")
-    return status if recorded else None
+        status, message = JobStatus.FAILED, f"could not record results: {first}"
+        recorded = lifecycle.finish(claim, status, message)
+    return (status if recorded else None), message
 
 
 def interrupt_reason(interrupt: KeyboardInterrupt) -> str:
@@ -483,7 +490,8 @@ def _record_stage(job_id: int, name: str, status: StageStatus, started, *, resul
         # An earlier attempt of this job computed the artifact it now reuses (it was interrupted,
         # or deferred): the row keeps saying so, with its seconds, rather than "reused" from itself.
         own = (status == StageStatus.REUSED and row.status == StageStatus.SUCCEEDED
-               and row.artifact_id is not None and row.artifact_id == artifact_id)
+               and row.artifact_id is not None and row.artifact_id == artifact_id
+               and s.get(Artifact, artifact_id).job_id == job_id)  # not re-stored since by another job
         if not own:
             row.status, row.result, row.artifact_id, row.message = status, result, artifact_id, message
             row.started_at = started

@@ -374,9 +374,51 @@ def test_an_outcome_waits_out_a_locked_database(farm_home, monkeypatch):
     release = threading.Timer(1.0, lambda: blocker.execute("COMMIT"))
     release.start()
     try:
-        assert runner._record_retrying(claim, JobStatus.SUCCEEDED, None, None) == JobStatus.SUCCEEDED
+        assert runner._record_retrying(claim, JobStatus.SUCCEEDED, None, None) == (JobStatus.SUCCEEDED, None)
     finally:
         release.join()
         blocker.close()
     assert _get(job_id).status == JobStatus.SUCCEEDED
     session.dispose_all()
+
+
+def test_result_rows_the_database_keeps_refusing_fail_the_job_with_the_reason(farm_home, monkeypatch):
+    """An OperationalError that is not a blip (a schema behind the code, a full disk): after the
+    tries the job fails saying why, not left running under a live worker for good."""
+    from sqlalchemy import text
+
+    from farm.worker import lifecycle, runner
+
+    monkeypatch.setattr(runner, "RECORD_RETRIES_S", (0.01, 0.01))
+    job_id = _job(49)
+    claim = lifecycle.claim(job_id, owners.owner_id())
+    write = lambda s, job: s.execute(text("insert into no_such_table values (1)"))  # noqa: E731
+    status, message = runner._record_retrying(claim, JobStatus.SUCCEEDED, None, write)
+    assert (status, message) == (JobStatus.FAILED, "could not record results: no such table: no_such_table")
+    job = _get(job_id)
+    assert (job.status, job.message) == (JobStatus.FAILED, message)
+
+
+def test_a_stage_row_keeps_succeeded_only_for_its_own_artifact(farm_home):
+    """An earlier attempt's own stage reads succeeded when found again; one whose artifact another
+    job stored since (the file was gone, that job made it again) reads reused, from that job."""
+    from farm.db.models import Artifact
+    from farm.db.status import StageStatus
+    from farm.worker.runner import _record_stage
+
+    mine, other = _job(51), _job(52)
+    with db.session() as s:
+        art = Artifact(key="k" * 64, content_hash="c" * 64, stage="train", kind="checkpoint", path="x.pt",
+                       bytes=1, result={"accuracy": 0.5}, job_id=mine)
+        s.add(art)
+        s.flush()
+        art_id = art.id
+    _record_stage(mine, "train", StageStatus.SUCCEEDED, utcnow(), result={"accuracy": 0.5}, artifact_id=art_id)
+    _record_stage(mine, "train", StageStatus.REUSED, utcnow(), result={"accuracy": 0.5}, artifact_id=art_id)
+    with db.session() as s:
+        assert s.query(Stage).filter_by(job_id=mine).one().status == StageStatus.SUCCEEDED
+        s.get(Artifact, art_id).job_id, s.get(Artifact, art_id).result = other, {"accuracy": 0.9}
+    _record_stage(mine, "train", StageStatus.REUSED, utcnow(), result={"accuracy": 0.9}, artifact_id=art_id)
+    with db.session() as s:
+        row = s.query(Stage).filter_by(job_id=mine).one()
+        assert (row.status, row.result) == (StageStatus.REUSED, {"accuracy": 0.9})

@@ -62,21 +62,23 @@ def cancel(job_id: int) -> CancelResult:
     return cancel_jobs([job_id])[0]
 
 
-# Still "running" in the database: a worker on its host sends it again (at its start, then every
-# minute); a host that is gone has none, hence the second way.
+# Still "running" in the database: on a farm a worker on its host sends it again (at its start,
+# then every minute), and a host that is gone has none, hence the second way; without a broker
+# (a CLI process killed) nothing sends it.
 LOST = ("lost: its process is gone; a worker on its host sends it again within a minute, "
         "else submit it again (or `farm sweep resume`)")
+LOST_HERE = "lost: its process is gone; submit it again (or `farm sweep resume`) to run it"
 
 
 def with_liveness(rows: list[JobRow]) -> list[JobRow]:
     """What the database cannot say by itself: a running job whose process is gone (killed with
     it, or a worker that died whole; a worker on that host sends those again), and a cancel that
     waits for the job's next epoch or stage."""
-    out = []
+    out, lost = [], LOST_HERE if settings.load().embedded else LOST
     for row in rows:
         if row.status == str(JobStatus.RUNNING):
             if row.worker != owner_id() and not owner_alive(row.worker, row.heartbeat_at):
-                row = replace(row, message=LOST)
+                row = replace(row, message=lost)
             elif row.cancel_requested and not row.message:
                 row = replace(row, message="cancel requested: stops at its next epoch or stage")
         out.append(row)

@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from farm import settings
 from farm.errors import DatasetMissing, InvalidSpec, UnknownDataset
+# SYSTEM_FASHION_MNIST and require_files re-exported: where a notebook (and the tests) look for them
+from farm.models.files import (FASHION_FILES, SYSTEM_FASHION_MNIST, cifar_folder, fashion_dir,  # noqa: F401
+                               idx_file, require_files)
 from farm.models.idx import read_idx
 from farm.models.sizes import IMAGE_SIZES, SHAPES
 
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-FASHION_FILES = {
-    "train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-    "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte",
-}
 # Per-channel mean/std of the training images, the usual normalisation.
 FASHION_STATS = ((0.2860,), (0.3530,))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -73,45 +68,12 @@ def load_dataset(name: str, *, root: str | Path | None = None, subset: int | Non
     return data.to(device)
 
 
-def require_files(name: str, root: str | Path | None = None) -> None:
-    """Raise DatasetMissing, with the same words as loading it would, if `name`'s files are not on
-    this machine; reads nothing. A job run here is checked before it is recorded, rather than
-    failing in its first stage."""
-    root = Path(root).expanduser() if root else None
-    if name.lower() == "fashion-mnist":
-        _fashion_dir(root)
-    elif name.lower() == "cifar10":
-        _cifar_folder(root, download=False)
-
-
 def _normalise(images: np.ndarray, stats: tuple) -> Tensor:
     """uint8 NHWC/NHW -> float32 NCHW, normalised per channel."""
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
     mean, std = (torch.tensor(s).view(1, -1, 1, 1) for s in stats)
     return ((x - mean) / std).contiguous()
-
-
-def _fashion_dir(root: Path | None) -> Path:
-    candidates = [root] if root else []
-    data_dir = settings.load().data_dir
-    if data_dir:
-        candidates.append(data_dir / "fashion-mnist")
-    candidates.append(SYSTEM_FASHION_MNIST)
-    for folder in candidates:
-        if all(_idx_file(folder, f) for f in FASHION_FILES.values()):
-            return folder
-    looked = ", ".join(str(c) for c in candidates)
-    raise DatasetMissing(
-        f"Fashion-MNIST IDX files not found (looked in {looked}); run `apt-get install "
-        f"dataset-fashion-mnist` or set FARM_DATA_DIR to a folder holding fashion-mnist/")
-
-
-def _idx_file(folder: Path, stem: str) -> Path | None:
-    for path in (folder / f"{stem}.gz", folder / stem):
-        if path.is_file():
-            return path
-    return None
 
 
 def _read_fashion(path: Path) -> np.ndarray:
@@ -126,8 +88,8 @@ def _read_fashion(path: Path) -> np.ndarray:
 
 
 def _fashion_mnist(root: Path | None, download: bool) -> Dataset:
-    folder = _fashion_dir(root)
-    raw = {k: _read_fashion(_idx_file(folder, stem)) for k, stem in FASHION_FILES.items()}
+    folder = fashion_dir(root)
+    raw = {k: _read_fashion(idx_file(folder, stem)) for k, stem in FASHION_FILES.items()}
     return Dataset(
         "fashion-mnist",
         _normalise(raw["train_x"], FASHION_STATS), torch.from_numpy(raw["train_y"].astype(np.int64)),
@@ -139,7 +101,7 @@ def _fashion_mnist(root: Path | None, download: bool) -> Dataset:
 def _cifar10(root: Path | None, download: bool) -> Dataset:
     import torchvision  # only this loader needs it
 
-    folder = _cifar_folder(root, download)
+    folder = cifar_folder(root, download)
     try:
         train = torchvision.datasets.CIFAR10(str(folder), train=True, download=download)
         test = torchvision.datasets.CIFAR10(str(folder), train=False, download=download)
@@ -150,17 +112,6 @@ def _cifar10(root: Path | None, download: bool) -> Dataset:
         _normalise(train.data, CIFAR_STATS), torch.tensor(train.targets, dtype=torch.int64),
         _normalise(test.data, CIFAR_STATS), torch.tensor(test.targets, dtype=torch.int64),
         num_classes=SHAPES["cifar10"][1], in_channels=SHAPES["cifar10"][0], input_size=IMAGE_SIZES["cifar10"])
-
-
-def _cifar_folder(root: Path | None, download: bool) -> Path:
-    data_dir = settings.load().data_dir
-    folder = root or data_dir or (settings.load().home / "data")
-    if not download and not (folder / "cifar-10-batches-py").is_dir():
-        raise DatasetMissing(
-            f"CIFAR-10 not found in {folder}/cifar-10-batches-py; set FARM_DATA_DIR to a folder "
-            f"holding it, or fetch it once (needs the internet): python -c "
-            + shlex.quote(f"import torchvision; torchvision.datasets.CIFAR10({str(folder)!r}, download=True)"))
-    return folder
 
 
 def _synthetic(root: Path | None, download: bool, *, n_train: int = 1024, n_test: int = 256,

@@ -271,7 +271,7 @@ def check_data_here(specs: Sequence[JobSpec], *, force: bool = False) -> None:
     recorded, not a job that fails in its first stage. A job already succeeded is not run again
     (unless forced), so its data need not be here. (On a farm the workers' machines hold the
     data, so a submit there cannot check.)"""
-    from farm.models.datasets import require_files
+    from farm.models.files import require_files
 
     with db.session() as s:
         done = set() if force else set(s.scalars(select(Job.spec_hash).where(

@@ -39,7 +39,7 @@ def test_fashion_mnist_from_data_dir_with_subset(tmp_path, monkeypatch):
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr("farm.models.datasets.SYSTEM_FASHION_MNIST", tmp_path / "nothing")
+    monkeypatch.setattr("farm.models.files.SYSTEM_FASHION_MNIST", tmp_path / "nothing")
     monkeypatch.setenv("FARM_DATA_DIR", str(tmp_path))
     with pytest.raises(DatasetMissing, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist")

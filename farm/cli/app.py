@@ -263,32 +263,22 @@ def _show_files(job: int, files) -> None:
 @app.command(cls=Command)
 def export(
     job: Annotated[int, typer.Argument(help="job id", metavar="JOB_ID")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="the file to write, or a folder "
-                                             "(default: jobN.farm here)")] = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", metavar="PATH", help="the file to write, or a "
+                                            "folder (default: jobN.farm here)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
 ):
     """Copy a job's compressed model out of the artifact store, to load with
     farm.compress.load_compressed."""
-    import shutil
-
-    from farm import db
     from farm.models.sizes import SHAPES
+    from farm.scheduler.export import export_model
 
-    with db.session() as s:
-        stored = db.queries.stored_file(s, job)
-        spec = db.queries.get_job(s, job).spec
-    dest = out if out is not None else Path(f"job{job}.farm")
-    dest = dest / f"job{job}.farm" if dest.is_dir() else dest
-    try:
-        shutil.copyfile(stored.path, dest)
-    except OSError as e:
-        if e.filename != str(dest):
-            raise
-        raise FarmError(f"cannot write {dest}: {e.strerror or e}") from None
-    err.print(f"wrote {dest} ({dest.stat().st_size:,} bytes): job {job}'s compressed model, {spec['model']} "
-              f"on {spec['dataset']}", highlight=False, markup=False, soft_wrap=True)
-    channels, classes = SHAPES.get(spec["dataset"], (3, 10))
-    err.print(f"load it: model = get_model({spec['model']!r}, in_channels={channels}, num_classes={classes}); "
-              f"load_compressed({str(dest)!r}).load_into(model)  (farm.models, farm.compress)",
+    done = export_model(job, out, force=force)
+    model, dataset = done.spec["model"], done.spec["dataset"]
+    err.print(f"wrote {done.path} ({done.bytes:,} bytes): job {job}'s compressed model, {model} on {dataset}",
+              highlight=False, markup=False, soft_wrap=True)
+    channels, classes = SHAPES.get(dataset, (3, 10))
+    err.print(f"load it: model = get_model({model!r}, in_channels={channels}, num_classes={classes}); "
+              f"load_compressed({str(done.path)!r}).load_into(model)  (farm.models, farm.compress)",
               highlight=False, markup=False, soft_wrap=True)
 
 

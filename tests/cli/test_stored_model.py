@@ -88,6 +88,14 @@ def test_export_copies_the_model_out_and_it_loads_with_the_jobs_accuracy(farm, t
     folder = tmp_path / "models"
     folder.mkdir()
     assert farm("export", job, "--out", folder)[0] == 0 and (folder / f"job{job}.farm").is_file()
+    assert farm("export", job, "--out", f"{tmp_path}/new/")[0] == 0  # a folder not made yet
+    assert (tmp_path / "new" / f"job{job}.farm").is_file()
+
+    # an existing file is replaced only when asked; the artifact store's never (jobs share them)
+    _one_error_line(farm("export", job, "--out", dest), f"{dest} exists; --force replaces it")
+    assert farm("export", job, "--out", dest, "--force")[0] == 0
+    _one_error_line(farm("export", job, "--out", stored["path"], "--force"), "is inside the artifact store")
+    assert Path(stored["path"]).read_bytes() == dest.read_bytes()
 
 
 def test_export_without_a_model_to_copy_is_one_error_line(farm, tmp_path, monkeypatch):

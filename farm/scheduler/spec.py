@@ -281,7 +281,8 @@ def _check_bits(scheme: str, bits: int | None) -> int:
                               f"needs a quantized scheme (linear, log, kmeans)")
         return FLOAT_BITS[scheme]
     if bits is None:
-        raise InvalidSpec(f"scheme {scheme} needs bits (--bits; in a sweep file, bits:), from {QUANT_BITS.start} to {QUANT_BITS.stop - 1}")
+        raise InvalidSpec(f"scheme {scheme} needs bits (--bits; in a sweep file, bits:), from "
+                          f"{QUANT_BITS.start} to {QUANT_BITS.stop - 1}")
     if bits not in QUANT_BITS:
         raise InvalidSpec(f"bits must be from {QUANT_BITS.start} to {QUANT_BITS.stop - 1} for scheme "
                           f"{scheme}, got {bits}")

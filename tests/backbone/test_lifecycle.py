@@ -357,10 +357,9 @@ def test_an_outcome_waits_out_a_locked_database(farm_home, monkeypatch):
     """A database that cannot take the outcome for a moment (locked here; a PostgreSQL restart on
     a farm): the attempt tries again and the job ends as it did, not running for good under a
     live worker nor failed for a blip."""
+    import importlib
     import sqlite3
     import threading
-
-    import importlib
 
     from farm.worker import lifecycle, runner
 

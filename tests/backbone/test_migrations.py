@@ -79,15 +79,7 @@ def test_sqlite_database_of_the_first_schema_upgrades_with_its_rows(tmp_path):
     """A user's existing 0001 database: metrics rows keep their values and gain environment_id."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     assert upgrade(url, revision="0001") == "0001"
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("insert into jobs (id, spec_hash, spec, model, dataset, sparsity, method, scheme,"
-                             " bits, seed, device, priority, status, progress, attempts, max_attempts,"
-                             " cancel_requested, created_at) values (1, 'h', '{}', 'tiny', 'synthetic', 0.5,"
-                             " 'gradual', 'fp32', 32, 0, 'cpu', 0, 'SUCCEEDED', 1.0, 1, 3, 0, '2026-11-26')")
-        conn.exec_driver_sql("insert into metrics (job_id, accuracy, bits, scheme, created_at)"
-                             " values (1, 0.9, 32, 'fp32', '2026-11-26')")
-    engine.dispose()
+    _rows_of_a_finished_job(url)
     assert upgrade(url) == head_revision()
     _no_drift(url)
     engine = create_engine(url)

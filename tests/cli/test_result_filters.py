@@ -2,30 +2,7 @@
 --status bogus` is; `farm results --scheme bogus` said "nothing to show" and exit 0, as if such
 jobs had simply not run yet. A valid value with no rows is still an empty listing."""
 
-import sys
-
 import pytest
-
-from farm.cli.app import main
-
-
-@pytest.fixture
-def farm(monkeypatch, capsys):
-    from farm.db.session import dispose_all
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["farm", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    dispose_all()  # an engine of another test's FARM_HOME
-    yield run
-    dispose_all()
 
 
 @pytest.mark.parametrize("args, words", [

@@ -5,34 +5,12 @@ result's `size.path`, a scratch file deleted with the job's workdir."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from farm.cli.app import main
-
 TINY = ["tiny", "--dataset", "synthetic", "--device", "cpu", "--recipe", "quick", "--subset", "64",
         "--epochs", "1", "--retrain-epochs", "1", "--finetune-epochs", "1", "--scheme", "kmeans", "--bits", "4"]
-
-
-@pytest.fixture
-def farm(monkeypatch, capsys):
-    from farm.db.session import dispose_all
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["farm", *map(str, args)])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    dispose_all()  # an engine of another test's FARM_HOME
-    yield run
-    dispose_all()
 
 
 def _submit(farm) -> dict:

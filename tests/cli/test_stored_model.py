@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 TINY = ["tiny", "--dataset", "synthetic", "--device", "cpu", "--recipe", "quick", "--subset", "64",
         "--epochs", "1", "--retrain-epochs", "1", "--finetune-epochs", "1", "--scheme", "kmeans", "--bits", "4"]
 

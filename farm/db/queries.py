@@ -387,6 +387,28 @@ def job_detail(session: Session, job_id: int) -> JobDetail:
                      sweeps=[s.id for s in job.sweeps], prune_steps=steps, files=_files(job))
 
 
+OVERDUE_S = 120.0  # a scheduled job still waiting this long after its start time is sent again
+
+
+def overdue_scheduled(session: Session, grace_s: float = OVERDUE_S, job_ids: Sequence[int] | None = None) -> list[int]:
+    """Scheduled jobs (of `job_ids`, or all) still waiting `grace_s` after the start time of
+    the latest of their --at sweeps (the one whose message they carry): a live worker would have
+    started them, so their message is held by a worker that died, which Redis gives back only
+    after the visibility timeout (hours), or by one still busy with another job."""
+    from datetime import timedelta
+
+    from farm.db.models import utcnow
+
+    query = (select(Job.id, Sweep.start_at).join(SweepJob, SweepJob.job_id == Job.id)
+             .join(Sweep, Sweep.id == SweepJob.sweep_id)
+             .where(Job.status == JobStatus.SCHEDULED, Sweep.start_at.is_not(None)).order_by(Sweep.id))
+    if job_ids is not None:
+        query = query.where(Job.id.in_(list(job_ids)))
+    latest = {job_id: at for job_id, at in session.execute(query)}  # by sweep id: the latest wins
+    cutoff = utcnow() - timedelta(seconds=grace_s)
+    return sorted(job_id for job_id, at in latest.items() if at <= cutoff)
+
+
 STORED = {"train": "dense checkpoint", "prune": "pruned checkpoint", "quantize": "compressed model"}
 
 

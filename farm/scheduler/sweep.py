@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from farm import db, settings
 from farm.db.models import Job, Sweep, SweepJob, utcnow
-from farm.db.queries import SweepSummary, get_sweep, sweep_summary
+from farm.db.queries import OVERDUE_S, SweepSummary, get_sweep, overdue_scheduled, sweep_summary
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
@@ -354,8 +354,11 @@ def _requeue_lost(s, subs: list[Submitted], broker_url: str) -> list[Submitted]:
         return subs
     present = queue.task_ids_in_broker(broker_url)
     jobs = {job.id: job for job in s.scalars(select(Job).where(Job.id.in_(waiting)))}
+    # a scheduled job long past its start time: its message is with a worker that died (still
+    # 'unacknowledged' in Redis for hours), however present it looks
+    late = set(overdue_scheduled(s, OVERDUE_S, list(waiting)))
     lost = {job_id for job_id, job in jobs.items()
-            if job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED) and message_lost(job, present)}
+            if job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED) and (message_lost(job, present) or job_id in late)}
     subs = [replace(sub, requeued=True) if sub.job_id in lost else sub for sub in subs]
     scheduled = {job_id: jobs[job_id] for job_id in lost if jobs[job_id].status == JobStatus.SCHEDULED}
     return keep_start_times(s, scheduled, subs, JobStatus.QUEUED)

@@ -28,6 +28,7 @@ from sqlalchemy import select
 
 from farm import settings
 from farm.db.models import Job, utcnow
+from farm.db.queries import OVERDUE_S, overdue_scheduled
 from farm.db.session import unpooled_session
 from farm.db.status import JobStatus
 from farm.worker.owners import owner_alive, owner_id, this_host
@@ -157,9 +158,35 @@ def resend_deferred(app, defer_s: float | None = None) -> list[int]:
     return sent
 
 
+def take_overdue(job_id: int, task_id: str) -> tuple[str, int] | None:
+    """Take the re-send of an overdue scheduled job (one scanner of many wins): queued now,
+    under a new task id; its old message, if a live worker still holds it, finds it taken."""
+    with unpooled_session() as s:
+        job = s.get(Job, job_id, with_for_update=True)
+        if job is None or job.status != JobStatus.SCHEDULED or job_id not in overdue_scheduled(s, OVERDUE_S, [job_id]):
+            return None
+        job.status, job.task_id = JobStatus.QUEUED, task_id
+        job.message = "sent again: still scheduled after its start time (its worker died holding it?)"
+        return job.device, job.priority
+
+
+def resend_overdue(app) -> list[int]:
+    """Send again the scheduled jobs still waiting OVERDUE_S after their start time: a worker
+    killed while it held their delayed messages leaves them to Redis's visibility timeout
+    (hours), and every scan before this said nothing."""
+    with unpooled_session() as s:
+        late = overdue_scheduled(s, OVERDUE_S)
+    sent = []
+    for job_id in late:
+        if _send(app, job_id, lambda tid: take_overdue(job_id, tid)):
+            log.warning("job %s: still scheduled %g s after its start time; sent again", job_id, OVERDUE_S)
+            sent.append(job_id)
+    return sent
+
+
 class Watch:
-    """adopt() and resend_deferred() now and every SCAN_EVERY_S (or defer_s, if shorter) in a
-    daemon thread of the worker's main process."""
+    """adopt(), resend_deferred() and resend_overdue() now and every SCAN_EVERY_S (or defer_s,
+    if shorter) in a daemon thread of the worker's main process."""
 
     def __init__(self, app, every: float | None = None):
         every = min(SCAN_EVERY_S, settings.load().defer_s) if every is None else every
@@ -184,5 +211,9 @@ class Watch:
                 resend_deferred(self.app)
             except Exception:
                 log.exception("sending waiting jobs again failed")
+            try:
+                resend_overdue(self.app)
+            except Exception:
+                log.exception("sending overdue scheduled jobs again failed")
             if self._stop.wait(self.every):
                 return

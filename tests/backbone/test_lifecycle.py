@@ -423,3 +423,29 @@ def test_a_stage_row_keeps_succeeded_only_for_its_own_artifact(farm_home):
     with db.session() as s:
         row = s.query(Stage).filter_by(job_id=mine).one()
         assert (row.status, row.result) == (StageStatus.REUSED, {"accuracy": 0.9})
+
+
+def test_the_watch_sends_a_scheduled_job_long_past_its_time_again(farm_home):
+    """Its delayed message went down with a worker (Redis holds it, unacknowledged, for hours)."""
+    from datetime import timedelta
+
+    from farm.db.models import Sweep, SweepJob
+    from farm.db.queries import OVERDUE_S
+    from farm.worker import orphans
+
+    late, ahead = _job(53, status=JobStatus.SCHEDULED), _job(54, status=JobStatus.SCHEDULED)
+    with db.session() as s:
+        for job_id, start in ((late, utcnow() - timedelta(seconds=OVERDUE_S + 5)),
+                              (ahead, utcnow() + timedelta(hours=1))):
+            sweep = Sweep(name=f"at-{job_id}", source="", grid={}, priority=0, start_at=start)
+            s.add(sweep)
+            s.flush()
+            s.add(SweepJob(sweep_id=sweep.id, job_id=job_id))
+    broker = _Broker()
+    assert orphans.resend_overdue(broker) == [late]
+    assert orphans.resend_overdue(broker) == []  # taken: queued now, with the message just sent
+    [(sent, _, task_id)] = broker.sent
+    job = _get(late)
+    assert (sent, job.status, job.task_id) == (late, JobStatus.QUEUED, task_id)
+    assert _get(ahead).status == JobStatus.SCHEDULED
+    assert run_job(late) == JobStatus.SUCCEEDED

@@ -258,3 +258,24 @@ def test_a_shared_job_brought_forward_whose_send_fails_keeps_its_own_time(farm_c
         _second_sweep(tmp_path)
     job = _job(shared)
     assert (job.status, job.task_id, job.message) == (JobStatus.SCHEDULED, before, None)
+
+
+def test_resume_sends_a_scheduled_job_long_past_its_time_though_its_message_looks_present(
+        farm_cluster, tmp_path, redis_url):
+    """A worker killed while it held the delayed message leaves it 'unacknowledged' in Redis for
+    hours: present to a look at the broker, yet nobody will run it (a new-user walkthrough)."""
+    from datetime import timedelta
+
+    from farm.db.models import Sweep, utcnow
+    from farm.db.queries import OVERDUE_S
+    from farm.scheduler import sweep
+
+    done, job_id = _submit_later(tmp_path)
+    assert sweep.resume(done.sweep_id).sent == 0  # before its time: left alone
+    with db.session() as s:
+        s.get(Sweep, done.sweep_id).start_at = utcnow() - timedelta(seconds=OVERDUE_S + 5)
+    assert sweep.resume(done.sweep_id).sent == 1
+    job = _job(job_id)
+    assert job.status == JobStatus.QUEUED
+    [message] = [m for m in _messages(redis_url) if m["headers"]["id"] == job.task_id]
+    assert message["headers"].get("eta") is None  # now: its time has passed

@@ -380,13 +380,22 @@ def cancel(sweep_id: int) -> list[control.CancelResult]:
 
 
 def _wanted_elsewhere(s, sweep_id: int, job_ids: list[int]) -> dict[int, int]:
-    """{job id: the first other sweep, not cancelled, that has it} of `job_ids`."""
+    """{job id: the first other sweep that still wants it} of `job_ids`. A sweep wants its jobs
+    while it is not cancelled and goes on: it has an unfinished job of its own (one that the sweep
+    being cancelled has not). An old sweep whose jobs had all ended, one of which another sweep
+    sent again, does not hold that job against a cancel."""
     rows = s.execute(select(SweepJob.job_id, SweepJob.sweep_id).join(Sweep, Sweep.id == SweepJob.sweep_id)
                      .where(SweepJob.job_id.in_(job_ids), SweepJob.sweep_id != sweep_id,
                             Sweep.cancel_requested.is_(False)).order_by(SweepJob.sweep_id))
+    pairs = list(rows)
+    mine = select(SweepJob.job_id).where(SweepJob.sweep_id == sweep_id)
+    going = set(s.scalars(select(SweepJob.sweep_id).join(Job, Job.id == SweepJob.job_id).where(
+        SweepJob.sweep_id.in_({other for _, other in pairs}), SweepJob.job_id.not_in(mine),
+        Job.status.not_in([status for status in JobStatus if status.is_finished]))))
     wanted: dict[int, int] = {}
-    for job_id, other in rows:
-        wanted.setdefault(job_id, other)
+    for job_id, other in pairs:
+        if other in going:
+            wanted.setdefault(job_id, other)
     return wanted
 
 

@@ -449,3 +449,32 @@ def test_the_watch_sends_a_scheduled_job_long_past_its_time_again(farm_home):
     assert (sent, job.status, job.task_id) == (late, JobStatus.QUEUED, task_id)
     assert _get(ahead).status == JobStatus.SCHEDULED
     assert run_job(late) == JobStatus.SUCCEEDED
+
+
+def test_sweep_cancel_keeps_a_job_only_for_a_sweep_that_goes_on(farm_home):
+    """An old sweep whose jobs had all ended, one of which a newer sweep sent again, does not
+    stop the newer sweep's cancel (a new-user walkthrough); a sweep with work of its own left
+    does keep the job it shares."""
+    from farm.db.models import Sweep, SweepJob
+    from farm.scheduler import sweep
+
+    shared, ended, own = _job(55), _job(56, status=JobStatus.FAILED), _job(57)
+
+    def make(name, job_ids):
+        with db.session() as s:
+            row = Sweep(name=name, source="", grid={}, priority=0)
+            s.add(row)
+            s.flush()
+            s.add_all([SweepJob(sweep_id=row.id, job_id=j) for j in job_ids])
+            return row.id
+
+    make("old", [shared, ended])
+    newer = make("newer", [shared])
+    [result] = sweep.cancel(newer)
+    assert (result.job_id, result.status) == (shared, JobStatus.CANCELLED)
+
+    again = _job(58)
+    going, newest = make("going", [again, own]), make("newest", [again])
+    [kept] = sweep.cancel(newest)
+    assert (kept.job_id, kept.note, kept.changed) == (again, f"kept: sweep {going} wants it too", False)
+    assert _get(again).status == JobStatus.QUEUED

@@ -65,8 +65,8 @@ def cancel(job_id: int) -> CancelResult:
 # Still "running" in the database: on a farm a worker on its host sends it again (at its start,
 # then every minute), and a host that is gone has none, hence the second way; without a broker
 # (a CLI process killed) nothing sends it.
-LOST = ("lost: its process is gone; a worker on its host sends it again within a minute, "
-        "else submit it again (or `farm sweep resume`)")
+LOST = ("lost: its process is gone; a worker running on its host sends it again within a minute "
+        "(start one there), else submit it again (or `farm sweep resume`)")
 LOST_HERE = "lost: its process is gone; submit it again (or `farm sweep resume`) to run it"
 
 

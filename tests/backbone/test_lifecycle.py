@@ -161,7 +161,7 @@ def test_status_says_a_running_job_is_lost_or_waits_for_its_cancel(farm_home, fa
     said = {row["job_id"]: row["message"] for row in json.loads(r.stdout)}
     # no broker here: nothing will send it again, so the message does not say a worker will
     assert said == {lost: LOST_HERE, stopping: "cancel requested: stops at its next epoch or stage", running: None}
-    assert "worker" not in LOST_HERE and "a worker on its host sends it again" in LOST
+    assert "worker" not in LOST_HERE and "a worker running on its host sends it again" in LOST
 
 
 def test_an_owner_of_another_pid_namespace_on_this_hostname_is_judged_by_its_heartbeat(farm_home):

@@ -37,6 +37,12 @@ def _notes(notes: list[str]) -> None:
         err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
+# Left out first, in this order, when one row a job is wider than the terminal
+COMPARE_OPTIONAL = ("dense_fp16_ms", "dense_tf32_ms", "dense_fp32_ms", "gpu", "dtype", "batch", "status",
+                    "compressed_bytes", "dense_accuracy", "target_sparsity", "dataset", "speedup_fp32", "note",
+                    "speedup_tf32")
+
+
 def compare(
     jobs: Annotated[list[int] | None, typer.Argument(help="job ids (or --sweep)", metavar="JOB_ID")] = None,
     sweep: Annotated[int | None, typer.Option(help="every job of this sweep")] = None,
@@ -68,7 +74,11 @@ def compare(
         sys.stdout.write(markdown(rows, columns, raw=True))
     else:
         title = f"compare (timings at batch {comp.batch})" if comp.batch is not None else "compare"
-        render.rows(rows, Format.table, columns=columns, title=title)
+        # one row a job: a narrow terminal drops the least needed columns, as farm results does
+        # (13 of them at 100 columns broke every header into syllables, a note over 25 lines)
+        wide = len(comp.rows) > SIDE_BY_SIDE_MAX
+        render.rows(rows, Format.table, columns=columns, title=title,
+                    optional=COMPARE_OPTIONAL if wide else (), clip=("note",) if wide else ())
 
 
 def report(

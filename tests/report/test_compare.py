@@ -87,3 +87,20 @@ def test_jobs_with_no_timings_leave_the_timing_fields_out_of_the_table_not_the_c
     assert "latency_ms" not in table and "speedup_fp16" not in table and "–" not in table, table
     csv = invoke("compare", "--sweep", results_db.untimed_sweep, "--format", "csv").output
     assert any(line.startswith("job_id,") and "latency_ms" in line for line in csv.splitlines())
+
+
+def test_a_compare_of_many_jobs_fits_a_narrow_terminal(filled):
+    """One row a job: at 100 columns the least needed columns go, and a note names them (all
+    were kept, every header broken into syllables, a note cell 25 lines tall)."""
+    import os
+    import subprocess
+    import sys
+
+    url, truth = filled
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("FARM_")}, "FARM_DB_URL": url, "COLUMNS": "100"}
+    r = subprocess.run([sys.executable, "-m", "farm.cli.app", "compare", "--sweep", str(truth.grid_sweep)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "left out for the terminal's width: " in r.stderr and "dense_fp16_ms" in r.stderr
+    assert max(map(len, r.stdout.splitlines())) <= 100
+    assert "accuracy" in r.stdout and "job" in r.stdout

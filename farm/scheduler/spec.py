@@ -173,10 +173,13 @@ class JobSpec:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     def label(self) -> str:
-        """Short human name: resnet20/fashion-mnist s=0.90 kmeans4."""
+        """Short human name: resnet20/fashion-mnist s=0.90 kmeans4; a scope other than global, a
+        one-shot prune and a --force run say so (two jobs alike but for those read as one twice)."""
         quant = self.scheme if self.scheme in FLOAT_BITS else f"{self.scheme}{self.bits}"
         guard = "" if self.max_drop is None else f" (drop <= {self.max_drop:g} pt)"
-        return f"{self.model}/{self.dataset} s={self.sparsity:.2f}{guard} {quant}"
+        extra = "".join([f" {self.scope}" if self.scope != "global" else "",
+                         " oneshot" if self.method == "oneshot" else "", f" run {self.run}" if self.run else ""])
+        return f"{self.model}/{self.dataset} s={self.sparsity:.2f}{guard} {quant}{extra}"
 
     @property
     def distill(self) -> float:

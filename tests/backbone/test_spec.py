@@ -31,6 +31,11 @@ def test_max_drop_is_part_of_the_work_only_when_set():
     assert guarded.hash != plain.hash and guarded.stage_key("prune") != plain.stage_key("prune")
     assert guarded.stage_key("train") == plain.stage_key("train")
     assert JobSpec.from_dict(guarded.to_dict()) == guarded and "drop <= 0.3 pt" in guarded.label()
+    # jobs alike but for their scope, schedule or run do not share a label (a new-user walkthrough)
+    plain = JobSpec(model="tiny", dataset="synthetic", sparsity=0.7)
+    assert plain.label() == "tiny/synthetic s=0.70 fp32"
+    assert (replace(plain, scope="layer", method="oneshot", run=1).label()
+            == "tiny/synthetic s=0.70 fp32 layer oneshot run 1")
     for bad in (-0.1, 100, True, "0.3"):
         with pytest.raises(InvalidSpec, match="max_drop"):
             JobSpec(**TINY, max_drop=bad).resolve()

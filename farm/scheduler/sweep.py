@@ -339,7 +339,7 @@ def resume(sweep_id: int, *, on_event=None) -> SweepSubmitted:
         get_sweep(s, sweep_id).cancel_requested = False
         subs = record(s, specs, priority=priority, sweep_id=sweep_id, embedded=conf.embedded, status=status)
         if not conf.embedded:
-            subs = _requeue_lost(s, subs, conf.broker_url)
+            subs = _bring_forward(s, _requeue_lost(s, subs, conf.broker_url), sweep_id, start_at, priority)
     return _send(sweep_id, subs, conf, priority, start_at, on_event)
 
 

@@ -279,3 +279,25 @@ def test_resume_sends_a_scheduled_job_long_past_its_time_though_its_message_look
     assert job.status == JobStatus.QUEUED
     [message] = [m for m in _messages(redis_url) if m["headers"]["id"] == job.task_id]
     assert message["headers"].get("eta") is None  # now: its time has passed
+
+
+def test_resuming_a_sweep_for_now_runs_its_job_a_later_sweep_holds_now(farm_cluster, tmp_path, redis_url):
+    """Its failed job, submitted again since by a sweep for later, waited for that hour though
+    this sweep was resumed to run it now."""
+    from datetime import datetime, timedelta
+
+    from farm.scheduler import sweep
+
+    now = _second_sweep(tmp_path)
+    shared = next(j for j in now.job_ids if _job(j).spec["seed"] == 1)
+    with db.session() as s:
+        s.get(Job, shared).status = JobStatus.FAILED
+    path = tmp_path / "later.yaml"
+    path.write_text(SCHEDULED_SWEEP)
+    sweep.submit(sweep.load(path), at=(datetime.now() + timedelta(minutes=3)).strftime("%H:%M"))
+    assert _job(shared).status == JobStatus.SCHEDULED  # reset by the later sweep, for its time
+    assert sweep.resume(now.sweep_id).sent == 1
+    job = _job(shared)
+    assert job.status == JobStatus.QUEUED
+    [message] = [m for m in _messages(redis_url) if m["headers"]["id"] == job.task_id]
+    assert message["headers"].get("eta") is None

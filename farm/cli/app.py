@@ -38,8 +38,6 @@ RESULT_OPTIONAL = ("compressed_bytes", "target_sparsity", "dataset", "dense_accu
 # these out sorts by those it shows, so the reached sparsity stands in for the target (equal but
 # for --max-drop jobs) and a dataset left out does not split the rows into runs that look shuffled
 RESULT_ORDER = ("model", "dataset", "target_sparsity", "sparsity", "scheme", "bits", "job_id")
-# Shown in the results table only where its rows differ in them (JSON and CSV always have them)
-RESULT_SETUP = ("method", "scope", "max_drop", "seed", "run")
 STATUS_OPTIONAL = ("worker", "attempts", "device", "dataset", "bits", "progress", "scheme")
 
 
@@ -312,20 +310,19 @@ def results(
 def _result_columns(rows) -> list[str]:
     """The table's columns, with the setup fields the rows differ in (scope, max_drop, run, ...)
     after their bits: a column of "global" in every row is noise, but without it a lamp and a
-    global job of one sparsity look like one job twice."""
-    at = RESULT_COLUMNS.index("bits") + 1
-    return RESULT_COLUMNS[:at] + _differing(rows) + RESULT_COLUMNS[at:]
+    global job of one sparsity look like one job twice (JSON and CSV always have them)."""
+    from farm.report.tables import with_setup
 
-
-def _differing(rows) -> list[str]:
-    return [c for c in RESULT_SETUP if len({getattr(r, c) for r in rows}) > 1]
+    return with_setup(RESULT_COLUMNS, rows)
 
 
 def _result_optional(rows) -> tuple[str, ...]:
     """Rows of several datasets keep the dataset to the last, and the setup fields they differ
     in with it: an accuracy means little without them, and two jobs alike but for their dataset
     would look like one job twice."""
-    kept = tuple(_differing(rows)) + (("dataset",) if len({r.dataset for r in rows}) > 1 else ())
+    from farm.report.tables import differing
+
+    kept = tuple(differing(rows)) + (("dataset",) if len({r.dataset for r in rows}) > 1 else ())
     return tuple(c for c in RESULT_OPTIONAL if c not in kept) + kept
 
 

@@ -19,7 +19,7 @@ from farm.report.compare import Comparison, compare_sweep
 from farm.report.crossover import crossovers
 from farm.report.pareto import XAxis, panels
 from farm.report.provenance import ENV_COLUMNS, MeasuredOn, SweepInfo, environments, sweep_info
-from farm.report.tables import COMPARE_COLUMNS, differing, html_table
+from farm.report.tables import COMPARE_COLUMNS, html_table, with_setup
 
 MAX_LAYER_CHARTS = 6  # per-layer charts in one report; `farm plot layers JOB` draws any other
 
@@ -134,9 +134,8 @@ def _results(comp: Comparison) -> str:
                    f"dense_X_ms over our time (for tf32, with our kept-dense layers in TF32). {size}")
     # every column (the caption explains empty timings), and the setup fields the jobs differ in
     # (scope, run, ...) after their bits, as `farm compare` shows them
-    at = COMPARE_COLUMNS.index("bits") + 1
-    columns = COMPARE_COLUMNS[:at] + differing(comp.rows) + COMPARE_COLUMNS[at:]
-    return f'<p class="caption">{html.escape(caption)}</p>' + html_table(comp.rows, columns, css="results")
+    return f'<p class="caption">{html.escape(caption)}</p>' + html_table(
+        comp.rows, with_setup(COMPARE_COLUMNS, comp.rows), css="results")
 
 
 STEP_COLUMNS = ["job_id", "sparsity", "epochs", "accuracy", "train_seconds", "reused", "from_job"]

@@ -26,12 +26,18 @@ def differing(rows: Sequence[Any], columns: Sequence[str] = SETUP_COLUMNS) -> li
     return [c for c in columns if len({json.dumps(d.get(c)) for d in data}) > 1]
 
 
+def with_setup(columns: Sequence[str], rows: Sequence[Any]) -> list[str]:
+    """`columns` with the setup fields the rows differ in after "bits" (at the end without it)."""
+    columns = list(columns)
+    at = columns.index("bits") + 1 if "bits" in columns else len(columns)
+    return columns[:at] + differing(rows) + columns[at:]
+
+
 def compare_columns(rows: Sequence[Any]) -> list[str]:
     """The compare table's fields: those some job has (CPU jobs have no timings: ten rows of
     dashes, which a note explains), with the setup fields the jobs differ in after their bits."""
     shown = [c for c in COMPARE_COLUMNS if any(d.get(c) is not None for d in _dicts(rows))] or COMPARE_COLUMNS
-    at = shown.index("bits") + 1 if "bits" in shown else len(shown)
-    return shown[:at] + differing(rows) + shown[at:]
+    return with_setup(shown, rows)
 
 
 def human_bytes(n: float) -> str:

@@ -201,7 +201,16 @@ def parse(ptx: str) -> Kernel:
 
 
 def _split_operands(rest: str) -> list[str]:
-    return [o.strip() for o in rest.split(",")] if rest.strip() else []
+    """Comma-separated operands; a vector operand {%a, %b, ...} stays one."""
+    return [o.strip() for o in re.findall(r"\{[^}]*\}|[^,{}]+", rest) if o.strip()]
+
+
+def _vector(op: str, count: int) -> list[str]:
+    """The registers of a vector operand {%a, %b, ...} of `count` elements."""
+    regs = [r.strip() for r in op.strip("{}").split(",")] if op.startswith("{") else []
+    if len(regs) != count:
+        raise UnknownInstruction(f"{op} is not a vector of {count} registers")
+    return regs
 
 
 def _decode_instr(k: Kernel, lineno: int, text: str) -> Instr:
@@ -404,8 +413,17 @@ def _address(k: Kernel, op: str):
     return None, off, m.group(1)
 
 
+def _vector_width(quals: list[str]) -> tuple[list[str], int]:
+    """(the qualifiers without .v2/.v4, the vector's element count: 1 for a scalar)."""
+    width = [int(q[1:]) for q in quals if q in ("v2", "v4")]
+    return [q for q in quals if q not in ("v2", "v4")], (width[0] if width else 1)
+
+
 def _dec_ld(k, parts, ops):
     space, ty, quals = parts[1], parts[-1], parts[2:-1]
+    quals, count = _vector_width(quals)
+    if count > 1:
+        return _dec_ld_vector(k, space, ty, quals, count, ops)
     reg, off, param = _address(k, ops[1])
     dst = _writer(k, ops[0], ty)
     if space == "param" and not quals and param:
@@ -420,8 +438,40 @@ def _dec_ld(k, parts, ops):
     raise UnknownInstruction(f"{'.'.join(parts)}")
 
 
+def _dec_ld_vector(k, space, ty, quals, count, ops):
+    """ld.global[.nc].vN: N consecutive elements, the first aligned to the whole vector."""
+    reg, off, _ = _address(k, ops[1])
+    if space != "global" or quals not in ([], ["nc"]) or reg is None or ty not in ("f32", "b16", "b32"):
+        raise UnknownInstruction(f"ld.{space}.{'.'.join(quals)}.v{count}.{ty}")
+    dsts = [_writer(k, r, ty) for r in _vector(ops[0], count)]
+    size, nc = _SIZE[ty], quals == ["nc"]
+
+    def fn(m, lanes):
+        m.check_alignment(reg, off, size * count, lanes)
+        for i, dst in enumerate(dsts):
+            dst(m, lanes, _decode(m.global_load(reg, off + i * size, size, lanes, nc), ty))
+    return fn
+
+
+def _dec_st_vector(k, space, ty, quals, count, ops):
+    reg, off, _ = _address(k, ops[0])
+    if space != "global" or quals or reg is None or ty not in ("f32", "b16", "b32"):
+        raise UnknownInstruction(f"st.{space}.{'.'.join(quals)}.v{count}.{ty}")
+    srcs = [_reader(k, r, ty) for r in _vector(ops[1], count)]
+    size = _SIZE[ty]
+
+    def fn(m, lanes):
+        m.check_alignment(reg, off, size * count, lanes)
+        for i, src in enumerate(srcs):
+            m.global_store(reg, off + i * size, _encode(src(m, lanes), ty), lanes)
+    return fn
+
+
 def _dec_st(k, parts, ops):
     space, ty, quals = parts[1], parts[-1], parts[2:-1]
+    quals, count = _vector_width(quals)
+    if count > 1:
+        return _dec_st_vector(k, space, ty, quals, count, ops)
     reg, off, param = _address(k, ops[0])
     if reg is None or quals or ty not in ("f32", "b16", "u32", "b32", "u64", "b64"):
         raise UnknownInstruction(f"{'.'.join(parts)}")
@@ -555,6 +605,15 @@ class Machine:
             if store and not buf.writable:
                 raise SimError(f"store to read-only buffer {buf.name}")
             yield buf, pos, at
+
+    def check_alignment(self, reg, off, size, lanes):
+        """A vector access must be aligned to its whole size (a GPU faults otherwise)."""
+        addr = self.read(reg, lanes) + np.uint64(off & _MASK[8])
+        bad = addr % np.uint64(size) != 0
+        if bad.any():
+            i = int(np.nonzero(bad)[0][0])
+            raise OutOfBounds(f"{size}-byte vector access at misaligned address {int(addr[i]):#x} "
+                              f"({self.where(lanes[i])})")
 
     def global_load(self, reg, off, size, lanes, nc: bool) -> np.ndarray:
         out = np.zeros(lanes.size, _BITS[size])
@@ -721,9 +780,9 @@ def buffer_address(index: int) -> int:
 
 def run_csrgen(ptx, lay, x: np.ndarray, bias: np.ndarray, residual: np.ndarray | None = None, relu: bool = False,
                *, kg: int, threads: int, splits: int = 1, gs: int = 1, n_groups: int, act_half: bool = False,
-               check_stores: bool = True) -> np.ndarray:
+               check_stores: bool = True, px: int = 1) -> np.ndarray:
     """The generated kernel's output y (N, K, OH, OW) for input x (N, C, H, W), as the GPU would
-    compute it: grid (ceil(npix / threads), ceil(n_groups / gs)), blocks of threads * splits * gs,
+    compute it: grid (ceil(npix / (threads * px)), ceil(n_groups / gs)), blocks of threads * splits * gs,
     the dynamic shared memory GenConfig.shared_bytes. check_stores: every element of y must be
     stored exactly once (a second store is two groups claiming a channel; none, a lost one)."""
     from farm.kernels.csrgen.generate import shared_bytes
@@ -744,8 +803,8 @@ def run_csrgen(ptx, lay, x: np.ndarray, bias: np.ndarray, residual: np.ndarray |
     args = {"p_x": buffer_address(0), "p_y": buffer_address(1), "p_bias": buffer_address(2),
             "p_zero": buffer_address(3), "p_res": buffer_address(4) if residual is not None else 0,
             "p_npix": npix, "p_relu": int(relu)}
-    grid = (-(-npix // threads), -(-n_groups // gs))
-    launch(ptx, grid, threads * splits * gs, args, bufs, shared_bytes(kg, threads, splits, gs))
+    grid = (-(-npix // (threads * px)), -(-n_groups // gs))
+    launch(ptx, grid, threads * splits * gs, args, bufs, shared_bytes(kg, threads, splits, gs, px))
     if check_stores:
         stores = bufs[1].stores[::y.itemsize]
         if (stores != 1).any():

@@ -19,11 +19,12 @@ from farm.kernels.csrgen.generate import balance_groups, generate, split_columns
 from farm.kernels.testing import pruned_weight, quantize
 
 LOAD = re.compile(r"ld\.global\.nc\.(f32|b16) %h?x(\d+), \[%tap(\d+)\+(\d+)\]")
+VLOAD = re.compile(r"ld\.global\.nc\.v\d\.(f32|b16) \{([^}]*)\}, \[%tap(\d+)\+(\d+)\]")  # pixel vectors
 STAGED = re.compile(r"ld\.shared\.f32 %x(\d+), \[%sbase\+(\d+)\]")  # staged 1x1 input
 CHUNK = re.compile(r"^// chunk (\d+)$")
 FMA = re.compile(r"fma\.rn\.f32 %acc(\d+), %x(\d+), 0f([0-9A-F]{8}), %acc(\d+)")
-EPILOGUE = re.compile(r"fma\.rn\.f32 %v0, %acc(\d+), 0f([0-9A-F]{8}), %v1")
-STORE = re.compile(r"@%pvalid st\.global\.(f32|b16) \[%yb\+(\d+)\], %h?v\d")
+EPILOGUE = re.compile(r"fma\.rn\.f32 %p?v\d+, %acc(\d+), 0f([0-9A-F]{8}), %v1")
+STORE = re.compile(r"@%pvalid st\.global\.(?:v\d\.)?(f32|b16) \[%yb\+(\d+)\], \{?%p?h?v\d")
 
 
 def _float(hex8: str) -> float:
@@ -31,12 +32,14 @@ def _float(hex8: str) -> float:
 LABEL = re.compile(r"^G(\d+)S(\d+):$")
 
 
-def read_back(ptx: str, groups, lay: ConvShape, es: int, threads: int = 0) -> np.ndarray:
+def read_back(ptx: str, groups, lay: ConvShape, es: int, threads: int = 0, px: int = 1) -> np.ndarray:
     """The dense weights the generated code multiplies by: each FMA's immediate, placed at the
     (channel of its accumulator, input channel and tap of the value it multiplies). Staged code
-    (`threads` given) reads channel chunk + offset / (4 * threads) from shared memory."""
+    (`threads` given) reads channel chunk + offset / (4 * threads) from shared memory. With PX
+    pixels a thread, accumulator j * px + i must multiply element i of a vector load, and each
+    weight is applied once per pixel and equally to all."""
     out = np.zeros((lay.k, lay.c, lay.kh * lay.kw), dtype=np.float32)
-    seen = np.zeros(out.shape, dtype=bool)
+    seen = np.zeros((*out.shape, px), dtype=bool)
     group, loaded, chunk = None, {}, 0
     for line in ptx.splitlines():
         line = line.strip().rstrip(";")
@@ -45,21 +48,30 @@ def read_back(ptx: str, groups, lay: ConvShape, es: int, threads: int = 0) -> np
         elif m := CHUNK.match(line):
             chunk = int(m.group(1))
         elif m := STAGED.match(line):
-            loaded[int(m.group(1))] = (chunk + int(m.group(2)) // (4 * threads), 0)
+            loaded[int(m.group(1))] = (chunk + int(m.group(2)) // (4 * threads), 0, 0)
         elif m := LOAD.match(line):
             reg, tap, off = int(m.group(2)), int(m.group(3)), int(m.group(4))
-            loaded[reg] = (off // (lay.h * lay.w * es), tap)
+            loaded[reg] = (off // (lay.h * lay.w * es), tap, 0)
+        elif m := VLOAD.match(line):
+            regs = [int(r) for r in re.findall(r"%h?x(\d+)", m.group(2))]
+            assert len(regs) == px, "a vector load of PX values"
+            for i, reg in enumerate(regs):
+                loaded[reg] = (int(m.group(4)) // (lay.h * lay.w * es), int(m.group(3)), i)
         elif m := FMA.match(line):
             assert m.group(1) == m.group(4), "an FMA must add into its own accumulator"
-            ch = groups[group][int(m.group(1))]
-            cin, tap = loaded[int(m.group(2))]
-            assert not seen[ch, cin, tap], "a weight is applied twice"
-            seen[ch, cin, tap] = True
+            acc = int(m.group(1))
+            ch = groups[group][acc // px]
+            cin, tap, pixel = loaded[int(m.group(2))]
+            assert pixel == acc % px, "pixel i's accumulator multiplies pixel i's input"
+            assert not seen[ch, cin, tap, pixel], "a weight is applied twice"
+            assert not seen[ch, cin, tap].any() or out[ch, cin, tap] == _float(m.group(3))
+            seen[ch, cin, tap, pixel] = True
             out[ch, cin, tap] = _float(m.group(3))
+    assert (seen.all(-1) == seen.any(-1)).all(), "a weight applied to some of a thread's pixels only"
     return out.reshape(lay.k, lay.c, lay.kh, lay.kw)
 
 
-def read_epilogue(ptx: str, groups, lay: ConvShape, es: int) -> tuple[np.ndarray, np.ndarray]:
+def read_epilogue(ptx: str, groups, lay: ConvShape, es: int, px: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Per output channel: the scale its accumulator is multiplied by, and the channel its result
     is stored to (by the byte offset of the store), as the epilogues of split 0 write them."""
     oh, ow = lay.out_hw
@@ -70,7 +82,7 @@ def read_epilogue(ptx: str, groups, lay: ConvShape, es: int) -> tuple[np.ndarray
         if m := LABEL.match(line):
             group = int(m.group(1))
         elif m := EPILOGUE.match(line):
-            acc = groups[group][int(m.group(1))]
+            acc = groups[group][int(m.group(1)) // px]
             scale[acc] = _float(m.group(2))
         elif m := STORE.match(line):
             stored[acc] = int(m.group(2)) // (oh * ow * es)
@@ -92,7 +104,13 @@ CASES = [  # cin, cout, k, stride, pad, dil, h, w, sparsity, (kg, threads, split
     (200, 70, 1, 2, 0, 1, 9, 7, 0.9, (32, 128, 2, 2, True)),
     # ... prefetching the next chunk into registers (staged=2), one group a block
     (200, 70, 1, 2, 0, 1, 9, 7, 0.9, (32, 64, 2, 1, 2)),
+    # 4 pixels a thread (1x1, stride 1, 8x6 images), split 2, 2 groups a block
+    (96, 80, 1, 1, 0, 1, 8, 6, 0.9, (16, 64, 2, 2, 0, 4)),
 ]
+
+
+def _px(cfg) -> int:
+    return cfg[5] if len(cfg) > 5 else 1
 
 
 @pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
@@ -103,7 +121,7 @@ def test_code_holds_exactly_the_weights(case, half):
     lay = _layout(cin, cout, k, s, p, d, h, w)
     ptx, groups = generate(dense, np.ones(cout, np.float32), lay, *cfg[:2], half, *cfg[2:])
     assert sorted(sum(groups, [])) == list(range(cout))
-    assert np.array_equal(read_back(ptx, groups, lay, 2 if half else 4, cfg[1]), dense)
+    assert np.array_equal(read_back(ptx, groups, lay, 2 if half else 4, cfg[1], _px(cfg)), dense)
 
 
 def test_staged_input_is_for_1x1_and_each_set_loads_its_share():
@@ -147,7 +165,7 @@ def test_each_channel_is_scaled_and_stored_once_to_its_own_place(case):
     lay = _layout(cin, cout, k, s, p, d, h, w)
     scale = (np.arange(cout) + 1).astype(np.float32) / 8
     ptx, groups = generate(dense, scale, lay, *cfg[:2], False, *cfg[2:])
-    got_scale, stored = read_epilogue(ptx, groups, lay, 4)
+    got_scale, stored = read_epilogue(ptx, groups, lay, 4, _px(cfg))
     assert np.array_equal(got_scale, scale)
     assert np.array_equal(stored, np.arange(cout))
 
@@ -254,9 +272,9 @@ def test_config_survives_the_tuning_cache():
 @pytest.mark.skipif(nvcc_path() is None, reason="nvcc not installed")
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 @pytest.mark.parametrize("half", [False, True], ids=["fp32", "fp16"])
-@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[5], CASES[6], CASES[7]],
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[4], CASES[5], CASES[6], CASES[7], CASES[8]],
                          ids=["3x3-split-groups", "1x1", "7x7s2-split8", "3x3-896-threads", "1x1-staged",
-                              "1x1-prefetch"])
+                              "1x1-prefetch", "1x1-4-pixels"])
 def test_generated_ptx_compiles(case, half, arch):
     cin, cout, k, s, p, d, h, w, sp, cfg = case
     dense = pruned_weight((cout, cin, k, k), sp, seed=3).numpy()

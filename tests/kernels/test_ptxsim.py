@@ -28,6 +28,10 @@ EXTRA = [  # cin, cout, k, stride, pad, dil, h, w, sparsity, (kg, threads, split
     (120, 40, 1, 1, 0, 1, 6, 5, 0.8, (8, 128, 4, 2, True)),  # staged, split 4: 2 chunks, 8 sets
     (200, 70, 1, 2, 0, 1, 9, 7, 0.9, (32, 128, 2, 2, 2)),  # prefetching, an empty slot
     (120, 40, 1, 1, 0, 1, 6, 5, 0.8, (8, 128, 4, 2, 2)),  # prefetching, split 4
+    # pixel vectors (1x1, stride 1): 4 and 2 pixels a thread; split-K; 3 groups in blocks of 2
+    (96, 72, 1, 1, 0, 1, 6, 6, 0.9, (32, 32, 1, 1, 0, 4)),
+    (96, 72, 1, 1, 0, 1, 6, 6, 0.9, (16, 32, 2, 2, 0, 4)),
+    (70, 40, 1, 1, 0, 1, 5, 6, 0.8, (32, 64, 4, 1, 0, 2)),
 ]
 
 BATCH = 2  # with these shapes, several blocks of pixels and a partial last one in most cases
@@ -37,6 +41,7 @@ def _case_id(c):
     cfg = c[9]
     staged = int(cfg[4]) if len(cfg) > 4 else 0
     mode = ("", "-st", "-stp")[staged]  # as GenConfig.name spells them
+    mode += f"-p{cfg[5]}" if len(cfg) > 5 and cfg[5] > 1 else ""
     return (f"c{c[0]}-k{c[1]}-{c[2]}x{c[2]}s{c[3]}p{c[4]}d{c[5]}-{c[6]}x{c[7]}"
             f"-kg{cfg[0]}t{cfg[1]}s{cfg[2]}g{cfg[3]}{mode}")
 
@@ -58,7 +63,7 @@ def _simulate(case, half, residual, relu, seed=0, mutate=None):
     if mutate:
         ptx = mutate(ptx)
     y = run_csrgen(ptx, lay, x, bias, res, relu, kg=kg, threads=threads, splits=splits, gs=gs,
-                   n_groups=len(groups), act_half=half)
+                   n_groups=len(groups), act_half=half, px=cfg[5] if len(cfg) > 5 else 1)
     wt = torch.from_numpy(dense.astype(np.float64) * scale.astype(np.float64)[:, None, None, None])
     ref = F.conv2d(torch.from_numpy(x.astype(np.float64)), wt, torch.from_numpy(bias.astype(np.float64)),
                    lay.stride, lay.padding, lay.dilation)

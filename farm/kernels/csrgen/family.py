@@ -62,15 +62,19 @@ class GenConfig:
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
     st: int = 0  # 1x1 only: 1 the block stages its input in shared memory, 2 also prefetching (not a candidate)
+    px: int = 1  # output pixels a thread: 2 or 4 on 1x1 stride-1 layers (vector loads and stores)
     family = "gen"
 
     def __post_init__(self):
         if (self.kg not in (8, 16, 32, 64) or self.threads % 32 or not 32 <= self.threads <= 1024
                 or self.s not in (1, 2, 4, 8) or self.gs not in (1, 2, 4, 8)
-                or self.st not in (0, 1, 2)
+                or self.st not in (0, 1, 2) or self.px not in (1, 2, 4) or (self.px > 1 and self.st)
+                or self.kg * self.px > 128  # accumulators: past 128, registers spill
                 or self.block_threads > 1024 or self.shared_bytes + STAGE_BYTES * bool(self.st) > 227 * 1024
-                # a KG-64 thread takes ~120 registers: 512 of them fill the 65,536 of a block
-                or (self.kg == 64 and self.block_threads > 512)):
+                # a KG-64 thread takes ~120 registers: 512 of them fill the 65,536 of a block;
+                # 128 accumulators (KG x PX) take ~170, so 256 threads
+                or (self.kg * self.px >= 64 and self.block_threads > 512)
+                or (self.kg * self.px > 64 and self.block_threads > 256)):
             raise ValueError(f"bad gen config {self}")
 
     @property
@@ -79,14 +83,16 @@ class GenConfig:
 
     @property
     def shared_bytes(self) -> int:
-        return shared_bytes(self.kg, self.threads, self.s, self.gs)
+        return shared_bytes(self.kg, self.threads, self.s, self.gs, self.px)
 
     @property
     def name(self) -> str:
-        return f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}" + ("", "-st", "-stp")[self.st]
+        return (f"gn-k{self.kg}-t{self.threads}-s{self.s}-g{self.gs}" + ("", "-st", "-stp")[self.st]
+                + (f"-p{self.px}" if self.px > 1 else ""))
 
     def to_dict(self) -> dict:
-        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs, "st": int(self.st)}
+        return {"family": "gen", "kg": self.kg, "threads": self.threads, "s": self.s, "gs": self.gs, "st": int(self.st),
+                "px": self.px}
 
 
 def applicable(nnz: int, shape) -> bool:
@@ -145,10 +151,13 @@ class GenPlan:
                                 device=device)
         oh, ow = shape.out_hw
         self.npix = shape.n * oh * ow
-        self.grid = (-(-self.npix // cfg.threads), -(-len(groups) // cfg.gs), 1)
+        self.grid = (-(-self.npix // (cfg.threads * cfg.px)), -(-len(groups) // cfg.gs), 1)
         self.block = (cfg.block_threads, 1, 1)
+        self.align = cfg.px * (2 if act_half else 4)  # vector loads and stores of PX values
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
+        if self.align > 4 and (x.data_ptr() | y.data_ptr() | (residual.data_ptr() if residual is not None else 0)) % self.align:
+            raise ValueError(f"{self.config.name} needs x, y and the residual aligned to {self.align} bytes")
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),
             0 if residual is None else residual.data_ptr(), bias.data_ptr(), self.zero.data_ptr(),
@@ -158,4 +167,4 @@ class GenPlan:
 
 def gen_source(dense: np.ndarray, scale: np.ndarray, shape, cfg: GenConfig, act_half: bool):
     """(PTX, channel groups) of a layer's decoded weights at this input shape."""
-    return generate(dense, scale, shape, cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs, cfg.st)
+    return generate(dense, scale, shape, cfg.kg, cfg.threads, act_half, cfg.s, cfg.gs, cfg.st, cfg.px)

@@ -79,9 +79,19 @@ def split_columns(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
     return [(min(a, len(cost)), min(b, len(cost))) for a, b in zip(bounds, bounds[1:])]
 
 
-def shared_bytes(kg: int, threads: int, splits: int, gs: int = 1) -> int:
-    """Partial sums of sets 1..S-1 of each of the block's GS groups: KG floats per thread."""
-    return 4 * kg * threads * gs * (splits - 1)
+def shared_bytes(kg: int, threads: int, splits: int, gs: int = 1, px: int = 1) -> int:
+    """Partial sums of sets 1..S-1 of each of the block's GS groups: KG x PX floats per thread."""
+    return 4 * kg * px * threads * gs * (splits - 1)
+
+
+def pixel_vectors_apply(lay: ConvShape, px: int) -> bool:
+    """PX consecutive output pixels a thread (px > 1) need a 1x1 kernel at stride 1 without
+    padding, where they are PX consecutive input elements of every channel, and images whose
+    pixel count PX divides, so that a thread's pixels lie in one image and its vector loads and
+    stores are aligned."""
+    oh, ow = lay.out_hw
+    return (px == 1 or (lay.kh == lay.kw == 1 and lay.stride == (1, 1) and lay.padding == (0, 0)
+                        and (oh * ow) % px == 0))
 
 
 MAX_TAPS = 64  # a base address register per tap
@@ -96,7 +106,7 @@ def stage_channels(c: int, threads: int, sets: int) -> int:
 
 
 def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, threads: int,
-             act_half: bool, splits: int = 1, gs: int = 1, staged: int = 0) -> tuple[str, list[list[int]]]:
+             act_half: bool, splits: int = 1, gs: int = 1, staged: int = 0, px: int = 1) -> tuple[str, list[list[int]]]:
     """PTX for the decoded weights `dense` (K, C, KH, KW; zeros are skipped) with `scale` per
     output channel applied in the epilogue; returns the source and the channel groups.
 
@@ -112,6 +122,11 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
     trip to L2 overlaps the FMAs instead of standing between two barriers (measured no faster,
     docs/BENCHMARKS.md session 8: not among the tuner's candidates).
 
+    `px` > 1 (1x1 kernels at stride 1, pixel_vectors_apply): a thread owns PX consecutive pixels
+    and KG x PX accumulators; per column one vector load of PX values feeds PX FMAs per nonzero,
+    so the loads (and their share of the code) per FMA drop PX-fold; the epilogue loads and
+    stores PX values at once.
+
     Kernel arguments: x, y, residual (0: none), bias, zero buffer (at least C*H*W elements),
     pixels (batch * OH * OW), relu flag."""
     k = dense.shape[0]
@@ -123,13 +138,16 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
         raise ValueError(f"csrgen needs one image (in and out) under 2 GB, not {lay}")
     if staged and lay.kh * lay.kw != 1:
         raise ValueError(f"staged input is for 1x1 kernels, not {lay.kh}x{lay.kw}")
+    if px not in (1, 2, 4) or (px > 1 and staged) or not pixel_vectors_apply(lay, px):
+        raise ValueError(f"{px} pixels a thread need a 1x1, stride 1, unpadded kernel on images of a multiple "
+                         f"of {px} pixels, and no staging; not {lay} (staged={staged})")
     row_nnz = (dense.reshape(k, -1) != 0).sum(1)
     groups = balance_groups(row_nnz, kg)
     blocks_y = -(-len(groups) // gs)
     sets = splits * gs
     cc = stage_channels(lay.c, threads, sets) if staged else 0
     w = _Writer()
-    _prologue(w, lay, es, threads, splits, gs, staged)
+    _prologue(w, lay, es, threads, splits, gs, staged, px)
     # staged: an empty group's sets still load their share of every chunk, so each has a body
     targets = [f"G{gi}S{si}" if gi < len(groups) else (f"E{gi}S{si}" if staged else "EMPTY")
                for gi in range(blocks_y * gs) for si in range(splits)]
@@ -148,11 +166,11 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
                 _staged_columns(w, sub, share, lay, es, act_half, threads, (gi % gs) * splits + si, sets, cc,
                                 staged == 2)
             else:
-                _columns(w, sub, share, lay, es, act_half)
+                _columns(w, sub, share, lay, es, act_half, px)
             if splits > 1:
-                _exchange(w, len(chans), threads, splits, si, gs * (splits - 1))
+                _exchange(w, len(chans) * px, threads, splits, si, gs * (splits - 1))
             if si == 0:
-                _epilogue(w, scale, chans, lay, es, act_half)
+                _epilogue(w, scale, chans, lay, es, act_half, px)
             w("bra DONE")
     if staged:  # a slot past the last group: its share of every chunk, and the barriers
         for gi, si in ((gi, si) for gi in range(len(groups), blocks_y * gs) for si in range(splits)):
@@ -169,10 +187,10 @@ def generate(dense: np.ndarray, scale: np.ndarray, lay: ConvShape, kg: int, thre
     w.label("DONE")
     w("ret")
     prefetch = -(-cc // sets) if staged == 2 else 0  # registers for a set's share of a chunk
-    return _header(threads * sets, splits > 1, cc * threads * 4, prefetch) + w.text() + "\n}\n", groups
+    return _header(threads * sets, splits > 1, cc * threads * 4, prefetch, px) + w.text() + "\n}\n", groups
 
 
-def _header(threads: int, shared: bool, stage_bytes: int = 0, prefetch: int = 0) -> str:
+def _header(threads: int, shared: bool, stage_bytes: int = 0, prefetch: int = 0, px: int = 1) -> str:
     params = ", ".join([f".param .u64 p_{n}" for n in ("x", "y", "res", "bias", "zero")]
                        + [".param .u32 p_npix", ".param .u32 p_relu"])
     smem = ".extern .shared .align 16 .b8 partial[];\n" if shared else ""
@@ -186,11 +204,15 @@ def _header(threads: int, shared: bool, stage_bytes: int = 0, prefetch: int = 0)
             "\t.reg .b32 %r<40>;\n\t.reg .b32 %grp, %slot;\n\t.reg .b64 %rd<40>;\n"
             f"\t.reg .b64 %tap<{MAX_TAPS}>;\n\t.reg .b64 %zero, %yb, %rb, %bias;\n"
             "\t.reg .f32 %acc<256>;\n\t.reg .f32 %x<65536>;\n\t.reg .b16 %hx<65536>;\n"
-            "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n" + sbase)
+            "\t.reg .f32 %v<8>;\n\t.reg .b16 %hv<4>;\n" + sbase
+            # pixel vectors' epilogue: PX biased sums, PX residuals (fp16: as loaded and as stored)
+            + ("\t.reg .f32 %pv<8>;\n\t.reg .b16 %phv<8>;\n" if px > 1 else ""))
 
 
-def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int, staged: bool = False):
+def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs: int, staged: bool = False,
+              px: int = 1):
     """pix -> (n, oh, ow); per tap the base address (input or the zero buffer); output base.
+    With PX pixels a thread, its first pixel is PX times its index.
     %grp = group * splits + split; %slot = this thread's partial-sum column in shared memory;
     %sbase (staged) its pixel's column of the staged input."""
     oh, ow = lay.out_hw
@@ -200,14 +222,16 @@ def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs
     w(f"rem.u32 %r2, %r17, {threads}")  # thread within its set
     w(f"div.u32 %r18, %r17, {threads}")  # set
     w(f"mad.lo.u32 %r3, %r1, {threads}, %r2")  # output pixel, image-major
+    if px > 1:
+        w(f"mul.lo.u32 %r3, %r3, {px}")  # the first of the thread's PX pixels
     w("ld.param.u32 %r4, [p_npix]")
     w("setp.lt.u32 %pvalid, %r3, %r4")
     if splits == 1 and not staged:
         w("@!%pvalid bra DONE")
     else:
-        # every thread must reach the barriers: one past the end computes the last pixel again
-        # and does not store it
-        w("sub.u32 %r19, %r4, 1")
+        # every thread must reach the barriers: one past the end computes the last pixel(s)
+        # again and does not store them
+        w(f"sub.u32 %r19, %r4, {px}")
         w("min.u32 %r3, %r3, %r19")
     if staged:
         w("mov.u32 %sbase, stage")
@@ -265,15 +289,31 @@ def _prologue(w: _Writer, lay: ConvShape, es: int, threads: int, splits: int, gs
     w("setp.ne.u32 %prelu, %r16, 0")
 
 
-def _columns(w: _Writer, sub: np.ndarray, cols, lay: ConvShape, es: int, act_half: bool):
+def _columns(w: _Writer, sub: np.ndarray, cols, lay: ConvShape, es: int, act_half: bool, px: int = 1):
     """Loads and FMAs of some columns of one channel group, in input order."""
     khw = lay.kh * lay.kw
-    for j in range(sub.shape[0]):
+    for j in range(sub.shape[0] * px):
         w(f"mov.f32 %acc{j}, 0f00000000")
     for n, col in enumerate(cols):
         cin, tap = divmod(int(col), khw)
-        _load(w, f"%x{n % 65536}", f"%hx{n % 65536}", f"[%tap{tap}+{cin * lay.h * lay.w * es}]", act_half)
-        _fmas(w, sub, col, n % 65536)
+        addr = f"[%tap{tap}+{cin * lay.h * lay.w * es}]"
+        if px > 1:
+            _load_vector(w, n * px % 65536, px, addr, act_half)
+            _fmas(w, sub, col, n * px % 65536, px)
+        else:
+            _load(w, f"%x{n % 65536}", f"%hx{n % 65536}", addr, act_half)
+            _fmas(w, sub, col, n % 65536)
+
+
+def _load_vector(w: _Writer, first: int, px: int, addr: str, act_half: bool):
+    """PX consecutive input values into %x{first}.. (fp16: one load of PX halves, converted)."""
+    regs = range(first, first + px)
+    if act_half:
+        w(f"ld.global.nc.v{px}.b16 {{{', '.join(f'%hx{r}' for r in regs)}}}, {addr}")
+        for r in regs:
+            w(f"cvt.f32.f16 %x{r}, %hx{r}")
+    else:
+        w(f"ld.global.nc.v{px}.f32 {{{', '.join(f'%x{r}' for r in regs)}}}, {addr}")
 
 
 def _load(w: _Writer, dst: str, half_reg: str, addr: str, act_half: bool):
@@ -285,10 +325,13 @@ def _load(w: _Writer, dst: str, half_reg: str, addr: str, act_half: bool):
         w(f"ld.global.nc.f32 {dst}, {addr}")
 
 
-def _fmas(w: _Writer, sub: np.ndarray, col, reg: int):
-    """One FMA per nonzero of the column, the weight an immediate, into its channel's accumulator."""
+def _fmas(w: _Writer, sub: np.ndarray, col, reg: int, px: int = 1):
+    """One FMA per nonzero of the column and pixel, the weight an immediate, into its channel's
+    accumulator (pixel i of channel j: %acc{j * px + i}, its input %x{reg + i})."""
     for j in np.nonzero(sub[:, col])[0]:
-        w(f"fma.rn.f32 %acc{j}, %x{reg}, {_imm(sub[j, col])}, %acc{j}")
+        for i in range(px):
+            a = j * px + i
+            w(f"fma.rn.f32 %acc{a}, %x{reg + i}, {_imm(sub[j, col])}, %acc{a}")
 
 
 def _chunk_shares(sub: np.ndarray, used: np.ndarray, c: int, cc: int, splits: int) -> list[list]:
@@ -365,8 +408,10 @@ def _exchange(w: _Writer, kg: int, threads: int, splits: int, si: int, rows: int
                 w(f"add.f32 %acc{j}, %acc{j}, %v3")
 
 
-def _epilogue(w: _Writer, scale, chans, lay: ConvShape, es: int, act_half: bool):
+def _epilogue(w: _Writer, scale, chans, lay: ConvShape, es: int, act_half: bool, px: int = 1):
     """scale * acc + bias (+ residual) (ReLU), stored by threads of a real pixel."""
+    if px > 1:
+        return _epilogue_vector(w, scale, chans, lay, es, act_half, px)
     oh, ow = lay.out_hw
     for j, ch in enumerate(chans):
         off = ch * oh * ow * es
@@ -384,3 +429,30 @@ def _epilogue(w: _Writer, scale, chans, lay: ConvShape, es: int, act_half: bool)
             w(f"@%pvalid st.global.b16 [%yb+{off}], %hv1")
         else:
             w(f"@%pvalid st.global.f32 [%yb+{off}], %v0")
+
+
+def _epilogue_vector(w: _Writer, scale, chans, lay: ConvShape, es: int, act_half: bool, px: int):
+    """The epilogue of PX pixels a thread: per channel one bias load, and the residual's and the
+    output's PX consecutive values as one vector each."""
+    oh, ow = lay.out_hw
+    out = [f"%pv{i}" for i in range(px)]
+    res = [f"%pv{px + i}" for i in range(px)]
+    for j, ch in enumerate(chans):
+        off = ch * oh * ow * es
+        w(f"ld.global.nc.f32 %v1, [%bias+{ch * 4}]")
+        if act_half:
+            w(f"@%pres ld.global.v{px}.b16 {{{', '.join(f'%phv{i}' for i in range(px))}}}, [%rb+{off}]")
+        else:
+            w(f"@%pres ld.global.v{px}.f32 {{{', '.join(res)}}}, [%rb+{off}]")
+        for i in range(px):
+            w(f"fma.rn.f32 {out[i]}, %acc{j * px + i}, {_imm(scale[ch])}, %v1")
+            if act_half:
+                w(f"@%pres cvt.f32.f16 {res[i]}, %phv{i}")
+            w(f"@%pres add.f32 {out[i]}, {out[i]}, {res[i]}")
+            w(f"@%prelu max.f32 {out[i]}, {out[i]}, 0f00000000")
+        if act_half:
+            for i in range(px):
+                w(f"cvt.rn.f16.f32 %phv{px + i}, {out[i]}")
+            w(f"@%pvalid st.global.v{px}.b16 [%yb+{off}], {{{', '.join(f'%phv{px + i}' for i in range(px))}}}")
+        else:
+            w(f"@%pvalid st.global.v{px}.f32 [%yb+{off}], {{{', '.join(out)}}}")

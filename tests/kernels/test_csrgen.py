@@ -281,3 +281,34 @@ def test_generated_ptx_compiles(case, half, arch):
     ptx, _ = generate(dense, np.ones(cout, np.float32), _layout(cin, cout, k, s, p, d, h, w), *cfg[:2], half, *cfg[2:])
     assert len(compile_cubin(ptx, arch, use_cache=False)) > 1000
 
+
+
+def test_pixel_vectors_are_offered_on_small_1x1_stride_1_layers_only():
+    def vectors(nnz, c, k, hw, kh=1, stride=1):
+        shape = ConvShape(32, c, hw, hw, k, kh, kh, (stride, stride), (kh // 2,) * 2, (1, 1))
+        return [(cfg.kg, cfg.threads, cfg.px) for cfg in gen_candidates(nnz, shape) if cfg.px > 1]
+
+    assert vectors(1638, 256, 64, 56) == [(32, 128, 2), (32, 64, 4)]  # ResNet-50 l1 1x1down at 90%
+    assert vectors(26214, 1024, 256, 14) == []  # l3 1x1down: a group's code too big to grow 4-fold
+    assert vectors(1638, 64, 64, 56, kh=3) == []  # taps: a thread's pixels are not one vector
+    assert vectors(1638, 256, 128, 56, stride=2) == []
+    assert vectors(1638, 512, 64, 7) == []  # 49 pixels an image: a vector would cross images
+
+
+def test_pixel_vectors_config():
+    cfg = GenConfig(32, 64, 1, 2, px=4)
+    assert cfg.name == "gn-k32-t64-s1-g2-p4" and cfg.shared_bytes == 0
+    assert GenConfig(16, 64, 2, 2, px=4).shared_bytes == 4 * 16 * 4 * 64 * 2  # KG x PX sums a thread
+    assert tuning.config_from({"config": cfg.to_dict()}) == cfg
+    assert tuning.config_from({"config": GenConfig(32, 128, 2, 2).to_dict() | {"px": 1}}) == GenConfig(32, 128, 2, 2)
+    for bad in (dict(px=3), dict(px=2, st=1), dict(kg=64, px=4), dict(kg=32, px=4, threads=128, gs=4)):
+        with pytest.raises(ValueError):
+            GenConfig(**({"kg": 32, "threads": 64} | bad))
+    lay = _layout(96, 80, 1, 1, 0, 1, 8, 6)
+    dense = pruned_weight((80, 96, 1, 1), 0.9).numpy()
+    for bad_lay in (_layout(96, 80, 1, 2, 0, 1, 8, 6), _layout(96, 80, 3, 1, 1, 1, 8, 6), _layout(96, 80, 1, 1, 0, 1, 7, 7)):
+        with pytest.raises(ValueError):
+            generate(pruned_weight((80, 96, bad_lay.kh, bad_lay.kw), 0.9).numpy(), np.ones(80, np.float32), bad_lay,
+                     16, 64, False, 1, 1, 0, 4)
+    with pytest.raises(ValueError):
+        generate(dense, np.ones(80, np.float32), lay, 16, 64, False, 1, 1, 1, 4)  # staged and vectors

@@ -45,6 +45,11 @@ SHAPES = [  # cin, cout, h, w, k, stride, pad, dil, batch, sparsity, config
     # the batch-1 small blocks, at a 14x14 image (196 pixels: a partial last block of 64)
     (64, 40, 14, 14, 3, 1, 1, 1, 1, 0.9, GenConfig(8, 64, 8, 1)),
     (64, 40, 14, 14, 3, 1, 1, 1, 1, 0.9, GenConfig(8, 64, 4, 1)),
+    # pixel vectors (1x1, stride 1): 4 a thread with split-K and 2 groups a block (the last block
+    # partial); 2 a thread, split 4; 128 accumulators a thread as the tuner offers it
+    (96, 80, 8, 6, 1, 1, 0, 1, 5, 0.9, GenConfig(16, 64, 2, 2, px=4)),
+    (70, 40, 6, 5, 1, 1, 0, 1, 3, 0.8, GenConfig(32, 64, 4, 1, px=2)),
+    (64, 72, 14, 14, 1, 1, 0, 1, 2, 0.9, GenConfig(32, 64, 1, 2, px=4)),
 ]
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from farm.kernels import runtime
-from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, STAGE_BYTES, generate, shared_bytes
+from farm.kernels.csrgen.generate import KERNEL, MAX_TAPS, STAGE_BYTES, generate, pixel_vectors_apply, shared_bytes
 
 ARG_TYPES = "PPPPPii"
 MIN_PIXELS = 1024  # below this, too few threads per group for the usual blocks: small ones only (below)
@@ -53,6 +53,14 @@ STAGED_CANDIDATES = ((32, 128, 2, 2), (32, None, 2, 2))
 FEW_BLOCKS, SMALL_CANDIDATES = 64, ((16, 64, 4, 1), (8, 64, 4, 1), (8, 64, 8, 1))
 SMALL_MIN_PIXELS = 196
 FIT_THREADS = (192, 256)
+# Pixel vectors (PX pixels a thread; 1x1 stride-1 layers): at batch 32 on the H100 (gen_probe,
+# twelve px configs on four 1x1 layers, docs/BENCHMARKS.md session 19) they won only where the
+# code is small and the input large: l1 1x1down (1.6 k nonzeros at 90%, 56x56) with fp16
+# activations 0.0406 -> 0.0335 ms (90%) and 0.0367 -> 0.0306 (95%); on l2 1x1up (6.5 k), l3 1x1up
+# and l3 1x1down (26 k) the best of them was 0.63x-0.99x the usual picks (a group's code grows
+# PX-fold, and instruction fetch is what those layers wait on). So they are offered up to
+# PX_MAX_NONZEROS only, where compiling them costs little.
+PX_CANDIDATES, PX_MAX_NONZEROS = ((32, 128, 1, 2, 2), (32, 64, 1, 2, 4)), 8192
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class GenConfig:
     s: int = 1  # splits of each group's columns (split-K), a set of threads each
     gs: int = 1  # groups per block, sharing the input in L1
     st: int = 0  # 1x1 only: 1 the block stages its input in shared memory, 2 also prefetching (not a candidate)
-    px: int = 1  # output pixels a thread: 2 or 4 on 1x1 stride-1 layers (vector loads and stores)
+    px: int = 1  # output pixels a thread: 2 or 4 on 1x1 stride-1 layers (vector loads and stores; PX_CANDIDATES)
     family = "gen"
 
     def __post_init__(self):
@@ -122,8 +130,10 @@ def gen_candidates(nnz: int, shape) -> list[GenConfig]:
     staged = STAGED_CANDIDATES if shape.kh * shape.kw == 1 and shape.c > shape.k else ()
     blocks = -(-shape.n * oh * ow // fitted) * -(-shape.k // 32)
     small = SMALL_CANDIDATES if blocks < FEW_BLOCKS else ()
+    vectors = [GenConfig(kg, t, s, gs, px=px) for kg, t, s, gs, px in PX_CANDIDATES
+               if nnz <= PX_MAX_NONZEROS and pixel_vectors_apply(shape, px)]
     return ([GenConfig(kg, threads or fitted, s, gs) for kg, threads, s, gs in CANDIDATES + small]
-            + [GenConfig(kg, threads or fitted, s, gs, 1) for kg, threads, s, gs in staged])
+            + [GenConfig(kg, threads or fitted, s, gs, 1) for kg, threads, s, gs in staged] + vectors)
 
 
 def fit_threads(npix: int, lo: int = FIT_THREADS[0], hi: int = FIT_THREADS[1]) -> int:

@@ -247,8 +247,8 @@ class SparseConv2d(FusedConv):
         return Plan(self.table(config.rt, device), cs, config, dtype == torch.float16)
 
     def table_bytes(self, plan) -> int:
-        if isinstance(plan, GenPlan):  # the weights are the code: 16 bytes of instruction each
-            return 16 * self.weight_record.nnz
+        if isinstance(plan, GenPlan):  # the weights are the code: 16 bytes of instruction each, per pixel of a thread
+            return 16 * self.weight_record.nnz * plan.config.px
         e = plan.table.entries
         return e.numel() * e.element_size()
 

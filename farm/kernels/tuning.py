@@ -26,8 +26,9 @@ def cache_file() -> Path:
 # Bumped when the candidate set changes (2: csrbatch, 3: csrgather, 4: csrgather rows mode,
 # 5: csrgen, 6-7: csrgen blocks fitted to the pixel count, 8: csrgen staged 1x1 input, 9: small
 # csrgen blocks for few pixels, 10: those with 8 channels a group, and on 3x3 layers under 1,024
-# pixels, 11: csrgen pixel vectors on small 1x1 layers), so a cache filled before is measured again rather than trusted to hold the best of
-# candidates it never saw. Choices measured cold (below) are kept under their own keys.
+# pixels, 11: csrgen pixel vectors on small 1x1 layers), so a cache filled before is measured
+# again rather than trusted to hold the best of candidates it never saw. Choices measured cold
+# (below) are kept under their own keys.
 CANDIDATES_VERSION = 11
 
 # How the tuner (and sparsify's dense-or-sparse decision) times a candidate. "warm": back-to-back

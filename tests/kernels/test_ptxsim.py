@@ -94,6 +94,8 @@ def test_the_launch_has_a_partial_last_block_and_empty_group_slots():
     cases = CASES + EXTRA
     npix = [BATCH * _layout(*c[:8]).out_hw[0] * _layout(*c[:8]).out_hw[1] for c in cases]
     assert any(n % c[9][1] for n, c in zip(npix, cases))
+    px = [c[9][5] if len(c[9]) > 5 else 1 for c in cases]
+    assert any(n % (c[9][1] * p) for n, c, p in zip(npix, cases, px) if p > 1)  # pixel vectors too
     groups = [-(-c[1] // c[9][0]) for c in cases]
     assert any(g % c[9][3] for g, c in zip(groups, cases) if len(c[9]) > 4 and c[9][4])  # staged E bodies
     assert any(g % c[9][3] for g, c in zip(groups, cases) if len(c[9]) < 5 or not c[9][4])  # EMPTY
@@ -170,6 +172,25 @@ def test_a_barrier_missing_from_every_body_is_a_race():
 def test_a_border_tap_without_its_zero_buffer_reads_out_of_bounds():
     with pytest.raises(OutOfBounds):
         _simulate(SPLIT, False, False, False, mutate=_drop_first(r"selp\.b64 %tap0,"))
+
+
+VECTORS = next(c for c in EXTRA if len(c[9]) > 5 and c[9][5] == 4 and c[9][2] > 1)  # split-K, 4 pixels
+
+
+@pytest.mark.parametrize("edit", [
+    (r"(ld\.global\.nc\.v4\.f32 \{[^}]*\}, \[%tap0\+)(\d+)", 4),  # a load one element off
+    (r"(st\.global\.v4\.f32 \[%yb\+)(\d+)", 8),  # a store two elements off
+    (r"(sub\.u32 %r19, %r4, )(\d+)", -3),  # the last block clamped to npix - 1, not npix - 4
+], ids=["load", "store", "clamp"])
+def test_a_misaligned_vector_access_faults(edit):
+    pattern, shift = edit
+
+    def mutate(ptx):
+        m = re.search(pattern, ptx)
+        return ptx[:m.start(2)] + str(int(m.group(2)) + shift) + ptx[m.end(2):]
+
+    with pytest.raises(OutOfBounds, match="misaligned"):
+        _simulate(VECTORS, False, residual=False, relu=False, mutate=mutate)
 
 
 def test_an_unset_accumulator_is_an_uninitialized_read():

@@ -163,10 +163,11 @@ class GenPlan:
         self.npix = shape.n * oh * ow
         self.grid = (-(-self.npix // (cfg.threads * cfg.px)), -(-len(groups) // cfg.gs), 1)
         self.block = (cfg.block_threads, 1, 1)
-        self.align = cfg.px * (2 if act_half else 4)  # vector loads and stores of PX values
+        # vector loads and stores of PX values: a tensor is only sure to be aligned to its element
+        self.align = cfg.px * (2 if act_half else 4) if cfg.px > 1 else 1
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, bias: torch.Tensor, residual=None, relu=False):
-        if self.align > 4 and (x.data_ptr() | y.data_ptr() | (residual.data_ptr() if residual is not None else 0)) % self.align:
+        if self.align > 1 and (x.data_ptr() | y.data_ptr() | (residual.data_ptr() if residual is not None else 0)) % self.align:
             raise ValueError(f"{self.config.name} needs x, y and the residual aligned to {self.align} bytes")
         self.fn.prepared_async_call(
             self.grid, self.block, runtime.pycuda_stream(), x.data_ptr(), y.data_ptr(),

@@ -317,13 +317,17 @@ def _result_columns(rows) -> list[str]:
 
 
 def _result_optional(rows) -> tuple[str, ...]:
-    """Rows of several datasets keep the dataset to the last, and the setup fields they differ
-    in with it: an accuracy means little without them, and two jobs alike but for their dataset
-    would look like one job twice."""
+    """What a narrow terminal leaves out, first to last: columns alike in every row (they tell
+    rows nothing apart), the rest of RESULT_OPTIONAL, then the setup fields the rows differ in,
+    and last a dataset, scheme or bits that differ: an accuracy means little without them, and
+    two jobs alike but for one would look like one job twice."""
     from farm.report.tables import differing
 
-    kept = tuple(differing(rows)) + (("dataset",) if len({r.dataset for r in rows}) > 1 else ())
-    return tuple(c for c in RESULT_OPTIONAL if c not in kept) + kept
+    varies = set(differing(rows, RESULT_OPTIONAL))
+    telling = tuple(c for c in ("dataset", "scheme", "bits") if c in varies)
+    kept = tuple(differing(rows)) + telling
+    return (tuple(c for c in RESULT_OPTIONAL if c not in varies)
+            + tuple(c for c in RESULT_OPTIONAL if c in varies and c not in kept) + kept)
 
 
 @app.command(cls=Command)

@@ -122,6 +122,10 @@ class JobRow(_Row):
     heartbeat_at: datetime | None
     spec_hash: str
     cancel_requested: bool = False
+    recipe: str | None = None  # training setup (spec_fields): None in specs older than the field
+    subset: int | None = None
+    epochs: str | None = None
+    batch_size: int | None = None
 
     @classmethod
     def of(cls, j: Job) -> JobRow:
@@ -134,10 +138,16 @@ class JobRow(_Row):
 
 
 def spec_fields(j: Job) -> dict[str, Any]:
-    """What tells apart jobs alike in every column of their own (scope, max_drop, run live only
-    in the spec): without them a lamp and a global job, or two --force runs, read as one job
-    twice. Defaults for specs written before a field existed."""
-    return {"scope": j.spec.get("scope", "global"), "max_drop": j.spec.get("max_drop"), "run": j.spec.get("run", 0)}
+    """What tells apart jobs alike in every column of their own (scope, max_drop, run and the
+    training setup live only in the spec): without them a lamp and a global job, two --force
+    runs, or a job trained on 1,000 images and one on 4,000, read as one job twice. Defaults for
+    specs written before a field existed. `epochs` is dense + prune/retrain + fine-tune, "40+60+6"."""
+    spec = j.spec
+    stages = [spec.get(k) for k in ("epochs", "retrain_epochs", "finetune_epochs")]
+    return {"scope": spec.get("scope", "global"), "max_drop": spec.get("max_drop"), "run": spec.get("run", 0),
+            "recipe": spec.get("recipe"), "subset": spec.get("subset"),
+            "epochs": "+".join(map(str, stages)) if None not in stages else None,
+            "batch_size": spec.get("batch_size")}
 
 
 @dataclass(frozen=True)
@@ -164,6 +174,10 @@ class ResultRow(_Row):
     compression_ratio: float | None
     best_speedup_fp32: float | None  # whole model, best over benchmarked batch sizes
     layer_sparsity: dict[str, Any] | None = field(default=None, compare=False)
+    recipe: str | None = None  # training setup: full | quick, as the spec resolved it
+    subset: int | None = None  # first n examples; None: the whole dataset
+    epochs: str | None = None  # dense + prune/retrain + fine-tune epochs, e.g. "40+60+6"
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,9 @@ COMPARE_COLUMNS = ["job_id", "status", "model", "dataset", "scheme", "bits", "ta
                    "gpu", "batch", "dtype", "latency_ms", "dense_fp32_ms", "dense_tf32_ms",
                    "dense_fp16_ms", "speedup_fp32", "speedup_tf32", "speedup_fp16", "note"]
 # How jobs may differ beyond the columns above: shown only where they do (a column of "global",
-# "-", "0" in every job is noise), else two jobs alike but for their scope read as one job twice
-SETUP_COLUMNS = ("method", "scope", "max_drop", "seed", "run")
+# "-", "0" in every job is noise), else two jobs alike but for their scope, or trained on 1,000
+# images against 4,000, read as one job twice
+SETUP_COLUMNS = ("method", "scope", "max_drop", "seed", "run", "recipe", "subset", "epochs", "batch_size")
 
 
 def differing(rows: Sequence[Any], columns: Sequence[str] = SETUP_COLUMNS) -> list[str]:

@@ -75,9 +75,12 @@ class SweepSubmitted:
 def load(path: str | Path) -> SweepPlan:
     path = Path(path)
     try:
-        source = path.read_text()
+        source = path.read_text(encoding="utf-8")  # YAML's own default, whatever the locale says
     except OSError as e:
         raise InvalidSpec(f"cannot read sweep file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:  # a binary or UTF-16 file: a ValueError, which no layer reported
+        raise InvalidSpec(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                          f"a sweep file is YAML text") from None
     return parse(source, name=path.stem, where=str(path))
 
 
@@ -85,9 +88,7 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
     try:
         doc = yaml.safe_load(source)
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise InvalidSpec(f"{where} is not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        raise InvalidSpec(f"{where} is not valid YAML{_yaml_problem(e, source)}") from None
     if doc is None:
         raise InvalidSpec(f"{where} is empty; it needs a `grid:` mapping of job fields to values")
     if not isinstance(doc, dict):
@@ -108,6 +109,17 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
         raise InvalidSpec(f"{where}: `name` must be a plain name, not {type(title).__name__} {title!r}")
     specs = expand(grid, fixed, where)
     return SweepPlan(str(title or name), source, {"grid": grid, "fixed": fixed}, specs)
+
+
+def _yaml_problem(e: yaml.YAMLError, source: str) -> str:
+    """' at line N: what is wrong', one line. A character YAML refuses (a NUL) raises a
+    ReaderError, which has no problem_mark and whose str() runs over two lines."""
+    if isinstance(e, yaml.reader.ReaderError):
+        line = source.count("\n", 0, e.position) + 1
+        return f" at line {line}: {e.reason} (character #x{e.character:04x})"
+    mark = getattr(e, "problem_mark", None)
+    at = f" at line {mark.line + 1}" if mark else ""
+    return f"{at}: {getattr(e, 'problem', None) or e}"
 
 
 def _refuse_options(grid: dict[str, Any], fixed: dict[str, Any], where: str) -> None:

@@ -181,6 +181,21 @@ def _print_outcome(job_id: int, fmt: Format, spec) -> None:
         err.print(f"note: {detail.job.message}")
     if rows and fmt == Format.table and (note := _unlike_note(spec)):
         err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    if rows and fmt == Format.table and (note := _chance_note(rows[0], spec)):
+        err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _chance_note(row, spec) -> str | None:
+    """A dense model near chance (a few hundred images, or no epochs) leaves its pruned model's
+    accuracy meaningless: "47.7% at 98% sparsity" from a 12% baseline reads as a result."""
+    from farm.models.sizes import SHAPES
+
+    classes = SHAPES.get(spec.dataset, (0, 10))[1]
+    if row.dense_accuracy is None or row.dense_accuracy >= 2 / classes:
+        return None
+    return (f"the dense model reached only {row.dense_accuracy:.1%} ({classes} classes: chance is {1 / classes:.0%}); "
+            f"the pruned accuracy says little about pruning. Train longer (--epochs) or on more data "
+            f"(--subset{f', now {spec.subset}' if spec.subset else ''})")
 
 
 @app.command(cls=Command)

@@ -74,3 +74,15 @@ def test_the_note_follows_the_quick_result_row(tmp_path, monkeypatch, capsys):
     assert "dense" in out and "accuracy" in out, out
     assert ("note: the quick recipe trains the dense baseline for only 1 epoch and this model for 1+2 "
             "(train+retrain): accuracy and dense accuracy are not a like-for-like comparison\n") in err, err
+
+
+def test_a_dense_model_near_chance_is_pointed_out():
+    from types import SimpleNamespace
+
+    from farm.cli.app import _chance_note
+
+    spec = JobSpec(model="resnet", recipe="quick", device="cpu", subset=1000).resolve()
+    note = _chance_note(SimpleNamespace(dense_accuracy=0.12), spec)
+    assert note.startswith("the dense model reached only 12.0% (10 classes: chance is 10%)") and "now 1000" in note
+    assert _chance_note(SimpleNamespace(dense_accuracy=0.5), spec) is None
+    assert _chance_note(SimpleNamespace(dense_accuracy=None), spec) is None

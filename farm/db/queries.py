@@ -141,9 +141,13 @@ def spec_fields(j: Job) -> dict[str, Any]:
     """What tells apart jobs alike in every column of their own (scope, max_drop, run and the
     training setup live only in the spec): without them a lamp and a global job, two --force
     runs, or a job trained on 1,000 images and one on 4,000, read as one job twice. Defaults for
-    specs written before a field existed. `epochs` is dense + prune/retrain + fine-tune, "40+60+6"."""
+    specs written before a field existed. `epochs` is dense + prune/retrain + fine-tune, "40+60+6",
+    the fine-tuning 0 for fp32 and fp16 weights, which are not fine-tuned: a 4-bit job's extra
+    epoch shows where it is set beside an fp32 one's accuracy."""
     spec = j.spec
     stages = [spec.get(k) for k in ("epochs", "retrain_epochs", "finetune_epochs")]
+    if spec.get("scheme") in ("fp32", "fp16"):
+        stages[2] = 0
     return {"scope": spec.get("scope", "global"), "max_drop": spec.get("max_drop"), "run": spec.get("run", 0),
             "recipe": spec.get("recipe"), "subset": spec.get("subset"),
             "epochs": "+".join(map(str, stages)) if None not in stages else None,

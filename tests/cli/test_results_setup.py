@@ -69,7 +69,7 @@ def test_json_and_csv_rows_have_scope_max_drop_and_run(monkeypatch):
 
 @pytest.mark.parametrize("other, column, value", [(LAMP, "scope", "lamp"), (GUARDED, "max_drop", "1"),
                                                   (RERUN, "run", "1"), (SUBSET, "subset", "1000"),
-                                                  (EPOCHS, "epochs", "3+60+6")],
+                                                  (EPOCHS, "epochs", "3+60+0")],
                          ids=["scope", "max_drop", "run", "subset", "epochs"])
 def test_the_results_table_shows_a_setup_column_where_rows_differ(monkeypatch, other, column, value):
     _finish(), _finish(**other)
@@ -104,7 +104,7 @@ def test_json_rows_carry_the_training_setup(monkeypatch):
     first, second = _finish(), _finish(**SUBSET, batch_size=32)
     rows = {r["job_id"]: r for r in json.loads(_farm(monkeypatch, "results", "--format", "json"))}
     assert [(rows[i]["recipe"], rows[i]["subset"], rows[i]["epochs"], rows[i]["batch_size"]) for i in (first, second)] == [
-        ("full", None, "40+60+6", 512), ("full", 1000, "40+60+6", 32)]
+        ("full", None, "40+60+0", 512), ("full", 1000, "40+60+0", 32)]
 
 
 def test_a_narrow_table_keeps_the_scheme_and_bits_the_rows_differ_in(monkeypatch):
@@ -115,3 +115,12 @@ def test_a_narrow_table_keeps_the_scheme_and_bits_the_rows_differ_in(monkeypatch
     names = _headers(_farm(monkeypatch, "results", width=80))
     assert {"scheme", "bits"} <= set(names), names
     assert "compressed_bytes" not in names  # one value in every row
+
+
+def test_the_epochs_show_a_quantized_jobs_fine_tuning_beside_an_fp32_one(monkeypatch):
+    """fp32 weights are not fine-tuned: their epochs end in 0, a 4-bit job's in its fine-tune
+    epochs, so the extra training behind a quantized job's accuracy is in the table."""
+    _finish(), _finish(scheme="kmeans", bits=4)
+    table = _farm(monkeypatch, "results")
+    cells = [line.split("│")[1:-1] for line in table.splitlines() if line.startswith("│")]
+    assert {r[_headers(table).index("epochs")].strip() for r in cells} == {"40+60+0", "40+60+6"}

@@ -48,7 +48,8 @@ def _finish(chart, out: Path, fmt: Format, title: str) -> None:
 
 @plot_app.command("pareto", cls=Command)
 def pareto(
-    sweep: Annotated[int, typer.Option(help="sweep id")],
+    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (or --sweep)", metavar="JOB_ID")] = None,
+    sweep: Annotated[int | None, typer.Option(help="every job of this sweep")] = None,
     x: Annotated[XAxis | None, typer.Option("--x", help="speedup (×), latency (ms) or size (bytes on disk); "
                                             "default: speedup, or size where no job has timings")] = None,
     y: Annotated[YAxis, typer.Option("--y", help="accuracy")] = YAxis.accuracy,
@@ -58,25 +59,31 @@ def pareto(
     out: OutOpt = None,
     fmt: FormatOpt = Format.table,
 ):
-    """Accuracy against speed or size; non-dominated jobs ringed and listed."""
+    """Accuracy against speed or size, of a sweep's jobs or of the jobs given; non-dominated jobs
+    ringed and listed."""
     from farm import db
+    from farm.errors import FarmError
     from farm.report.charts import pareto_chart
 
     from farm.report.errors import NothingToShow
 
+    if bool(jobs) == (sweep is not None):
+        raise FarmError("give job ids (farm plot pareto 3 7 9) or --sweep ID, one of the two")
+    ids = list(dict.fromkeys(jobs or ()))
+    options = {"baseline": baseline.value, "batch": batch, "color_by": color_by.value, "job_ids": ids}
     with db.session() as s:
         try:
-            chart = pareto_chart(s, sweep, x or XAxis.speedup, y, baseline=baseline.value, batch=batch,
-                                 color_by=color_by.value)
+            chart = pareto_chart(s, sweep, x or XAxis.speedup, y, **options)
         except NothingToShow:
             if x is not None:
                 raise
-            # no --x and no timings (a CPU-only sweep): the other front a sweep always has
+            # no --x and no timings (CPU-only jobs): the other front every finished job has
             x = XAxis.size
-            chart = pareto_chart(s, sweep, x, y, baseline=baseline.value, batch=batch, color_by=color_by.value)
-            chart.notes.insert(0, "no job in this sweep has whole-model timings (GPU benchmark results): "
-                                  "accuracy against size on disk")
-    _finish(chart, out or Path(f"sweep{sweep}-pareto-{(x or XAxis.speedup).value}"), fmt, "non-dominated jobs")
+            chart = pareto_chart(s, sweep, x, y, **options)
+            chart.notes.insert(0, f"no job {'in this sweep ' if sweep is not None else 'given '}has whole-model "
+                                  "timings (GPU benchmark results): accuracy against size on disk")
+    stem = f"sweep{sweep}" if sweep is not None else "jobs" + "-".join(map(str, ids[:6])) + "-etc" * (len(ids) > 6)
+    _finish(chart, out or Path(f"{stem}-pareto-{(x or XAxis.speedup).value}"), fmt, "non-dominated jobs")
 
 
 @plot_app.command("layers", cls=Command)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from farm.db import queries
 from farm.report import plots
-from farm.report.compare import benchmark_notes, compare_sweep
+from farm.report.compare import benchmark_notes, compare_jobs, compare_sweep
 from farm.report.crossover import BASELINES, crossovers
 from farm.report.errors import NothingToShow
 from farm.report.pareto import XAxis, YAxis, panels
@@ -33,19 +33,25 @@ class Chart:
     notes: list[str] = field(default_factory=list)  # what was left out, and why
 
 
-def pareto_chart(session: Session, sweep_id: int, x: XAxis = XAxis.speedup,
+def pareto_chart(session: Session, sweep_id: int | None, x: XAxis = XAxis.speedup,
                  y: YAxis = YAxis.accuracy, *, baseline: str = "fp32", batch: int | None = None,
-                 color_by: str = "scheme") -> Chart:
-    comp = compare_sweep(session, sweep_id, batch=batch)
+                 color_by: str = "scheme", job_ids: Sequence[int] | None = None) -> Chart:
+    """The front of a sweep's jobs, or of the jobs given (sweep_id None): jobs run one at a time
+    have a front too."""
+    if sweep_id is None:
+        comp = compare_jobs(session, job_ids or [], batch=batch)
+        what_jobs = f"jobs {', '.join(map(str, job_ids or []))}"
+    else:
+        comp = compare_sweep(session, sweep_id, batch=batch)
+        what_jobs = f"sweep {sweep_id} ({queries.get_sweep(session, sweep_id).name})"
     ps = panels(comp.rows, x, baseline)
     if not ps:
         what = ("whole-model timings (benchmark results)" if x.is_timing else "a compressed size")
         hint = "; `--x size` needs no timing" if x.is_timing and panels(comp.rows, XAxis.size) else ""
-        raise NothingToShow(f"sweep {sweep_id}: no finished job with accuracy and {what} to plot"
+        raise NothingToShow(f"{what_jobs}: no finished job with accuracy and {what} to plot"
                             f"{hint} ({'; '.join(comp.notes) or 'no jobs'})")
-    name = queries.get_sweep(session, sweep_id).name
     fig = plots.pareto_figure(ps, x, baseline=baseline, batch=comp.batch, color_by=color_by,
-                              title=f"sweep {sweep_id} ({name}): {y.value} vs {x.value}")
+                              title=f"{what_jobs}: {y.value} vs {x.value}")
     # the x column named for what it holds ("x" read as nothing; 2242 was a size in bytes)
     axis = {"size": "size_bytes", "latency": "latency_ms", "speedup": "speedup"}[x.value]
     rows = [{**p.row.to_dict(), axis: p.x, "panel": p.row.gpu} for pn in ps for p in pn.front]

@@ -39,3 +39,25 @@ def test_every_report_command_has_help():
     for name, cmd in commands.items():
         assert cmd.help and len(cmd.help) > 20, name
         assert all(p.help for p in cmd.params if p.param_type_name == "option"), name
+
+
+def test_pareto_of_job_ids_is_the_sweeps_front_for_the_sweeps_jobs(results_db, tmp_path):
+    """Jobs run one at a time have a front too: `farm plot pareto 3 4 5` plots the jobs given."""
+    from farm import db
+    from farm.cli.app import app
+
+    with db.session() as s:
+        ids = [r.job_id for r in db.queries.jobs(s, sweep=results_db.grid_sweep)]
+    runner = CliRunner()
+
+    def front(*args):
+        out = runner.invoke(app, ["plot", "pareto", *args, "--x", "size", "--format", "json"])
+        assert out.exit_code == 0, out.output
+        return sorted(r["job_id"] for r in json.loads(out.stdout))
+
+    by_sweep = front("--sweep", str(results_db.grid_sweep), "--out", str(tmp_path / "s"))
+    assert by_sweep and front(*map(str, ids), "--out", str(tmp_path / "j")) == by_sweep
+    assert (tmp_path / "j.png").exists() and (tmp_path / "j.svg").exists()
+    for args in ([], ["1", "--sweep", str(results_db.grid_sweep)]):  # main() prints it as one line
+        bad = runner.invoke(app, ["plot", "pareto", *args])
+        assert "give job ids (farm plot pareto 3 7 9) or --sweep ID" in str(bad.exception)

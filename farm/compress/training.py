@@ -448,7 +448,10 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, *, device=None,
             accuracy = event["accuracy"] = evaluate(model, data, device=device, tta=tta)
         history.append(event)
         if callback:
-            callback(dict(event))  # may raise farm.errors.Cancelled: it propagates on purpose
+            # may raise farm.errors.Cancelled: it propagates on purpose. `final`: no epoch follows,
+            # the model is what fit returns; a caller that stores it may let a cancel wait for that
+            # (raised now, it threw a finished training away)
+            callback({**event, "final": last})
     run_step.opt.zero_grad()  # the graph's gradient buffers go with it
     return TrainResult(accuracy, config.epochs, train_seconds, time.perf_counter() - wall, str(device), history)
 

@@ -2,7 +2,8 @@
 
 The same function runs a job inside a Celery worker and in the CLI's own process (no broker).
 Cancel is cooperative: checked between stages and, through the libraries' callback, between
-epochs, where `farm.errors.Cancelled` unwinds the stage.
+epochs, where `farm.errors.Cancelled` unwinds the stage; not after a training's last epoch, whose
+result the stage stores first (the next boundary, or the job's end, then cancels).
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ def _run_stages(claim: lifecycle.Claim, workdir: Path, notify: Observer) -> tupl
             notes.append(f"{name} {output.skipped}")  # the job's message: "benchmark skipped: no GPU ..."
         notify("stage_done", {"name": name, "reused": reused, "skipped": output.skipped,
                               "result": output.result})
+    if lifecycle.cancel_requested(claim.job_id):  # one seen after the last stage's last epoch: its boundary
+        raise Cancelled(f"job {claim.job_id} cancelled after {spec.stages[-1]}")
     return results, timings, notes
 
 
@@ -264,7 +267,14 @@ def _progress_callback(claim: lifecycle.Claim, name: str, index: int, notify: Ob
             cancel = lifecycle.report(claim, stage=name, progress=_progress(claim.spec, index, fraction))
         else:
             cancel = lifecycle.cancel_requested(claim.job_id)
-        if cancel:
+        if cancel and event.get("final"):
+            # The training this event ends is done, and the stage (or a prune's step) stores it
+            # next: raised here, a cancel that lands after the last epoch threw it away, and the
+            # job submitted again trained it from scratch. The next epoch, stage or the job's end
+            # honours it.
+            log.info("job %s: cancel requested after the last epoch of %s; keeping its result first",
+                     claim.job_id, name)
+        elif cancel:
             raise Cancelled(f"job {claim.job_id} cancelled during {name}")
 
     return callback

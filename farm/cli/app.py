@@ -22,7 +22,7 @@ app = typer.Typer(help="farm: prune, quantize and benchmark sparse CNNs on a far
                   no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   add_completion=False)
 
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output: table, json or csv")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output: table, json, csv or markdown")]
 
 RESULT_COLUMNS = ["job_id", "model", "dataset", "target_sparsity", "sparsity", "scheme", "bits",
                   "accuracy", "dense_accuracy", "compression_ratio", "compressed_bytes",

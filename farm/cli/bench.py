@@ -82,7 +82,7 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
           input: Annotated[str, typer.Option("--input", help="input CxHxW")] = "3x224x224",
           num_classes: Annotated[int, typer.Option(help="classifier outputs")] = 1000,
           whole_model: Annotated[bool, typer.Option(help="also time the whole model, sparse vs dense")] = True,
-          fmt: Annotated[Format, typer.Option("--format", "-f", help="output: table, json or csv")] = Format.table):
+          fmt: Annotated[Format, typer.Option("--format", "-f", help="output: table, json, csv or markdown")] = Format.table):
     """Time our sparse kernels against cuDNN fp32 / TF32 / fp16 and cuSPARSE, layer by layer (GPU)."""
     from farm.scheduler.spec import canonical_model
 

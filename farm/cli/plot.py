@@ -19,7 +19,7 @@ from farm.report.pareto import XAxis, YAxis
 
 plot_app = typer.Typer(help="Plots of results: Pareto fronts, per-layer speedups, crossover maps.",
                        no_args_is_help=True)
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="rows shown: table, json or csv")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="rows shown: table, json, csv or markdown")]
 OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help="file stem: writes STEM.png and STEM.svg")]
 BatchOpt = Annotated[int | None, typer.Option(help="batch of the timings (default: the one most jobs have)")]
 XOpt = Annotated[XAxis, typer.Option("--x", help="speedup (×), latency (ms) or size (bytes on disk)")]

@@ -38,6 +38,7 @@ class Format(str, Enum):
     table = "table"
     json = "json"
     csv = "csv"
+    markdown = "markdown"  # the table's columns, cells as the table writes them: to paste into a PR or notes
 
 
 def _default(value: Any) -> Any:
@@ -85,6 +86,12 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
         for d in data:
             writer.writerow(["" if d.get(c) is None else
                              json.dumps(d[c]) if isinstance(d.get(c), (list, dict)) else d[c] for c in columns])
+    elif fmt == Format.markdown:
+        from farm.report.tables import markdown
+
+        if title:
+            sys.stdout.write(f"**{title}**\n\n")
+        sys.stdout.write(markdown([{c: _cell(d.get(c), c) for c in columns} for d in data], columns, raw=True) + "\n")
     else:
         _print_table(data, columns, title, optional, clip, fmt, order)
 

@@ -129,3 +129,13 @@ def test_booleans_are_yes_no_in_tables_and_stay_booleans_in_csv(monkeypatch, cap
     assert "cancel_requested,False" in capsys.readouterr().out  # as pandas reads it
     shown = _render(monkeypatch, 80, [{"job_id": 1, "cancel_requested": False}, {"job_id": 2, "cancel_requested": True}])
     assert "│ no " in shown and "│ yes " in shown
+
+
+def test_markdown_is_the_tables_columns_with_its_cells(capsys):
+    render.rows([ROW, {**ROW, "job_id": 2, "message": "a | b"}], Format.markdown,
+                columns=["job_id", "accuracy", "compressed_bytes", "best_speedup_fp32", "message"], title="results")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == ["**results**", "", "| job_id | accuracy | compressed_bytes | best_speedup_fp32 | message |",
+                         "|---|---|---|---|---|"]
+    assert lines[4].startswith("| 1 | 93.81% |") and lines[4].endswith("| - |")
+    assert lines[5].endswith("| a \\| b |")  # a pipe in a cell does not split it

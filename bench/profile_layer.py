@@ -42,7 +42,7 @@ def main() -> int:
     precompile(layer.kernel_sources(shape, dtype), runtime.arch())  # nvcc in parallel, not one by one
     x = torch.randn(shape, device="cuda").to(dtype)
     if args.config:
-        config = next(c for c in layer.candidate_configs(shape) if c.name == args.config)
+        config = next((c for c in layer.candidate_configs(shape) if c.name == args.config), None) or _gen(args.config)
         plan = layer.make_plan(shape, dtype, config, torch.device("cuda"))
     elif args.run:
         plan = layer.plan_for(shape, dtype, torch.device("cuda"))
@@ -60,6 +60,19 @@ def main() -> int:
     torch.cuda.synchronize()
     print(f"ran {plan.config.name} 10 times")
     return 0
+
+
+def _gen(name: str):
+    """A csrgen config by its name, candidate or not: gn-k16-t128-s1-g2[-st|-stp][-p4]."""
+    import re
+
+    from farm.kernels.csrgen.family import GenConfig
+
+    m = re.fullmatch(r"gn-k(\d+)-t(\d+)-s(\d+)-g(\d+)(-stp?)?(?:-p(\d))?", name)
+    if not m:
+        raise SystemExit(f"{name} is neither a candidate of this layer nor a csrgen config name")
+    st = {None: 0, "-st": 1, "-stp": 2}[m.group(5)]
+    return GenConfig(*map(int, m.group(1, 2, 3, 4)), st=st, px=int(m.group(6) or 1))
 
 
 if __name__ == "__main__":

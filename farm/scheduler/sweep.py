@@ -37,7 +37,7 @@ from farm.db.queries import OVERDUE_S, SweepSummary, get_sweep, overdue_schedule
 from farm.db.status import JobStatus
 from farm.errors import InvalidSpec
 from farm.scheduler import control, queue
-from farm.scheduler.spec import DEVICES, FLOAT_BITS, RECIPES, JobSpec
+from farm.scheduler.spec import DEVICES, FLOAT_BITS, JobSpec
 from farm.scheduler.submission import (Submitted, check_data_here, choose_device, keep_start_times,
                                        message_lost, publish, record, start_times, to_send)
 
@@ -204,13 +204,13 @@ def submit(plan: SweepPlan, *, at: str | None = None, priority: int = 0, device:
     if start_at is not None and conf.embedded:
         raise InvalidSpec("--at needs a broker (set FARM_BROKER_URL): without one, jobs run in this "
                           "process now")
-    grid, note = _auto_device(grid, named, conf.embedded)
+    grid, why = _auto_device(grid, named, conf.embedded)
     specs = plan.specs if grid is plan.grid else expand(grid["grid"], grid["fixed"], f"sweep {plan.name}")
     if conf.embedded and named:
         _refuse_gpu_without_one(specs)  # named, not the default: that one follows the machine
     if conf.embedded:
         check_data_here(specs)
-    note = note or _quick_note(grid, specs)
+    note = _quick_note(plan.grid, specs, why or "device cpu")
     if not conf.embedded:
         queue.check_broker(conf.broker_url)
     status = (JobStatus.PENDING if conf.embedded else
@@ -280,7 +280,8 @@ def _auto_device(grid: dict[str, Any], named: bool, embedded: bool) -> tuple[dic
     and its recipe unless the file names one, as `farm submit` picks them; the choice is kept in
     the stored grid, so `sweep resume` expands to the same jobs. (A named cpu device gets its
     quick recipe in expand().) A named recipe alone still runs on this machine's device: the jobs
-    are then the ones `farm submit --recipe R` makes here, not GPU jobs run on the CPU."""
+    are then the ones `farm submit --recipe R` makes here, not GPU jobs run on the CPU. The
+    second value says why, where it chose the recipe too (for the note)."""
     if named or not embedded:
         return grid, None
     device, recipe = choose_device(embedded=True)
@@ -288,24 +289,35 @@ def _auto_device(grid: dict[str, Any], named: bool, embedded: bool) -> tuple[dic
         return grid, None
     if "recipe" in grid["grid"] or "recipe" in grid["fixed"]:
         return {**grid, "fixed": {**grid["fixed"], "device": device}}, None
-    return {**grid, "fixed": {**grid["fixed"], "device": device, "recipe": recipe}}, _note("No GPU here", recipe)
+    return {**grid, "fixed": {**grid["fixed"], "device": device, "recipe": recipe}}, "No GPU here"
 
 
-def _quick_note(grid: dict[str, Any], specs: list[JobSpec]) -> str | None:
-    """Said when jobs the file sends to the CPU get the quick recipe by default."""
-    if "recipe" in grid["grid"] or "recipe" in grid["fixed"]:
+RECIPE_FIELDS = ("epochs", "retrain_epochs", "finetune_epochs", "subset", "batch_size")  # a recipe fills those unset
+
+
+def _quick_note(file_grid: dict[str, Any], specs: list[JobSpec], why: str) -> str | None:
+    """Said when the sweep's CPU jobs get the quick recipe by default (the file names none), with
+    the examples and epochs they use: the file's own where it sets them (a `subset: 512` sweep
+    was told "4000 examples"), and what the full recipe would use instead."""
+    given = set(file_grid["grid"]) | set(file_grid["fixed"])
+    quick = [spec for spec in specs if spec.device == "cpu" and spec.recipe == "quick"]
+    if "recipe" in given or not quick:
         return None
-    if any(spec.device == "cpu" for spec in specs):
-        return _note("device cpu", "quick")
-    return None
+    full = [replace(spec, recipe="full", **{f: None for f in RECIPE_FIELDS if f not in given}).resolve()
+            for spec in quick]
+    return (f"{why}: running the sweep's CPU jobs with the quick recipe ({_training(quick)}) instead of "
+            f"the full one ({_training(full)}); put recipe: full in the file's fixed: to force it.")
 
 
-def _note(why: str, recipe: str) -> str:
-    quick, full = RECIPES[recipe], RECIPES["full"]
-    return (f"{why}: running the sweep's CPU jobs with the {recipe} recipe ({quick.subset} examples, "
-            f"{quick.epochs}+{quick.retrain_epochs}+{quick.finetune_epochs} epochs) instead of the full "
-            f"one ({full.epochs}+{full.retrain_epochs}+{full.finetune_epochs} epochs, whole dataset); put "
-            f"recipe: full in the file's fixed: to force it.")
+def _training(specs: list[JobSpec]) -> str:
+    """'2+2+1 epochs, 512 examples' of these jobs; values that differ between them joined by 'or'
+    ('512 or 1024 examples')."""
+    epochs = " or ".join(dict.fromkeys(f"{s.epochs}+{s.retrain_epochs}+{s.finetune_epochs}" for s in specs))
+    sizes = sorted({s.subset for s in specs if s.subset is not None})
+    data = [f"{' or '.join(map(str, sizes))} examples"] if sizes else []
+    if any(s.subset is None for s in specs):
+        data.append("whole dataset")
+    return f"{epochs} epochs, {' or '.join(data)}"
 
 
 def _send(sweep_id: int, subs: list[Submitted], conf, priority: int, start_at, on_event) -> SweepSubmitted:

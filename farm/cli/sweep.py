@@ -12,7 +12,7 @@ from farm.cli.command import Command
 from farm.cli.render import Format, err
 
 sweep_app = typer.Typer(help="Sweeps: a YAML grid of jobs.", no_args_is_help=True)
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output: table, json or csv")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="output: table, json, csv or markdown")]
 
 
 COUNTS = ("pending", "scheduled", "queued", "running", "succeeded", "failed", "cancelled")

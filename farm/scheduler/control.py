@@ -75,7 +75,8 @@ def with_liveness(rows: list[JobRow]) -> list[JobRow]:
     """What the database cannot say by itself: a running job whose process is gone (killed with
     it, or a worker that died whole; a worker on that host sends those again), and a cancel that
     waits for the job's next epoch or stage."""
-    out, lost = [], LOST_HERE if settings.load().embedded else LOST
+    conf = settings.load()
+    out, lost = [], LOST_HERE if conf.embedded else LOST
     for row in rows:
         if row.status == str(JobStatus.RUNNING):
             if row.worker != owner_id() and not owner_alive(row.worker, row.heartbeat_at):
@@ -83,4 +84,20 @@ def with_liveness(rows: list[JobRow]) -> list[JobRow]:
             elif row.cancel_requested and not row.message:
                 row = replace(row, message="cancel requested: stops at its next epoch or stage")
         out.append(row)
-    return out
+    return out if conf.embedded else _unserved(out, conf.broker_url)
+
+
+def _unserved(rows: list[JobRow], broker_url: str) -> list[JobRow]:
+    """Queued jobs whose queue no worker reads say so: a GPU job submitted where only CPU
+    workers run waited, queued with no message, for as long as anyone watched. The workers are
+    asked only when some job waits (it takes a second)."""
+    waiting = {r.job_id for r in rows if r.status == str(JobStatus.QUEUED) and not r.message}
+    served = queue.served_queues(broker_url) if waiting else None
+    if served is None:
+        return rows
+    return [replace(r, message=NO_WORKER.format(queue=r.device, start=START.get(r.device, "`farm worker --queues Q`")))
+            if r.job_id in waiting and r.device not in served else r for r in rows]
+
+
+NO_WORKER = "no worker answers for the {queue} queue: start one ({start})"
+START = {"gpu": "`farm worker --gpu N`", "cpu": "`farm worker`"}

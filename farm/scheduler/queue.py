@@ -35,6 +35,16 @@ def check_broker(broker_url: str) -> None:
         raise ServiceUnavailable(f"cannot reach the broker {broker_url}: {reason}") from None
 
 
+def served_queues(broker_url: str, timeout: float = 1.0) -> set[str] | None:
+    """The queues the workers that answer within `timeout` consume (a broadcast to every worker;
+    it waits the whole timeout for replies); None when the broker cannot be asked."""
+    try:
+        replies = _app(broker_url).control.inspect(timeout=timeout).active_queues() or {}
+    except Exception:  # a status line is not worth an error: no hint then
+        return None
+    return {q["name"] for queues in replies.values() for q in queues or ()}
+
+
 def task_id(job_id: int) -> str:
     from farm.worker.celery_app import task_id as new_id
 

@@ -1,7 +1,7 @@
 """Cancel: flag the job in the database; a waiting job is cancelled at once, a running one stops at
 its next epoch or stage boundary (the worker's callback raises farm.errors.Cancelled), except
 after a training's last epoch, whose result its stage stores first so that submitting the job
-again reuses it. A job recorded as running under a process that is gone is cancelled at once too."""
+again reuses it (after the last stage, the job finishes with its results). A job recorded as running under a process that is gone is cancelled at once too."""
 
 from __future__ import annotations
 

@@ -87,6 +87,10 @@ def with_liveness(rows: list[JobRow]) -> list[JobRow]:
     return out if conf.embedded else _unserved(out, conf.broker_url)
 
 
+NO_WORKER = "no worker answers for the {queue} queue: start one ({start})"
+START = {"gpu": "`farm worker --gpu N`", "cpu": "`farm worker`"}
+
+
 def _unserved(rows: list[JobRow], broker_url: str) -> list[JobRow]:
     """Queued jobs whose queue no worker reads say so: a GPU job submitted where only CPU
     workers run waited, queued with no message, for as long as anyone watched. The workers are
@@ -98,6 +102,3 @@ def _unserved(rows: list[JobRow], broker_url: str) -> list[JobRow]:
     return [replace(r, message=NO_WORKER.format(queue=r.device, start=START.get(r.device, "`farm worker --queues Q`")))
             if r.job_id in waiting and r.device not in served else r for r in rows]
 
-
-NO_WORKER = "no worker answers for the {queue} queue: start one ({start})"
-START = {"gpu": "`farm worker --gpu N`", "cpu": "`farm worker`"}

@@ -37,9 +37,13 @@ def check_broker(broker_url: str) -> None:
 
 def served_queues(broker_url: str, timeout: float = 1.0) -> set[str] | None:
     """The queues the workers that answer within `timeout` consume (a broadcast to every worker;
-    it waits the whole timeout for replies); None when the broker cannot be asked."""
+    it waits the whole timeout for replies); None when the broker cannot be asked. One try to
+    connect: kombu's own retries kept `farm status` 6 s on a broker that was down."""
+    app = _app(broker_url)
     try:
-        replies = _app(broker_url).control.inspect(timeout=timeout).active_queues() or {}
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=0, timeout=timeout)
+            replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
     except Exception:  # a status line is not worth an error: no hint then
         return None
     return {q["name"] for queues in replies.values() for q in queues or ()}

@@ -177,11 +177,11 @@ def _print_outcome(job_id: int, fmt: Format, spec) -> None:
         render.rows(rows, fmt, columns=RESULT_COLUMNS, title=f"job {job_id}: {detail.job.status}")
     else:
         render.rows([detail.job], fmt, columns=STATUS_COLUMNS, title=f"job {job_id}")
-    if detail.job.message and fmt == Format.table and detail.job.status != db.JobStatus.FAILED:
+    if detail.job.message and fmt.tabular and detail.job.status != db.JobStatus.FAILED:
         err.print(f"note: {detail.job.message}")
-    if rows and fmt == Format.table and (note := _unlike_note(spec)):
+    if rows and fmt.tabular and (note := _unlike_note(spec)):
         err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-    if rows and fmt == Format.table and (note := _chance_note(rows[0], spec)):
+    if rows and fmt.tabular and (note := _chance_note(rows[0], spec)):
         err.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
 
 
@@ -221,7 +221,7 @@ def status(
     missing = sorted(set(jobs or ()) - {r.job_id for r in rows})
     if missing:  # asked for by id: an unknown one is an error, as in `farm show`
         raise FarmError(f"no job {', '.join(map(str, missing))}")
-    render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt == Format.table else db.queries.JobRow.columns(),
+    render.rows(rows, fmt, columns=STATUS_COLUMNS if fmt.tabular else db.queries.JobRow.columns(),
                 title="jobs", optional=STATUS_OPTIONAL, clip=("message",))
 
 
@@ -232,7 +232,7 @@ def show(job: Annotated[int, typer.Argument(help="job id", metavar="JOB_ID")], f
 
     with db.session() as s:
         d = db.queries.job_detail(s, job)
-    if fmt != Format.table:
+    if not fmt.tabular:
         render.record(d, fmt)
         return
     render.record({**d.job.to_dict(), "spec": d.spec, "sweeps": d.sweeps}, fmt, title=f"job {job}")
@@ -318,7 +318,7 @@ def results(
     with db.session() as s:
         rows = db.queries.results(s, sweep=filters.sweep(s, sweep), **where)
     # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).
-    render.rows(rows, fmt, columns=_result_columns(rows) if fmt == Format.table else db.queries.ResultRow.columns(),
+    render.rows(rows, fmt, columns=_result_columns(rows) if fmt.tabular else db.queries.ResultRow.columns(),
                 title="results", optional=_result_optional(rows), order=RESULT_ORDER)
 
 

@@ -43,7 +43,7 @@ def _finish(chart, out: Path, fmt: Format, title: str) -> None:
         err.print(f"note: {note}", highlight=False, markup=False)
     paths = plots.save(chart.figure, out)
     err.print(f"wrote {', '.join(str(p) for p in paths)}", highlight=False, markup=False)
-    render.rows(chart.rows, fmt, columns=chart.columns if fmt == Format.table else None, title=title)
+    render.rows(chart.rows, fmt, columns=chart.columns if fmt.tabular else None, title=title)
 
 
 @plot_app.command("pareto", cls=Command)

@@ -40,6 +40,11 @@ class Format(str, Enum):
     csv = "csv"
     markdown = "markdown"  # the table's columns, cells as the table writes them: to paste into a PR or notes
 
+    @property
+    def tabular(self) -> bool:
+        """Shown as the table shows it (its columns, its notes); JSON and CSV have every field."""
+        return self in (Format.table, Format.markdown)
+
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
@@ -86,7 +91,7 @@ def rows(items: list[Any], fmt: Format, *, columns: list[str] | None = None, tit
         for d in data:
             writer.writerow(["" if d.get(c) is None else
                              json.dumps(d[c]) if isinstance(d.get(c), (list, dict)) else d[c] for c in columns])
-    elif fmt == Format.markdown:
+    elif fmt == Format.markdown and data:  # no rows: the table's "nothing to show", not an empty table
         from farm.report.tables import markdown
 
         if title:

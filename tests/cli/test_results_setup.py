@@ -124,3 +124,13 @@ def test_the_epochs_show_a_quantized_jobs_fine_tuning_beside_an_fp32_one(monkeyp
     table = _farm(monkeypatch, "results")
     cells = [line.split("│")[1:-1] for line in table.splitlines() if line.startswith("│")]
     assert {r[_headers(table).index("epochs")].strip() for r in cells} == {"40+60+0", "40+60+6"}
+
+
+def test_markdown_has_the_tables_columns_not_every_field(monkeypatch):
+    """JSON and CSV have every field (a layer_sparsity dict a row); markdown is the table to paste."""
+    _finish(), _finish(**LAMP)
+    text = _farm(monkeypatch, "results", "--format", "markdown")
+    header = next(line for line in text.splitlines() if line.startswith("| job_id"))
+    assert "| scope |" in header and "layer_sparsity" not in header and "pruned_accuracy" not in header
+    status = _farm(monkeypatch, "status", "--format", "markdown")
+    assert "| job_id | status |" in status and "spec_hash" not in status

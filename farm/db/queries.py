@@ -141,9 +141,10 @@ def spec_fields(j: Job) -> dict[str, Any]:
     """What tells apart jobs alike in every column of their own (scope, max_drop, run and the
     training setup live only in the spec): without them a lamp and a global job, two --force
     runs, or a job trained on 1,000 images and one on 4,000, read as one job twice. Defaults for
-    specs written before a field existed. `epochs` is dense + prune/retrain + fine-tune, "40+60+6",
-    the fine-tuning 0 for fp32 and fp16 weights, which are not fine-tuned: a 4-bit job's extra
-    epoch shows where it is set beside an fp32 one's accuracy."""
+    specs written before a field existed. `epochs` is dense + retrain + fine-tune as the spec sets
+    them, "40+60+6" (a prune above 95% retrains each of its steps, a guarded one each trial), the
+    fine-tuning 0 for fp32 and fp16 weights, which are not fine-tuned: a 4-bit job's extra epoch
+    shows where it is set beside an fp32 one's accuracy."""
     spec = j.spec
     stages = [spec.get(k) for k in ("epochs", "retrain_epochs", "finetune_epochs")]
     if spec.get("scheme") in ("fp32", "fp16"):
@@ -180,7 +181,7 @@ class ResultRow(_Row):
     layer_sparsity: dict[str, Any] | None = field(default=None, compare=False)
     recipe: str | None = None  # training setup: full | quick, as the spec resolved it
     subset: int | None = None  # first n examples; None: the whole dataset
-    epochs: str | None = None  # dense + prune/retrain + fine-tune epochs, e.g. "40+60+6"
+    epochs: str | None = None  # dense + retrain + fine-tune epochs as set, e.g. "40+60+6" (spec_fields)
     batch_size: int | None = None
 
 

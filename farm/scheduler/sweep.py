@@ -312,7 +312,9 @@ def _quick_note(file_grid: dict[str, Any], specs: list[JobSpec], why: str) -> st
 def _training(specs: list[JobSpec]) -> str:
     """'2+2+1 epochs, 512 examples' of these jobs; values that differ between them joined by 'or'
     ('512 or 1024 examples')."""
-    epochs = " or ".join(dict.fromkeys(f"{s.epochs}+{s.retrain_epochs}+{s.finetune_epochs}" for s in specs))
+    # fine-tuning only where weights are quantized, as the results' epochs column counts it
+    epochs = " or ".join(dict.fromkeys(f"{s.epochs}+{s.retrain_epochs}+{0 if s.scheme in FLOAT_BITS else s.finetune_epochs}"
+                                       for s in specs))
     sizes = sorted({s.subset for s in specs if s.subset is not None})
     data = [f"{' or '.join(map(str, sizes))} examples"] if sizes else []
     if any(s.subset is None for s in specs):

@@ -26,7 +26,7 @@ def _note(text: str) -> str:
 def test_the_note_states_the_files_subset_for_both_recipes():
     note = _note(FILE + "  device: cpu\n  subset: 512\n")
     assert note.startswith("device cpu: running the sweep's CPU jobs with the quick recipe "
-                           "(2+2+1 epochs, 512 examples) instead of the full one (40+60+6 epochs, 512 examples)")
+                           "(2+2+0 epochs, 512 examples) instead of the full one (40+60+0 epochs, 512 examples)")
     assert "4000" not in note and "whole dataset" not in note
 
 
@@ -34,8 +34,8 @@ def test_the_note_states_every_subset_and_epochs_the_file_gives(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine's device: the CPU
     note = _note(FILE.replace("grid:\n", "grid:\n  subset: [1024, 512]\n") + "  epochs: 1\n")
     assert note.startswith("No GPU here: running the sweep's CPU jobs with the quick recipe "
-                           "(1+2+1 epochs, 512 or 1024 examples) instead of the full one "
-                           "(1+60+6 epochs, 512 or 1024 examples)")
+                           "(1+2+0 epochs, 512 or 1024 examples) instead of the full one "
+                           "(1+60+0 epochs, 512 or 1024 examples)")
 
 
 @pytest.mark.parametrize("extra, why", [("  device: cpu\n", "device cpu"), ("", "No GPU here")],
@@ -43,5 +43,11 @@ def test_the_note_states_every_subset_and_epochs_the_file_gives(monkeypatch):
 def test_without_subset_the_note_keeps_the_recipes_own(extra, why, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _note(FILE + extra).startswith(
-        f"{why}: running the sweep's CPU jobs with the quick recipe (2+2+1 epochs, 4000 examples) "
-        f"instead of the full one (40+60+6 epochs, whole dataset)")
+        f"{why}: running the sweep's CPU jobs with the quick recipe (2+2+0 epochs, 4000 examples) "
+        f"instead of the full one (40+60+0 epochs, whole dataset)")
+
+
+def test_quantized_jobs_count_their_fine_tuning():
+    """fp32 weights are not fine-tuned (0), a 4-bit job's are: as the results' epochs column."""
+    note = _note(FILE.replace("grid:\n", "grid:\n  scheme: [fp32, kmeans]\n  bits: [4]\n") + "  device: cpu\n")
+    assert "(2+2+0 or 2+2+1 epochs, 4000 examples)" in note and "(40+60+0 or 40+60+6 epochs" in note

@@ -339,10 +339,10 @@ def _result_optional(rows) -> tuple[str, ...]:
     from farm.report.tables import differing
 
     varies = set(differing(rows, RESULT_OPTIONAL))
-    telling = tuple(c for c in ("dataset", "scheme", "bits") if c in varies)
-    kept = tuple(differing(rows)) + telling
-    return (tuple(c for c in RESULT_OPTIONAL if c not in varies)
-            + tuple(c for c in RESULT_OPTIONAL if c in varies and c not in kept) + kept)
+    alike = [c for c in RESULT_OPTIONAL if c not in varies]
+    last = differing(rows) + [c for c in ("dataset", "scheme", "bits") if c in varies]
+    rest = [c for c in RESULT_OPTIONAL if c in varies and c not in last]
+    return tuple(alike + rest + last)
 
 
 @app.command(cls=Command)

@@ -82,8 +82,19 @@ def pareto(
             chart = pareto_chart(s, sweep, x, y, **options)
             chart.notes.insert(0, f"no job {'in this sweep ' if sweep is not None else 'given '}has whole-model "
                                   "timings (GPU benchmark results): accuracy against size on disk")
-    stem = f"sweep{sweep}" if sweep is not None else "jobs" + "-".join(map(str, ids[:6])) + "-etc" * (len(ids) > 6)
-    _finish(chart, out or Path(f"{stem}-pareto-{(x or XAxis.speedup).value}"), fmt, "non-dominated jobs")
+    _finish(chart, out or Path(f"{_stem(sweep, ids)}-pareto-{(x or XAxis.speedup).value}"), fmt, "non-dominated jobs")
+
+
+def _stem(sweep: int | None, ids: list[int]) -> str:
+    """sweep3, jobs3-4-5; past six ids a digest of them all, so two sets sharing their first six
+    do not overwrite each other's files."""
+    if sweep is not None:
+        return f"sweep{sweep}"
+    if len(ids) <= 6:
+        return "jobs" + "-".join(map(str, ids))
+    import hashlib
+
+    return f"jobs{ids[0]}-{ids[-1]}-{hashlib.sha1(' '.join(map(str, ids)).encode()).hexdigest()[:8]}"
 
 
 @plot_app.command("layers", cls=Command)

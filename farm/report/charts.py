@@ -40,7 +40,7 @@ def pareto_chart(session: Session, sweep_id: int | None, x: XAxis = XAxis.speedu
     have a front too."""
     if sweep_id is None:
         comp = compare_jobs(session, job_ids or [], batch=batch)
-        what_jobs = f"jobs {', '.join(map(str, job_ids or []))}"
+        what_jobs = _jobs_named(job_ids or [])
     else:
         comp = compare_sweep(session, sweep_id, batch=batch)
         what_jobs = f"sweep {sweep_id} ({queries.get_sweep(session, sweep_id).name})"
@@ -56,6 +56,12 @@ def pareto_chart(session: Session, sweep_id: int | None, x: XAxis = XAxis.speedu
     axis = {"size": "size_bytes", "latency": "latency_ms", "speedup": "speedup"}[x.value]
     rows = [{**p.row.to_dict(), axis: p.x, "panel": p.row.gpu} for pn in ps for p in pn.front]
     return Chart(fig, rows, [axis if c == "x" else c for c in FRONT_COLUMNS], list(comp.notes))
+
+
+def _jobs_named(ids: Sequence[int]) -> str:
+    """'jobs 3, 4, 5', or the first six and a count: a title of a hundred ids is unreadable."""
+    shown = ", ".join(map(str, ids[:6]))
+    return f"jobs {shown}" + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
 
 
 def layers_chart(session: Session, job_id: int, *, batches: Sequence[int] | None = None,

@@ -55,7 +55,11 @@ def pareto_chart(session: Session, sweep_id: int | None, x: XAxis = XAxis.speedu
     # the x column named for what it holds ("x" read as nothing; 2242 was a size in bytes)
     axis = {"size": "size_bytes", "latency": "latency_ms", "speedup": "speedup"}[x.value]
     rows = [{**p.row.to_dict(), axis: p.x, "panel": p.row.gpu} for pn in ps for p in pn.front]
-    return Chart(fig, rows, [axis if c == "x" else c for c in FRONT_COLUMNS], list(comp.notes))
+    notes = list(comp.notes)
+    if len(datasets := sorted({r.dataset for r in comp.rows})) > 1:  # ids picked by hand may mix them
+        notes.append(f"jobs of {len(datasets)} datasets on one front ({', '.join(datasets)}): their accuracies "
+                     f"do not compare")
+    return Chart(fig, rows, [axis if c == "x" else c for c in FRONT_COLUMNS], notes)
 
 
 def _jobs_named(ids: Sequence[int]) -> str:

@@ -134,3 +134,15 @@ def test_markdown_has_the_tables_columns_not_every_field(monkeypatch):
     assert "| scope |" in header and "layer_sparsity" not in header and "pruned_accuracy" not in header
     status = _farm(monkeypatch, "status", "--format", "markdown")
     assert "| job_id | status |" in status and "spec_hash" not in status
+
+
+def test_a_pareto_of_jobs_of_two_datasets_says_their_accuracies_do_not_compare(tmp_path):
+    from farm.report.charts import pareto_chart
+    from farm.report.pareto import XAxis
+
+    ids = [_finish(), _finish(dataset="fashion-mnist")]
+    with db.session() as s:
+        chart = pareto_chart(s, None, XAxis.size, job_ids=ids)
+    assert any("jobs of 2 datasets on one front (fashion-mnist, synthetic)" in n for n in chart.notes), chart.notes
+    with db.session() as s:
+        assert not any("datasets on one front" in n for n in pareto_chart(s, None, XAxis.size, job_ids=ids[:1]).notes)

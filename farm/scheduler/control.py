@@ -1,7 +1,8 @@
 """Cancel: flag the job in the database; a waiting job is cancelled at once, a running one stops at
 its next epoch or stage boundary (the worker's callback raises farm.errors.Cancelled), except
 after a training's last epoch, whose result its stage stores first so that submitting the job
-again reuses it (after the last stage, the job finishes with its results). A job recorded as running under a process that is gone is cancelled at once too."""
+again reuses it (after the last stage, the job finishes with its results). A job recorded as
+running under a process that is gone is cancelled at once too."""
 
 from __future__ import annotations
 
@@ -73,8 +74,8 @@ LOST_HERE = "lost: its process is gone; submit it again (or `farm sweep resume`)
 
 def with_liveness(rows: list[JobRow]) -> list[JobRow]:
     """What the database cannot say by itself: a running job whose process is gone (killed with
-    it, or a worker that died whole; a worker on that host sends those again), and a cancel that
-    waits for the job's next epoch or stage."""
+    it, or a worker that died whole; a worker on that host sends those again), a cancel that
+    waits for the job's next epoch or stage, and a queued job whose queue no worker reads."""
     conf = settings.load()
     out, lost = [], LOST_HERE if conf.embedded else LOST
     for row in rows:
@@ -101,4 +102,3 @@ def _unserved(rows: list[JobRow], broker_url: str) -> list[JobRow]:
         return rows
     return [replace(r, message=NO_WORKER.format(queue=r.device, start=START.get(r.device, "`farm worker --queues Q`")))
             if r.job_id in waiting and r.device not in served else r for r in rows]
-

@@ -334,13 +334,13 @@ def _result_columns(rows) -> list[str]:
 def _result_optional(rows) -> tuple[str, ...]:
     """What a narrow terminal leaves out, first to last: columns alike in every row (they tell
     rows nothing apart), the rest of RESULT_OPTIONAL, then the setup fields the rows differ in,
-    and last a dataset, scheme or bits that differ: an accuracy means little without them, and
-    two jobs alike but for one would look like one job twice."""
+    and last the bits, scheme and dataset that differ (the dataset the very last): an accuracy
+    means little without them, and two jobs alike but for one would look like one job twice."""
     from farm.report.tables import differing
 
     varies = set(differing(rows, RESULT_OPTIONAL))
     alike = [c for c in RESULT_OPTIONAL if c not in varies]
-    last = differing(rows) + [c for c in ("dataset", "scheme", "bits") if c in varies]
+    last = differing(rows) + [c for c in ("bits", "scheme", "dataset") if c in varies]
     rest = [c for c in RESULT_OPTIONAL if c in varies and c not in last]
     return tuple(alike + rest + last)
 

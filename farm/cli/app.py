@@ -305,21 +305,32 @@ def results(
                                                        help="target sparsity at most")] = None,
     scheme: Annotated[list[str] | None, typer.Option(help="weight scheme (repeatable)", metavar="SCHEME")] = None,
     bits: Annotated[list[int] | None, typer.Option(help="bits (repeatable)", metavar="N")] = None,
+    method: Annotated[list[str] | None, typer.Option(help="gradual or oneshot (repeatable)", metavar="NAME")] = None,
+    scope: Annotated[list[str] | None, typer.Option(help="global, layer or lamp (repeatable)", metavar="NAME")] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="random seed (repeatable)", metavar="N")] = None,
     sweep: Annotated[int | None, typer.Option(help="only jobs of this sweep")] = None,
+    sort: Annotated[str | None, typer.Option(help="sort by this field, e.g. accuracy (rows without it last)",
+                                             metavar="FIELD")] = None,
+    desc: Annotated[bool, typer.Option("--desc", help="with --sort: largest first")] = False,
     fmt: FormatOpt = Format.table,
 ):
     """Finished jobs' metrics, filtered."""
     from farm import db
     from farm.cli import filters
+    from farm.scheduler.spec import METHODS, SCOPES
 
     low, high = filters.sparsity_range(sparsity_min, sparsity_max)
     where = {"model": filters.models(model), "dataset": filters.datasets(dataset),
-             "sparsity_min": low, "sparsity_max": high, "scheme": filters.schemes(scheme), "bits": filters.bits(bits)}
+             "sparsity_min": low, "sparsity_max": high, "scheme": filters.schemes(scheme), "bits": filters.bits(bits),
+             "method": filters.choices("method", method, METHODS), "scope": filters.choices("scope", scope, SCOPES),
+             "seed": seed or None}
     with db.session() as s:
         rows = db.queries.results(s, sweep=filters.sweep(s, sweep), **where)
+    if sort:
+        rows = filters.sorted_rows(rows, sort, db.queries.ResultRow.columns(), desc)
     # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).
     render.rows(rows, fmt, columns=_result_columns(rows) if fmt.tabular else db.queries.ResultRow.columns(),
-                title="results", optional=_result_optional(rows), order=RESULT_ORDER)
+                title="results", optional=_result_optional(rows), order=() if sort else RESULT_ORDER)
 
 
 def _result_columns(rows) -> list[str]:

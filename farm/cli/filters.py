@@ -75,3 +75,24 @@ def sweep(session, sweep_id: int | None) -> int | None:
 
         get_sweep(session, sweep_id)
     return sweep_id
+
+
+def choices(option: str, values: list[str] | None, allowed: tuple[str, ...]) -> list[str] | None:
+    """--method / --scope values, each one a job can have."""
+    for value in values or ():
+        if value not in allowed:
+            raise FarmError(f"unknown {option} {value!r}; choose from {', '.join(allowed)}")
+    return values or None
+
+
+def sorted_rows(rows: list, field: str, columns: list[str], desc: bool = False) -> list:
+    """Rows by `field` (largest first with `desc`), rows without it last either way: a CPU job
+    has no speedup, and "-" at the top of a --desc listing would hide the best."""
+    if field not in columns:
+        raise FarmError(f"--sort takes a result field: {', '.join(columns)}; not {field!r}")
+    have = [r for r in rows if getattr(r, field) is not None]
+    try:
+        have.sort(key=lambda r: getattr(r, field), reverse=desc)
+    except TypeError:
+        raise FarmError(f"--sort cannot order by {field}: its values are not numbers or words") from None
+    return have + [r for r in rows if getattr(r, field) is None]

@@ -147,3 +147,20 @@ def test_a_pareto_of_jobs_of_two_datasets_says_their_accuracies_do_not_compare(t
     assert any("jobs of 2 datasets on one front (fashion-mnist, synthetic)" in n for n in chart.notes), chart.notes
     with db.session() as s:
         assert not any("datasets on one front" in n for n in pareto_chart(s, None, XAxis.size, job_ids=ids[:1]).notes)
+
+
+def test_results_filter_by_method_scope_and_seed_and_sort(monkeypatch):
+    plain, lamp, oneshot, seeded = _finish(), _finish(**LAMP), _finish(method="oneshot"), _finish(seed=7)
+
+    def ids(*args):
+        return [r["job_id"] for r in json.loads(_farm(monkeypatch, "results", *args, "--format", "json"))]
+
+    assert ids("--scope", "lamp") == [lamp]
+    assert ids("--method", "oneshot") == [oneshot]
+    assert ids("--seed", "7") == [seeded]
+    assert sorted(ids("--scope", "global", "--method", "gradual")) == [plain, seeded]
+    assert ids("--sort", "job_id", "--desc") == [seeded, oneshot, lamp, plain]
+    assert ids("--sort", "max_drop") == [plain, lamp, oneshot, seeded]  # all empty: as they came
+    for bad, says in ((["--scope", "nope"], "unknown scope 'nope'"), (["--sort", "nope"], "--sort takes a result field")):
+        result = CliRunner().invoke(app, ["results", *bad])
+        assert says in str(result.exception), (bad, result.exception)

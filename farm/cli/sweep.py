@@ -112,6 +112,10 @@ def status(sweep_id: Annotated[int | None, typer.Argument(help="sweep id (defaul
         summaries = [db.queries.sweep_summary(s, sweep_id)] if sweep_id is not None else db.queries.sweeps(s)
     rows = [_summary_row(x) for x in summaries]
     render.rows(rows, fmt, title="sweeps", optional=_sweep_optional(rows))
+    if fmt.tabular and rows:  # counts only: where the jobs themselves are
+        which = f"--sweep {sweep_id}" if sweep_id is not None else "--sweep ID"
+        err.print(f"note: `farm status {which}` lists the jobs, `farm results {which}` their results",
+                  highlight=False, markup=False)
 
 
 @sweep_app.command("resume", cls=Command)

@@ -148,3 +148,5 @@ def test_a_sweep_run_here_says_how_its_jobs_ended_and_fails_when_one_did(tmp_pat
     _only_error_line(_farm(tmp_path, "sweep", "cancel", "1"), "nothing to cancel: every job of sweep 1 has finished")
     status = json.loads(_farm(tmp_path, "sweep", "status", "1", "--format", "json").stdout)[0]
     assert status["cancel_requested"] is False  # nothing was cancelled
+    table = _farm(tmp_path, "sweep", "status", "1")  # counts: it says where the jobs are
+    assert "note: `farm status --sweep 1` lists the jobs, `farm results --sweep 1` their results" in table.stderr

@@ -82,22 +82,26 @@ def compare(
 
 
 def report(
-    sweep: Annotated[int, typer.Option(help="sweep id")],
+    jobs: Annotated[list[int] | None, typer.Argument(help="job ids (or --sweep)", metavar="JOB_ID")] = None,
+    sweep: Annotated[int | None, typer.Option(help="every job of this sweep")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="the HTML file to write")] = Path("report.html"),
     batch: BatchOpt = None,
     max_layer_charts: Annotated[int, typer.Option(help="per-layer charts at most (front jobs first)")] = 6,
     images: Annotated[ImageFormat, typer.Option(help="inline images as svg or png")] = ImageFormat.svg,
 ):
-    """One self-contained HTML file: tables, Pareto fronts, per-layer and crossover charts, the
-    sweep's spec and the environment of every measurement. Opens offline."""
+    """One self-contained HTML file of a sweep or of the jobs given: tables, Pareto fronts,
+    per-layer and crossover charts, the sweep's spec and the environment of every measurement.
+    Opens offline."""
     from farm import db
     from farm.report.document import write_report
 
+    if bool(jobs) == (sweep is not None):
+        raise FarmError("give job ids (farm report 3 7 9) or --sweep ID, one of the two")
     if max_layer_charts < 0:
         raise FarmError(f"--max-layer-charts must be 0 or more, got {max_layer_charts}")
     with db.session() as s:
         result = write_report(s, sweep, out, batch=batch, max_layer_charts=max_layer_charts,
-                              image_format=images.value)
+                              image_format=images.value, job_ids=list(dict.fromkeys(jobs or ())))
     _notes(result.notes)
     err.print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {result.figures} figure{'' if result.figures == 1 else 's'})",
               highlight=False, markup=False)

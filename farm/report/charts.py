@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from farm.db import queries
 from farm.report import plots
-from farm.report.compare import benchmark_notes, compare_jobs, compare_sweep
+from farm.report.compare import benchmark_notes, compare_jobs, compare_sweep, jobs_named
 from farm.report.crossover import BASELINES, crossovers
 from farm.report.errors import NothingToShow
 from farm.report.pareto import XAxis, YAxis, panels
@@ -40,7 +40,7 @@ def pareto_chart(session: Session, sweep_id: int | None, x: XAxis = XAxis.speedu
     have a front too."""
     if sweep_id is None:
         comp = compare_jobs(session, job_ids or [], batch=batch)
-        what_jobs = _jobs_named(job_ids or [])
+        what_jobs = jobs_named(job_ids or [])
     else:
         comp = compare_sweep(session, sweep_id, batch=batch)
         what_jobs = f"sweep {sweep_id} ({queries.get_sweep(session, sweep_id).name})"
@@ -60,12 +60,6 @@ def pareto_chart(session: Session, sweep_id: int | None, x: XAxis = XAxis.speedu
         notes.append(f"jobs of {len(datasets)} datasets on one front ({', '.join(datasets)}): their accuracies "
                      f"do not compare")
     return Chart(fig, rows, [axis if c == "x" else c for c in FRONT_COLUMNS], notes)
-
-
-def _jobs_named(ids: Sequence[int]) -> str:
-    """'jobs 3, 4, 5', or the first six and a count: a title of a hundred ids is unreadable."""
-    shown = ", ".join(map(str, ids[:6]))
-    return f"jobs {shown}" + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
 
 
 def layers_chart(session: Session, job_id: int, *, batches: Sequence[int] | None = None,

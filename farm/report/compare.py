@@ -194,6 +194,12 @@ def compare_sweep(session: Session, sweep_id: int, *, batch: int | None = None) 
     return compare_jobs(session, ids, batch=batch)
 
 
+def jobs_named(ids: Sequence[int]) -> str:
+    """'jobs 3, 4, 5', or the first six and a count: a title of a hundred ids is unreadable."""
+    shown = ", ".join(map(str, ids[:6]))
+    return f"jobs {shown}" + (f" and {len(ids) - 6} more" if len(ids) > 6 else "")
+
+
 def _ids(rows: list[CompareRow]) -> str:
     ids = [str(r.job_id) for r in rows]
     return ", ".join(ids[:12]) + (f" and {len(ids) - 12} more" if len(ids) > 12 else "")

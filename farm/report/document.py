@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,10 @@ from sqlalchemy.orm import Session
 from farm.db import queries
 from farm.report import plots
 from farm.report.charts import CROSSOVER_COLUMNS
-from farm.report.compare import Comparison, compare_sweep
+from farm.report.compare import Comparison, compare_jobs, compare_sweep, jobs_named
 from farm.report.crossover import crossovers
 from farm.report.pareto import XAxis, panels
-from farm.report.provenance import ENV_COLUMNS, MeasuredOn, SweepInfo, environments, sweep_info
+from farm.report.provenance import ENV_COLUMNS, MeasuredOn, SweepInfo, environments, jobs_info, sweep_info
 from farm.report.tables import COMPARE_COLUMNS, html_table, with_setup
 
 MAX_LAYER_CHARTS = 6  # per-layer charts in one report; `farm plot layers JOB` draws any other
@@ -168,29 +169,39 @@ def _header(info: SweepInfo, comp: Comparison, notes: list[str]) -> str:
     timed_on = (f" Timings come from {len(cards)} cards: {', '.join(cards)}; plots give each card "
                 f"its own panel." if len(cards) > 1 else f" Timed on {cards[0]}." if cards else "")
     created = f"{info.created_at:%Y-%m-%d %H:%M} UTC" if info.created_at else "unknown"
-    meta = (f"Created {created}; report generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
+    made = f"Created {created}; report" if info.sweep_id is not None else "Report"
+    meta = (f"{made} generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. "
             f"{info.jobs} jobs: {counts}.{timed_on}")
     items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    return (f"<h1>farm report: sweep {info.sweep_id} ({html.escape(info.name)})</h1>"
+    return (f"<h1>farm report: {html.escape(_title(info))}</h1>"
             f'<p class="meta">{html.escape(meta)}</p>' + (f'<ul class="notes">{items}</ul>' if items else ""))
 
 
-def build_report(session: Session, sweep_id: int, *, batch: int | None = None,
-                 max_layer_charts: int = MAX_LAYER_CHARTS, image_format: str = "svg") -> Report:
-    """The whole report for one sweep; NotFound for an unknown sweep. Whatever exists is shown:
-    a sweep with no finished job still gets its spec, job statuses and notes."""
-    info = sweep_info(session, sweep_id)
-    comp = compare_sweep(session, sweep_id, batch=batch)
+def _title(info: SweepInfo) -> str:
+    return f"sweep {info.sweep_id} ({info.name})" if info.sweep_id is not None else info.name
+
+
+def build_report(session: Session, sweep_id: int | None, *, batch: int | None = None,
+                 max_layer_charts: int = MAX_LAYER_CHARTS, image_format: str = "svg",
+                 job_ids: Sequence[int] | None = None) -> Report:
+    """The whole report for one sweep, or for the jobs given (sweep_id None: no spec section);
+    NotFound for an unknown sweep or job. Whatever exists is shown: a sweep with no finished job
+    still gets its spec, job statuses and notes."""
+    if sweep_id is None:
+        comp = compare_jobs(session, job_ids or [], batch=batch)
+        info = jobs_info(comp.rows, jobs_named([r.job_id for r in comp.rows]))
+    else:
+        info, comp = sweep_info(session, sweep_id), compare_sweep(session, sweep_id, batch=batch)
     job_ids = [r.job_id for r in comp.rows]
-    layer_rows = queries.layer_timings(session, sweep=sweep_id) if job_ids else []
+    layer_rows = queries.layer_timings(session, job_ids=job_ids) if job_ids else []
     steps = queries.prune_steps(session, job_ids) if job_ids else []
     notes = list(comp.notes)
     if comp.finished:
         parts = [_pareto(comp, image_format), _layers(comp, layer_rows, image_format, max_layer_charts),
                  _crossover(layer_rows, image_format)]
     else:
-        notes.append(f"sweep {sweep_id} has no finished job with results yet: only its spec and "
-                     f"job statuses are shown")
+        notes.append(f"{_title(info)} has no finished job with results yet: only "
+                     f"{'its spec and ' if sweep_id is not None else ''}job statuses are shown")
         parts = [Part(), Part(), Part()]
     for p in parts:
         notes += p.notes
@@ -202,18 +213,18 @@ def build_report(session: Session, sweep_id: int, *, batch: int | None = None,
         _section("pareto", "Pareto fronts", pareto),
         _section("layers", "Per-layer speedups", layers),
         _section("crossover", "Crossover sparsity", cross),
-        _section("spec", "Sweep spec", _spec(info)),
+        _section("spec", "Sweep spec", _spec(info)) if sweep_id is not None else "",
         _section("environments", "Environments of the measurements",
                  _environments(environments(session, job_ids))),
     ])
     page = ('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-            f"<title>farm sweep {info.sweep_id}: {html.escape(info.name)}</title>"
+            f"<title>farm report: {html.escape(_title(info))}</title>"
             f"<style>{CSS}</style></head><body>{body}</body></html>\n")
     return Report(html=page, notes=notes, figures=sum(p.figures for p in parts))
 
 
-def write_report(session: Session, sweep_id: int, out: str | Path, **options: Any) -> Report:
+def write_report(session: Session, sweep_id: int | None, out: str | Path, **options: Any) -> Report:
     """build_report, written to `out` (its folder is created)."""
     report = build_report(session, sweep_id, **options)
     out = Path(out)

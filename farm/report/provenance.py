@@ -18,7 +18,7 @@ ENV_COLUMNS = ("gpu", "driver", "cuda", "cudnn", "torch", "pycuda", "python", "h
 
 @dataclass(frozen=True)
 class SweepInfo:
-    sweep_id: int
+    sweep_id: int | None  # None: a report of jobs given by id (jobs_info)
     name: str
     source: str  # the sweep file as submitted
     grid: dict[str, Any]
@@ -44,6 +44,14 @@ def sweep_info(session: Session, sweep_id: int) -> SweepInfo:
     summary = queries.sweep_summary(session, sweep_id)
     return SweepInfo(sweep_id=sweep.id, name=sweep.name, source=sweep.source, grid=sweep.grid,
                      created_at=sweep.created_at, jobs=summary.jobs, counts=summary.counts)
+
+
+def jobs_info(rows: Sequence[Any], name: str) -> SweepInfo:
+    """What a report of jobs given by id says of them in place of a sweep's: no spec, no date."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return SweepInfo(sweep_id=None, name=name, source="", grid={}, created_at=None, jobs=len(rows), counts=counts)
 
 
 def _uses(session: Session, table, job_ids: Sequence[int]) -> dict[int, tuple[set[int], int]]:

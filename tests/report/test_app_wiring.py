@@ -61,3 +61,18 @@ def test_pareto_of_job_ids_is_the_sweeps_front_for_the_sweeps_jobs(results_db, t
     for args in ([], ["1", "--sweep", str(results_db.grid_sweep)]):  # main() prints it as one line
         bad = runner.invoke(app, ["plot", "pareto", *args])
         assert "give job ids (farm plot pareto 3 7 9) or --sweep ID" in str(bad.exception)
+
+
+def test_a_report_of_job_ids(results_db, tmp_path):
+    """Jobs run one at a time get a report too: their tables, fronts and environments, no spec."""
+    from farm.cli.app import app
+
+    runner = CliRunner()
+    ids = [str(j) for j in results_db.timed_jobs[:3]]
+    out = runner.invoke(app, ["report", *ids, "--out", str(tmp_path / "r.html"), "--max-layer-charts", "1"])
+    assert out.exit_code == 0, out.output
+    page = (tmp_path / "r.html").read_text()
+    assert f"<h1>farm report: jobs {', '.join(ids)}</h1>" in page and 'id="spec"' not in page
+    assert all(f">{j}<" in page for j in ids)  # each job's row
+    bad = runner.invoke(app, ["report", "--out", str(tmp_path / "x.html")])
+    assert "give job ids (farm report 3 7 9) or --sweep ID" in str(bad.exception)

@@ -93,7 +93,7 @@ def _layers(comp: Comparison, layer_rows: list, image_format: str, limit: int) -
     for r in layer_rows:
         timed.setdefault(r.job_id, []).append(r)
     if not timed:
-        return Part(notes=["no per-layer charts: no job of this sweep has per-layer benchmark results"])
+        return Part(notes=["no per-layer charts: no job here has per-layer benchmark results"])
     jobs = _layer_jobs(comp, timed)
     part = Part()
     if len(jobs) > limit:
@@ -157,7 +157,7 @@ def _spec(info: SweepInfo) -> str:
 
 def _environments(envs: list[MeasuredOn]) -> str:
     if not envs:
-        return ("<p>No job of this sweep has timings, so no environment was recorded for them: the "
+        return ("<p>No job here has timings, so no environment was recorded for them: the "
                 "benchmark stage runs only on a GPU (the notes above say why each job has none).</p>")
     cols = ["environment_id", *ENV_COLUMNS, "jobs", "model_timings", "layer_timings", "extra"]
     return html_table([e.to_dict() for e in envs], cols)

@@ -324,22 +324,27 @@ def results(
              "sparsity_min": low, "sparsity_max": high, "scheme": filters.schemes(scheme), "bits": filters.bits(bits),
              "method": filters.choices("method", method, METHODS), "scope": filters.choices("scope", scope, SCOPES),
              "seed": seed or None}
+    if desc and not sort:
+        raise FarmError("--desc orders by --sort FIELD; give one")
     with db.session() as s:
         rows = db.queries.results(s, sweep=filters.sweep(s, sweep), **where)
     if sort:
         rows = filters.sorted_rows(rows, sort, db.queries.ResultRow.columns(), desc)
     # All columns for json/csv, named even when no row matches (a CSV header, not an empty line).
-    render.rows(rows, fmt, columns=_result_columns(rows) if fmt.tabular else db.queries.ResultRow.columns(),
-                title="results", optional=_result_optional(rows), order=() if sort else RESULT_ORDER)
+    render.rows(rows, fmt, columns=_result_columns(rows, sort) if fmt.tabular else db.queries.ResultRow.columns(),
+                title="results", optional=tuple(c for c in _result_optional(rows) if c != sort),
+                order=() if sort else RESULT_ORDER)
 
 
-def _result_columns(rows) -> list[str]:
+def _result_columns(rows, sort: str | None = None) -> list[str]:
     """The table's columns, with the setup fields the rows differ in (scope, max_drop, run, ...)
     after their bits: a column of "global" in every row is noise, but without it a lamp and a
-    global job of one sparsity look like one job twice (JSON and CSV always have them)."""
+    global job of one sparsity look like one job twice (JSON and CSV always have them). The
+    --sort field is always shown: rows ordered by a column out of sight look shuffled."""
     from farm.report.tables import with_setup
 
-    return with_setup(RESULT_COLUMNS, rows)
+    columns = with_setup(RESULT_COLUMNS, rows)
+    return columns + [sort] if sort and sort not in columns else columns
 
 
 def _result_optional(rows) -> tuple[str, ...]:

@@ -60,7 +60,7 @@ class ResultFilter:
     job_ids: Sequence[int] | None = None
     status: JobStatus | Sequence[JobStatus] | None = None
     method: str | Sequence[str] | None = None
-    scope: str | Sequence[str] | None = None  # in the spec, not a column: results() filters the rows
+    scope: str | Sequence[str] | None = None  # in the spec JSON, not a column of its own
     seed: int | Sequence[int] | None = None
 
 
@@ -93,6 +93,8 @@ def _where(stmt: Select, f: ResultFilter) -> Select:
         stmt = stmt.where(_any_of(Job.method, f.method))
     if f.seed is not None:
         stmt = stmt.where(_any_of(Job.seed, f.seed))
+    if f.scope is not None:  # specs from before the field are global (spec_fields)
+        stmt = stmt.where(_any_of(func.coalesce(Job.spec["scope"].as_string(), "global"), f.scope))
     return stmt
 
 
@@ -363,8 +365,7 @@ def _best_speedups(session: Session, job_ids: list[int]) -> dict[int, float]:
 
 def results(session: Session, where: ResultFilter | None = None, **kw) -> list[ResultRow]:
     """Succeeded jobs with their metrics, ordered by model, dataset, sparsity, scheme, bits."""
-    f = _filter(where, kw)
-    stmt = _where(select(Job, Metrics).join(Metrics, Metrics.job_id == Job.id), f)
+    stmt = _where(select(Job, Metrics).join(Metrics, Metrics.job_id == Job.id), _filter(where, kw))
     stmt = stmt.order_by(Job.model, Job.dataset, Job.sparsity, Job.scheme, Job.bits, Job.id)
     pairs = session.execute(stmt).all()
     best = _best_speedups(session, [j.id for j, _ in pairs]) if pairs else {}
@@ -374,11 +375,7 @@ def results(session: Session, where: ResultFilter | None = None, **kw) -> list[R
         accuracy=m.accuracy, dense_accuracy=m.dense_accuracy, pruned_accuracy=m.pruned_accuracy,
         dense_bytes=m.dense_bytes, compressed_bytes=m.compressed_bytes,
         compression_ratio=m.compression_ratio, best_speedup_fp32=best.get(j.id),
-        layer_sparsity=m.layer_sparsity) for j, m in pairs if _scope_matches(j, f.scope)]
-
-
-def _scope_matches(j: Job, scope: str | Sequence[str] | None) -> bool:
-    return scope is None or spec_fields(j)["scope"] in ([scope] if isinstance(scope, str) else scope)
+        layer_sparsity=m.layer_sparsity) for j, m in pairs]
 
 
 def layer_timings(session: Session, where: ResultFilter | None = None, **kw) -> list[LayerTimingRow]:

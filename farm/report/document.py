@@ -1,5 +1,6 @@
-"""The sweep report: one self-contained HTML file. Images are inlined as data URIs and a Content
-Security Policy forbids every fetch, so the page opens the same offline, mailed or archived."""
+"""The report of a sweep or of jobs given by id: one self-contained HTML file. Images are inlined
+as data URIs and a Content Security Policy forbids every fetch, so the page opens the same
+offline, mailed or archived."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from farm.db import queries
+from farm.errors import FarmError
 from farm.report import plots
 from farm.report.charts import CROSSOVER_COLUMNS
 from farm.report.compare import Comparison, compare_jobs, compare_sweep, jobs_named
@@ -188,7 +190,9 @@ def build_report(session: Session, sweep_id: int | None, *, batch: int | None = 
     NotFound for an unknown sweep or job. Whatever exists is shown: a sweep with no finished job
     still gets its spec, job statuses and notes."""
     if sweep_id is None:
-        comp = compare_jobs(session, job_ids or [], batch=batch)
+        if not job_ids:
+            raise FarmError("a report is of a sweep or of job ids; neither was given")
+        comp = compare_jobs(session, job_ids, batch=batch)
         info = jobs_info(comp.rows, jobs_named([r.job_id for r in comp.rows]))
     else:
         info, comp = sweep_info(session, sweep_id), compare_sweep(session, sweep_id, batch=batch)
@@ -200,7 +204,7 @@ def build_report(session: Session, sweep_id: int | None, *, batch: int | None = 
         parts = [_pareto(comp, image_format), _layers(comp, layer_rows, image_format, max_layer_charts),
                  _crossover(layer_rows, image_format)]
     else:
-        notes.append(f"{_title(info)} has no finished job with results yet: only "
+        notes.append(f"{_title(info)}: no finished job with results yet, so only "
                      f"{'its spec and ' if sweep_id is not None else ''}job statuses are shown")
         parts = [Part(), Part(), Part()]
     for p in parts:

@@ -161,6 +161,9 @@ def test_results_filter_by_method_scope_and_seed_and_sort(monkeypatch):
     assert sorted(ids("--scope", "global", "--method", "gradual")) == [plain, seeded]
     assert ids("--sort", "job_id", "--desc") == [seeded, oneshot, lamp, plain]
     assert ids("--sort", "max_drop") == [plain, lamp, oneshot, seeded]  # all empty: as they came
-    for bad, says in ((["--scope", "nope"], "unknown scope 'nope'"), (["--sort", "nope"], "--sort takes a result field")):
+    table = _headers(_farm(monkeypatch, "results", "--sort", "pruned_accuracy", width=80))
+    assert table[-1] == "pruned_accuracy"  # the order shows
+    for bad, says in ((["--scope", "nope"], "unknown scope 'nope'"), (["--sort", "nope"], "--sort takes a result field"),
+                      (["--desc"], "--desc orders by --sort FIELD")):
         result = CliRunner().invoke(app, ["results", *bad])
         assert says in str(result.exception), (bad, result.exception)

@@ -54,3 +54,20 @@ def test_compare_and_front_on_postgresql(pg_results, tmp_path):
                    tmp_path / "p", "--format", "json")
     assert front.exit_code == 0, front.output
     assert (tmp_path / "p.svg").exists() and json.loads(front.stdout)
+
+
+@pytest.mark.services
+def test_results_filters_by_the_scope_in_the_spec_on_postgresql(pg_results):
+    """--scope reads the spec's JSON in SQL (->> here, json_extract on SQLite)."""
+    from typer.testing import CliRunner
+
+    from farm.cli.app import app
+
+    def rows(*args):
+        out = CliRunner().invoke(app, ["results", *args, "--format", "json"])
+        assert out.exit_code == 0, out.output
+        return json.loads(out.stdout)
+
+    everything = rows()
+    assert everything and {r["scope"] for r in everything} == {"global"}
+    assert len(rows("--scope", "global")) == len(everything) and rows("--scope", "lamp") == []

@@ -96,3 +96,11 @@ def sorted_rows(rows: list, field: str, columns: list[str], desc: bool = False) 
     except TypeError:
         raise FarmError(f"--sort cannot order by {field}: its values are not numbers or words") from None
     return have + [r for r in rows if getattr(r, field) is None]
+
+
+def jobs_or_sweep(command: str, jobs: list[int] | None, sweep: int | None) -> list[int]:
+    """The job ids given once each (none with --sweep); both or neither is an error. compare,
+    plot pareto and report share this choice."""
+    if bool(jobs) == (sweep is not None):
+        raise FarmError(f"give job ids ({command} 3 7 9) or --sweep ID, one of the two")
+    return list(dict.fromkeys(jobs or ()))

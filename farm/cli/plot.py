@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from farm.cli import render
+from farm.cli import filters, render
 from farm.cli.command import Command
 from farm.cli.render import Format, err
 from farm.report.pareto import XAxis, YAxis
@@ -62,14 +62,11 @@ def pareto(
     """Accuracy against speed or size, of a sweep's jobs or of the jobs given; non-dominated jobs
     ringed and listed."""
     from farm import db
-    from farm.errors import FarmError
     from farm.report.charts import pareto_chart
 
     from farm.report.errors import NothingToShow
 
-    if bool(jobs) == (sweep is not None):
-        raise FarmError("give job ids (farm plot pareto 3 7 9) or --sweep ID, one of the two")
-    ids = list(dict.fromkeys(jobs or ()))
+    ids = filters.jobs_or_sweep("farm plot pareto", jobs, sweep)
     options = {"baseline": baseline.value, "batch": batch, "color_by": color_by.value, "job_ids": ids}
     with db.session() as s:
         try:

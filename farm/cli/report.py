@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from farm.cli import render
+from farm.cli import filters, render
 from farm.cli.render import Format, err
 from farm.errors import FarmError
 
@@ -55,8 +55,7 @@ def compare(
     from farm.report.compare import CompareRow, compare_jobs, compare_sweep
     from farm.report.tables import cell, compare_columns, markdown, transpose
 
-    if bool(jobs) == (sweep is not None):
-        raise FarmError("give job ids (farm compare 3 7 9) or --sweep ID, one of the two")
+    jobs = filters.jobs_or_sweep("farm compare", jobs, sweep)
     with db.session() as s:
         comp = (compare_sweep(s, sweep, batch=batch) if sweep is not None
                 else compare_jobs(s, jobs, batch=batch))
@@ -95,13 +94,12 @@ def report(
     from farm import db
     from farm.report.document import write_report
 
-    if bool(jobs) == (sweep is not None):
-        raise FarmError("give job ids (farm report 3 7 9) or --sweep ID, one of the two")
+    ids = filters.jobs_or_sweep("farm report", jobs, sweep)
     if max_layer_charts < 0:
         raise FarmError(f"--max-layer-charts must be 0 or more, got {max_layer_charts}")
     with db.session() as s:
         result = write_report(s, sweep, out, batch=batch, max_layer_charts=max_layer_charts,
-                              image_format=images.value, job_ids=list(dict.fromkeys(jobs or ())))
+                              image_format=images.value, job_ids=ids)
     _notes(result.notes)
     err.print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, {result.figures} figure{'' if result.figures == 1 else 's'})",
               highlight=False, markup=False)

@@ -94,9 +94,18 @@ def _batches(text: str) -> list[int]:
 
 @app.command(cls=Command)
 def submit(
-    model: Annotated[str, typer.Argument(help="model: resnet (= resnet20), resnet56, vgg16, tiny, ...",
-                                         metavar="MODEL")],
-    dataset: Annotated[str, typer.Option(help="fashion-mnist, cifar10 or synthetic")] = "fashion-mnist",
+    model: Annotated[str, typer.Argument(
+        help="model: resnet (= resnet20), resnet56, vgg16, tiny, a torchvision name, or your own: "
+             "FILE.py:NAME, a function or nn.Module class in FILE.py (called with in_channels= and "
+             "num_classes= where it takes them)", metavar="MODEL")],
+    dataset: Annotated[str, typer.Option(
+        help="fashion-mnist, cifar10, synthetic, or your own images: folder:PATH (PATH/train/CLASS/*.png "
+             "and PATH/val/CLASS/..., or PATH/CLASS/... with 1 in 5 held out)")] = "fashion-mnist",
+    checkpoint: Annotated[str | None, typer.Option(
+        help="your trained weights (a state_dict file): the dense model starts from them, measured as "
+             "they are unless --epochs trains on")] = None,
+    image_size: Annotated[int | None, typer.Option(
+        help="folder:PATH datasets: pixels a side the images are scaled and centre-cropped to (default 32)")] = None,
     sparsity: Annotated[float, typer.Option(
         help="fraction of weights pruned, in [0, 1); above 0.95 the prune goes through 90%, 95% (and 98%) "
              "first, retraining after each (0.98: three times a 0.9 job's retraining)")] = 0.9,
@@ -129,10 +138,13 @@ def submit(
         raise FarmError(f"--priority must be from 0 to 9, got {priority}")
     auto_device, auto_recipe = device == "auto", recipe == "auto"
     device, recipe = scheduler.choose_device(device, recipe, embedded=conf.embedded)
-    spec = JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope, max_drop=max_drop,
-                   scheme=scheme, bits=bits, recipe=recipe, epochs=epochs,
-                   retrain_epochs=retrain_epochs, finetune_epochs=finetune_epochs, subset=subset, batch_size=batch_size,
-                   batches=tuple(_batches(batches)), seed=seed, device=device).resolve()
+    from farm.scheduler.inputs import ingest
+
+    spec = ingest(JobSpec(model=model, dataset=dataset, sparsity=sparsity, method=method, scope=scope, max_drop=max_drop,
+                          scheme=scheme, bits=bits, recipe=recipe, epochs=epochs, retrain_epochs=retrain_epochs,
+                          finetune_epochs=finetune_epochs, subset=subset, batch_size=batch_size,
+                          batches=tuple(_batches(batches)), seed=seed, device=device, checkpoint=checkpoint,
+                          image_size=image_size))
     db.get_engine()  # an unreachable database fails now, before any output
     if not conf.embedded:
         sub = scheduler.submit(spec, force=force, priority=priority)
@@ -190,7 +202,12 @@ def _chance_note(row, spec) -> str | None:
     accuracy meaningless: "47.7% at 98% sparsity" from a 12% baseline reads as a result."""
     from farm.models.sizes import SHAPES
 
-    classes = SHAPES.get(spec.dataset, (0, 10))[1]
+    if spec.data_hash:  # the user's images: as many classes as class folders
+        from farm.models.datasets import dataset_shape
+
+        classes = dataset_shape(spec.dataset)[1]
+    else:
+        classes = SHAPES.get(spec.dataset, (0, 10))[1]
     if row.dense_accuracy is None or row.dense_accuracy >= 2 / classes:
         return None
     return (f"the dense model reached only {row.dense_accuracy:.1%} ({classes} classes: chance is {1 / classes:.0%}); "
@@ -289,10 +306,24 @@ def export(
     model, dataset = done.spec["model"], done.spec["dataset"]
     err.print(f"wrote {done.path} ({done.bytes:,} bytes): job {job}'s compressed model, {model} on {dataset}",
               highlight=False, markup=False, soft_wrap=True)
-    channels, classes = SHAPES.get(dataset, (3, 10))
-    err.print(f"load it: model = get_model({model!r}, in_channels={channels}, num_classes={classes}); "
-              f"load_compressed({str(done.path)!r}).load_into(model)  (farm.models, farm.compress)",
+    if done.spec.get("model_file"):  # the user's own model: built by their own code
+        file, _, name = model.partition(":")
+        build = f"model = {name}(...) from your {file}, as the job built it"
+    else:
+        channels, classes = SHAPES.get(dataset, (3, 10)) if not done.spec.get("data_hash") else _folder_shape(dataset)
+        build = f"model = get_model({model!r}, in_channels={channels}, num_classes={classes})"
+    err.print(f"load it: {build}; load_compressed({str(done.path)!r}).load_into(model)  (farm.models, farm.compress)",
               highlight=False, markup=False, soft_wrap=True)
+
+
+def _folder_shape(dataset: str) -> tuple:
+    """(channels, classes) of an image folder, or placeholders where it is not on this machine."""
+    from farm.models.datasets import dataset_shape
+
+    try:
+        return dataset_shape(dataset)[:2]
+    except FarmError:
+        return "CHANNELS", "CLASSES"
 
 
 @app.command(cls=Command)

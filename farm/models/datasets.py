@@ -5,6 +5,8 @@
 - cifar10: torchvision's CIFAR-10 from `root` or settings.data_dir (cifar-10-batches-py/);
   downloaded only when the caller passes download=True.
 - synthetic: generated from a fixed seed, no files; small and learnable, for tests.
+- folder:PATH: the user's own images in class folders (farm.models.folder), scaled to
+  `image_size` pixels a side.
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from farm import settings
 from farm.errors import DatasetMissing, InvalidSpec, UnknownDataset
 # SYSTEM_FASHION_MNIST and require_files re-exported: where a notebook (and the tests) look for them
 from farm.models.files import (FASHION_FILES, SYSTEM_FASHION_MNIST, cifar_folder, fashion_dir,  # noqa: F401
                                idx_file, require_files)
 from farm.models.idx import read_idx
 from farm.models.sizes import IMAGE_SIZES, SHAPES
+
+DEFAULT_IMAGE_SIZE = 32  # as farm.scheduler.spec's: a folder's images, unless told otherwise
 
 # Per-channel mean/std of the training images, the usual normalisation.
 FASHION_STATS = ((0.2860,), (0.3530,))
@@ -56,8 +61,19 @@ def list_datasets() -> list[str]:
 
 
 def load_dataset(name: str, *, root: str | Path | None = None, subset: int | None = None,
-                 device: str | torch.device = "cpu", download: bool = False) -> Dataset:
+                 device: str | torch.device = "cpu", download: bool = False,
+                 image_size: int | None = None) -> Dataset:
     """Load a dataset whole; `subset` keeps the first n train and the first n test examples."""
+    if name.lower().startswith("folder:"):
+        from farm.models import folder  # it builds Datasets: imported here, not in a cycle
+
+        if subset is not None and subset < 1:
+            raise InvalidSpec(f"subset must be a positive number of examples, got {subset}")
+        # decoded once per folder, size and subset: a job's later stages and other jobs load it at once
+        cache = settings.load().home / "cache" / "folders"
+        data = folder.load_folder(folder.folder_path(name), image_size or DEFAULT_IMAGE_SIZE,
+                                  subset=subset, cache_dir=cache)
+        return data.to(device)
     if name.lower() not in LOADERS:
         raise UnknownDataset(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")
     if subset is not None and subset < 1:
@@ -66,6 +82,18 @@ def load_dataset(name: str, *, root: str | Path | None = None, subset: int | Non
     if subset is not None:
         data = data.subset(subset)
     return data.to(device)
+
+
+def dataset_shape(name: str, image_size: int | None = None) -> tuple[int, int, int]:
+    """(image channels, classes, pixels a side) without loading the images: a model can be built
+    for a dataset before it is read (a worker's job that waits for another's artifact)."""
+    if name.lower().startswith("folder:"):
+        from farm.models import folder
+
+        info = folder.scan(folder.folder_path(name))
+        return folder.channels(info), info.num_classes, image_size or DEFAULT_IMAGE_SIZE
+    channels, classes = SHAPES[name]
+    return channels, classes, min(IMAGE_SIZES[name])
 
 
 def _normalise(images: np.ndarray, stats: tuple) -> Tensor:

@@ -21,7 +21,11 @@ def require_files(name: str, root: str | Path | None = None) -> None:
     """Raise DatasetMissing, with the words loading it would use, if `name`'s files are not on
     this machine (synthetic has none); reads nothing."""
     root = Path(root).expanduser() if root else None
-    if name.lower() == "fashion-mnist":
+    if name.lower().startswith("folder:"):
+        path = Path(name[len("folder:"):]).expanduser()
+        if not path.is_dir():
+            raise DatasetMissing(f"image folder {path} not found on this machine")
+    elif name.lower() == "fashion-mnist":
         fashion_dir(root)
     elif name.lower() == "cifar10":
         cifar_folder(root, download=False)

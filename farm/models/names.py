@@ -26,3 +26,17 @@ def canonical_model(name: str) -> str | None:
 def canonical_dataset(name: str) -> str | None:
     key = name.lower()
     return key if key in DATASETS else None
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """A user's model file: 'models/net.py:build' -> ('models/net.py', 'build'); a bare 'net.py'
+    -> ('net.py', None). Anything else comes back whole, as a registry name."""
+    path, sep, name = ref.rpartition(":")
+    if sep and path.endswith(".py"):
+        return path, name or None
+    return ref, None
+
+
+def is_model_file(ref: str) -> bool:
+    """A model named by a Python file (farm.models.user) rather than by the registry."""
+    return split_ref(ref)[0].endswith(".py")

@@ -88,6 +88,16 @@ def get_model(name: str, *, in_channels: int = 3, num_classes: int = 10, **optio
         raise InvalidSpec(f"model {name!r} does not take these options {sorted(options)}: {e}") from None
 
 
+def build_model(name: str, *, source: str | None = None, in_channels: int, num_classes: int) -> nn.Module:
+    """A registry model, or with `source` the user's model file that `name` ('net.py:build')
+    names (farm.models.user)."""
+    if source is None:
+        return get_model(name, in_channels=in_channels, num_classes=num_classes)
+    from farm.models.user import build_from_source
+
+    return build_from_source(source, name, in_channels=in_channels, num_classes=num_classes)
+
+
 # Models whose training-mode output is a tuple with auxiliary heads' logits, which farm's training
 # loop (one loss on one tensor) cannot take: built without those heads unless asked for them.
 AUX_HEADS = ("googlenet", "inception_v3")

@@ -32,6 +32,11 @@ SCHEMES = ("fp32", "fp16", "linear", "log", "kmeans")
 FLOAT_BITS = {"fp32": 32, "fp16": 16}
 QUANT_BITS = range(2, 9)  # linear, log and kmeans codes of 2..8 bits
 DEVICES = ("gpu", "cpu")
+FOLDER = "folder:"  # a dataset of the user's images: folder:/path (farm.models.folder)
+DEFAULT_IMAGE_SIZE = 32  # pixels a side that a folder's images are scaled to unless told
+# Fields of a user's own inputs (farm.scheduler.inputs): in the canonical form and the stage keys
+# only where set, so the hashes of jobs without them stay as they were.
+INPUT_FIELDS = ("model_file", "checkpoint", "data_hash", "image_size")
 GUARDED_TRIALS = 3  # retrainings a guarded (--max-drop) prune may run
 GUARDED_SEARCH_VERSION = 2  # bumped when farm.compress.guarded_prune's rules change (2: global split, density back-off)
 
@@ -99,6 +104,11 @@ class JobSpec:
     batches: tuple[int, ...] = (1, 8, 32, 128)  # batch sizes to benchmark
     seed: int = 0
     device: str = "gpu"  # which worker queue: gpu | cpu
+    # A user's own inputs, each as its content sha256 once submitted (farm.scheduler.inputs):
+    model_file: str | None = None  # the model's source; `model` is then "net.py:build"
+    checkpoint: str | None = None  # trained weights the dense stage starts from (a path until submitted)
+    data_hash: str | None = None  # a folder dataset's fingerprint (its files' paths and sizes)
+    image_size: int | None = None  # a folder dataset's images are scaled to this many pixels a side
     stages: tuple[str, ...] = PIPELINE  # a prefix of the pipeline, ("noop",) or ("stall",)
     run: int = 0  # repeat number; --force takes the next free one
     version: int = SPEC_VERSION
@@ -113,19 +123,23 @@ class JobSpec:
     # --- construction -----------------------------------------------------------------------
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobSpec:
+    def from_dict(cls, data: dict[str, Any], *, resolve: bool = True) -> JobSpec:
+        """From stored or typed fields; resolve=False leaves a user's files unread (for ingest)."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            offered = sorted(known - set(INTERNAL_FIELDS))
+            offered = sorted(known - set(INTERNAL_FIELDS) - {"model_file", "data_hash"})
             raise InvalidSpec(f"unknown job field(s) {', '.join(unknown)}; known: {', '.join(offered)}")
-        return cls(**data).resolve()
+        spec = cls(**data)
+        return spec.resolve() if resolve else spec
 
     def resolve(self) -> JobSpec:
         """Validated, with names canonical and every default filled in: the form that is hashed."""
         _check_types(self)
-        model, dataset = canonical_model(self.model), canonical_dataset(self.dataset)
-        _check_image_size(model, dataset)
+        _check_inputs(self)
+        model = self.model if self.model_file else canonical_model(self.model)
+        dataset = self.dataset if self.data_hash else canonical_dataset(self.dataset)
+        image_size = _check_image_size(model, dataset, self.image_size, own_model=bool(self.model_file))
         if not 0.0 <= self.sparsity < 1.0:
             raise InvalidSpec(f"sparsity must be in [0, 1), got {self.sparsity}")
         _check_choice("method", self.method, METHODS)
@@ -138,6 +152,8 @@ class JobSpec:
         recipe = RECIPES[self.recipe]
         filled = {name: getattr(recipe, name) if getattr(self, name) is None else getattr(self, name)
                   for name in ("epochs", "retrain_epochs", "finetune_epochs", "subset", "batch_size")}
+        if self.checkpoint and self.epochs is None:  # trained already: the dense stage measures it
+            filled["epochs"] = 0
         for name in ("epochs", "retrain_epochs", "finetune_epochs"):
             if filled[name] < 0:
                 raise InvalidSpec(f"{name} must be >= 0, got {filled[name]}")
@@ -154,15 +170,16 @@ class JobSpec:
             raise InvalidSpec(f"job spec version {self.version} is not {SPEC_VERSION}")
         max_drop = None if self.max_drop is None else float(self.max_drop)
         return replace(self, model=model, dataset=dataset, sparsity=float(self.sparsity), bits=bits, max_drop=max_drop,
-                       batches=tuple(sorted(set(self.batches))), **filled)
+                       batches=tuple(sorted(set(self.batches))), image_size=image_size, **filled)
 
     # --- identity ---------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}  # flat: no asdict deep copy
         d["batches"], d["stages"] = list(self.batches), list(self.stages)
-        if d["max_drop"] is None:  # only where set: hashes of specs from before the field stay as they were
-            del d["max_drop"]
+        for name in ("max_drop", *INPUT_FIELDS):  # only where set: hashes of specs from before them stay
+            if d[name] is None:
+                del d[name]
         return d
 
     def canonical_json(self) -> str:
@@ -211,6 +228,7 @@ class JobSpec:
         parts: dict[str, Any] = {"version": SPEC_VERSION, "model": self.model, "dataset": self.dataset,
                                  "seed": self.seed, "subset": self.subset, "batch_size": self.batch_size,
                                  "epochs": self.epochs}
+        parts |= {name: getattr(self, name) for name in INPUT_FIELDS if getattr(self, name) is not None}
         if stage in ("prune", "quantize"):
             steps = tuple(steps or self.prune_steps)
             # one step is keyed as a one-level job to its sparsity with its epochs
@@ -231,10 +249,11 @@ class JobSpec:
 
 # --- checks -----------------------------------------------------------------------------------
 
+_OPTIONAL_STRS = ("model_file", "checkpoint", "data_hash")
 _TYPES = {"model": str, "dataset": str, "sparsity": (int, float), "method": str, "scope": str,
           "scheme": str, "bits": (int, type(None)), "recipe": str, "seed": int, "device": str,
           "run": int, "version": int}
-_OPTIONAL_INTS = ("epochs", "retrain_epochs", "finetune_epochs", "subset", "batch_size")
+_OPTIONAL_INTS = ("epochs", "retrain_epochs", "finetune_epochs", "subset", "batch_size", "image_size")
 
 
 def _check_types(spec: JobSpec) -> None:
@@ -246,17 +265,54 @@ def _check_types(spec: JobSpec) -> None:
         value = getattr(spec, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise InvalidSpec(f"{name} must be a whole number, got {value!r}")
+    for name in _OPTIONAL_STRS:
+        value = getattr(spec, name)
+        if value is not None and not isinstance(value, str):
+            raise InvalidSpec(f"{name} must be a file's path, got {value!r}")
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.batches):
         raise InvalidSpec(f"batches must be whole numbers, e.g. [1, 32], got {list(spec.batches)}")
 
 
-def _check_image_size(model: str, dataset: str) -> None:
-    """Here, not when the job runs: a model too large for the images failed only after it was
-    queued (or halfway through a sweep), with torch's word for it."""
-    from farm.models.sizes import too_small
+def _check_inputs(spec: JobSpec) -> None:
+    """A user's files must have been read (farm.scheduler.inputs.ingest, which `farm submit`,
+    `farm sweep` and submission.submit call): a spec names them by content hash from then on."""
+    from farm.models.names import is_model_file
 
-    if why := too_small(model, dataset):
+    if is_model_file(spec.model) != (spec.model_file is not None):
+        raise InvalidSpec(f"model {spec.model!r}: a model file is read at submit "
+                          f"(farm.scheduler.inputs.ingest); the stored spec has no copy of it")
+    if spec.checkpoint is not None and not _is_sha256(spec.checkpoint):
+        raise InvalidSpec(f"checkpoint {spec.checkpoint!r} was not read: submit it through farm submit "
+                          f"or farm.scheduler.inputs.ingest")
+    folder = spec.dataset.lower().startswith(FOLDER)
+    if folder != (spec.data_hash is not None):
+        raise InvalidSpec(f"dataset {spec.dataset!r}: an image folder is listed at submit "
+                          f"(farm.scheduler.inputs.ingest)")
+    if spec.image_size is not None and not folder:
+        raise InvalidSpec(f"image_size scales a folder of images (dataset folder:PATH); {spec.dataset}'s "
+                          f"images have their own size")
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def _check_image_size(model: str, dataset: str, image_size: int | None, *, own_model: bool) -> int | None:
+    """Here, not when the job runs: a model too large for the images failed only after it was
+    queued (or halfway through a sweep), with torch's word for it. A user's own model is tried
+    on the images at submit instead (inputs.try_build). Returns a folder's image size."""
+    from farm.models.sizes import too_small, too_small_input
+
+    if not dataset.startswith(FOLDER):
+        why = None if own_model else too_small(model, dataset)
+    else:
+        image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
+        if image_size < 8:
+            raise InvalidSpec(f"image_size must be at least 8 pixels, got {image_size}")
+        why = None if own_model else too_small_input(model, image_size, image_size, "--image-size is")
+    if why:
         raise InvalidSpec(why)
+    return image_size
 
 
 def _check_max_drop(spec: JobSpec) -> None:

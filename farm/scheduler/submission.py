@@ -252,8 +252,11 @@ def _undo(sending: Sequence[Submitted]) -> None:
 
 
 def submit(spec: JobSpec, *, force: bool = False, priority: int = 0, on_event=None) -> Submitted:
-    """Submit one job: enqueue it (broker configured) or run it here and now (embedded)."""
-    spec = spec.resolve()
+    """Submit one job: enqueue it (broker configured) or run it here and now (embedded). A
+    user's files that it names (model file, checkpoint, image folder) are read and stored first."""
+    from farm.scheduler.inputs import ingest
+
+    spec = ingest(spec)
     conf = settings.load()
     if conf.embedded:
         check_data_here([spec], force=force)

@@ -35,8 +35,8 @@ from farm import db, settings
 from farm.db.models import Job, Sweep, SweepJob, utcnow
 from farm.db.queries import OVERDUE_S, SweepSummary, get_sweep, overdue_scheduled, sweep_summary
 from farm.db.status import JobStatus
-from farm.errors import InvalidSpec
-from farm.scheduler import control, queue
+from farm.errors import FarmError, InvalidSpec
+from farm.scheduler import control, inputs, queue
 from farm.scheduler.spec import DEVICES, FLOAT_BITS, JobSpec
 from farm.scheduler.submission import (Submitted, check_data_here, choose_device, keep_start_times,
                                        message_lost, publish, record, start_times, to_send)
@@ -81,10 +81,12 @@ def load(path: str | Path) -> SweepPlan:
     except UnicodeDecodeError as e:  # a binary or UTF-16 file: a ValueError, which no layer reported
         raise InvalidSpec(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
                           f"a sweep file is YAML text") from None
-    return parse(source, name=path.stem, where=str(path))
+    return parse(source, name=path.stem, where=str(path), base=path.resolve().parent)
 
 
-def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> SweepPlan:
+def parse(source: str, *, name: str = "sweep", where: str = "sweep file", base: Path | None = None) -> SweepPlan:
+    """A sweep file's text as a plan; relative paths in it (a model file, a checkpoint, an image
+    folder) are from `base`, the file's folder, else the current one."""
     try:
         doc = yaml.safe_load(source)
     except yaml.YAMLError as e:
@@ -107,6 +109,8 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file") -> Swe
     title = doc.get("name")
     if title is not None and (isinstance(title, bool) or not isinstance(title, (str, int, float))):
         raise InvalidSpec(f"{where}: `name` must be a plain name, not {type(title).__name__} {title!r}")
+    base = base or Path.cwd()
+    grid, fixed = inputs.absolute(grid, base), inputs.absolute(fixed, base)
     specs = expand(grid, fixed, where)
     return SweepPlan(str(title or name), source, {"grid": grid, "fixed": fixed}, specs)
 
@@ -152,6 +156,7 @@ def expand(grid: dict[str, Any], fixed: dict[str, Any], where: str = "sweep file
     if total > MAX_JOBS:
         raise InvalidSpec(f"{where}: the grid makes {total} jobs, more than {MAX_JOBS}")
     specs: dict[str, JobSpec] = {}
+    inputs.forget()  # each job's files are read once for the whole grid, from here
     for values in itertools.product(*axes):
         fields = {**fixed, **dict(zip(keys, values))}
         if fields.get("scheme", "fp32") in FLOAT_BITS:
@@ -161,8 +166,8 @@ def expand(grid: dict[str, Any], fixed: dict[str, Any], where: str = "sweep file
         if fields.get("device") == "cpu":  # as `farm submit --device cpu`: not hours of the full recipe
             fields.setdefault("recipe", "quick")
         try:
-            spec = JobSpec.from_dict(fields)
-        except (InvalidSpec, TypeError) as e:
+            spec = inputs.ingest(JobSpec.from_dict(fields, resolve=False), reuse=True)
+        except (FarmError, TypeError) as e:  # FarmError: also a user's file that is missing or does not fit
             combo = ", ".join(f"{k}={v}" for k, v in zip(keys, values))
             raise InvalidSpec(f"{where}: job ({combo}): {e}") from None
         specs.setdefault(spec.hash, spec)

@@ -50,7 +50,9 @@ class StageContext:
         if self._data is None:
             from farm.models import load_dataset
 
-            self._data = load_dataset(self.spec.dataset, subset=self.spec.subset)
+            if self.spec.data_hash:
+                _check_folder(self.spec)
+            self._data = load_dataset(self.spec.dataset, subset=self.spec.subset, image_size=self.spec.image_size)
         return self._data
 
     def new_model(self):
@@ -58,20 +60,33 @@ class StageContext:
         global generator, which would make every run of one seed a different network)."""
         import torch
 
-        from farm.models import get_model
-        from farm.models.sizes import SHAPES
+        from farm.models.datasets import dataset_shape
+        from farm.models.registry import build_model
+        from farm.scheduler.inputs import model_source
 
-        # the shape from the table, not self.data: a stage that then waits for another job's
-        # artifact (and is deferred, round after round) has read no dataset
-        in_channels, num_classes = SHAPES[self.spec.dataset]
+        # the shape without self.data: a stage that then waits for another job's artifact (and
+        # is deferred, round after round) has read no dataset
+        in_channels, num_classes, _side = dataset_shape(self.spec.dataset, self.spec.image_size)
+        source = model_source(self.spec) if self.spec.model_file else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.spec.seed)
-            return get_model(self.spec.model, in_channels=in_channels, num_classes=num_classes)
+            return build_model(self.spec.model, source=source, in_channels=in_channels, num_classes=num_classes)
 
     def train_config(self, epochs: int, distill: float = 0.0, **options):
         TrainConfig = _require("farm.compress", "TrainConfig", "train")
         return TrainConfig(epochs=epochs, batch_size=self.spec.batch_size, seed=self.spec.seed, distill=distill,
                            **options)
+
+
+def _check_folder(spec: JobSpec) -> None:
+    """The folder must hold what was submitted: images added or removed since would make a
+    different job under this one's id (and its stored stages wrong for it)."""
+    from farm.models import folder
+
+    info = folder.scan(folder.folder_path(spec.dataset))
+    if info.fingerprint != spec.data_hash:
+        raise FarmError(f"the images in {folder.folder_path(spec.dataset)} changed since this job was "
+                        f"submitted (files added, removed or resized); submit it again to run on them")
 
 
 def _require(module: str, name: str, stage: str):
@@ -99,8 +114,15 @@ def _save_state(model, path: Path) -> Path:
 
 
 def train(ctx: StageContext, _input: Path | None) -> StageOutput:
+    """Train the dense model; from the job's checkpoint, if it has one (with 0 epochs, the
+    default then, the checkpoint's accuracy is measured and it is the dense model as it is)."""
     train_fn = _require("farm.compress", "train", "train")
     model = ctx.new_model()
+    if ctx.spec.checkpoint:
+        from farm.models.user import load_checkpoint
+        from farm.scheduler.inputs import stored
+
+        load_checkpoint(model, stored(ctx.spec.checkpoint), name=f"for {ctx.spec.model}")
     result = train_fn(model, ctx.data, ctx.train_config(ctx.spec.epochs), device=ctx.device,
                       callback=ctx.callback)
     return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "dense.pt"))

@@ -1,0 +1,148 @@
+"""A user's own model: a Python file that builds it, and a checkpoint of trained weights.
+
+`FILE.py:NAME` names a function or nn.Module class in FILE.py that returns (or is) the model.
+It is called with the keywords it declares among `in_channels` and `num_classes` (the dataset's),
+and with none if it declares neither, so a plain `class Net(nn.Module)` with a fixed head works
+as well as `def build(num_classes)`. The file is run as a module of its own, from its text, so a
+worker on another host runs exactly the text that was submitted (farm.scheduler.inputs stores it).
+"""
+
+from __future__ import annotations
+
+import inspect
+import types
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from farm.errors import CheckpointMismatch, InvalidSpec
+from farm.models.names import is_model_file, split_ref  # noqa: F401: re-exported, where a notebook looks
+
+BUILDER_ARGS = ("in_channels", "num_classes")
+
+
+def load_module(source: str, filename: str) -> types.ModuleType:
+    """Run `source` as a fresh module; any error in it is one line naming the file."""
+    module = types.ModuleType(Path(filename).stem)
+    module.__file__ = filename
+    try:
+        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102: the user's own model code
+    except Exception as e:
+        raise InvalidSpec(f"model file {filename} failed to run: {type(e).__name__}: {_first_line(e)}") from None
+    return module
+
+
+def candidates(module: types.ModuleType) -> list[str]:
+    """Names in the file that could build a model: its own nn.Module classes and functions."""
+    own = [(n, v) for n, v in vars(module).items() if getattr(v, "__module__", None) == module.__name__]
+    return [n for n, v in own if not n.startswith("_") and
+            (inspect.isfunction(v) or (inspect.isclass(v) and issubclass(v, nn.Module)))]
+
+
+def builder(module: types.ModuleType, name: str | None, filename: str):
+    """The callable `name` of the module; without a name, say which names could be meant."""
+    found = ", ".join(candidates(module)) or "none"
+    if name is None:
+        raise InvalidSpec(f"say which builder in {filename} makes the model: {filename}:NAME "
+                          f"(functions and nn.Module classes in it: {found})")
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise InvalidSpec(f"{filename} has no function or class {name!r} (it has: {found})")
+    return fn
+
+
+def build(fn, *, in_channels: int, num_classes: int, where: str) -> nn.Module:
+    """Call the builder with the keywords it takes; it must give an nn.Module."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+        params = {}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    given = {"in_channels": in_channels, "num_classes": num_classes}
+    kwargs = {k: v for k, v in given.items() if takes_any or k in params}
+    try:
+        model = fn(**kwargs)
+    except Exception as e:
+        raise InvalidSpec(f"{where}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) raised "
+                          f"{type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(model, nn.Module):
+        raise InvalidSpec(f"{where} returned {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def build_from_source(source: str, ref: str, *, in_channels: int, num_classes: int) -> nn.Module:
+    """The model that `ref` ('net.py:build') names, its file's text being `source`."""
+    filename, name = split_ref(ref)
+    module = load_module(source, filename)
+    return build(builder(module, name, filename), in_channels=in_channels, num_classes=num_classes,
+                 where=f"{filename}:{name}")
+
+
+def check_output(model: nn.Module, *, in_channels: int, side: int, num_classes: int, where: str) -> None:
+    """One forward pass of two images: the model takes the dataset's images and gives one logit
+    per class. Said at submit, not after a queue and an epoch: a head of 1,000 classes on a
+    10-class dataset, or a stem for RGB on grey images."""
+    model.eval()
+    x = torch.zeros(2, in_channels, side, side)
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:
+        raise InvalidSpec(f"{where} cannot take the dataset's images ({in_channels} channels, "
+                          f"{side}x{side}): {type(e).__name__}: {_first_line(e)}") from None
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InvalidSpec(f"{where} gives {got} for 2 images, not (2, {num_classes}): one logit per class "
+                          f"of the dataset (take num_classes as a parameter to follow it)")
+
+
+def read_state(path: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's state_dict: saved alone, or under 'state_dict' / 'model' / 'model_state_dict'
+    (the usual wrappers of training scripts). Loaded weights-only: a checkpoint is data, and
+    unpickling arbitrary objects from it would run code."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointMismatch(f"checkpoint {path.name} cannot be read as torch weights "
+                                 f"({type(e).__name__}: {_first_line(e)}); save it with "
+                                 f"torch.save(model.state_dict(), path)") from None
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
+            blob = blob[key]
+            break
+    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise CheckpointMismatch(f"checkpoint {path.name} holds no state_dict (tensors by name); save it "
+                                 f"with torch.save(model.state_dict(), path)")
+    # DataParallel / DistributedDataParallel save every name under 'module.'
+    if blob and all(k.startswith("module.") for k in blob):
+        blob = {k.removeprefix("module."): v for k, v in blob.items()}
+    return blob
+
+
+def load_checkpoint(model: nn.Module, path: Path, *, name: str | None = None) -> nn.Module:
+    """Load `path`'s weights into `model`, which must have exactly those names and shapes."""
+    state = read_state(path)
+    own = model.state_dict()
+    label = name or path.name
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or extra or shapes:
+        parts = [f"missing {_few(missing)}" if missing else "", f"unexpected {_few(extra)}" if extra else "",
+                 f"shapes differ: {_few(shapes)}" if shapes else ""]
+        raise CheckpointMismatch(f"checkpoint {label} does not fit the model: "
+                                 + "; ".join(p for p in parts if p))
+    model.load_state_dict(state)
+    return model
+
+
+def _few(items: list[str], n: int = 3) -> str:
+    more = f" and {len(items) - n} more" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,16 +44,19 @@ class Dataset:
     num_classes: int
     in_channels: int
     input_size: tuple[int, int]
+    # (mean, std) per channel, in 0..1 pixel units, that the images were normalised with: what a
+    # deployed model's inputs need too (torchvision's Normalize takes them as they are)
+    normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def to(self, device: str | torch.device) -> "Dataset":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return Dataset(self.name, move(self.train_x), move(self.train_y), move(self.test_x),
-                       move(self.test_y), self.num_classes, self.in_channels, self.input_size)
+        return replace(self, train_x=move(self.train_x), train_y=move(self.train_y), test_x=move(self.test_x),
+                       test_y=move(self.test_y))
 
     def subset(self, n: int) -> "Dataset":
         """The first n examples of each split (both splits are shuffled at source)."""
-        return Dataset(self.name, self.train_x[:n], self.train_y[:n], self.test_x[:n], self.test_y[:n],
-                       self.num_classes, self.in_channels, self.input_size)
+        return replace(self, train_x=self.train_x[:n], train_y=self.train_y[:n], test_x=self.test_x[:n],
+                       test_y=self.test_y[:n])
 
 
 def list_datasets() -> list[str]:
@@ -123,7 +126,7 @@ def _fashion_mnist(root: Path | None, download: bool) -> Dataset:
         _normalise(raw["train_x"], FASHION_STATS), torch.from_numpy(raw["train_y"].astype(np.int64)),
         _normalise(raw["test_x"], FASHION_STATS), torch.from_numpy(raw["test_y"].astype(np.int64)),
         num_classes=SHAPES["fashion-mnist"][1], in_channels=SHAPES["fashion-mnist"][0],
-        input_size=IMAGE_SIZES["fashion-mnist"])
+        input_size=IMAGE_SIZES["fashion-mnist"], normalise=FASHION_STATS)
 
 
 def _cifar10(root: Path | None, download: bool) -> Dataset:
@@ -139,7 +142,8 @@ def _cifar10(root: Path | None, download: bool) -> Dataset:
         "cifar10",
         _normalise(train.data, CIFAR_STATS), torch.tensor(train.targets, dtype=torch.int64),
         _normalise(test.data, CIFAR_STATS), torch.tensor(test.targets, dtype=torch.int64),
-        num_classes=SHAPES["cifar10"][1], in_channels=SHAPES["cifar10"][0], input_size=IMAGE_SIZES["cifar10"])
+        num_classes=SHAPES["cifar10"][1], in_channels=SHAPES["cifar10"][0], input_size=IMAGE_SIZES["cifar10"],
+        normalise=CIFAR_STATS)
 
 
 def _synthetic(root: Path | None, download: bool, *, n_train: int = 1024, n_test: int = 256,

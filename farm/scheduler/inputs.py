@@ -174,3 +174,15 @@ def _try_build(model: str, model_file: str | None, checkpoint: str | None, datas
     if checkpoint:
         load_checkpoint(net, stored(checkpoint), name=f"for {model}")
     check_output(net, in_channels=in_channels, side=side, num_classes=num_classes, where=model)
+    _check_prunable(net, model)
+
+
+def _check_prunable(net, model: str) -> None:
+    """A model whose only weights are its first layer and its classifier (both kept dense) has
+    nothing to prune: said here, not as torch's "expected a non-empty list" in the prune stage."""
+    from farm.compress.layers import CLASSIFIER, FIRST, prunable, weight_layers
+
+    if not prunable(net, (FIRST, CLASSIFIER)):
+        found = ", ".join(weight_layers(net)) or "none"
+        raise InvalidSpec(f"{model} has no layer to prune: its first layer and its classifier are kept "
+                          f"dense, and it has no other Conv2d or Linear (weights: {found})")

@@ -125,7 +125,17 @@ def train(ctx: StageContext, _input: Path | None) -> StageOutput:
         load_checkpoint(model, stored(ctx.spec.checkpoint), name=f"for {ctx.spec.model}")
     result = train_fn(model, ctx.data, ctx.train_config(ctx.spec.epochs), device=ctx.device,
                       callback=ctx.callback)
-    return StageOutput(result.to_dict(), _save_state(model, ctx.workdir / "dense.pt"))
+    return StageOutput({**result.to_dict(), "input": _input_record(ctx.data)},
+                       _save_state(model, ctx.workdir / "dense.pt"))
+
+
+def _input_record(data) -> dict:
+    """What the model's inputs are, for whoever deploys it: a folder's images were scaled and
+    normalised by statistics of their own, which nothing else records."""
+    record = {"channels": data.in_channels, "size": list(data.input_size)}
+    if data.normalise:
+        record |= {"mean": list(data.normalise[0]), "std": list(data.normalise[1])}
+    return record
 
 
 def prune(ctx: StageContext, dense: Path) -> StageOutput:

@@ -46,6 +46,10 @@ def thousand_classes():
 
 def broken(in_channels, num_classes):
     raise RuntimeError("no such backbone: convnext_pico")
+
+
+def shallow(in_channels, num_classes):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
 '''
 
 
@@ -127,10 +131,11 @@ def test_a_relative_model_file_is_found_from_the_current_folder(farm, net_file, 
 
 
 @pytest.mark.parametrize("ref, words", [
-    ("{file}", ["say which builder in", "net.py:NAME", "Net, build, thousand_classes, broken"]),
+    ("{file}", ["say which builder in", "net.py:NAME", "Net, build, thousand_classes, broken, shallow"]),
     ("{file}:nope", ["has no function or class 'nope'", "Net, build"]),
     ("{file}:thousand_classes", ["gives (2, 1000) for 2 images, not (2, 10)"]),
     ("{file}:broken", ["raised RuntimeError: no such backbone: convnext_pico"]),
+    ("{file}:shallow", ["net.py:shallow has no layer to prune", "weights: 0.weight, 3.weight"]),
     ("{dir}/absent.py:build", ["model file", "absent.py not found"]),
 ])
 def test_a_model_file_that_cannot_build_the_model_is_one_line_and_no_job(farm, net_file, ref, words):

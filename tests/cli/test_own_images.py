@@ -1,0 +1,122 @@
+"""A user's own images: `farm submit ... --dataset folder:PATH`, on real Fashion-MNIST pictures
+written out as PNG files in class folders. The job runs end to end in this process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from farm.models.files import FASHION_FILES, SYSTEM_FASHION_MNIST
+from farm.models.idx import read_idx
+
+pytestmark = pytest.mark.skipif(not SYSTEM_FASHION_MNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+
+CLASSES = {"bag": 8, "sneaker": 7, "trouser": 1}  # easy to tell apart: a few epochs learn them
+QUICK = ["--device", "cpu", "--recipe", "quick", "--epochs", "6", "--batch-size", "16",
+         "--retrain-epochs", "1", "--finetune-epochs", "0", "--format", "json"]
+
+
+@pytest.fixture(scope="module")
+def pictures(tmp_path_factory) -> Path:
+    """parts/train/<class>/*.png (60 each) and parts/val/<class>/*.png (20 each), real images."""
+    x = read_idx(SYSTEM_FASHION_MNIST / f"{FASHION_FILES['train_x']}.gz")
+    y = read_idx(SYSTEM_FASHION_MNIST / f"{FASHION_FILES['train_y']}.gz")
+    root = tmp_path_factory.mktemp("images") / "parts"
+    for name, label in CLASSES.items():
+        images = x[y == label][:80]
+        for split, part in (("train", images[:60]), ("val", images[60:])):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i, pixels in enumerate(part):
+                Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def images(pictures, tmp_path) -> Path:
+    """A copy this test may change."""
+    return Path(shutil.copytree(pictures, tmp_path / "parts"))
+
+
+def _submit(farm, *args):
+    code, out, err = farm("submit", *args, *QUICK)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_a_job_on_a_folder_of_images_learns_them(farm, images):
+    detail = _submit(farm, "tiny", "--dataset", f"folder:{images}", "--image-size", "28")
+    job, spec = detail["job"], detail["spec"]
+    assert job["status"] == "succeeded" and job["dataset"] == f"folder:{images}"
+    assert spec["image_size"] == 28 and len(spec["data_hash"]) == 64
+    train = next(s for s in detail["stages"] if s["name"] == "train")
+    assert train["result"]["accuracy"] > 0.6, train["result"]["accuracy"]  # three classes: chance is a third
+    seen = train["result"]["input"]  # what a deployed model's inputs need: the folder's own statistics
+    assert seen["channels"] == 1 and seen["size"] == [28, 28] and len(seen["mean"]) == len(seen["std"]) == 1
+    pixels = np.concatenate([np.asarray(Image.open(f)) for f in sorted(images.glob("train/*/*.png"))]) / 255
+    assert seen["mean"][0] == pytest.approx(pixels.mean(), abs=1e-5)
+    assert seen["std"][0] == pytest.approx(pixels.std(), abs=1e-5)
+    cached = list((Path(job_home()) / "cache" / "folders").glob("*.pt"))
+    assert len(cached) == 1  # decoded once; the prune and quantize stages read the cache
+
+
+def job_home() -> str:
+    from farm import settings
+
+    return str(settings.load().home)
+
+
+def test_the_default_size_is_32_and_the_model_gets_the_folders_classes(farm, images, tmp_path):
+    net = tmp_path / "net.py"
+    net.write_text("from torch import nn\n\n"
+                   "def build(in_channels, num_classes):\n"
+                   "    assert (in_channels, num_classes) == (1, 3), (in_channels, num_classes)\n"
+                   "    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(),\n"
+                   "                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),\n"
+                   "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))\n")
+    detail = _submit(farm, f"{net}:build", "--dataset", f"folder:{images}")
+    assert detail["job"]["status"] == "succeeded" and detail["spec"]["image_size"] == 32
+
+
+def test_a_folder_changed_after_submit_is_not_run_as_if_it_were_the_same(images):
+    from farm.errors import FarmError
+    from farm.scheduler.inputs import ingest
+    from farm.scheduler.spec import JobSpec
+    from farm.worker.stages import StageContext
+
+    spec = ingest(JobSpec(model="tiny", dataset=f"folder:{images}", device="cpu", recipe="quick"))
+    shutil.copy(images / "train" / "bag" / "000.png", images / "train" / "bag" / "extra.png")
+    ctx = StageContext(spec, "cpu", images, callback=lambda e: None)
+    with pytest.raises(FarmError, match="changed since this job was submitted"):
+        ctx.data
+
+
+def test_the_same_images_elsewhere_are_the_same_data_but_another_job(farm, images, tmp_path):
+    # the path is part of the job (workers read it there); the fingerprint says the data is equal
+    a = _submit(farm, "tiny", "--dataset", f"folder:{images}", "--epochs", "0", "--retrain-epochs", "0")
+    copy = Path(shutil.copytree(images, tmp_path / "copy"))
+    b = _submit(farm, "tiny", "--dataset", f"folder:{copy}", "--epochs", "0", "--retrain-epochs", "0")
+    assert a["spec"]["data_hash"] == b["spec"]["data_hash"] and a["job"]["job_id"] != b["job"]["job_id"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--dataset", "folder:{images}/absent"], ["absent"]),
+    (["--dataset", "folder:{images}", "--image-size", "4"], ["image_size must be at least 8 pixels, got 4"]),
+    (["--dataset", "fashion-mnist", "--image-size", "64"], ["image_size scales a folder of images"]),
+    (["--dataset", "folder:{images}/train/bag"], ["class"]),
+])
+def test_bad_folder_input_is_one_line_and_no_job(farm, images, args, words):
+    code, out, err = farm("submit", "tiny", *[a.format(images=images) for a in args], *QUICK)
+    assert code == 1 and out == "" and err.startswith("farm: error: ") and err.count("\n") == 1, (out, err)
+    for w in words:
+        assert w in err, err
+
+
+def test_a_registry_model_too_large_for_the_image_size_is_refused(farm, images):
+    code, out, err = farm("submit", "inception_v3", "--dataset", f"folder:{images}", "--image-size", "32", *QUICK)
+    assert code == 1 and "needs images of at least 75x75 pixels, but --image-size is 32x32" in err, err

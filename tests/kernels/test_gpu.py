@@ -255,3 +255,19 @@ def test_fused_dense_layer_matches_the_unfused(dtype, residual, stride, pad, dil
             assert got.dtype == dtype and (got >= 0).all()
             assert float((got.double() - ref).norm() / ref.norm()) <= TOLERANCE[dtype]
     assert set(calls) == {"cudnn_convolution_add_relu" if residual else "cudnn_convolution_relu"}
+
+
+# Small images with many output channels: a 4x4 tile block of csrtile has 32 threads for 33 row
+# bounds at RB 32, and left the last unset (wrong output, and reads past the staged entries that
+# later surfaced as an illegal instruction in other kernels: a user's VGG at 32 px, 2026-11-27).
+@pytest.mark.parametrize("batch", [1, 32])
+@pytest.mark.parametrize("cin, cout, hw", [(64, 64, 4), (48, 96, 2)], ids=["4x4", "2x2"])
+def test_every_candidate_of_a_small_image_layer_matches_float64(cin, cout, hw, batch):
+    layer = _layer(cin, cout, 3, 1, 1, 1, 0.9, torch.float32, "fp32", 32)
+    shape = (batch, cin, hw, hw)
+    configs = layer.candidate_configs(shape)
+    assert any(c.name.startswith("st-rb32") for c in configs) or hw == 2
+    for config in configs:
+        plan = layer.make_plan(shape, torch.float32, config, torch.device("cuda"))
+        err = check(layer, plan, shape, torch.float32, "cuda", residual=True)
+        assert err <= TOLERANCE[torch.float32], (config.name, err)

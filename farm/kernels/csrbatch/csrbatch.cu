@@ -94,7 +94,8 @@ csrbatch(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __rest
     const int* cp = cptr + ((long long)blk * NCHUNK + ch) * (RG * RB + 1);
     const int e_begin = __ldg(cp), e_count = __ldg(cp + RG * RB) - e_begin;
     __syncthreads();  // the previous chunk is no longer read
-    if (tid <= RG * RB) rows_at[tid] = __ldg(cp + tid) - e_begin;
+    // strided, as in csrtile: a block may have fewer threads than RG * RB + 1 row bounds
+    for (int i = tid; i <= RG * RB; i += NTHREADS) rows_at[i] = __ldg(cp + i) - e_begin;
     for (int i = tid; i < e_count; i += NTHREADS) es[i] = tab[e_begin + i];
     // Stage: element idx -> (cc, image b, iy, ix), ix fastest so a warp reads a global row;
     // stored at [(cc*IH + iy)*IW + ix][b]. SB loads in flight before their stores.

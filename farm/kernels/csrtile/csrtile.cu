@@ -88,7 +88,9 @@ csrtile(const act_t* __restrict__ x, act_t* __restrict__ y, const act_t* __restr
     const int* cp = cptr + ((long long)g * NCHUNK + ch) * (RB + 1);
     const int e_begin = __ldg(cp), e_count = __ldg(cp + RB) - e_begin;
     __syncthreads();  // the previous chunk is no longer read
-    if (tid <= RB) rows_at[tid] = __ldg(cp + tid) - e_begin;
+    // strided: a block of 4x4 tiles has 32 threads, one fewer than RB 32's RB + 1 bounds (a
+    // plain `tid <= RB` left the last unset: wrong rows, and reads past the staged entries)
+    for (int i = tid; i <= RB; i += NTHREADS) rows_at[i] = __ldg(cp + i) - e_begin;
     for (int i = tid; i < e_count; i += NTHREADS) es[i] = tab[e_begin + i];
     // Stage the input: SB independent loads per thread in flight before their stores (a
     // load-then-store loop keeps one load in flight and was the bound, see docs/BENCHMARKS.md).

@@ -8,6 +8,7 @@ benchmark stage instead (`farm show JOB`).
 from __future__ import annotations
 
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,6 +16,7 @@ import typer
 from farm.cli import render
 from farm.cli.render import Format, err
 from farm.errors import InvalidSpec
+from farm.models.names import is_model_file
 
 LAYER_COLUMNS = ["layer", "shape", "batch", "dtype", "sparsity", "config", "ours_ms", "cudnn_fp32_ms",
                  "cudnn_tf32_ms", "cudnn_tf32_cl_ms", "cudnn_fp16_ms", "cusparse_ms", "x_cudnn_fp32", "x_cudnn_tf32",
@@ -48,7 +50,7 @@ def _input(text: str, model: str) -> tuple[int, int, int]:
         raise InvalidSpec(f"--input must be CxHxW such as 3x224x224, got {text!r}") from None
     if min(c, h, w) < 1:
         raise InvalidSpec(f"--input must be positive sizes such as 3x224x224, got {text!r}")
-    if why := too_small_input(canonical_model(model), h, w, "--input is"):
+    if not is_model_file(model) and (why := too_small_input(canonical_model(model), h, w, "--input is")):
         raise InvalidSpec(why)
     return c, h, w
 
@@ -68,13 +70,30 @@ def _pruned_model(name: str, sparsity: float, c: int, h: int, num_classes: int):
     from farm.models import get_model
     from farm.models.names import canonical_model
 
-    options = {"small_input": h < 64} if canonical_model(name) in ("resnet18", "resnet50") else {}
-    model = get_model(name, in_channels=c, num_classes=num_classes, **options)
+    if is_model_file(name):
+        model = _own_model(name, c, h, num_classes)
+    else:
+        options = {"small_input": h < 64} if canonical_model(name) in ("resnet18", "resnet50") else {}
+        model = get_model(name, in_channels=c, num_classes=num_classes, **options)
     prune_(model, MagnitudePruning(sparsity=sparsity, schedule="oneshot", scope="layer"))
     return model.eval()
 
 
-def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, vgg16, ...",
+def _own_model(ref: str, c: int, h: int, num_classes: int):
+    """A user's model file (FILE.py:NAME), built and tried on two inputs as `farm submit` does."""
+    from farm.models.user import build_from_source, check_output, split_ref
+
+    file = Path(split_ref(ref)[0]).expanduser()
+    try:
+        source = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidSpec(f"model file {file} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    model = build_from_source(source, ref, in_channels=c, num_classes=num_classes)
+    check_output(model, in_channels=c, side=h, num_classes=num_classes, where=ref)
+    return model
+
+
+def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, vgg16, ..., or your FILE.py:NAME",
                                                metavar="MODEL")] = "resnet50",
           sparsity: Annotated[float, typer.Option(help="fraction of each layer's weights pruned, in [0, 1)")] = 0.9,
           batches: Annotated[str, typer.Option(help="batch sizes, comma-separated")] = "1,32",
@@ -86,7 +105,8 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
     """Time our sparse kernels against cuDNN fp32 / TF32 / fp16 and cuSPARSE, layer by layer (GPU)."""
     from farm.scheduler.spec import canonical_model
 
-    canonical_model(model)  # an unknown model is one line, on any machine
+    if not is_model_file(model):
+        canonical_model(model)  # an unknown model is one line, on any machine
     if not 0.0 <= sparsity < 1.0:
         raise InvalidSpec(f"sparsity must be in [0, 1), got {sparsity}")
     c, h, w = _input(input, model)

@@ -5,6 +5,9 @@ show" and exit 0, which reads as "no such job yet". A valid value with no rows i
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from farm.errors import FarmError
 
 
@@ -19,16 +22,30 @@ def job_status(text: str):
 
 
 def models(names: list[str] | None) -> list[str] | None:
-    """Canonical names (`resnet` finds resnet20's jobs); an unknown one fails with the choices."""
+    """Canonical names (`resnet` finds resnet20's jobs); an unknown one fails with the choices.
+    A user's model file is named as its jobs name it: by its file name, whatever the path typed."""
+    from farm.models.names import is_model_file, split_ref
     from farm.scheduler.spec import canonical_model
 
-    return [canonical_model(n) for n in names] if names else None
+    def one(name: str) -> str:
+        if not is_model_file(name):
+            return canonical_model(name)
+        file, builder = split_ref(name)
+        return f"{Path(file).name}:{builder}" if builder else Path(file).name
+
+    return [one(n) for n in names] if names else None
 
 
 def datasets(names: list[str] | None) -> list[str] | None:
-    from farm.scheduler.spec import canonical_dataset
+    """Canonical names; an image folder by its absolute path, as its jobs hold it."""
+    from farm.scheduler.spec import FOLDER, canonical_dataset
 
-    return [canonical_dataset(n) for n in names] if names else None
+    def one(name: str) -> str:
+        if name.lower().startswith(FOLDER):
+            return FOLDER + os.path.abspath(Path(name[len(FOLDER):]).expanduser())
+        return canonical_dataset(name)
+
+    return [one(n) for n in names] if names else None
 
 
 def schemes(names: list[str] | None) -> list[str] | None:

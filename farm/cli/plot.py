@@ -125,9 +125,9 @@ def crossover(
     from farm import db
     from farm.report.charts import crossover_chart
     from farm.report.crossover import BASELINES
-    from farm.scheduler.spec import canonical_model
+    from farm.cli import filters
 
-    models = [canonical_model(m) for m in model] if model else None
+    models = filters.models(model)
     baselines = [b.value for b in baseline] if baseline else list(BASELINES)
     with db.session() as s:
         chart = crossover_chart(s, sweep=sweep, models=models, job_ids=job, baselines=baselines)

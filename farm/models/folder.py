@@ -44,6 +44,7 @@ CACHE_VERSION = 1
 DECODE_THREADS = min(8, os.cpu_count() or 1)
 # Folders that never hold a class: macOS zip archives carry __MACOSX/ with ._ copies of each file.
 IGNORED_FOLDERS = frozenset({"__MACOSX"})
+MAX_BYTES = 8 << 30  # a dataset's images as float32, held whole in memory (and on the GPU while training)
 
 Entries = tuple[tuple[str, int], ...]  # (path relative to root, label), sorted by path
 
@@ -57,6 +58,10 @@ class FolderInfo:
     # sha256 over every image's (split, relpath, label, size): the same for a copy on another
     # host, different once a file is added, removed, renamed or resized.
     fingerprint: str
+    # sha256 over the folder's own path and every image's size and modification time: what the
+    # decoded-image cache is keyed by, so another folder of same-named, same-sized files (BMPs)
+    # or a file rewritten in place at its old size is decoded anew, not taken from the cache.
+    stamp: str = ""
 
     @property
     def num_classes(self) -> int:
@@ -79,7 +84,7 @@ def scan(root: str | Path) -> FolderInfo:
     if not root.is_dir():
         raise DatasetMissing(f"image folder {root} not found; give the path of a folder that holds "
                              f"one sub-folder of images per class")
-    sizes: dict[str, int] = {}
+    sizes: dict[str, os.stat_result] = {}
     if (root / "train").is_dir():
         classes, train, test = _split_layout(root, sizes)
     else:
@@ -88,7 +93,7 @@ def scan(root: str | Path) -> FolderInfo:
         if not entries:  # a flat folder of very few images can hash them all to one side
             raise InvalidSpec(f"image folder {root} gives no {split} images; add more images (1 in "
                               f"{TEST_EVERY} goes to test) or put them in train/ and val/ sub-folders")
-    return FolderInfo(root, classes, train, test, _fingerprint(train, test, sizes))
+    return FolderInfo(root, classes, train, test, _fingerprint(train, test, sizes), _stamp(root, sizes))
 
 
 def _split_layout(root: Path, sizes: dict[str, int]) -> tuple[tuple[str, ...], Entries, Entries]:
@@ -151,14 +156,14 @@ def _images_under(root: Path, folder: Path, sizes: dict[str, int]) -> list[str]:
                 continue
             path = os.path.join(top, name)
             rel = Path(os.path.relpath(path, root)).as_posix()
-            sizes[rel] = _size(path)
+            sizes[rel] = _stat(path)
             found.append(rel)
     return found
 
 
-def _size(path: str) -> int:
+def _stat(path: str) -> os.stat_result:
     try:
-        return os.stat(path).st_size
+        return os.stat(path)
     except OSError as e:  # a dangling symlink, or no permission
         raise DatasetMissing(f"cannot read image {path} ({e.strerror}); fix or delete it") from None
 
@@ -180,7 +185,14 @@ def _fingerprint(train: Entries, test: Entries, sizes: dict[str, int]) -> str:
     digest = hashlib.sha256()
     rows = sorted([("train", p, y) for p, y in train] + [("test", p, y) for p, y in test])
     for split, path, label in rows:
-        digest.update(_utf8(f"{split}\0{path}\0{label}\0{sizes[path]}\n"))
+        digest.update(_utf8(f"{split}\0{path}\0{label}\0{sizes[path].st_size}\n"))
+    return digest.hexdigest()
+
+
+def _stamp(root: Path, stats: dict[str, os.stat_result]) -> str:
+    digest = hashlib.sha256(_utf8(f"{os.path.abspath(root)}\n"))
+    for path in sorted(stats):
+        digest.update(_utf8(f"{path}\0{stats[path].st_size}\0{stats[path].st_mtime_ns}\n"))
     return digest.hexdigest()
 
 
@@ -213,19 +225,19 @@ def _unreadable(path: Path, e: Exception) -> DatasetMissing:
 # --- load_folder: decode, cache, normalise ----------------------------------------------------
 
 def load_folder(root: str | Path, image_size: int, *, subset: int | None = None,
-                cache_dir: Path | None = None, max_bytes: int = 8 << 30,
+                cache_dir: Path | None = None, max_bytes: int = MAX_BYTES,
                 progress: Callable[[int, int], None] | None = None) -> Dataset:
     """The folder as a Dataset of image_size x image_size images, float32 NCHW normalised by the
     train split's per-channel mean and std. Both splits are shuffled by a fixed seed, and `subset`
     decodes only the first n of each. With `cache_dir`, the decoded uint8 images are kept there and
-    read back, undecoded, while the folder's fingerprint is unchanged."""
+    read back, undecoded, while the folder's files are unchanged (FolderInfo.stamp)."""
     _check_args(image_size, subset)
     info = scan(root)
     picked = {split: _shuffled(entries, SHUFFLE_SEEDS[split])[:subset]
               for split, entries in (("train", info.train), ("test", info.test))}
     cached = _find_cache(cache_dir, info, image_size, subset)
     in_channels = cached[1] if cached else channels(info)
-    _check_memory(info.root, sum(map(len, picked.values())), in_channels, image_size, max_bytes)
+    check_memory(info.root, sum(map(len, picked.values())), in_channels, image_size, max_bytes)
     images = _read_cache(cached[0], picked, in_channels, image_size) if cached else None
     if images is None:
         images = decode_splits(info.root, picked, image_size, in_channels, progress)
@@ -250,7 +262,8 @@ def _shuffled(entries: Entries, seed: int) -> Entries:
     return tuple(entries[i] for i in order)
 
 
-def _check_memory(root: Path, n: int, in_channels: int, image_size: int, max_bytes: int) -> None:
+def check_memory(root: Path, n: int, in_channels: int, image_size: int, max_bytes: int = MAX_BYTES) -> None:
+    """n images as float32 must fit max_bytes: the loader holds a dataset whole, as the others are."""
     need = n * in_channels * image_size * image_size * 4  # float32
     if need > max_bytes:
         raise InvalidSpec(
@@ -325,7 +338,7 @@ def _resize_crop(img, size: int):
 
 def _cache_path(cache_dir: Path, info: FolderInfo, image_size: int, subset: int | None,
                 in_channels: int) -> Path:
-    return Path(cache_dir) / (f"folder-{info.fingerprint[:24]}-{image_size}px-{subset or 'all'}-"
+    return Path(cache_dir) / (f"folder-{info.stamp[:24]}-{image_size}px-{subset or 'all'}-"
                               f"{in_channels}ch-v{CACHE_VERSION}.pt")
 
 

@@ -9,7 +9,10 @@ worker on another host runs exactly the text that was submitted (farm.scheduler.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import re
+import sys
 import types
 from pathlib import Path
 
@@ -23,13 +26,26 @@ BUILDER_ARGS = ("in_channels", "num_classes")
 
 
 def load_module(source: str, filename: str) -> types.ModuleType:
-    """Run `source` as a fresh module; any error in it is one line naming the file."""
-    module = types.ModuleType(Path(filename).stem)
+    """Run `source` as a fresh module; any error in it is one line naming the file.
+
+    The module is registered in sys.modules under a name of its own text (as an import would be),
+    which dataclasses and typing look it up by; its code is compiled without this file's
+    `from __future__` imports; and sys.argv is just its name while it runs, so a training
+    script's module-level argparse does not read farm's own command line."""
+    name = f"farm_user_{hashlib.sha256(source.encode()).hexdigest()[:12]}_{Path(filename).stem}"
+    module = types.ModuleType(name)
     module.__file__ = filename
+    sys.modules[name] = module
+    argv, sys.argv = sys.argv, [filename]
     try:
-        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102: the user's own model code
-    except Exception as e:
-        raise InvalidSpec(f"model file {filename} failed to run: {type(e).__name__}: {_first_line(e)}") from None
+        exec(compile(source, filename, "exec", dont_inherit=True), module.__dict__)  # noqa: S102: the user's model
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:  # SystemExit too: a script's sys.exit() or argparse error
+        del sys.modules[name]
+        raise InvalidSpec(f"model file {filename} failed to run: {_why(e)}") from None
+    finally:
+        sys.argv = argv
     return module
 
 
@@ -63,9 +79,10 @@ def build(fn, *, in_channels: int, num_classes: int, where: str) -> nn.Module:
     kwargs = {k: v for k, v in given.items() if takes_any or k in params}
     try:
         model = fn(**kwargs)
-    except Exception as e:
-        raise InvalidSpec(f"{where}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) raised "
-                          f"{type(e).__name__}: {_first_line(e)}") from None
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
+        raise InvalidSpec(f"{where}({', '.join(f'{k}={v}' for k, v in kwargs.items())}) raised {_why(e)}") from None
     if not isinstance(model, nn.Module):
         raise InvalidSpec(f"{where} returned {type(model).__name__}, not a torch nn.Module")
     return model
@@ -84,47 +101,57 @@ def check_output(model: nn.Module, *, in_channels: int, side: int, num_classes: 
     per class. Said at submit, not after a queue and an epoch: a head of 1,000 classes on a
     10-class dataset, or a stem for RGB on grey images."""
     model.eval()
-    x = torch.zeros(2, in_channels, side, side)
     try:
         with torch.no_grad():
-            out = model(x)
-    except Exception as e:
+            out = model(torch.zeros(2, in_channels, side, side))
+    except KeyboardInterrupt:
+        raise
+    except BaseException as e:
         raise InvalidSpec(f"{where} cannot take the dataset's images ({in_channels} channels, "
-                          f"{side}x{side}): {type(e).__name__}: {_first_line(e)}") from None
+                          f"{side}x{side}): {_why(e)}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InvalidSpec(f"{where} gives {got} for 2 images, not (2, {num_classes}): one logit per class "
                           f"of the dataset (take num_classes as a parameter to follow it)")
 
 
-def read_state(path: Path) -> dict[str, torch.Tensor]:
+def read_state(path: Path, label: str | None = None) -> dict[str, torch.Tensor]:
     """A checkpoint's state_dict: saved alone, or under 'state_dict' / 'model' / 'model_state_dict'
     (the usual wrappers of training scripts). Loaded weights-only: a checkpoint is data, and
     unpickling arbitrary objects from it would run code."""
+    label = label or path.name
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointMismatch(f"checkpoint {path.name} cannot be read as torch weights "
-                                 f"({type(e).__name__}: {_first_line(e)}); save it with "
-                                 f"torch.save(model.state_dict(), path)") from None
+        raise CheckpointMismatch(f"checkpoint {label} cannot be read as torch weights ({_load_error(e)}); "
+                                 f"save the weights alone: torch.save(model.state_dict(), path)") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(blob, dict) and isinstance(blob.get(key), dict):
             blob = blob[key]
             break
     if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-        raise CheckpointMismatch(f"checkpoint {path.name} holds no state_dict (tensors by name); save it "
+        raise CheckpointMismatch(f"checkpoint {label} holds no state_dict (tensors by name); save it "
                                  f"with torch.save(model.state_dict(), path)")
-    # DataParallel / DistributedDataParallel save every name under 'module.'
-    if blob and all(k.startswith("module.") for k in blob):
-        blob = {k.removeprefix("module."): v for k, v in blob.items()}
     return blob
+
+
+def _fit_names(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:
+    """The checkpoint's names as the model has them: DataParallel saves every name under
+    'module.', a Lightning module under its attribute ('model.', 'net.'); one prefix shared by
+    every name is dropped where that makes the names the model's."""
+    prefixes = {k.split(".", 1)[0] for k in state if "." in k}
+    if set(state) != set(own) and len(prefixes) == 1 and all("." in k for k in state):
+        stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
+        if set(stripped) == set(own) or prefixes == {"module"}:
+            return stripped
+    return state
 
 
 def load_checkpoint(model: nn.Module, path: Path, *, name: str | None = None) -> nn.Module:
     """Load `path`'s weights into `model`, which must have exactly those names and shapes."""
-    state = read_state(path)
-    own = model.state_dict()
     label = name or path.name
+    own = model.state_dict()
+    state = _fit_names(read_state(path, label), own)
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
@@ -143,6 +170,27 @@ def _few(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + more
 
 
-def _first_line(e: Exception) -> str:
+def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else "(no message)"
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, SystemExit):
+        return f"it exited (sys.exit({e.code!r}))"
+    return f"{type(e).__name__}: {_first_line(e)}"
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _load_error(e: Exception) -> str:
+    """torch's weights-only refusal runs to a page, coloured, its reason in the middle: the
+    object it would not unpickle is what the user can act on."""
+    text = ANSI.sub("", str(e))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return f"it holds a {found.group(1)} object beside the weights, which is not loaded, being code"
+    if "Weights only load failed" in text:  # not a pickle torch wrote: a text file, another format
+        return "not a file torch.save wrote"
+    return f"{type(e).__name__}: {_first_line(Exception(text))}"

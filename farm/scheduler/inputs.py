@@ -24,6 +24,7 @@ from pathlib import Path
 
 from farm import settings
 from farm.errors import DatasetMissing, InvalidSpec
+from farm.models.names import is_model_file, split_ref
 from farm.scheduler.spec import FOLDER, JobSpec
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -33,40 +34,50 @@ def ingest(spec: JobSpec, base: Path | None = None, *, reuse: bool = False) -> J
     """The spec with its files read, stored and checked, resolved; relative paths are taken
     from `base` (a sweep file's folder), else the current one. A spec with none is resolved only.
     reuse=True: files read by the calls since forget() are not read again (a sweep's jobs)."""
-    from farm.models.names import is_model_file
-
     if not reuse:
         forget()
     base = base or Path.cwd()
-    user_model = is_model_file(spec.model) and spec.model_file is None
-    new_checkpoint = spec.checkpoint is not None and not SHA256.fullmatch(spec.checkpoint)
-    if user_model:
+    names = {}  # the user's own file names, for errors about their stored copies
+    if is_model_file(spec.model) and spec.model_file is None:
         spec = _with_model_file(spec, base)
-    if new_checkpoint:
-        spec = replace(spec, checkpoint=store(_existing(base, spec.checkpoint, "checkpoint")))
+    if spec.checkpoint is not None and _pinned(spec.checkpoint):  # a sweep's stored grid: name@sha256
+        names["checkpoint"] = spec.checkpoint[:-65]
+        spec = replace(spec, checkpoint=spec.checkpoint[-64:])
+        stored(spec.checkpoint)
+    elif spec.checkpoint is not None and not SHA256.fullmatch(spec.checkpoint):
+        path = _existing(base, spec.checkpoint, "checkpoint")
+        spec, names["checkpoint"] = replace(spec, checkpoint=store(path)), path.name
     new_folder = _is_folder(spec.dataset) and spec.data_hash is None
     if new_folder:
         spec = _with_folder(spec, base)
     spec = spec.resolve()
-    if user_model or new_checkpoint or new_folder:
-        try_build(spec)
+    if new_folder:
+        _check_memory(spec)
+    if spec.model_file or spec.checkpoint or spec.data_hash:
+        try_build(spec, checkpoint_name=names.get("checkpoint"))
     return spec
 
 
-def absolute(fields: dict, base: Path) -> dict:
-    """A sweep file's relative paths (model file, checkpoint, image folder) made absolute from its
-    folder, so that the stored grid (`farm sweep resume`) means the same files from anywhere."""
-    from farm.models.names import is_model_file
-
+def pin(fields: dict, base: Path) -> dict:
+    """A sweep file's fields as its stored grid keeps them: model files and checkpoints by their
+    names and stored copies ("net.py:build@<sha256>", "best.pt@<sha256>"), image folders by
+    absolute path. `farm sweep resume` then re-sends the jobs of the files that were submitted, however
+    they changed since, and a sweep file submitted again after its model file was edited is a
+    new sweep, not more jobs in the old one."""
     def fix(key: str, value):
         if isinstance(value, list):
             return [fix(key, v) for v in value]
         if not isinstance(value, str):
             return value
-        if key == "model" and is_model_file(value) or key == "checkpoint" and not SHA256.fullmatch(value):
-            return str(base / Path(value).expanduser())
+        if key == "model" and is_model_file(value) and not _pinned(value):
+            file, name = split_ref(value)
+            path = _existing(base, file, "model file")
+            return f"{path.name}:{name or ''}@{store(path)}"
+        if key == "checkpoint" and not SHA256.fullmatch(value) and not _pinned(value):
+            path = _existing(base, value, "checkpoint")
+            return f"{path.name}@{store(path)}"
         if key == "dataset" and _is_folder(value):
-            return FOLDER + str(base / Path(value[len(FOLDER):]).expanduser())
+            return FOLDER + os.path.abspath(base / Path(value[len(FOLDER):]).expanduser())
         return value
 
     return {k: fix(k, v) for k, v in fields.items()}
@@ -100,6 +111,9 @@ def _store(path: Path, _size: int, _mtime: int, _artifacts: str) -> str:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, delete=False) as tmp:  # never half a file there
             tmp.write(data)
+        # readable by workers running as another user, as the stage artifacts are
+        # (NamedTemporaryFile makes it the owner's alone)
+        os.chmod(tmp.name, 0o644)
         os.replace(tmp.name, dest)
     return digest
 
@@ -108,9 +122,16 @@ def model_source(spec: JobSpec) -> str:
     return stored(spec.model_file).read_text(encoding="utf-8")
 
 
-def _with_model_file(spec: JobSpec, base: Path) -> JobSpec:
-    from farm.models.names import split_ref
+def _pinned(ref: str) -> bool:
+    """'net.py:build@<sha256>', 'best.pt@<sha256>': a file named by its stored copy (a sweep's
+    stored grid)."""
+    return len(ref) > 65 and ref[-65] == "@" and bool(SHA256.fullmatch(ref[-64:]))
 
+
+def _with_model_file(spec: JobSpec, base: Path) -> JobSpec:
+    if _pinned(spec.model):
+        stored(spec.model[-64:])  # still in the store: else one line now, not a failed job later
+        return replace(spec, model=spec.model[:-65].removesuffix(":"), model_file=spec.model[-64:])
     file, name = split_ref(spec.model)
     path = _existing(base, file, "model file")
     try:
@@ -124,9 +145,21 @@ def _with_model_file(spec: JobSpec, base: Path) -> JobSpec:
 def _with_folder(spec: JobSpec, base: Path) -> JobSpec:
     from farm.models import folder
 
-    path = (base / folder.folder_path(spec.dataset)).resolve()
+    # absolute but not resolved: workers read the folder at the path the user gave (a symlink
+    # to storage mounted elsewhere on each host stays a symlink)
+    path = Path(os.path.abspath(base / folder.folder_path(spec.dataset)))
     info = _scan(path)
     return replace(spec, dataset=folder.PREFIX + str(path), data_hash=info.fingerprint)
+
+
+def _check_memory(spec: JobSpec) -> None:
+    """The folder's images as the job will hold them must fit the loader's limit: said at
+    submit, where it would otherwise fail only once a worker decodes them."""
+    from farm.models import folder
+
+    info = _scan(folder.folder_path(spec.dataset))
+    n = sum(min(len(split), spec.subset or len(split)) for split in (info.train, info.test))
+    folder.check_memory(info.root, n, folder.channels(info), spec.image_size, folder.MAX_BYTES)
 
 
 def _is_folder(dataset: str) -> bool:
@@ -134,7 +167,8 @@ def _is_folder(dataset: str) -> bool:
 
 
 def _existing(base: Path, name: str, what: str) -> Path:
-    path = (base / Path(name).expanduser()).resolve()
+    # absolute, not resolved: a symlink keeps the name the user gave it
+    path = Path(os.path.abspath(base / Path(name).expanduser()))
     if not path.is_file():
         raise InvalidSpec(f"{what} {name} not found" + (f" (looked in {base})" if not Path(name).is_absolute() else ""))
     return path
@@ -150,20 +184,22 @@ def _scan(path: Path):
 
 
 def forget() -> None:
-    """Read the files again from the next ingest on (they may have changed)."""
-    for cached in (_scan, _store, _try_build):
+    """Read the files again from the next ingest on (they may have changed). The builds tried
+    stay known: they are keyed by content hashes."""
+    for cached in (_scan, _store):
         cached.cache_clear()
 
 
-def try_build(spec: JobSpec) -> None:
+def try_build(spec: JobSpec, *, checkpoint_name: str | None = None) -> None:
     """Build the job's model for its dataset, load its checkpoint, run two images through it;
     once for the jobs of a sweep that differ in other fields only."""
-    _try_build(spec.model, spec.model_file, spec.checkpoint, spec.dataset, spec.data_hash, spec.image_size)
+    _try_build(spec.model, spec.model_file, spec.checkpoint, spec.dataset, spec.data_hash, spec.image_size,
+               checkpoint_name)
 
 
 @lru_cache(maxsize=32)
 def _try_build(model: str, model_file: str | None, checkpoint: str | None, dataset: str,
-               _data_hash: str | None, image_size: int | None) -> None:
+               _data_hash: str | None, image_size: int | None, checkpoint_name: str | None) -> None:
     from farm.models.datasets import dataset_shape
     from farm.models.registry import build_model
     from farm.models.user import check_output, load_checkpoint
@@ -172,7 +208,7 @@ def _try_build(model: str, model_file: str | None, checkpoint: str | None, datas
     source = stored(model_file).read_text(encoding="utf-8") if model_file else None
     net = build_model(model, source=source, in_channels=in_channels, num_classes=num_classes)
     if checkpoint:
-        load_checkpoint(net, stored(checkpoint), name=f"for {model}")
+        load_checkpoint(net, stored(checkpoint), name=f"{checkpoint_name or checkpoint[:12]} (for {model})")
     check_output(net, in_channels=in_channels, side=side, num_classes=num_classes, where=model)
     _check_prunable(net, model)
 

@@ -34,6 +34,7 @@ QUANT_BITS = range(2, 9)  # linear, log and kmeans codes of 2..8 bits
 DEVICES = ("gpu", "cpu")
 FOLDER = "folder:"  # a dataset of the user's images: folder:/path (farm.models.folder)
 DEFAULT_IMAGE_SIZE = 32  # pixels a side that a folder's images are scaled to unless told
+MAX_IMAGE_SIZE = 1024  # beyond this a dataset held whole does not fit: one image is 12 MiB as float32
 # Fields of a user's own inputs (farm.scheduler.inputs): in the canonical form and the stage keys
 # only where set, so the hashes of jobs without them stay as they were.
 INPUT_FIELDS = ("model_file", "checkpoint", "data_hash", "image_size")
@@ -307,8 +308,8 @@ def _check_image_size(model: str, dataset: str, image_size: int | None, *, own_m
         why = None if own_model else too_small(model, dataset)
     else:
         image_size = DEFAULT_IMAGE_SIZE if image_size is None else image_size
-        if image_size < 8:
-            raise InvalidSpec(f"image_size must be at least 8 pixels, got {image_size}")
+        if not 8 <= image_size <= MAX_IMAGE_SIZE:
+            raise InvalidSpec(f"image_size must be from 8 to {MAX_IMAGE_SIZE} pixels, got {image_size}")
         why = None if own_model else too_small_input(model, image_size, image_size, "--image-size is")
     if why:
         raise InvalidSpec(why)

@@ -49,6 +49,9 @@ MAX_JOBS = 100_000  # a grid this big is almost surely a typo
 NOT_JOB_FIELDS = {
     "priority": "pass --priority to farm sweep submit (0..9, higher runs first)",
     "force": "a sweep reuses the jobs that already ran; farm submit --force runs one of them again",
+    # set by farm from the files themselves: given by hand they would name content nobody checked
+    "model_file": "give the file as the model, model: net.py:build, and farm stores it",
+    "data_hash": "give the folder as the dataset, dataset: folder:PATH, and farm lists it",
 }
 
 
@@ -110,7 +113,10 @@ def parse(source: str, *, name: str = "sweep", where: str = "sweep file", base: 
     if title is not None and (isinstance(title, bool) or not isinstance(title, (str, int, float))):
         raise InvalidSpec(f"{where}: `name` must be a plain name, not {type(title).__name__} {title!r}")
     base = base or Path.cwd()
-    grid, fixed = inputs.absolute(grid, base), inputs.absolute(fixed, base)
+    try:
+        grid, fixed = inputs.pin(grid, base), inputs.pin(fixed, base)
+    except FarmError as e:
+        raise InvalidSpec(f"{where}: {e}") from None
     specs = expand(grid, fixed, where)
     return SweepPlan(str(title or name), source, {"grid": grid, "fixed": fixed}, specs)
 

@@ -305,7 +305,11 @@ def benchmark(ctx: StageContext, compressed: Path) -> StageOutput:
     # The kernels run the weights as stored (codes + codebook/scales decoded in-kernel), so a
     # 4-bit job is timed as a 4-bit job, not as the fp32 weights it dequantizes to.
     weights = stored.tensors
-    shape = (1, ctx.data.in_channels, *ctx.data.input_size)  # (N, C, H, W); N is each of batches
+    from farm.models.datasets import dataset_shape
+
+    # the shape without loading the images (a folder's would be decoded again just for it)
+    channels, _classes, side = dataset_shape(ctx.spec.dataset, ctx.spec.image_size)
+    shape = (1, channels, side, side)  # (N, C, H, W); N is each of batches
     try:
         layers = _require(kernels, "benchmark_layers", "benchmark")(
             model, shape, list(ctx.spec.batches), weights=weights, callback=bench_progress(ctx.callback, 0.0, 0.8))

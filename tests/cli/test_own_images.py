@@ -106,7 +106,8 @@ def test_the_same_images_elsewhere_are_the_same_data_but_another_job(farm, image
 
 @pytest.mark.parametrize("args, words", [
     (["--dataset", "folder:{images}/absent"], ["absent"]),
-    (["--dataset", "folder:{images}", "--image-size", "4"], ["image_size must be at least 8 pixels, got 4"]),
+    (["--dataset", "folder:{images}", "--image-size", "4"], ["image_size must be from 8 to 1024 pixels, got 4"]),
+    (["--dataset", "folder:{images}", "--image-size", "100000"], ["image_size must be from 8 to 1024 pixels"]),
     (["--dataset", "fashion-mnist", "--image-size", "64"], ["image_size scales a folder of images"]),
     (["--dataset", "folder:{images}/train/bag"], ["class"]),
 ])
@@ -120,3 +121,21 @@ def test_bad_folder_input_is_one_line_and_no_job(farm, images, args, words):
 def test_a_registry_model_too_large_for_the_image_size_is_refused(farm, images):
     code, out, err = farm("submit", "inception_v3", "--dataset", f"folder:{images}", "--image-size", "32", *QUICK)
     assert code == 1 and "needs images of at least 75x75 pixels, but --image-size is 32x32" in err, err
+
+
+def test_a_folder_too_large_to_hold_is_refused_at_submit(farm, images, monkeypatch):
+    from farm.models import folder
+
+    monkeypatch.setattr(folder, "MAX_BYTES", 240 * 28 * 28 * 4 - 1)  # one byte short of the 240 images
+    code, out, err = farm("submit", "tiny", "--dataset", f"folder:{images}", "--image-size", "28", *QUICK)
+    assert code == 1 and "240 images" in err and "over the 0.0 GiB limit" in err, err
+    assert err.count("\n") == 1
+
+
+def test_a_symlinked_folder_is_kept_as_given(farm, images, tmp_path):
+    link = tmp_path / "data"
+    link.symlink_to(images)
+    detail = _submit(farm, "tiny", "--dataset", f"folder:{link}", "--epochs", "0", "--retrain-epochs", "0")
+    assert detail["job"]["dataset"] == f"folder:{link}"  # workers read the path given, not its target now
+    code, out, err = farm("results", "--dataset", f"folder:{link}", "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 1, err

@@ -40,20 +40,50 @@ def test_a_sweep_reads_its_files_from_its_own_folder_and_resumes_from_anywhere(f
 
     from farm import db
     from farm.db.models import Sweep
+    from farm.scheduler.inputs import stored as stored_copy
 
     with db.session() as s:
         stored = s.get(Sweep, 1).grid["fixed"]
-    assert stored["model"] == f"{folder / 'net.py'}:build"
-    assert stored["checkpoint"] == str(folder / "weights" / "net.pt")
+    # the files as submitted, by their stored copies: resume re-sends those jobs, whatever happens
+    # to the files afterwards
+    name, digest = stored["model"].split("@")
+    assert name == "net.py:build" and stored_copy(digest).read_text() == NET
+    name, digest = stored["checkpoint"].split("@")
+    assert name == "net.pt" and stored_copy(digest).read_bytes() == (folder / "weights" / "net.pt").read_bytes()
 
-    monkeypatch.chdir(tmp_path)  # resume from another folder still finds the files
+    (folder / "net.py").unlink()
+    (folder / "weights" / "net.pt").unlink()
     code, out, err = farm("sweep", "resume", "1")
     assert code == 0, err
 
 
-def test_a_sweep_whose_checkpoint_is_missing_names_the_job_and_the_file(farm, tmp_path):
+def test_a_sweep_file_submitted_again_after_its_model_changed_is_a_new_sweep(farm, tmp_path):
+    folder = _sweep_folder(tmp_path)
+    code, out, err = farm("sweep", "submit", folder / "sweep.yaml", "--format", "json")
+    assert code == 0, err
+    (folder / "net.py").write_text(NET + "\n# tried a new initialisation\n")  # same shapes: the checkpoint fits
+    code, out, err = farm("sweep", "submit", folder / "sweep.yaml", "--format", "json")
+    assert code == 0, err
+    code, out, err = farm("results", "--format", "json")
+    by_sweep = {}
+    for row in json.loads(out):
+        by_sweep.setdefault(row["job_id"] <= 4, []).append(row)
+    assert len(json.loads(out)) == 8 and len(by_sweep[True]) == len(by_sweep[False]) == 4
+    code, out, err = farm("sweep", "status", "--format", "json")
+    assert len(json.loads(out)) == 2, out  # two sweeps, four jobs each
+
+
+def test_a_sweep_whose_checkpoint_is_missing_names_the_file(farm, tmp_path):
     folder = _sweep_folder(tmp_path)
     (folder / "weights" / "net.pt").unlink()
     code, out, err = farm("sweep", "submit", folder / "sweep.yaml")
     assert code == 1 and err.count("\n") == 1, err
-    assert "job (sparsity=0.5, scheme=fp32): checkpoint" in err and "net.pt not found" in err
+    assert "sweep.yaml: checkpoint weights/net.pt not found" in err
+
+
+def test_a_sweep_file_cannot_name_the_fields_farm_sets(farm, tmp_path):
+    folder = _sweep_folder(tmp_path)
+    text = (folder / "sweep.yaml").read_text()
+    (folder / "sweep.yaml").write_text(text + "  model_file: " + "0" * 64 + "\n")
+    code, out, err = farm("sweep", "submit", folder / "sweep.yaml")
+    assert code == 1 and "has model_file, which is not a job field: give the file as the model" in err, err

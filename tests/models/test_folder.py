@@ -1,6 +1,7 @@
 """farm.models.folder on real images: Fashion-MNIST pictures written out as PNG/JPEG files into
 ImageFolder trees, then scanned and loaded back."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -287,9 +288,11 @@ def test_cache_is_read_back_without_decoding(own_tree, tmp_path):
     first = load_folder(root, 20, cache_dir=cache)
     files = list(cache.iterdir())
     assert len(files) == 1 and files[0].suffix == ".pt"  # no temporary file left over
-    # Same size, other bytes: the fingerprint cannot see it, and no image decodes any more.
+    # Other bytes under the old sizes and times: only decoding could tell, and none decodes any more.
     for path in root.rglob("*.png"):
-        path.write_bytes(b"\xff" * path.stat().st_size)
+        st = path.stat()
+        path.write_bytes(b"\xff" * st.st_size)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     with pytest.raises(DatasetMissing):
         load_folder(root, 20)
     cached = load_folder(root, 20, cache_dir=cache)
@@ -301,6 +304,31 @@ def test_cache_is_read_back_without_decoding(own_tree, tmp_path):
         load_folder(root, 24, cache_dir=cache)
     with pytest.raises(DatasetMissing):
         load_folder(root, 20, subset=5, cache_dir=cache)
+
+
+def _bmp_tree(root: Path, fashion, start: int) -> Path:
+    """BMP files, whose size depends on the image size only: other pictures, same sizes."""
+    for split, n in (("train", 6), ("val", 2)):
+        for name in ("bag", "dress"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(fashion[name][start + i]).save(folder / f"{i}.bmp")
+    return root
+
+
+def test_same_names_and_sizes_elsewhere_or_rewritten_in_place_miss_the_cache(tmp_path, fashion):
+    cache = tmp_path / "cache"
+    a = _bmp_tree(tmp_path / "a", fashion, 0)
+    b = _bmp_tree(tmp_path / "b", fashion, 10)
+    assert scan(a).fingerprint == scan(b).fingerprint  # the job's identity: names and sizes
+    from_a = load_folder(a, 28, cache_dir=cache)
+    from_b = load_folder(b, 28, cache_dir=cache)
+    assert not torch.equal(from_a.train_x, from_b.train_x)  # b's own pictures, not a's cached ones
+    shutil.copy(b / "train/bag/0.bmp", a / "train/bag/0.bmp")  # a's file rewritten at its old size
+    again = load_folder(a, 28, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 3
+    assert not torch.equal(again.train_x, from_a.train_x)
 
 
 def test_a_broken_cache_file_is_decoded_again(own_tree, tmp_path):

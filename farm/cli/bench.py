@@ -16,7 +16,7 @@ import typer
 from farm.cli import render
 from farm.cli.render import Format, err
 from farm.errors import InvalidSpec
-from farm.models.names import is_model_file
+from farm.models.names import is_model_file, split_ref
 
 LAYER_COLUMNS = ["layer", "shape", "batch", "dtype", "sparsity", "config", "ours_ms", "cudnn_fp32_ms",
                  "cudnn_tf32_ms", "cudnn_tf32_cl_ms", "cudnn_fp16_ms", "cusparse_ms", "x_cudnn_fp32", "x_cudnn_tf32",
@@ -81,7 +81,7 @@ def _pruned_model(name: str, sparsity: float, c: int, h: int, num_classes: int):
 
 def _own_model(ref: str, c: int, h: int, num_classes: int):
     """A user's model file (FILE.py:NAME), built and tried on two inputs as `farm submit` does."""
-    from farm.models.user import build_from_source, check_output, split_ref
+    from farm.models.user import build_from_source, check_output
 
     file = Path(split_ref(ref)[0]).expanduser()
     try:
@@ -107,6 +107,8 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
 
     if not is_model_file(model):
         canonical_model(model)  # an unknown model is one line, on any machine
+    elif not (file := Path(split_ref(model)[0]).expanduser()).is_file():
+        raise InvalidSpec(f"model file {file} not found")
     if not 0.0 <= sparsity < 1.0:
         raise InvalidSpec(f"sparsity must be in [0, 1), got {sparsity}")
     c, h, w = _input(input, model)

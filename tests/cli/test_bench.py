@@ -25,6 +25,7 @@ def _run(*args):
     (["resnet20", "--input", "3x0x32"], "--input must be positive sizes"),
     (["inception_v3", "--input", "3x32x32"], "model inception_v3 needs images of at least 75x75 pixels, "
                                              "but --input is 32x32"),
+    (["/nowhere/net.py:Net"], "model file /nowhere/net.py not found"),
 ])
 def test_bad_input_is_one_line(args, message):
     r = _run(*args)
@@ -65,3 +66,15 @@ def test_verdicts_name_the_fastest_dense_model():
     [level] = verdicts([{"batch": 1, "dtype": "fp16", "sparse_ms": 1.0, "dense_fp32_ms": float("nan"),
                          "dense_folded_fp32_ms": 0.996}])
     assert level == "batch 1, fp32: sparse (fp16 activations) 1.000 ms, fastest dense 0.996 ms (BN folded): 1.00x"
+
+
+def test_a_model_file_is_built_and_pruned_for_its_input(tmp_path):
+    (tmp_path / "net.py").write_text(
+        "from torch import nn\n"
+        "def build(in_channels, num_classes):\n"
+        "    return nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),\n"
+        "                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))\n")
+    model = _pruned_model(f"{tmp_path / 'net.py'}:build", 0.9, 1, 28, 10)
+    assert model[0].in_channels == 1 and model[-1].out_features == 10
+    assert (model[2].weight == 0).float().mean().item() == pytest.approx(0.9, abs=0.01)

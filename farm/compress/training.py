@@ -10,6 +10,7 @@ projections around each optimiser step.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -20,6 +21,8 @@ from torch import Tensor, nn
 
 from farm.errors import InvalidSpec
 from farm.models.datasets import Dataset
+
+log = logging.getLogger(__name__)
 
 Callback = Callable[[dict], None]
 
@@ -375,8 +378,19 @@ class _Step:
         self.opt.zero_grad()  # the graph's backward allocates the gradients from its own pool
         graph = torch.cuda.CUDAGraph()
         # Capturing runs nothing: the step it records happens at the first replay.
-        with torch.cuda.graph(graph):
-            self.loss = self._forward_backward_update(-1)
+        try:
+            with torch.cuda.graph(graph):
+                self.loss = self._forward_backward_update(-1)
+        except RuntimeError as e:
+            # A model a graph cannot hold (a user's: a .item() or a host sync in its forward, a
+            # shape that depends on the data) trains eagerly, slower but right: nothing ran
+            # while capturing, so the next step starts from the warm-up's weights.
+            torch.cuda.synchronize(self.device)
+            self.opt.zero_grad()
+            self.graphed = False
+            log.warning("training eagerly: the step cannot be captured in a CUDA graph (%s)",
+                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            return
         self.graph = graph
 
 

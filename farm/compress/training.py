@@ -305,12 +305,30 @@ class _Step:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            loss = self._forward_backward_update(step)
+            if self.eager_steps == self.WARMUP - 1:  # the last warm-up: cuDNN's search is done
+                loss = self._probed(step)
+            else:
+                loss = self._forward_backward_update(step)
         torch.cuda.current_stream(self.device).wait_stream(side)
         self.eager_steps += 1
-        if self.eager_steps == self.WARMUP:
+        if self.graphed and self.eager_steps == self.WARMUP:
             self._capture()
         return loss
+
+    def _probed(self, step: int) -> Tensor:
+        """The step, run once with host syncs made errors: a model that syncs (a user's, with a
+        .item() in its forward) cannot be captured, and trains eagerly, slower but right.
+        Found mid-forward, the step is run again whole (the layers before the sync have seen
+        this batch twice in their BatchNorm statistics: nothing else has moved)."""
+        from farm.compress.graphs import host_sync
+
+        done: list[Tensor] = []
+        why = host_sync(lambda: done.append(self._forward_backward_update(step)))
+        if why is None:
+            return done[0]
+        self.graphed = False
+        log.warning("training eagerly: the step cannot be captured in a CUDA graph (%s)", why)
+        return self._forward_backward_update(step)
 
     def _forward_backward_update(self, step: int) -> Tensor:
         soft = None
@@ -378,19 +396,8 @@ class _Step:
         self.opt.zero_grad()  # the graph's backward allocates the gradients from its own pool
         graph = torch.cuda.CUDAGraph()
         # Capturing runs nothing: the step it records happens at the first replay.
-        try:
-            with torch.cuda.graph(graph):
-                self.loss = self._forward_backward_update(-1)
-        except RuntimeError as e:
-            # A model a graph cannot hold (a user's: a .item() or a host sync in its forward, a
-            # shape that depends on the data) trains eagerly, slower but right: nothing ran
-            # while capturing, so the next step starts from the warm-up's weights.
-            torch.cuda.synchronize(self.device)
-            self.opt.zero_grad()
-            self.graphed = False
-            log.warning("training eagerly: the step cannot be captured in a CUDA graph (%s)",
-                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
-            return
+        with torch.cuda.graph(graph):
+            self.loss = self._forward_backward_update(-1)
         self.graph = graph
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import warnings
 
@@ -205,9 +206,25 @@ def fastest_dense(row: dict, precision: str) -> tuple[float, str] | None:
     return min(found) if found else None
 
 
-def time_model(model, x, stream=None) -> float:
+def time_model(model, x, stream=None, graphs: bool = True) -> float:
     with torch.no_grad():
-        return time_graph(lambda: model(x), runs=RUNS, inner=1, stream=stream)
+        if graphs:
+            return time_graph(lambda: model(x), runs=RUNS, inner=1, stream=stream)
+        return time_eager(lambda: model(x), runs=RUNS, inner=1, stream=stream)
+
+
+def capturable(model, x) -> bool:
+    """Whether a CUDA graph can hold the model's forward: a user's model with a host sync in it
+    (a .item(), a shape that depends on the data) cannot, and is then timed eagerly, on both
+    sides alike, rather than failing the benchmark. Asked of an eager forward after a warm-up
+    one (cuDNN's algorithm search may sync), not by a capture, whose failure breaks torch's
+    random generator for the rest of the process (farm.compress.graphs)."""
+    from farm.compress.graphs import host_sync
+
+    with torch.no_grad():
+        model(x)
+        torch.cuda.synchronize()
+        return host_sync(lambda: model(x)) is None
 
 
 def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda",
@@ -235,31 +252,33 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         shape = (b, *input_shape[1:])
         x = torch.randn(shape, device=device)
         row = {"batch": b, "shape": list(shape), "dtype": DTYPES[dtype], "env": env}
+        row["cuda_graphs"] = graphs = capturable(dense, x)
+        timed = functools.partial(time_model, graphs=graphs)  # every side of the row alike
         with tf32(False):
-            row["dense_fp32_ms"] = time_model(dense, x)
+            row["dense_fp32_ms"] = timed(dense, x)
         with tf32(True):
-            row["dense_tf32_ms"] = time_model(dense, x)
+            row["dense_tf32_ms"] = timed(dense, x)
         # a copy: converting the model in place and back would leave its weights rounded to
         # fp16, and the sparse layers built from them after (csrgen bakes the values into code)
         dense16 = copy.deepcopy(dense).half().to(memory_format=torch.channels_last)
-        row["dense_fp16_ms"] = time_model(dense16, x.half().to(memory_format=torch.channels_last))
+        row["dense_fp16_ms"] = timed(dense16, x.half().to(memory_format=torch.channels_last))
         del dense16
         for kind, fuse in (("folded", False), ("fused", True)):
             # min_sparsity 2: no conv qualifies, every one stays dense (cuDNN) with BN folded
             folded = sparsify(dense, min_sparsity=2.0, fuse_dense=fuse)
             with tf32(False):
-                row[f"dense_{kind}_fp32_ms"] = time_model(folded, x)
+                row[f"dense_{kind}_fp32_ms"] = timed(folded, x)
             with tf32(True):
-                row[f"dense_{kind}_tf32_ms"] = time_model(folded, x)
+                row[f"dense_{kind}_tf32_ms"] = timed(folded, x)
             if fuse:  # cuDNN's fused kernels are NHWC: on NCHW tensors it adds layout transposes
                 folded = folded.to(memory_format=torch.channels_last)  # its own copy: convert in place
                 xc = x.to(memory_format=torch.channels_last)
                 with tf32(False):
-                    row["dense_fused_cl_fp32_ms"] = time_model(folded, xc)
+                    row["dense_fused_cl_fp32_ms"] = timed(folded, xc)
                 with tf32(True):
-                    row["dense_fused_cl_tf32_ms"] = time_model(folded, xc)
+                    row["dense_fused_cl_tf32_ms"] = timed(folded, xc)
             folded = folded.half().to(memory_format=torch.channels_last)
-            row[f"dense_{kind}_fp16_ms"] = time_model(folded, x.half().to(memory_format=torch.channels_last))
+            row[f"dense_{kind}_fp16_ms"] = timed(folded, x.half().to(memory_format=torch.channels_last))
             del folded
         def tuned(stage):
             return None if callback is None else lambda ev: callback({**ev, "stage": stage, "batch": b})
@@ -278,10 +297,10 @@ def benchmark_model(model: nn.Module, input_shape, batch_sizes, *, device="cuda"
         row["sparse_layers"] = sum(isinstance(m, SparseConv2d) for m in sm.modules())
         row["dense_layers"] = sum(isinstance(m, nn.Conv2d) or (isinstance(m, FusedConv) and not isinstance(m, SparseConv2d)) for m in sm.modules())
         with tf32(False):
-            row["sparse_ms"] = time_model(sm, xs, stream=runtime.stream())
+            row["sparse_ms"] = timed(sm, xs, stream=runtime.stream())
         with tf32(True):  # decided again against TF32: a layer stays sparse only if it beats TF32
             sm_tf32 = sparsify(dense, dtype=dtype, input_shape=shape, weights=weights, progress=tuned("tf32"))
-            row["sparse_tf32_ms"] = time_model(sm_tf32, xs, stream=runtime.stream())
+            row["sparse_tf32_ms"] = timed(sm_tf32, xs, stream=runtime.stream())
         row["sparse_layers_tf32"] = sum(isinstance(m, SparseConv2d) for m in sm_tf32.modules())
         row["decisions"] = getattr(sm, "_farm_decisions", [])
         row["decisions_tf32"] = getattr(sm_tf32, "_farm_decisions", [])  # each layer against TF32

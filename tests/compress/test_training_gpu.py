@@ -106,11 +106,12 @@ class _Gated(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.net = get_model("tiny")
+        self.drop = torch.nn.Dropout(0.1)  # draws random numbers every step: they must still work
 
     def forward(self, x):
         if x.abs().max().item() > 1e6:  # .item(): the host waits for the device
             x = x.clamp(-1e6, 1e6)
-        return self.net(x)
+        return self.net(self.drop(x))
 
 
 def test_a_model_a_graph_cannot_capture_trains_eagerly(caplog):
@@ -123,5 +124,7 @@ def test_a_model_a_graph_cannot_capture_trains_eagerly(caplog):
         ra = train(a, data, TrainConfig(epochs=3, batch_size=64, lr=0.1, cuda_graph=True), device="cuda")
     assert "training eagerly" in caplog.text
     rb = train(b, data, TrainConfig(epochs=3, batch_size=64, lr=0.1, cuda_graph=False), device="cuda")
-    assert ra.accuracy > 0.5
-    assert [h["loss"] for h in ra.history] == pytest.approx([h["loss"] for h in rb.history], rel=2e-2)
+    assert ra.accuracy > 0.5 and rb.accuracy > 0.5
+    # dropout draws differ between the runs: the losses agree only roughly
+    assert [h["loss"] for h in ra.history] == pytest.approx([h["loss"] for h in rb.history], rel=0.2)
+    torch.randn(8, device="cuda")  # the random generator is not left broken

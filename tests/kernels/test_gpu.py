@@ -271,3 +271,33 @@ def test_every_candidate_of_a_small_image_layer_matches_float64(cin, cout, hw, b
         plan = layer.make_plan(shape, torch.float32, config, torch.device("cuda"))
         err = check(layer, plan, shape, torch.float32, "cuda", residual=True)
         assert err <= TOLERANCE[torch.float32], (config.name, err)
+
+
+class _HostSync(torch.nn.Module):
+    """A user's model with a host sync in its forward, which no CUDA graph can hold."""
+
+    def __init__(self):
+        super().__init__()
+        c = 32
+        self.convs = torch.nn.Sequential(
+            torch.nn.Conv2d(3, c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c), torch.nn.ReLU(),
+            torch.nn.Conv2d(c, c, 3, padding=1, bias=False), torch.nn.BatchNorm2d(c), torch.nn.ReLU())
+        self.head = torch.nn.Linear(c, 10)
+
+    def forward(self, x):
+        if x.abs().max().item() > 1e6:
+            x = x.clamp(-1e6, 1e6)
+        return self.head(self.convs(x).mean((2, 3)))
+
+
+def test_a_model_no_graph_can_hold_is_timed_eagerly_on_both_sides():
+    from farm.kernels import benchmark_model
+
+    torch.manual_seed(0)
+    model = _HostSync()
+    with torch.no_grad():
+        w = model.convs[3].weight
+        w.mul_(torch.rand_like(w) > 0.9)  # 90% sparse: the layer the kernels take
+    [row] = benchmark_model(model, (1, 3, 16, 16), [1])
+    assert row["cuda_graphs"] is False
+    assert row["sparse_ms"] > 0 and row["dense_fp32_ms"] > 0 and row["max_rel_err"] < 1e-4

@@ -77,7 +77,7 @@ def _unlike_note(spec) -> str | None:
     model goes on from it: "accuracy 74.52%, dense accuracy 70.38%" read as pruning improving
     accuracy. (The full recipe trains the baseline to where more epochs gain little.)"""
     counts, names = _stage_epochs(spec)
-    if spec.recipe != "quick" or sum(counts[1:]) == 0:
+    if spec.recipe != "quick" or sum(counts[1:]) == 0 or spec.checkpoint:  # a checkpoint: the user's training
         return None
     return (f"the quick recipe trains the dense baseline for only {counts[0]} epoch{'s' * (counts[0] != 1)} "
             f"and this model for "
@@ -106,6 +106,11 @@ def submit(
              "they are unless --epochs trains on")] = None,
     image_size: Annotated[int | None, typer.Option(
         help="folder:PATH datasets: pixels a side the images are scaled and centre-cropped to (default 32)")] = None,
+    normalise: Annotated[str | None, typer.Option(
+        "--normalise", "--normalize",
+        help="folder:PATH datasets: how to normalise the images as your model was trained: auto (the "
+             "folder's own mean/std, the default), none (pixels in 0..1), imagenet, or MEAN/STD "
+             "(e.g. 0.5/0.25 or 0.485,0.456,0.406/0.229,0.224,0.225)")] = None,
     sparsity: Annotated[float, typer.Option(
         help="fraction of weights pruned, in [0, 1); above 0.95 the prune goes through 90%, 95% (and 98%) "
              "first, retraining after each (0.98: three times a 0.9 job's retraining)")] = 0.9,
@@ -144,8 +149,12 @@ def submit(
                           scheme=scheme, bits=bits, recipe=recipe, epochs=epochs, retrain_epochs=retrain_epochs,
                           finetune_epochs=finetune_epochs, subset=subset, batch_size=batch_size,
                           batches=tuple(_batches(batches)), seed=seed, device=device, checkpoint=checkpoint,
-                          image_size=image_size))
+                          image_size=image_size, normalise=normalise))
     db.get_engine()  # an unreachable database fails now, before any output
+    if spec.checkpoint and spec.data_hash and spec.normalise is None:
+        err.print("note: the images are normalised by the folder's own mean and std; if your checkpoint was "
+                  "trained otherwise, say how with --normalise (none, imagenet or MEAN/STD), or its accuracy "
+                  "here is not its own", highlight=False, markup=False, soft_wrap=True)
     if not conf.embedded:
         sub = scheduler.submit(spec, force=force, priority=priority)
         if device == "gpu" and auto_device and (sub.created or sub.requeued):  # on a farm, auto = the GPU queue
@@ -306,14 +315,23 @@ def export(
     model, dataset = done.spec["model"], done.spec["dataset"]
     err.print(f"wrote {done.path} ({done.bytes:,} bytes): job {job}'s compressed model, {model} on {dataset}",
               highlight=False, markup=False, soft_wrap=True)
+    channels, classes = SHAPES.get(dataset, (3, 10)) if not done.spec.get("data_hash") else _folder_shape(dataset)
     if done.spec.get("model_file"):  # the user's own model: built by their own code
         file, _, name = model.partition(":")
-        build = f"model = {name}(...) from your {file}, as the job built it"
+        build = (f"model = {name}(in_channels={channels}, num_classes={classes}) from your {file} (the keywords "
+                 f"it takes, as the job called it)")
     else:
-        channels, classes = SHAPES.get(dataset, (3, 10)) if not done.spec.get("data_hash") else _folder_shape(dataset)
         build = f"model = get_model({model!r}, in_channels={channels}, num_classes={classes})"
     err.print(f"load it: {build}; load_compressed({str(done.path)!r}).load_into(model)  (farm.models, farm.compress)",
               highlight=False, markup=False, soft_wrap=True)
+    if done.inputs:  # what a deployed model must be given
+        i = done.inputs
+        seen = f"its inputs: {i['channels']}x{i['size'][0]}x{i['size'][1]}"
+        if "mean" in i:
+            seen += f", normalised as Normalize(mean={i['mean']}, std={i['std']})"
+        if i.get("classes"):
+            seen += f"; output i is class folder i of {', '.join(i['classes'][:10])}{', ...' if len(i['classes']) > 10 else ''}"
+        err.print(seen, highlight=False, markup=False, soft_wrap=True)
 
 
 def _folder_shape(dataset: str) -> tuple:

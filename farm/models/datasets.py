@@ -47,6 +47,7 @@ class Dataset:
     # (mean, std) per channel, in 0..1 pixel units, that the images were normalised with: what a
     # deployed model's inputs need too (torchvision's Normalize takes them as they are)
     normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    classes: tuple[str, ...] | None = None  # a folder's class names, label i is classes[i]
 
     def to(self, device: str | torch.device) -> "Dataset":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
@@ -65,7 +66,7 @@ def list_datasets() -> list[str]:
 
 def load_dataset(name: str, *, root: str | Path | None = None, subset: int | None = None,
                  device: str | torch.device = "cpu", download: bool = False,
-                 image_size: int | None = None) -> Dataset:
+                 image_size: int | None = None, normalise=None) -> Dataset:
     """Load a dataset whole; `subset` keeps the first n train and the first n test examples."""
     if name.lower().startswith("folder:"):
         from farm.models import folder  # it builds Datasets: imported here, not in a cycle
@@ -75,7 +76,7 @@ def load_dataset(name: str, *, root: str | Path | None = None, subset: int | Non
         # decoded once per folder, size and subset: a job's later stages and other jobs load it at once
         cache = settings.load().home / "cache" / "folders"
         data = folder.load_folder(folder.folder_path(name), image_size or DEFAULT_IMAGE_SIZE,
-                                  subset=subset, cache_dir=cache)
+                                  subset=subset, cache_dir=cache, normalise=normalise)
         return data.to(device)
     if name.lower() not in LOADERS:
         raise UnknownDataset(f"unknown dataset {name!r}; choose from {', '.join(list_datasets())}")

@@ -226,9 +226,11 @@ def _unreadable(path: Path, e: Exception) -> DatasetMissing:
 
 def load_folder(root: str | Path, image_size: int, *, subset: int | None = None,
                 cache_dir: Path | None = None, max_bytes: int = MAX_BYTES,
-                progress: Callable[[int, int], None] | None = None) -> Dataset:
+                progress: Callable[[int, int], None] | None = None,
+                normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
     """The folder as a Dataset of image_size x image_size images, float32 NCHW normalised by the
-    train split's per-channel mean and std. Both splits are shuffled by a fixed seed, and `subset`
+    train split's per-channel mean and std, or by `normalise` ((mean, std) per channel in 0..1
+    units, as torchvision's Normalize takes them: how the user's checkpoint was trained). Both splits are shuffled by a fixed seed, and `subset`
     decodes only the first n of each. With `cache_dir`, the decoded uint8 images are kept there and
     read back, undecoded, while the folder's files are unchanged (FolderInfo.stamp)."""
     _check_args(image_size, subset)
@@ -243,7 +245,7 @@ def load_folder(root: str | Path, image_size: int, *, subset: int | None = None,
         images = decode_splits(info.root, picked, image_size, in_channels, progress)
         if cache_dir is not None:
             _write_cache(_cache_path(cache_dir, info, image_size, subset, in_channels), images)
-    return _dataset(info, images, picked, image_size, in_channels)
+    return _dataset(info, images, picked, image_size, in_channels, normalise)
 
 
 def _check_args(image_size: int, subset: int | None) -> None:
@@ -281,19 +283,31 @@ def decode_splits(root: Path, picked: dict[str, Entries], image_size: int, in_ch
            for split, e in picked.items()}
     jobs = [(split, i, root / path) for split, e in picked.items() for i, (path, _) in enumerate(e)]
 
-    def decode_into(job: tuple[str, int, Path]) -> None:
+    def decode_into(job: tuple[str, int, Path]) -> DatasetMissing | None:
         split, i, path = job
-        out[split][i].numpy()[...] = decode_image(path, image_size, in_channels)  # PIL's arrays are read-only
+        try:
+            out[split][i].numpy()[...] = decode_image(path, image_size, in_channels)  # PIL's arrays are read-only
+        except DatasetMissing as e:  # every bad file in one message, not one a job
+            return e
+        return None
 
-    every = max(1, len(jobs) // 100)
+    every, bad = max(1, len(jobs) // 100), []
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         try:
-            for done, _ in enumerate(pool.map(decode_into, jobs), 1):
+            for done, error in enumerate(pool.map(decode_into, jobs), 1):
+                if error is not None:
+                    bad.append(error)
                 if progress and (done % every == 0 or done == len(jobs)):
                     progress(done, len(jobs))
         except BaseException:
-            pool.shutdown(cancel_futures=True)  # a bad file: stop, rather than decode the rest
+            pool.shutdown(cancel_futures=True)  # interrupted: stop, rather than decode the rest
             raise
+    if len(bad) == 1:
+        raise bad[0]
+    if bad:
+        raise DatasetMissing(f"{len(bad)} images cannot be read; fix or delete them, then run again: "
+                             + "; ".join(str(e).split(" (")[0].removeprefix("cannot read image ") for e in bad[:5])
+                             + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
     return out
 
 
@@ -377,18 +391,22 @@ def _write_cache(path: Path, images: dict[str, torch.Tensor]) -> None:
 
 
 def _dataset(info: FolderInfo, images: dict[str, torch.Tensor], picked: dict[str, Entries],
-             image_size: int, in_channels: int) -> Dataset:
+             image_size: int, in_channels: int, normalise=None) -> Dataset:
     import torch
 
     from farm.models.datasets import Dataset
 
-    mean, std = _stats(images["train"])
+    if normalise is None:  # the folder's own statistics
+        mean, std = _stats(images["train"])
+    else:  # as the user's model was trained: (mean, std) per channel in 0..1 units, one broadcast
+        mean, std = (torch.tensor(v, dtype=torch.float32).mul(255).expand(in_channels).reshape(1, -1, 1, 1)
+                     for v in normalise)
     norm = lambda u8: u8.float().sub_(mean).div_(std)  # noqa: E731 - in place: one float copy
     labels = lambda split: torch.tensor([y for _, y in picked[split]], dtype=torch.int64)  # noqa: E731
     to_unit = lambda t: tuple(round(float(v) / 255, 6) for v in t.flatten())  # noqa: E731 - 0..1 units
     return Dataset(PREFIX + str(info.root), norm(images["train"]), labels("train"),
                    norm(images["test"]), labels("test"), info.num_classes, in_channels,
-                   (image_size, image_size), normalise=(to_unit(mean), to_unit(std)))
+                   (image_size, image_size), normalise=(to_unit(mean), to_unit(std)), classes=info.classes)
 
 
 def _stats(train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,7 +43,9 @@ def load_module(source: str, filename: str) -> types.ModuleType:
         raise
     except BaseException as e:  # SystemExit too: a script's sys.exit() or argparse error
         del sys.modules[name]
-        raise InvalidSpec(f"model file {filename} failed to run: {_why(e)}") from None
+        hint = ("; a model file runs from farm's stored copy, not its folder: put what it imports from "
+                "its neighbours in it, or install that as a package") if isinstance(e, ImportError) else ""
+        raise InvalidSpec(f"model file {filename} failed to run: {_why(e)}{hint}") from None
     finally:
         sys.argv = argv
     return module
@@ -107,8 +109,12 @@ def check_output(model: nn.Module, *, in_channels: int, side: int, num_classes: 
     except KeyboardInterrupt:
         raise
     except BaseException as e:
-        raise InvalidSpec(f"{where} cannot take the dataset's images ({in_channels} channels, "
-                          f"{side}x{side}): {_why(e)}") from None
+        hint = ""
+        if "channels" in str(e) and "groups" in str(e):  # torch's word for a stem of other channels
+            hint = (f"; take in_channels as a parameter (the images have {in_channels}), or give images "
+                    f"of the channels the model has")
+        raise InvalidSpec(f"{where} cannot take the dataset's images ({in_channels} channel"
+                          f"{'s' if in_channels > 1 else ''}, {side}x{side}): {_why(e)}{hint}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InvalidSpec(f"{where} gives {got} for 2 images, not (2, {num_classes}): one logit per class "
@@ -125,14 +131,39 @@ def read_state(path: Path, label: str | None = None) -> dict[str, torch.Tensor]:
     except Exception as e:
         raise CheckpointMismatch(f"checkpoint {label} cannot be read as torch weights ({_load_error(e)}); "
                                  f"save the weights alone: torch.save(model.state_dict(), path)") from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
-            blob = blob[key]
-            break
-    if not isinstance(blob, dict) or not all(isinstance(v, torch.Tensor) for v in blob.values()):
-        raise CheckpointMismatch(f"checkpoint {label} holds no state_dict (tensors by name); save it "
+    if isinstance(blob, dict) and not _tensors(blob):
+        blob = _wrapped(blob, label)
+    if not isinstance(blob, dict) or not _tensors(blob):
+        raise CheckpointMismatch(f"checkpoint {label} holds no state_dict (tensors by name){_keys(blob)}; save it "
                                  f"with torch.save(model.state_dict(), path)")
     return blob
+
+
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state", "ema")  # training scripts' names
+
+
+def _tensors(d: dict) -> bool:
+    return bool(d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _wrapped(blob: dict, label: str):
+    """The state_dict inside a training script's checkpoint: under one of the usual names, else
+    the one entry that is a mapping of tensors."""
+    for key in WRAPPER_KEYS:
+        if isinstance(blob.get(key), dict) and _tensors(blob[key]):
+            return blob[key]
+    found = [k for k, v in blob.items() if isinstance(v, dict) and _tensors(v)]
+    if len(found) > 1:
+        raise CheckpointMismatch(f"checkpoint {label} holds several sets of weights ({', '.join(map(str, found))}); "
+                                 f"save the one to compress alone: torch.save(ckpt[{found[0]!r}], path)")
+    return blob[found[0]] if found else blob
+
+
+def _keys(blob) -> str:
+    if isinstance(blob, dict) and blob:
+        names = [str(k) for k in blob][:6]
+        return f" (its entries: {', '.join(names)}{', ...' if len(blob) > 6 else ''})"
+    return f" (it holds a {type(blob).__name__})"
 
 
 def _fit_names(state: dict[str, torch.Tensor], own: dict) -> dict[str, torch.Tensor]:
@@ -190,7 +221,8 @@ def _load_error(e: Exception) -> str:
     text = ANSI.sub("", str(e))
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
-        return f"it holds a {found.group(1)} object beside the weights, which is not loaded, being code"
+        return (f"it holds a {found.group(1)} object: a whole pickled model, or objects besides tensors "
+                f"and plain Python values, which are not loaded, being code")
     if "Weights only load failed" in text:  # not a pickle torch wrote: a text file, another format
         return "not a file torch.save wrote"
     return f"{type(e).__name__}: {_first_line(Exception(text))}"

@@ -7,7 +7,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import select
+
 from farm import db, settings
+from farm.db.models import Stage
 from farm.errors import FarmError
 
 
@@ -16,6 +19,7 @@ class Exported:
     path: Path
     bytes: int
     spec: dict
+    inputs: dict | None = None  # what the model was trained on (the dense stage's "input" record)
 
 
 def export_model(job_id: int, out: str | Path | None, *, force: bool = False) -> Exported:
@@ -25,6 +29,8 @@ def export_model(job_id: int, out: str | Path | None, *, force: bool = False) ->
     with db.session() as s:
         stored = db.queries.stored_file(s, job_id)
         spec = db.queries.get_job(s, job_id).spec
+        train = s.scalars(select(Stage).where(Stage.job_id == job_id, Stage.name == "train")).one_or_none()
+        inputs = (train.result or {}).get("input") if train is not None else None
     dest, folder = _destination(job_id, out)
     _check_destination(dest, force)
     try:
@@ -35,7 +41,7 @@ def export_model(job_id: int, out: str | Path | None, *, force: bool = False) ->
         if e.filename not in (str(dest), str(dest.parent)):
             raise
         raise FarmError(f"cannot write {dest}: {e.strerror or e}") from None
-    return Exported(dest, dest.stat().st_size, spec)
+    return Exported(dest, dest.stat().st_size, spec, inputs)
 
 
 def _destination(job_id: int, out: str | Path | None) -> tuple[Path, bool]:

@@ -53,6 +53,7 @@ def ingest(spec: JobSpec, base: Path | None = None, *, reuse: bool = False) -> J
     spec = spec.resolve()
     if new_folder:
         _check_memory(spec)
+        _check_normalise(spec)
     if spec.model_file or spec.checkpoint or spec.data_hash:
         try_build(spec, checkpoint_name=names.get("checkpoint"))
     return spec
@@ -160,6 +161,18 @@ def _check_memory(spec: JobSpec) -> None:
     info = _scan(folder.folder_path(spec.dataset))
     n = sum(min(len(split), spec.subset or len(split)) for split in (info.train, info.test))
     folder.check_memory(info.root, n, folder.channels(info), spec.image_size, folder.MAX_BYTES)
+
+
+def _check_normalise(spec: JobSpec) -> None:
+    """MEAN/STD given per channel must be given for each of the folder's channels."""
+    from farm.models import folder
+    from farm.scheduler.spec import normalise_values
+
+    values = normalise_values(spec.normalise)
+    channels = folder.channels(_scan(folder.folder_path(spec.dataset)))
+    if values and len(values[0]) not in (1, channels):
+        raise InvalidSpec(f"normalise {spec.normalise} gives {len(values[0])} values, but the folder's images "
+                          f"have {channels} channel{'s' if channels > 1 else ''}")
 
 
 def _is_folder(dataset: str) -> bool:

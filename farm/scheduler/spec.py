@@ -37,7 +37,11 @@ DEFAULT_IMAGE_SIZE = 32  # pixels a side that a folder's images are scaled to un
 MAX_IMAGE_SIZE = 1024  # beyond this a dataset held whole does not fit: one image is 12 MiB as float32
 # Fields of a user's own inputs (farm.scheduler.inputs): in the canonical form and the stage keys
 # only where set, so the hashes of jobs without them stay as they were.
-INPUT_FIELDS = ("model_file", "checkpoint", "data_hash", "image_size")
+INPUT_FIELDS = ("model_file", "checkpoint", "data_hash", "image_size", "normalise")
+# A folder's images are normalised by its own training images' mean and std unless told how
+# the user's model was trained: "none" (pixels in 0..1, a bare ToTensor), "imagenet", or
+# "MEAN/STD" with one value or one a channel each ("0.5,0.5,0.5/0.25,0.25,0.25").
+NORMALISE_NAMED = {"none": ((0.0,), (1.0,)), "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
 GUARDED_TRIALS = 3  # retrainings a guarded (--max-drop) prune may run
 GUARDED_SEARCH_VERSION = 2  # bumped when farm.compress.guarded_prune's rules change (2: global split, density back-off)
 
@@ -110,6 +114,7 @@ class JobSpec:
     checkpoint: str | None = None  # trained weights the dense stage starts from (a path until submitted)
     data_hash: str | None = None  # a folder dataset's fingerprint (its files' paths and sizes)
     image_size: int | None = None  # a folder dataset's images are scaled to this many pixels a side
+    normalise: str | None = None  # a folder dataset's normalisation: None (its own statistics), none, imagenet, MEAN/STD
     stages: tuple[str, ...] = PIPELINE  # a prefix of the pipeline, ("noop",) or ("stall",)
     run: int = 0  # repeat number; --force takes the next free one
     version: int = SPEC_VERSION
@@ -170,8 +175,10 @@ class JobSpec:
         if self.version != SPEC_VERSION:
             raise InvalidSpec(f"job spec version {self.version} is not {SPEC_VERSION}")
         max_drop = None if self.max_drop is None else float(self.max_drop)
+        normalise = None if self.normalise in (None, "auto") else _canonical_normalise(self.normalise)
         return replace(self, model=model, dataset=dataset, sparsity=float(self.sparsity), bits=bits, max_drop=max_drop,
-                       batches=tuple(sorted(set(self.batches))), image_size=image_size, **filled)
+                       batches=tuple(sorted(set(self.batches))), image_size=image_size, normalise=normalise,
+                       **filled)
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -250,7 +257,7 @@ class JobSpec:
 
 # --- checks -----------------------------------------------------------------------------------
 
-_OPTIONAL_STRS = ("model_file", "checkpoint", "data_hash")
+_OPTIONAL_STRS = ("model_file", "checkpoint", "data_hash", "normalise")
 _TYPES = {"model": str, "dataset": str, "sparsity": (int, float), "method": str, "scope": str,
           "scheme": str, "bits": (int, type(None)), "recipe": str, "seed": int, "device": str,
           "run": int, "version": int}
@@ -292,6 +299,34 @@ def _check_inputs(spec: JobSpec) -> None:
     if spec.image_size is not None and not folder:
         raise InvalidSpec(f"image_size scales a folder of images (dataset folder:PATH); {spec.dataset}'s "
                           f"images have their own size")
+    if spec.normalise not in (None, "auto") and not folder:
+        raise InvalidSpec(f"normalise sets how a folder of images (dataset folder:PATH) is normalised; "
+                          f"{spec.dataset} is normalised as usual for it")
+
+
+def normalise_values(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """(mean, std) per channel (or one for all) in 0..1 units, from a spec's normalise; None: the
+    folder's own statistics."""
+    if text in (None, "auto"):
+        return None
+    if text.lower() in NORMALISE_NAMED:
+        return NORMALISE_NAMED[text.lower()]
+    try:
+        mean, std = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
+    except ValueError:
+        raise InvalidSpec(f"normalise takes auto, none, imagenet or MEAN/STD (one value, or one a channel: "
+                          f"0.485,0.456,0.406/0.229,0.224,0.225), got {text!r}") from None
+    if len(mean) != len(std) or min(std) <= 0:
+        raise InvalidSpec(f"normalise {text!r}: as many means as stds, every std above 0")
+    return mean, std
+
+
+def _canonical_normalise(text: str) -> str:
+    """One spelling per meaning, so the hash does not depend on how it was typed."""
+    if text.lower() in NORMALISE_NAMED:
+        return text.lower()
+    mean, std = normalise_values(text)
+    return "/".join(",".join(f"{v:g}" for v in part) for part in (mean, std))
 
 
 def _is_sha256(text: str) -> bool:
@@ -372,5 +407,9 @@ def canonical_dataset(name: str) -> str:
 
     key = names.canonical_dataset(name)
     if key is None:
-        raise UnknownDataset(f"unknown dataset {name!r}; choose from {', '.join(names.DATASETS)}")
+        import os
+
+        hint = f" (a folder of your images: folder:{name})" if os.path.isdir(os.path.expanduser(name)) else ""
+        raise UnknownDataset(f"unknown dataset {name!r}{hint}; choose from {', '.join(names.DATASETS)}, "
+                             f"or folder:PATH for your own images")
     return key

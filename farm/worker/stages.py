@@ -52,7 +52,10 @@ class StageContext:
 
             if self.spec.data_hash:
                 _check_folder(self.spec)
-            self._data = load_dataset(self.spec.dataset, subset=self.spec.subset, image_size=self.spec.image_size)
+            from farm.scheduler.spec import normalise_values
+
+            self._data = load_dataset(self.spec.dataset, subset=self.spec.subset, image_size=self.spec.image_size,
+                                      normalise=normalise_values(self.spec.normalise))
         return self._data
 
     def new_model(self):
@@ -135,6 +138,8 @@ def _input_record(data) -> dict:
     record = {"channels": data.in_channels, "size": list(data.input_size)}
     if data.normalise:
         record |= {"mean": list(data.normalise[0]), "std": list(data.normalise[1])}
+    if data.classes:  # a folder's: label i is the i-th class folder, in sorted order
+        record["classes"] = list(data.classes)
     return record
 
 

@@ -139,3 +139,72 @@ def test_a_symlinked_folder_is_kept_as_given(farm, images, tmp_path):
     assert detail["job"]["dataset"] == f"folder:{link}"  # workers read the path given, not its target now
     code, out, err = farm("results", "--dataset", f"folder:{link}", "--format", "json")
     assert code == 0 and len(json.loads(out)) == 1, err
+
+
+def _trained_on(images: Path, normalise) -> tuple[Path, float]:
+    """A model trained by the user's own script on the folder's pixels as `normalise` maps them
+    (a bare ToTensor when None), saved as pytorch-cifar saves it ({'net': ..., 'acc': ...})."""
+    import torch
+
+    from farm.compress import TrainConfig, evaluate, train
+    from farm.models import get_model
+    from farm.models.folder import load_folder
+
+    data = load_folder(images, 28, normalise=normalise)
+    torch.manual_seed(0)
+    model = get_model("tiny", in_channels=1, num_classes=3)
+    train(model, data, TrainConfig(epochs=4, batch_size=16, seed=0), device="cpu")
+    path = images.parent / "ckpt.pth"
+    torch.save({"net": model.state_dict(), "acc": 0.9, "epoch": 4}, path)
+    return path, evaluate(model, data, device="cpu")
+
+
+def test_a_checkpoint_is_measured_on_images_normalised_as_it_was_trained(farm, images):
+    path, accuracy = _trained_on(images, ((0.0,), (1.0,)))  # ToTensor() alone: pixels in 0..1
+    args = ["tiny", "--dataset", f"folder:{images}", "--image-size", "28", "--checkpoint", path,
+            "--device", "cpu", "--recipe", "quick", "--retrain-epochs", "0", "--format", "json"]  # no --epochs: 0
+    code, out, err = farm("submit", *args, "--normalise", "none")
+    assert code == 0, err
+    detail = json.loads(out)
+    train = next(s for s in detail["stages"] if s["name"] == "train")
+    assert detail["spec"]["normalise"] == "none" and train["result"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    assert train["result"]["input"]["mean"] == [0.0] and train["result"]["input"]["classes"] == ["bag", "sneaker", "trouser"]
+    # without saying so, the folder's own statistics are used, and the command says so
+    code, out, err = farm("submit", *args)
+    assert code == 0 and "normalised by the folder's own mean and std" in err, err
+    assert json.loads(out)["spec"].get("normalise") is None  # auto: the folder's own statistics
+
+
+@pytest.mark.parametrize("value, words", [
+    ("imagenet", "normalise imagenet gives 3 values, but the folder's images have 1 channel"),
+    ("0.5/0", "every std above 0"),
+    ("lots", "normalise takes auto, none, imagenet or MEAN/STD"),
+])
+def test_a_bad_normalise_is_one_line(farm, images, value, words):
+    code, out, err = farm("submit", "tiny", "--dataset", f"folder:{images}", "--normalise", value, *QUICK)
+    assert code == 1 and err.count("\n") == 1 and words in err, err
+
+
+def test_export_says_how_to_build_and_feed_the_model(farm, images, tmp_path):
+    detail = _submit(farm, "tiny", "--dataset", f"folder:{images}", "--image-size", "28", "--epochs", "0",
+                     "--retrain-epochs", "0")
+    code, out, err = farm("export", detail["job"]["job_id"], "--out", tmp_path / "m.farm")
+    assert code == 0, err
+    assert "get_model('tiny', in_channels=1, num_classes=3)" in err
+    assert "its inputs: 1x28x28, normalised as Normalize(mean=[" in err
+    assert "output i is class folder i of bag, sneaker, trouser" in err
+
+
+def test_every_unreadable_image_is_named_at_once(images):
+    from farm.errors import DatasetMissing
+    from farm.models.folder import load_folder
+
+    for name in ("train/bag/001.png", "val/trouser/002.png"):
+        (images / name).write_bytes(b"not a png")
+    with pytest.raises(DatasetMissing, match=r"2 images cannot be read; fix or delete them.*bag/001.png.*trouser/002.png"):
+        load_folder(images, 28)
+
+
+def test_a_folder_given_as_a_dataset_name_is_pointed_at(farm, images):
+    code, out, err = farm("submit", "tiny", "--dataset", str(images), *QUICK)
+    assert code == 1 and f"(a folder of your images: folder:{images})" in err, err

@@ -95,7 +95,7 @@ def test_a_model_file_runs_end_to_end_from_its_stored_copy(farm, net_file, tmp_p
     # the file may go now: the job's model comes from the store (a resubmit finds the job)
     net_file.unlink()
     code, out, err = farm("export", job["job_id"], "--out", tmp_path / "mine.farm")
-    assert code == 0 and "model = build(...) from your net.py" in err, err
+    assert code == 0 and "model = build(in_channels=3, num_classes=10) from your net.py" in err, err
     model = build_from_source(copy.read_text(), "net.py:build", in_channels=3, num_classes=10)
     stored_model = load_compressed(tmp_path / "mine.farm")
     stored_model.load_into(model)
@@ -153,7 +153,7 @@ def test_a_model_file_that_fails_to_import_names_the_file(farm, tmp_path):
 def test_a_model_for_rgb_on_grey_images_is_refused_at_submit(farm, net_file):
     # fashion-mnist is one channel; build() always makes a 3-channel stem
     result = farm("submit", f"{net_file}:build", *QUICK[2:], "--dataset", "fashion-mnist")
-    _one_error_line(result, "cannot take the dataset's images (1 channels, 28x28)")
+    _one_error_line(result, "cannot take the dataset's images (1 channel, 28x28)", "take in_channels as a parameter")
 
 
 def _trained_checkpoint(tmp_path: Path, wrap) -> tuple[Path, float]:
@@ -226,7 +226,7 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_and_no_job(farm, net_file, t
     torch.save({"state_dict": {}, "best": np.float64(0.9)}, tmp_path / "wrapped.pt")
     _one_error_line(farm("submit", f"{net_file}:build", *QUICK, "--checkpoint", tmp_path / "wrapped.pt"),
                     "checkpoint wrapped.pt (for net.py:build) cannot be read as torch weights (it holds a numpy",
-                    "object beside")
+                    "scalar object: a whole pickled model, or objects besides tensors")
     torch.save([torch.zeros(3)], tmp_path / "list.pt")
     _one_error_line(farm("submit", f"{net_file}:build", *QUICK, "--checkpoint", tmp_path / "list.pt"),
                     "holds no state_dict")

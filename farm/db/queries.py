@@ -135,6 +135,7 @@ class JobRow(_Row):
     subset: int | None = None
     epochs: str | None = None
     batch_size: int | None = None
+    inputs: str | None = None  # own_inputs: checkpoint, image size, normalisation
 
     @classmethod
     def of(cls, j: Job) -> JobRow:
@@ -161,7 +162,17 @@ def spec_fields(j: Job) -> dict[str, Any]:
     return {"scope": spec.get("scope", "global"), "max_drop": spec.get("max_drop"), "run": spec.get("run", 0),
             "recipe": spec.get("recipe"), "subset": spec.get("subset"),
             "epochs": "+".join(map(str, stages)) if None not in stages else None,
-            "batch_size": spec.get("batch_size")}
+            "batch_size": spec.get("batch_size"), "inputs": own_inputs(spec)}
+
+
+def own_inputs(spec: dict) -> str | None:
+    """A user's own inputs beyond model and dataset, short: 'ckpt 1a2b3c4d, 28 px, normalise none'.
+    Two jobs of one model file on one folder, from other checkpoints or at other sizes, read as
+    one job twice without it."""
+    parts = [f"ckpt {spec['checkpoint'][:8]}" if spec.get("checkpoint") else "",
+             f"{spec['image_size']} px" if spec.get("image_size") else "",
+             f"normalise {spec['normalise']}" if spec.get("normalise") else ""]
+    return ", ".join(p for p in parts if p) or None
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,7 @@ class ResultRow(_Row):
     subset: int | None = None  # first n examples; None: the whole dataset
     epochs: str | None = None  # dense + retrain + fine-tune epochs as set, e.g. "40+60+6" (spec_fields)
     batch_size: int | None = None
+    inputs: str | None = None  # own_inputs: checkpoint, image size, normalisation
 
 
 @dataclass(frozen=True)

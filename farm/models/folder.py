@@ -225,7 +225,7 @@ def _unreadable(path: Path, e: Exception) -> DatasetMissing:
 # --- load_folder: decode, cache, normalise ----------------------------------------------------
 
 def load_folder(root: str | Path, image_size: int, *, subset: int | None = None,
-                cache_dir: Path | None = None, max_bytes: int = MAX_BYTES,
+                cache_dir: Path | None = None, max_bytes: int | None = None,
                 progress: Callable[[int, int], None] | None = None,
                 normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
     """The folder as a Dataset of image_size x image_size images, float32 NCHW normalised by the
@@ -264,14 +264,28 @@ def _shuffled(entries: Entries, seed: int) -> Entries:
     return tuple(entries[i] for i in order)
 
 
-def check_memory(root: Path, n: int, in_channels: int, image_size: int, max_bytes: int = MAX_BYTES) -> None:
-    """n images as float32 must fit max_bytes: the loader holds a dataset whole, as the others are."""
+def memory_limit() -> int:
+    """Bytes of float32 images a job may hold: MAX_BYTES, or a quarter of this machine's memory
+    where that is less. Training holds about four copies (the images, their augmented copy and
+    its shuffled gather, the uint8 decode while loading): 6 GB of 1,024-px images under the 8 GiB
+    limit were killed by the kernel on a 24 GB machine, with no word from farm."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no such sysconf here
+        return MAX_BYTES
+    return min(MAX_BYTES, total // 4)
+
+
+def check_memory(root: Path, n: int, in_channels: int, image_size: int, max_bytes: int | None = None) -> None:
+    """n images as float32 must fit the limit: the loader holds a dataset whole, as the others are."""
+    max_bytes = memory_limit() if max_bytes is None else max_bytes
     need = n * in_channels * image_size * image_size * 4  # float32
     if need > max_bytes:
         raise InvalidSpec(
             f"{n} images from {root} at {image_size}x{image_size}x{in_channels} need "
-            f"{need / 2**30:.1f} GiB as float32, over the {max_bytes / 2**30:.1f} GiB limit; "
-            f"use a smaller --image-size or --subset")
+            f"{need / 2**30:.1f} GiB as float32, over the {max_bytes / 2**30:.1f} GiB limit (at most "
+            f"{MAX_BYTES / 2**30:.0f} GiB, and a quarter of this machine's memory); use a smaller "
+            f"--image-size or --subset")
 
 
 def decode_splits(root: Path, picked: dict[str, Entries], image_size: int, in_channels: int,

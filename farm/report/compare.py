@@ -38,6 +38,7 @@ class CompareRow:
     subset: int | None
     epochs: str | None  # dense + prune/retrain + fine-tune, e.g. "40+60+6"
     batch_size: int | None
+    inputs: str | None  # a user's checkpoint, image size, normalisation (queries.own_inputs)
     scheme: str
     bits: int
     target_sparsity: float
@@ -159,7 +160,7 @@ def _row(job: queries.JobRow, m: Metrics | None, timed: list[Timed], batch: int 
     return CompareRow(
         job_id=job.job_id, status=job.status, model=job.model, dataset=job.dataset,
         method=job.method, scope=job.scope, max_drop=job.max_drop, seed=job.seed, run=job.run,
-        recipe=job.recipe, subset=job.subset, epochs=job.epochs, batch_size=job.batch_size,
+        recipe=job.recipe, subset=job.subset, epochs=job.epochs, batch_size=job.batch_size, inputs=job.inputs,
         scheme=job.scheme, bits=job.bits, target_sparsity=job.sparsity,
         **{f: getattr(m, f, None) for f in METRIC_FIELDS},
         batch=batch if t is not None else None, gpu=gpu, latency_ms=getattr(t, "sparse_ms", None),

@@ -18,7 +18,7 @@ COMPARE_COLUMNS = ["job_id", "status", "model", "dataset", "scheme", "bits", "ta
 # How jobs may differ beyond the columns above: shown only where they do (a column of "global",
 # "-", "0" in every job is noise), else two jobs alike but for their scope, or trained on 1,000
 # images against 4,000, read as one job twice
-SETUP_COLUMNS = ("method", "scope", "max_drop", "seed", "run", "recipe", "subset", "epochs", "batch_size")
+SETUP_COLUMNS = ("method", "scope", "max_drop", "seed", "run", "recipe", "subset", "epochs", "batch_size", "inputs")
 
 
 def differing(rows: Sequence[Any], columns: Sequence[str] = SETUP_COLUMNS) -> list[str]:

@@ -160,7 +160,7 @@ def _check_memory(spec: JobSpec) -> None:
 
     info = _scan(folder.folder_path(spec.dataset))
     n = sum(min(len(split), spec.subset or len(split)) for split in (info.train, info.test))
-    folder.check_memory(info.root, n, folder.channels(info), spec.image_size, folder.MAX_BYTES)
+    folder.check_memory(info.root, n, folder.channels(info), spec.image_size)
 
 
 def _check_normalise(spec: JobSpec) -> None:

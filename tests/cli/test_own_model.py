@@ -198,6 +198,11 @@ def test_a_checkpoint_is_part_of_the_jobs_identity(farm, net_file, tmp_path):
         assert code == 0, err
         ids.append(json.loads(out)["job"]["job_id"])
     assert ids[0] != ids[1]
+    # the table tells them apart: the setup column of the user's inputs, where they differ
+    code, out, err = farm("results", "--format", "csv")
+    header, *rows = out.strip().splitlines()
+    assert code == 0 and "inputs" in header.split(","), out
+    assert sum("ckpt " in row for row in rows) == 1, out
 
 
 def test_a_checkpoint_of_a_registry_model_works_too(farm, tmp_path):

@@ -151,7 +151,7 @@ def submit(
                           batches=tuple(_batches(batches)), seed=seed, device=device, checkpoint=checkpoint,
                           image_size=image_size, normalise=normalise))
     db.get_engine()  # an unreachable database fails now, before any output
-    if spec.checkpoint and spec.data_hash and spec.normalise is None:
+    if spec.checkpoint and spec.data_hash and normalise is None:  # not typed (auto typed: the user chose it)
         err.print("note: the images are normalised by the folder's own mean and std; if your checkpoint was "
                   "trained otherwise, say how with --normalise (none, imagenet or MEAN/STD), or its accuracy "
                   "here is not its own", highlight=False, markup=False, soft_wrap=True)
@@ -315,7 +315,10 @@ def export(
     model, dataset = done.spec["model"], done.spec["dataset"]
     err.print(f"wrote {done.path} ({done.bytes:,} bytes): job {job}'s compressed model, {model} on {dataset}",
               highlight=False, markup=False, soft_wrap=True)
-    channels, classes = SHAPES.get(dataset, (3, 10)) if not done.spec.get("data_hash") else _folder_shape(dataset)
+    if done.inputs and done.spec.get("data_hash"):  # as the job saw the folder (it may have moved since)
+        channels, classes = done.inputs["channels"], len(done.inputs.get("classes") or []) or "CLASSES"
+    else:
+        channels, classes = SHAPES.get(dataset, (3, 10)) if not done.spec.get("data_hash") else _folder_shape(dataset)
     if done.spec.get("model_file"):  # the user's own model: built by their own code
         file, _, name = model.partition(":")
         build = (f"model = {name}(in_channels={channels}, num_classes={classes}) from your {file} (the keywords "

@@ -30,7 +30,7 @@ MODEL_COLUMNS = ["batch", "dtype", "sparse_ms", "sparse_tf32_ms", "dense_fp32_ms
                  "dense_fp16_ms", "dense_folded_fp32_ms", "dense_folded_tf32_ms", "dense_folded_fp16_ms",
                  "dense_fused_fp32_ms", "dense_fused_tf32_ms", "dense_fused_cl_fp32_ms", "dense_fused_cl_tf32_ms",
                  "dense_fused_fp16_ms",
-                 "sparse_layers", "dense_layers", "max_rel_err", "layer_timing"]
+                 "sparse_layers", "dense_layers", "max_rel_err", "layer_timing", "cuda_graphs"]
 
 
 class DType(str, Enum):
@@ -139,6 +139,9 @@ def bench(model: Annotated[str, typer.Argument(help="model: resnet50, resnet20, 
         render.rows(whole, fmt, columns=MODEL_COLUMNS, title=f"{model} at {sparsity:.0%}: whole model (ms)")
         for line in verdicts(whole):
             err.print(line, highlight=False)
+        if any(row.get("cuda_graphs") is False for row in whole):
+            err.print("note: the model syncs with the host in its forward, which no CUDA graph can hold: "
+                      "both sides were timed eagerly, launches included", highlight=False)
 
 
 def verdicts(rows: list[dict]) -> list[str]:

@@ -21,6 +21,11 @@ def host_sync(fn: Callable[[], object]) -> str | None:
     with warnings.catch_warnings():  # "a prototype feature": said once per process, to nobody's use
         warnings.simplefilter("ignore", UserWarning)
         torch.cuda.set_sync_debug_mode("error")
+    # the debug mode does not see explicit waits, which a capture cannot hold either
+    explicit = [(torch.cuda, "synchronize"), (torch.cuda.Event, "synchronize"), (torch.cuda.Stream, "synchronize")]
+    saved = [getattr(owner, name) for owner, name in explicit]
+    for owner, name in explicit:
+        setattr(owner, name, _refuse(f"torch.cuda.{'' if owner is torch.cuda else owner.__name__ + '.'}{name}()"))
     try:
         fn()
     except RuntimeError as e:
@@ -28,5 +33,14 @@ def host_sync(fn: Callable[[], object]) -> str | None:
             raise
         return str(e).strip().splitlines()[0]
     finally:
+        for (owner, name), original in zip(explicit, saved):
+            setattr(owner, name, original)
         torch.cuda.set_sync_debug_mode(before)
     return None
+
+
+def _refuse(what: str):
+    def wait(*args, **kwargs):
+        raise RuntimeError(f"called a synchronizing CUDA operation: {what}")
+
+    return wait

@@ -396,8 +396,13 @@ class _Step:
         self.opt.zero_grad()  # the graph's backward allocates the gradients from its own pool
         graph = torch.cuda.CUDAGraph()
         # Capturing runs nothing: the step it records happens at the first replay.
-        with torch.cuda.graph(graph):
-            self.loss = self._forward_backward_update(-1)
+        try:
+            with torch.cuda.graph(graph):
+                self.loss = self._forward_backward_update(-1)
+        except RuntimeError as e:  # what the probe could not see: said in one line, not a CUDA trace
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InvalidSpec(f"the model's training step cannot be captured in a CUDA graph ({why}); "
+                              f"train it with cuda_graph off (TrainConfig(cuda_graph=False))") from None
         self.graph = graph
 
 

@@ -166,10 +166,13 @@ def spec_fields(j: Job) -> dict[str, Any]:
 
 
 def own_inputs(spec: dict) -> str | None:
-    """A user's own inputs beyond model and dataset, short: 'ckpt 1a2b3c4d, 28 px, normalise none'.
-    Two jobs of one model file on one folder, from other checkpoints or at other sizes, read as
-    one job twice without it."""
-    parts = [f"ckpt {spec['checkpoint'][:8]}" if spec.get("checkpoint") else "",
+    """A user's own inputs beyond model and dataset, short: 'file 3f2a..., data 9c1b..., ckpt
+    1a2b3c4d, 28 px, normalise none'. Two jobs of one model file on one folder, from another
+    version of the file or of the images, other checkpoints or sizes, read as one job twice
+    without it."""
+    parts = [f"file {spec['model_file'][:8]}" if spec.get("model_file") else "",
+             f"data {spec['data_hash'][:8]}" if spec.get("data_hash") else "",
+             f"ckpt {spec['checkpoint'][:8]}" if spec.get("checkpoint") else "",
              f"{spec['image_size']} px" if spec.get("image_size") else "",
              f"normalise {spec['normalise']}" if spec.get("normalise") else ""]
     return ", ".join(p for p in parts if p) or None

@@ -297,12 +297,12 @@ def decode_splits(root: Path, picked: dict[str, Entries], image_size: int, in_ch
            for split, e in picked.items()}
     jobs = [(split, i, root / path) for split, e in picked.items() for i, (path, _) in enumerate(e)]
 
-    def decode_into(job: tuple[str, int, Path]) -> DatasetMissing | None:
+    def decode_into(job: tuple[str, int, Path]) -> tuple[Path, DatasetMissing] | None:
         split, i, path = job
         try:
             out[split][i].numpy()[...] = decode_image(path, image_size, in_channels)  # PIL's arrays are read-only
         except DatasetMissing as e:  # every bad file in one message, not one a job
-            return e
+            return path, e
         return None
 
     every, bad = max(1, len(jobs) // 100), []
@@ -317,10 +317,10 @@ def decode_splits(root: Path, picked: dict[str, Entries], image_size: int, in_ch
             pool.shutdown(cancel_futures=True)  # interrupted: stop, rather than decode the rest
             raise
     if len(bad) == 1:
-        raise bad[0]
+        raise bad[0][1]
     if bad:
         raise DatasetMissing(f"{len(bad)} images cannot be read; fix or delete them, then run again: "
-                             + "; ".join(str(e).split(" (")[0].removeprefix("cannot read image ") for e in bad[:5])
+                             + "; ".join(str(path) for path, _ in bad[:5])
                              + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""))
     return out
 

@@ -160,7 +160,9 @@ def _check_memory(spec: JobSpec) -> None:
 
     info = _scan(folder.folder_path(spec.dataset))
     n = sum(min(len(split), spec.subset or len(split)) for split in (info.train, info.test))
-    folder.check_memory(info.root, n, folder.channels(info), spec.image_size)
+    # this machine's memory only where the job runs here; a worker checks its own when it loads
+    limit = folder.memory_limit() if settings.load().embedded else folder.MAX_BYTES
+    folder.check_memory(info.root, n, folder.channels(info), spec.image_size, limit)
 
 
 def _check_normalise(spec: JobSpec) -> None:

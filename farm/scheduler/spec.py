@@ -175,7 +175,7 @@ class JobSpec:
         if self.version != SPEC_VERSION:
             raise InvalidSpec(f"job spec version {self.version} is not {SPEC_VERSION}")
         max_drop = None if self.max_drop is None else float(self.max_drop)
-        normalise = None if self.normalise in (None, "auto") else _canonical_normalise(self.normalise)
+        normalise = None if self.normalise is None else _canonical_normalise(self.normalise)
         return replace(self, model=model, dataset=dataset, sparsity=float(self.sparsity), bits=bits, max_drop=max_drop,
                        batches=tuple(sorted(set(self.batches))), image_size=image_size, normalise=normalise,
                        **filled)
@@ -276,7 +276,8 @@ def _check_types(spec: JobSpec) -> None:
     for name in _OPTIONAL_STRS:
         value = getattr(spec, name)
         if value is not None and not isinstance(value, str):
-            raise InvalidSpec(f"{name} must be a file's path, got {value!r}")
+            what = "auto, none, imagenet or MEAN/STD as text" if name == "normalise" else "a file's path"
+            raise InvalidSpec(f"{name} must be {what}, got {value!r}")
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in spec.batches):
         raise InvalidSpec(f"batches must be whole numbers, e.g. [1, 32], got {list(spec.batches)}")
 
@@ -299,7 +300,7 @@ def _check_inputs(spec: JobSpec) -> None:
     if spec.image_size is not None and not folder:
         raise InvalidSpec(f"image_size scales a folder of images (dataset folder:PATH); {spec.dataset}'s "
                           f"images have their own size")
-    if spec.normalise not in (None, "auto") and not folder:
+    if spec.normalise is not None and spec.normalise.strip().lower() != "auto" and not folder:
         raise InvalidSpec(f"normalise sets how a folder of images (dataset folder:PATH) is normalised; "
                           f"{spec.dataset} is normalised as usual for it")
 
@@ -307,25 +308,32 @@ def _check_inputs(spec: JobSpec) -> None:
 def normalise_values(text: str | None) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     """(mean, std) per channel (or one for all) in 0..1 units, from a spec's normalise; None: the
     folder's own statistics."""
-    if text in (None, "auto"):
+    key = None if text is None else text.strip().lower()
+    if key in (None, "auto"):
         return None
-    if text.lower() in NORMALISE_NAMED:
-        return NORMALISE_NAMED[text.lower()]
+    if key in NORMALISE_NAMED:
+        return NORMALISE_NAMED[key]
     try:
-        mean, std = (tuple(float(v) for v in part.split(",")) for part in text.split("/"))
+        mean, std = (tuple(float(v) for v in part.split(",")) for part in key.split("/"))
     except ValueError:
         raise InvalidSpec(f"normalise takes auto, none, imagenet or MEAN/STD (one value, or one a channel: "
                           f"0.485,0.456,0.406/0.229,0.224,0.225), got {text!r}") from None
-    if len(mean) != len(std) or min(std) <= 0:
-        raise InvalidSpec(f"normalise {text!r}: as many means as stds, every std above 0")
+    if len(mean) != len(std) or not all(math.isfinite(v) for v in mean + std) or min(std) <= 0:
+        raise InvalidSpec(f"normalise {text!r}: as many means as stds, finite, every std above 0")
     return mean, std
 
 
-def _canonical_normalise(text: str) -> str:
-    """One spelling per meaning, so the hash does not depend on how it was typed."""
-    if text.lower() in NORMALISE_NAMED:
-        return text.lower()
-    mean, std = normalise_values(text)
+def _canonical_normalise(text: str) -> str | None:
+    """One spelling per meaning, so the hash does not depend on how it was typed: a value given
+    once for every channel alike, the named forms by name."""
+    values = normalise_values(text)
+    if values is None:
+        return None
+    mean, std = (part[:1] if len(set(part)) == 1 and len(set(values[0])) == len(set(values[1])) == 1 else part
+                 for part in values)
+    for name, named in NORMALISE_NAMED.items():
+        if (mean, std) == named:
+            return name
     return "/".join(",".join(f"{v:g}" for v in part) for part in (mean, std))
 
 

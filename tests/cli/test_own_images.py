@@ -178,6 +178,7 @@ def test_a_checkpoint_is_measured_on_images_normalised_as_it_was_trained(farm, i
 @pytest.mark.parametrize("value, words", [
     ("imagenet", "normalise imagenet gives 3 values, but the folder's images have 1 channel"),
     ("0.5/0", "every std above 0"),
+    ("nan/1", "finite"),
     ("lots", "normalise takes auto, none, imagenet or MEAN/STD"),
 ])
 def test_a_bad_normalise_is_one_line(farm, images, value, words):
@@ -208,3 +209,26 @@ def test_every_unreadable_image_is_named_at_once(images):
 def test_a_folder_given_as_a_dataset_name_is_pointed_at(farm, images):
     code, out, err = farm("submit", "tiny", "--dataset", str(images), *QUICK)
     assert code == 1 and f"(a folder of your images: folder:{images})" in err, err
+
+
+def test_a_normalise_is_one_spelling_a_meaning(images):
+    from farm.scheduler.inputs import ingest
+    from farm.scheduler.spec import JobSpec
+
+    def spec(value):
+        return ingest(JobSpec(model="tiny", dataset=f"folder:{images}", device="cpu", recipe="quick", normalise=value))
+
+    assert spec("0/1").hash == spec("NONE").hash == spec("none").hash
+    assert spec("0.5,0.5,0.5/0.25,0.25,0.25").normalise == "0.5/0.25"
+    assert spec(" Auto ").hash == spec(None).hash and spec("auto").normalise is None
+
+
+def test_images_whose_names_have_brackets_are_named_whole(images):
+    from farm.errors import DatasetMissing
+    from farm.models.folder import load_folder
+
+    for name in ("train/bag/photo (1).png", "train/bag/photo (2).png"):
+        (images / name).write_bytes(b"not a png")
+    with pytest.raises(DatasetMissing, match="2 images cannot be read") as e:
+        load_folder(images, 28)
+    assert "photo (1).png" in str(e.value) and "photo (2).png" in str(e.value)

@@ -18,10 +18,12 @@ def _pair(name="tiny"):
     return a, b
 
 
-def test_graphed_steps_match_eager_steps():
+def test_graphed_steps_match_eager_steps(caplog):
     data = load_dataset("synthetic", subset=1024)
     a, b = _pair()
-    ra = train(a, data, TrainConfig(epochs=3, batch_size=64, lr=0.1, cuda_graph=True), device="cuda")
+    with caplog.at_level("WARNING"):
+        ra = train(a, data, TrainConfig(epochs=3, batch_size=64, lr=0.1, cuda_graph=True), device="cuda")
+    assert "training eagerly" not in caplog.text  # the sync probe finds nothing in farm's own step
     rb = train(b, data, TrainConfig(epochs=3, batch_size=64, lr=0.1, cuda_graph=False), device="cuda")
     assert ra.accuracy > 0.5 and abs(ra.accuracy - rb.accuracy) < 0.02
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
@@ -127,4 +129,26 @@ def test_a_model_a_graph_cannot_capture_trains_eagerly(caplog):
     assert ra.accuracy > 0.5 and rb.accuracy > 0.5
     # dropout draws differ between the runs: the losses agree only roughly
     assert [h["loss"] for h in ra.history] == pytest.approx([h["loss"] for h in rb.history], rel=0.2)
+    torch.randn(8, device="cuda")  # the random generator is not left broken
+
+
+class _Waits(torch.nn.Module):
+    """A user's model that waits for the device explicitly, which the sync debug mode does not see."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = get_model("tiny")
+
+    def forward(self, x):
+        torch.cuda.synchronize()
+        return self.net(x)
+
+
+def test_an_explicit_wait_in_the_forward_trains_eagerly_too(caplog):
+    data = load_dataset("synthetic", subset=512)
+    torch.manual_seed(0)
+    with caplog.at_level("WARNING"):
+        result = train(_Waits(), data, TrainConfig(epochs=2, batch_size=64, lr=0.1, cuda_graph=True), device="cuda")
+    assert "training eagerly" in caplog.text and "torch.cuda.synchronize()" in caplog.text
+    assert result.accuracy > 0.3
     torch.randn(8, device="cuda")  # the random generator is not left broken

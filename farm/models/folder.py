@@ -230,9 +230,11 @@ def load_folder(root: str | Path, image_size: int, *, subset: int | None = None,
                 normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Dataset:
     """The folder as a Dataset of image_size x image_size images, float32 NCHW normalised by the
     train split's per-channel mean and std, or by `normalise` ((mean, std) per channel in 0..1
-    units, as torchvision's Normalize takes them: how the user's checkpoint was trained). Both splits are shuffled by a fixed seed, and `subset`
-    decodes only the first n of each. With `cache_dir`, the decoded uint8 images are kept there and
-    read back, undecoded, while the folder's files are unchanged (FolderInfo.stamp)."""
+    units, as torchvision's Normalize takes them: how the user's checkpoint was trained). Both
+    splits are shuffled by a fixed seed, and `subset` decodes only the first n of each. With
+    `cache_dir`, the decoded uint8 images are kept there and read back, undecoded, while the
+    folder's files are unchanged (FolderInfo.stamp). `max_bytes` (default memory_limit()) caps
+    the float32 images."""
     _check_args(image_size, subset)
     info = scan(root)
     picked = {split: _shuffled(entries, SHUFFLE_SEEDS[split])[:subset]

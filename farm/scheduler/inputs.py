@@ -2,9 +2,10 @@
 
 The spec keeps their content hashes, not their paths, so a job's identity follows what it
 computes: an edited model file or a retrained checkpoint is a new job, the same file in another
-folder the same one (a model file's name stays in the spec: the job's model is "net.py:build"). The model file and the checkpoint are copied into the artifact store (which a
-farm's workers share, as they share the stage artifacts), so a worker on another host runs the
-text and weights that were submitted. An image folder is too large to copy: workers read it at
+folder the same one (a model file's name stays in the spec: the job's model is "net.py:build").
+The model file and the checkpoint are copied into the artifact store (which a farm's workers
+share, as they share the stage artifacts), so a worker on another host runs the text and
+weights that were submitted. An image folder is too large to copy: workers read it at
 the same path, and its fingerprint (every file's path and size) tells them if it changed since.
 
 Each input is also tried at submit (the model built and run on two images of the dataset's
@@ -62,9 +63,9 @@ def ingest(spec: JobSpec, base: Path | None = None, *, reuse: bool = False) -> J
 def pin(fields: dict, base: Path) -> dict:
     """A sweep file's fields as its stored grid keeps them: model files and checkpoints by their
     names and stored copies ("net.py:build@<sha256>", "best.pt@<sha256>"), image folders by
-    absolute path. `farm sweep resume` then re-sends the jobs of the files that were submitted, however
-    they changed since, and a sweep file submitted again after its model file was edited is a
-    new sweep, not more jobs in the old one."""
+    absolute path. `farm sweep resume` then re-sends the jobs of the files that were submitted,
+    however they changed since, and a sweep file submitted again after its model file was
+    edited is a new sweep, not more jobs in the old one."""
     def fix(key: str, value):
         if isinstance(value, list):
             return [fix(key, v) for v in value]

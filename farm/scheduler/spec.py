@@ -114,7 +114,7 @@ class JobSpec:
     checkpoint: str | None = None  # trained weights the dense stage starts from (a path until submitted)
     data_hash: str | None = None  # a folder dataset's fingerprint (its files' paths and sizes)
     image_size: int | None = None  # a folder dataset's images are scaled to this many pixels a side
-    normalise: str | None = None  # a folder dataset's normalisation: None (its own statistics), none, imagenet, MEAN/STD
+    normalise: str | None = None  # a folder's normalisation: None (its own statistics), none, imagenet, MEAN/STD
     stages: tuple[str, ...] = PIPELINE  # a prefix of the pipeline, ("noop",) or ("stall",)
     run: int = 0  # repeat number; --force takes the next free one
     version: int = SPEC_VERSION

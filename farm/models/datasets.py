@@ -27,8 +27,6 @@ from farm.models.files import (FASHION_FILES, SYSTEM_FASHION_MNIST, cifar_folder
 from farm.models.idx import read_idx
 from farm.models.sizes import IMAGE_SIZES, SHAPES
 
-DEFAULT_IMAGE_SIZE = 32  # as farm.scheduler.spec's: a folder's images, unless told otherwise
-
 # Per-channel mean/std of the training images, the usual normalisation.
 FASHION_STATS = ((0.2860,), (0.3530,))
 CIFAR_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
@@ -75,7 +73,7 @@ def load_dataset(name: str, *, root: str | Path | None = None, subset: int | Non
             raise InvalidSpec(f"subset must be a positive number of examples, got {subset}")
         # decoded once per folder, size and subset: a job's later stages and other jobs load it at once
         cache = settings.load().home / "cache" / "folders"
-        data = folder.load_folder(folder.folder_path(name), image_size or DEFAULT_IMAGE_SIZE,
+        data = folder.load_folder(folder.folder_path(name), image_size or folder.DEFAULT_IMAGE_SIZE,
                                   subset=subset, cache_dir=cache, normalise=normalise)
         return data.to(device)
     if name.lower() not in LOADERS:
@@ -95,7 +93,7 @@ def dataset_shape(name: str, image_size: int | None = None) -> tuple[int, int, i
         from farm.models import folder
 
         info = folder.scan(folder.folder_path(name))
-        return folder.channels(info), info.num_classes, image_size or DEFAULT_IMAGE_SIZE
+        return folder.channels(info), info.num_classes, image_size or folder.DEFAULT_IMAGE_SIZE
     channels, classes = SHAPES[name]
     return channels, classes, min(IMAGE_SIZES[name])
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from farm.models.datasets import Dataset
 
 PREFIX = "folder:"  # a dataset name "folder:/abs/path" means this loader
+DEFAULT_IMAGE_SIZE = 32  # pixels a side that a folder's images are scaled to unless told
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 # PIL modes that hold one channel; any other mode in the sample makes the dataset RGB.

@@ -121,7 +121,11 @@ def _store(path: Path, _size: int, _mtime: int, _artifacts: str) -> str:
 
 
 def model_source(spec: JobSpec) -> str:
-    return stored(spec.model_file).read_text(encoding="utf-8")
+    return _source(spec.model_file)
+
+
+def _source(digest: str) -> str:
+    return stored(digest).read_text(encoding="utf-8")
 
 
 def _pinned(ref: str) -> bool:
@@ -221,7 +225,7 @@ def _try_build(model: str, model_file: str | None, checkpoint: str | None, datas
     from farm.models.user import check_output, load_checkpoint
 
     in_channels, num_classes, side = dataset_shape(dataset, image_size)
-    source = stored(model_file).read_text(encoding="utf-8") if model_file else None
+    source = _source(model_file) if model_file else None
     net = build_model(model, source=source, in_channels=in_channels, num_classes=num_classes)
     if checkpoint:
         load_checkpoint(net, stored(checkpoint), name=f"{checkpoint_name or checkpoint[:12]} (for {model})")

@@ -16,6 +16,9 @@ from functools import cached_property
 from typing import Any
 
 from farm.errors import InvalidSpec, UnknownDataset, UnknownModel
+# a dataset of the user's images (folder:/path) and the size they are scaled to unless told;
+# the module imports no torch, so specs stay cheap to check
+from farm.models.folder import DEFAULT_IMAGE_SIZE, PREFIX as FOLDER
 
 SPEC_VERSION = 1  # bump when the meaning of a field changes: old hashes then stop matching
 # Fields that are no option of `farm submit`: the pipeline's stages (a prefix, or the benchmark's
@@ -32,8 +35,6 @@ SCHEMES = ("fp32", "fp16", "linear", "log", "kmeans")
 FLOAT_BITS = {"fp32": 32, "fp16": 16}
 QUANT_BITS = range(2, 9)  # linear, log and kmeans codes of 2..8 bits
 DEVICES = ("gpu", "cpu")
-FOLDER = "folder:"  # a dataset of the user's images: folder:/path (farm.models.folder)
-DEFAULT_IMAGE_SIZE = 32  # pixels a side that a folder's images are scaled to unless told
 MAX_IMAGE_SIZE = 1024  # beyond this a dataset held whole does not fit: one image is 12 MiB as float32
 # Fields of a user's own inputs (farm.scheduler.inputs): in the canonical form and the stage keys
 # only where set, so the hashes of jobs without them stay as they were.
